@@ -1,0 +1,145 @@
+//! The admin API on `[admin] address` (SPEC §7):
+//!
+//! - `GET /healthz`: 200 while the process runs
+//! - `GET /readyz`: 200 when serving, 503 while draining
+//! - `GET /config`: version (sha256 of the file), loaded_at, path, last_error
+//! - `GET /routes`: the compiled table in match order
+//!
+//! Unknown paths are 404, other methods on known paths 405. Admin requests
+//! are not proxied, not access-logged and do not count as client connections.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::state::{Route, Shared, Snapshot};
+
+/// Serves the admin API until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
+        TokioExecutor::new(),
+    ));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &shared)) }
+            });
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let known = ["/healthz", "/readyz", "/config", "/routes"];
+    let path = req.uri().path();
+    if !known.contains(&path) {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if shared.draining.load(Ordering::Relaxed) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/config" => {
+            let status = shared
+                .status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            json_response(&json!({
+                "version": status.version,
+                "loaded_at": crate::timefmt::rfc3339(status.loaded_at),
+                "path": status.path.display().to_string(),
+                "last_error": status.last_error,
+            }))
+        }
+        _ => json_response(&routes_json(&shared.snapshot.load())),
+    }
+}
+
+/// Routes in the order the router tries them at one path: longer prefix
+/// first; at equal prefixes exact host, wildcard, none; then routes listing
+/// methods before those without; config order last.
+pub fn match_order(snapshot: &Snapshot) -> Vec<&Route> {
+    use crate::config::HostPattern;
+    let mut routes: Vec<&Route> = snapshot.routes.iter().collect();
+    routes.sort_by_key(|r| {
+        let host_rank = match &r.host {
+            Some(HostPattern::Exact(_)) => 0,
+            Some(HostPattern::Wildcard(_)) => 1,
+            None => 2,
+        };
+        (
+            std::cmp::Reverse(r.prefix.len()),
+            host_rank,
+            r.methods.is_none(),
+        )
+    });
+    routes
+}
+
+pub fn routes_json(snapshot: &Snapshot) -> Value {
+    let routes: Vec<Value> = match_order(snapshot)
+        .into_iter()
+        .map(|r| {
+            json!({
+                "name": &*r.name,
+                "prefix": &*r.prefix,
+                "host": r.host.as_ref().map(|h| h.to_string()),
+                "methods": r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+                "to": &*snapshot.upstreams[r.upstream].name,
+                "split": null,
+                "sticky": null,
+                "fallback": null,
+                "shadow": null,
+                "strip_prefix": r.strip_prefix,
+                "rewrite_prefix": r.rewrite_prefix.as_deref(),
+            })
+        })
+        .collect();
+    Value::Array(routes)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json_response(value: &Value) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}

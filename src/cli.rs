@@ -1,0 +1,267 @@
+//! The command line (SPEC §1): `run`, `check`, `explain`, and `figway PATH`
+//! as a shorthand for `run --config PATH`. Exit codes: 0 ok, 1 invalid
+//! config or cannot bind, 2 bad command line (clap's own code for usage
+//! errors).
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use serde_json::json;
+
+use crate::config::{self, LogFormat};
+use crate::decision::decide;
+use crate::state::Shared;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "figway",
+    version,
+    about = "A strangler-fig edge proxy: move traffic off a monolith, route by route"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve with the given config.
+    Run {
+        #[arg(long, short, default_value = "figway.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config and print its compiled route table.
+    Check { path: PathBuf },
+    /// Show which route and upstream a request would get.
+    Explain {
+        path: PathBuf,
+        method: String,
+        url: String,
+        /// A request header, `Name: value`; repeatable.
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The client address (for client_ip keys).
+        #[arg(long)]
+        client: Option<IpAddr>,
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(external_subcommand)]
+    ConfigPath(Vec<OsString>),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run(Path::new("figway.toml")),
+        Some(Command::Run { config }) => run(&config),
+        Some(Command::Check { path }) => check(&path),
+        Some(Command::Explain {
+            path,
+            method,
+            url,
+            headers,
+            client,
+            json,
+        }) => explain(&path, &method, &url, &headers, client, json),
+        Some(Command::ConfigPath(args)) => match args.as_slice() {
+            [path] => run(Path::new(path)),
+            _ => {
+                eprintln!("error: unexpected arguments after the config path\n\nUsage: figway [run --config] PATH");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    init_tracing(loaded.config.log.format);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if loaded.config.runtime.workers > 0 {
+        runtime.worker_threads(loaded.config.runtime.workers);
+    }
+    let runtime = match runtime.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let config = &loaded.config;
+        let bound = crate::server::bind(config.listen.address)
+            .map_err(|e| format!("cannot bind listen.address {}: {e}", config.listen.address))
+            .and_then(|p| {
+                crate::server::bind(config.admin.address)
+                    .map(|a| (p, a))
+                    .map_err(|e| format!("cannot bind admin.address {}: {e}", config.admin.address))
+            });
+        let (proxy, admin) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        let shared = Shared::new(&loaded);
+        tracing::info!(
+            listen = %config.listen.address,
+            admin = %config.admin.address,
+            version = %loaded.version,
+            routes = config.routes.len(),
+            upstreams = config.upstreams.len(),
+            "figway serving"
+        );
+        crate::server::run(proxy, admin, shared, shutdown_signal()).await;
+        tracing::info!("figway stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                    _ = int.recv() => tracing::info!("SIGINT: draining"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+fn check(path: &Path) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: {} error(s)", path.display(), e.messages.len());
+            return ExitCode::from(1);
+        }
+    };
+    for w in &loaded.warnings {
+        println!("{w}");
+    }
+    let snapshot = crate::config::compile::compile(&loaded, &crate::upstream::Registry::default());
+    println!("{}: ok (version {})", path.display(), loaded.version);
+    print!("{}", crate::table::render_routes(&snapshot));
+    ExitCode::SUCCESS
+}
+
+fn explain(
+    path: &Path,
+    method: &str,
+    url: &str,
+    raw_headers: &[String],
+    client: Option<IpAddr>,
+    as_json: bool,
+) -> ExitCode {
+    let usage = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(2)
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return usage(format!("invalid method {method:?}"));
+    };
+    let Ok(uri) = url.parse::<Uri>() else {
+        return usage(format!("invalid URL {url:?}"));
+    };
+    let mut headers = HeaderMap::new();
+    for h in raw_headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return usage(format!("invalid header {h:?}: expected 'Name: value'"));
+        };
+        match (
+            HeaderName::from_bytes(name.trim().as_bytes()),
+            HeaderValue::from_str(value.trim()),
+        ) {
+            (Ok(n), Ok(v)) => {
+                headers.append(n, v);
+            }
+            _ => return usage(format!("invalid header {h:?}")),
+        }
+    }
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let snapshot = Arc::new(crate::config::compile::compile(
+        &loaded,
+        &crate::upstream::Registry::default(),
+    ));
+    // The client address only matters for sticky/hash keys, which arrive in
+    // later milestones; it is accepted now so scripts need not change.
+    let _ = client;
+    let decision = decide(&snapshot, &method, &uri, &headers);
+    let out = match &decision {
+        Ok(d) => json!({
+            "route": {
+                "name": &*d.route.name,
+                "prefix": &*d.route.prefix,
+                "host": d.route.host.as_ref().map(|h| h.to_string()),
+                "methods": d.route.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+            },
+            "path_forwarded": d.path_forwarded,
+            "upstreams": [{"name": &*d.upstream.name, "weight": 1}],
+            "sticky": null,
+            "fallback": null,
+            "shadow": null,
+        }),
+        Err(kind) => json!({
+            "route": null,
+            "path_forwarded": null,
+            "upstreams": [],
+            "sticky": null,
+            "fallback": null,
+            "shadow": null,
+            "error": kind.as_str(),
+        }),
+    };
+    if as_json {
+        println!("{out}");
+    } else {
+        print!("{}", crate::table::render_explain(&out));
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,44 @@
+//! Turns a validated [`Loaded`] config into the [`Snapshot`] the hot path
+//! reads: the router trie, upstreams with their round-robin schedules and
+//! targets from the registry (so pools survive reloads).
+
+use crate::config::Loaded;
+use crate::router::{RouteKey, Router};
+use crate::state::{Route, Snapshot};
+use crate::upstream::{Registry, Upstream};
+
+pub fn compile(loaded: &Loaded, registry: &Registry) -> Snapshot {
+    let config = &loaded.config;
+    let upstreams: Box<[Upstream]> = config
+        .upstreams
+        .iter()
+        .map(|u| Upstream::new(u, registry))
+        .collect();
+    registry.sweep();
+    let routes: Box<[Route]> = config
+        .routes
+        .iter()
+        .map(|r| Route {
+            name: r.name.as_str().into(),
+            prefix: r.prefix.as_str().into(),
+            host: r.host.clone(),
+            methods: r.methods.as_ref().map(|m| m.clone().into_boxed_slice()),
+            upstream: r.upstream,
+            strip_prefix: r.strip_prefix,
+            rewrite_prefix: r.rewrite_prefix.as_deref().map(Into::into),
+        })
+        .collect();
+    let router = Router::build(routes.iter().map(|r| RouteKey {
+        prefix: &r.prefix,
+        host: r.host.as_ref(),
+        methods: r.methods.as_deref(),
+    }));
+    Snapshot {
+        router,
+        routes,
+        upstreams,
+        trusted_proxies: config.listen.trusted_proxies.clone().into_boxed_slice(),
+        access_log: config.log.access_log,
+        version: loaded.version.clone(),
+    }
+}

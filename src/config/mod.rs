@@ -1,0 +1,126 @@
+//! The config file: read (`doc`), validated (`parse`) into the [`model`]
+//! types, then compiled into a runtime snapshot by `compile`. Loading never
+//! stops at the first mistake: [`ConfigError`] carries every problem as a
+//! `file:line:col: key.path: message` line.
+
+pub mod compile;
+mod doc;
+pub mod model;
+mod parse;
+pub mod units;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use model::*;
+pub use parse::target_authority;
+
+/// A config that passed validation, with what `check` and `/config` report.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// `warning: ...` lines for `figway check`.
+    pub warnings: Vec<String>,
+    /// sha256 of the file's bytes, hex.
+    pub version: String,
+    pub path: PathBuf,
+}
+
+/// Every problem found in a file, already formatted with position.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub messages: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.messages.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+        messages: vec![format!("{}: cannot read config: {e}", path.display())],
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError {
+        messages: vec![format!(
+            "{}: config is not valid UTF-8 (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )],
+    })?;
+    load_str(&text, path)
+}
+
+/// Validates `text` as if read from `path` (which only names it in messages).
+pub fn load_str(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    let name = path.display().to_string();
+    let position = |span: &std::ops::Range<usize>| {
+        let (line, col) = doc::line_col(text, span.start);
+        format!("{name}:{line}:{col}")
+    };
+    let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        let messages = syntax
+            .iter()
+            .map(|e| {
+                let at = e.span().map_or_else(|| name.clone(), |s| position(&s));
+                format!("{at}: syntax error: {}", e.message().trim())
+            })
+            .collect();
+        return Err(ConfigError { messages });
+    }
+    let mut problems = doc::Problems::default();
+    let mut table = doc::Table::new(String::new(), root.span(), root.get_ref());
+    let config = parse::read(&mut table, &mut problems);
+    table.finish(&mut problems);
+    problems.list.sort_by_key(|p| p.span.start);
+    match config {
+        Some(config) if problems.list.is_empty() => {
+            let warnings = warnings(&config);
+            Ok(Loaded {
+                config,
+                warnings,
+                version: hex(&Sha256::digest(text.as_bytes())),
+                path: path.to_path_buf(),
+            })
+        }
+        _ => Err(ConfigError {
+            messages: problems
+                .list
+                .iter()
+                .map(|p| format!("{}: {}: {}", position(&p.span), p.key, p.message))
+                .collect(),
+        }),
+    }
+}
+
+fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, u) in config.upstreams.iter().enumerate() {
+        if !config.routes.iter().any(|r| r.upstream == i) {
+            out.push(format!(
+                "warning: upstreams.{}: not used by any route",
+                u.name
+            ));
+        }
+    }
+    if !config.upstreams.iter().any(|u| u.legacy) {
+        out.push("warning: no upstream is marked legacy = true; the dashboard's migration panel stays empty".into());
+    }
+    out
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

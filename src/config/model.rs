@@ -1,0 +1,134 @@
+//! The validated configuration: what the file means once every check passed.
+//! Nothing here is optional that validation already settled, so compile and
+//! the hot path never re-check the file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::Method;
+
+use crate::net::Cidr;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    pub admin: Admin,
+    pub runtime: Runtime,
+    pub log: Log,
+    pub upstreams: Vec<UpstreamSpec>,
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen {
+    pub address: SocketAddr,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runtime {
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+/// Per-upstream timeouts, after `[defaults]` inheritance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request: Duration,
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(30),
+            idle: Duration::from_secs(90),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub legacy: bool,
+    pub balance: Balance,
+    pub targets: Vec<TargetSpec>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// As written in the file; shown by the admin API.
+    pub url: String,
+    /// `host:port`, what we connect to and what metrics and logs call the target.
+    pub authority: String,
+    pub weight: u32,
+}
+
+/// A route's host condition. Hosts are stored lower-case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com`, stored as `example.com`: any depth of subdomain.
+    Wildcard(String),
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    /// Normalised, without a trailing slash (except the root `/`).
+    pub prefix: String,
+    pub host: Option<HostPattern>,
+    /// Sorted and de-duplicated; `None` matches every method.
+    pub methods: Option<Vec<Method>>,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    pub strip_prefix: bool,
+    pub rewrite_prefix: Option<String>,
+}

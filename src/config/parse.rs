@@ -1,0 +1,575 @@
+//! Reads the spanned TOML document into a validated [`Config`], collecting
+//! every problem (unknown keys, wrong types, bad values, dangling references,
+//! duplicates) with the span it belongs to. Defaults live here, next to the
+//! key they belong to.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::Method;
+
+use super::doc::{as_string, as_table, Problems, Table, Value};
+use super::model::*;
+use super::units::parse_duration;
+use crate::net::Cidr;
+use crate::path;
+
+/// The largest smooth round-robin schedule we precompute for one upstream.
+pub const MAX_SCHEDULE: u64 = 65_536;
+
+/// Reads the whole document. Returns the config only when no problem was found.
+pub fn read(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Config> {
+    let before = problems.list.len();
+    let listen = read_listen(root, problems);
+    let admin = read_admin(root, problems);
+    let runtime = read_runtime(root, problems);
+    let log = read_log(root, problems);
+    let defaults = match root.table("defaults", problems) {
+        Some(mut t) => {
+            let d = read_timeouts(&mut t, Timeouts::default(), problems);
+            t.finish(problems);
+            d
+        }
+        None => Timeouts::default(),
+    };
+    let (upstreams, names) = read_upstreams(root, defaults, problems);
+    let routes = read_routes(root, &names, problems);
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(Config {
+        listen: listen?,
+        admin,
+        runtime,
+        log,
+        upstreams,
+        routes,
+    })
+}
+
+fn read_listen(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Listen> {
+    let value = root.required("listen", problems)?;
+    let mut t = as_table(value, "listen".into(), problems)?;
+    let address = match t.required("address", problems) {
+        Some(v) => socket_addr(v, &t.key_path("address"), problems),
+        None => None,
+    };
+    let header_read_timeout = t
+        .parsed("header_read_timeout", problems, parse_duration)
+        .unwrap_or(Duration::from_secs(10));
+    let max_header_bytes = match t.integer("max_header_bytes", problems) {
+        Some(n) if (8192..=1 << 24).contains(&n.value) => n.value as usize,
+        Some(n) => {
+            problems.add(
+                n.span,
+                t.key_path("max_header_bytes"),
+                "must be between 8192 and 16777216",
+            );
+            65536
+        }
+        None => 65536,
+    };
+    let max_connections = positive(&mut t, "max_connections", problems).unwrap_or(10_000);
+    let drain_timeout = t
+        .parsed("drain_timeout", problems, parse_duration)
+        .unwrap_or(Duration::from_secs(30));
+    let trusted_proxies = match t.strings("trusted_proxies", problems) {
+        Some(list) => list
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s.value.parse::<Cidr>() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    problems.add(s.span, format!("listen.trusted_proxies[{i}]"), e);
+                    None
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    t.finish(problems);
+    Some(Listen {
+        address: address?,
+        header_read_timeout,
+        max_header_bytes,
+        max_connections,
+        drain_timeout,
+        trusted_proxies,
+    })
+}
+
+fn read_admin(root: &mut Table<'_, '_>, problems: &mut Problems) -> Admin {
+    let default = SocketAddr::from(([127, 0, 0, 1], 9901));
+    let Some(mut t) = root.table("admin", problems) else {
+        return Admin { address: default };
+    };
+    let address = t
+        .get("address")
+        .and_then(|v| socket_addr(v, "admin.address", problems))
+        .unwrap_or(default);
+    t.finish(problems);
+    Admin { address }
+}
+
+fn read_runtime(root: &mut Table<'_, '_>, problems: &mut Problems) -> Runtime {
+    let Some(mut t) = root.table("runtime", problems) else {
+        return Runtime { workers: 0 };
+    };
+    let workers = match t.integer("workers", problems) {
+        Some(n) if (0..=1024).contains(&n.value) => n.value as usize,
+        Some(n) => {
+            problems.add(n.span, "runtime.workers", "must be between 0 and 1024");
+            0
+        }
+        None => 0,
+    };
+    t.finish(problems);
+    Runtime { workers }
+}
+
+fn read_log(root: &mut Table<'_, '_>, problems: &mut Problems) -> Log {
+    let mut log = Log {
+        format: LogFormat::Json,
+        access_log: true,
+    };
+    let Some(mut t) = root.table("log", problems) else {
+        return log;
+    };
+    if let Some(f) = t.string("format", problems) {
+        match f.value.as_str() {
+            "json" => log.format = LogFormat::Json,
+            "pretty" => log.format = LogFormat::Pretty,
+            other => problems.add(
+                f.span,
+                "log.format",
+                format!("expected \"json\" or \"pretty\", found {other:?}"),
+            ),
+        }
+    }
+    if let Some(b) = t.boolean("access_log", problems) {
+        log.access_log = b;
+    }
+    t.finish(problems);
+    log
+}
+
+fn read_timeouts(t: &mut Table<'_, '_>, inherit: Timeouts, problems: &mut Problems) -> Timeouts {
+    Timeouts {
+        connect: t
+            .parsed("connect_timeout", problems, nonzero_duration)
+            .unwrap_or(inherit.connect),
+        request: t
+            .parsed("request_timeout", problems, nonzero_duration)
+            .unwrap_or(inherit.request),
+        idle: t
+            .parsed("idle_timeout", problems, parse_duration)
+            .unwrap_or(inherit.idle),
+    }
+}
+
+fn nonzero_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
+fn read_upstreams(
+    root: &mut Table<'_, '_>,
+    defaults: Timeouts,
+    problems: &mut Problems,
+) -> (Vec<UpstreamSpec>, HashMap<String, usize>) {
+    let mut upstreams = Vec::new();
+    let mut names = HashMap::new();
+    let Some(value) = root.required("upstreams", problems) else {
+        return (upstreams, names);
+    };
+    let Some(mut table) = as_table(value, "upstreams".into(), problems) else {
+        return (upstreams, names);
+    };
+    let entries = table.entries();
+    if entries.is_empty() {
+        problems.add(
+            table.span.clone(),
+            "upstreams",
+            "at least one upstream is required",
+        );
+    }
+    for (name, value) in entries {
+        let path = format!("upstreams.{}", name.value);
+        // Even a broken upstream is registered, so routes naming it do not
+        // pile a second, misleading error on top of the real one.
+        names.insert(name.value.clone(), upstreams.len());
+        let Some(mut t) = as_table(value, path.clone(), problems) else {
+            continue;
+        };
+        let legacy = t.boolean("legacy", problems).unwrap_or(false);
+        let balance = match t.string("balance", problems) {
+            None => Balance::RoundRobin,
+            Some(b) if b.value == "round_robin" => Balance::RoundRobin,
+            Some(b) => {
+                problems.add(
+                    b.span,
+                    format!("{path}.balance"),
+                    format!("unknown balance {:?}: expected \"round_robin\"", b.value),
+                );
+                Balance::RoundRobin
+            }
+        };
+        let timeouts = read_timeouts(&mut t, defaults, problems);
+        let targets = read_targets(&mut t, problems);
+        t.finish(problems);
+        upstreams.push(UpstreamSpec {
+            name: name.value,
+            legacy,
+            balance,
+            targets,
+            timeouts,
+        });
+    }
+    (upstreams, names)
+}
+
+fn read_targets(t: &mut Table<'_, '_>, problems: &mut Problems) -> Vec<TargetSpec> {
+    let path = t.key_path("targets");
+    let Some(items) = t
+        .required("targets", problems)
+        .and_then(|_| t.array("targets", problems))
+    else {
+        return Vec::new();
+    };
+    if items.is_empty() {
+        problems.add(
+            t.span.clone(),
+            path.clone(),
+            "at least one target is required",
+        );
+    }
+    let mut targets: Vec<TargetSpec> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let (url, weight) = match item.get_ref() {
+            toml::de::DeValue::String(_) => (as_string(item, &item_path, problems), 1),
+            toml::de::DeValue::Table(_) => {
+                let Some(mut tt) = as_table(item, item_path.clone(), problems) else {
+                    continue;
+                };
+                let url = tt
+                    .required("url", problems)
+                    .and_then(|_| tt.string("url", problems));
+                let weight = positive(&mut tt, "weight", problems).unwrap_or(1);
+                tt.finish(problems);
+                (url, weight)
+            }
+            _ => {
+                problems.add(
+                    item.span(),
+                    item_path,
+                    "expected a URL string or a table { url, weight }",
+                );
+                continue;
+            }
+        };
+        let Some(url) = url else { continue };
+        let Ok(weight) = u32::try_from(weight) else {
+            problems.add(
+                item.span(),
+                format!("{item_path}.weight"),
+                "weight too large",
+            );
+            continue;
+        };
+        match target_authority(&url.value) {
+            Ok(authority) if targets.iter().any(|t| t.authority == authority) => {
+                problems.add(url.span, item_path, format!("duplicate target {authority}"));
+            }
+            Ok(authority) => targets.push(TargetSpec {
+                url: url.value,
+                authority,
+                weight,
+            }),
+            Err(e) => problems.add(url.span, item_path, e),
+        }
+    }
+    let gcd = targets.iter().fold(0, |g, t| gcd(g, u64::from(t.weight)));
+    let total: u64 = targets
+        .iter()
+        .map(|t| u64::from(t.weight) / gcd.max(1))
+        .sum();
+    if total > MAX_SCHEDULE {
+        problems.add(
+            t.span.clone(),
+            path,
+            format!("target weights too fine-grained: their sum divided by their greatest common divisor is {total}, at most {MAX_SCHEDULE} is supported"),
+        );
+    }
+    targets
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// `http://host:port` → `host:port`.
+pub fn target_authority(url: &str) -> Result<String, String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("invalid target {url:?}: expected http://host:port"));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err(format!(
+            "invalid target {url:?}: no path, query or user info allowed"
+        ));
+    }
+    let authority: Authority = rest
+        .parse()
+        .map_err(|_| format!("invalid target {url:?}: bad host or port"))?;
+    if authority.host().is_empty() {
+        return Err(format!("invalid target {url:?}: missing host"));
+    }
+    let Some(port) = authority.port_u16().filter(|p| *p != 0) else {
+        return Err(format!(
+            "invalid target {url:?}: expected http://host:port with a port"
+        ));
+    };
+    Ok(format!("{}:{port}", authority.host()))
+}
+
+fn read_routes(
+    root: &mut Table<'_, '_>,
+    names: &HashMap<String, usize>,
+    problems: &mut Problems,
+) -> Vec<RouteSpec> {
+    let mut routes: Vec<RouteSpec> = Vec::new();
+    let Some(items) = root.array("routes", problems) else {
+        return routes;
+    };
+    let mut seen_names: HashSet<String> = HashSet::new();
+    let mut seen_keys: HashSet<(String, Option<HostPattern>, Option<Vec<Method>>)> = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Some(mut t) = as_table(item, path.clone(), problems) else {
+            continue;
+        };
+        if let Some(route) = read_route(&mut t, names, problems) {
+            let at = t.span.clone();
+            if !seen_names.insert(route.name.clone()) {
+                problems.add(
+                    at.clone(),
+                    format!("{path}.name"),
+                    format!("duplicate route name {:?}", route.name),
+                );
+            }
+            let key = (
+                route.prefix.clone(),
+                route.host.clone(),
+                route.methods.clone(),
+            );
+            if !seen_keys.insert(key) {
+                problems.add(
+                    at,
+                    path,
+                    "another route has the same prefix, host and methods",
+                );
+            }
+            routes.push(route);
+        }
+        t.finish(problems);
+    }
+    routes
+}
+
+fn read_route(
+    t: &mut Table<'_, '_>,
+    names: &HashMap<String, usize>,
+    problems: &mut Problems,
+) -> Option<RouteSpec> {
+    let prefix = t
+        .required("prefix", problems)
+        .and_then(|_| t.string("prefix", problems));
+    let prefix = prefix.and_then(|p| match normalize_prefix(&p.value) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            problems.add(p.span, t.key_path("prefix"), e);
+            None
+        }
+    });
+    let name = t.string("name", problems);
+    let host = t
+        .string("host", problems)
+        .and_then(|h| match host_pattern(&h.value) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.add(h.span, t.key_path("host"), e);
+                None
+            }
+        });
+    let methods = read_methods(t, problems);
+    let to = t.get("to");
+    let upstream = match to {
+        None => {
+            problems.add(t.span.clone(), t.key_path("to"), "missing required key");
+            None
+        }
+        Some(v) => {
+            as_string(v, &t.key_path("to"), problems).and_then(|to| match names.get(&to.value) {
+                Some(i) => Some(*i),
+                None => {
+                    problems.add(
+                        to.span,
+                        t.key_path("to"),
+                        format!("unknown upstream {:?}", to.value),
+                    );
+                    None
+                }
+            })
+        }
+    };
+    let strip_prefix = t.boolean("strip_prefix", problems).unwrap_or(false);
+    let rewrite_prefix = t.string("rewrite_prefix", problems).and_then(|r| {
+        if strip_prefix {
+            problems.add(
+                r.span,
+                t.key_path("rewrite_prefix"),
+                "cannot be combined with strip_prefix = true",
+            );
+            return None;
+        }
+        match path::normalize(&r.value) {
+            Ok(n) if n == r.value.as_str() && !r.value.contains('?') => Some(r.value),
+            _ => {
+                problems.add(
+                    r.span,
+                    t.key_path("rewrite_prefix"),
+                    "must be a normalised path starting with /",
+                );
+                None
+            }
+        }
+    });
+    let prefix = prefix?;
+    Some(RouteSpec {
+        name: name.map_or_else(|| prefix.clone(), |n| n.value),
+        prefix,
+        host,
+        methods,
+        upstream: upstream?,
+        strip_prefix,
+        rewrite_prefix,
+    })
+}
+
+/// A prefix must be a normalised absolute path; its trailing slash is
+/// dropped because matching is by whole segments anyway (`/api/` ≡ `/api`).
+fn normalize_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.contains(['?', '#']) {
+        return Err("a prefix is a path: no query or fragment".into());
+    }
+    match path::normalize(prefix) {
+        Ok(n) if n == prefix => {
+            let trimmed = prefix.trim_end_matches('/');
+            Ok(if trimmed.is_empty() {
+                "/".into()
+            } else {
+                trimmed.into()
+            })
+        }
+        Ok(n) => Err(format!("prefix is not normalised: write {n:?}")),
+        Err(e) => Err(format!("invalid prefix: {}", e.message())),
+    }
+}
+
+fn host_pattern(host: &str) -> Result<HostPattern, String> {
+    let lower = host.to_ascii_lowercase();
+    let (wild, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    let ipv6 = !wild
+        && name.starts_with('[')
+        && name.ends_with(']')
+        && name[1..name.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
+    if !(valid || ipv6) {
+        return Err(format!("invalid host {host:?}: expected a name like \"shop.example.com\" or \"*.example.com\" (no port)"));
+    }
+    Ok(if wild {
+        HostPattern::Wildcard(name.to_string())
+    } else {
+        HostPattern::Exact(name.to_string())
+    })
+}
+
+fn read_methods(t: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Vec<Method>> {
+    let list = t.strings("methods", problems)?;
+    if list.is_empty() {
+        problems.add(
+            t.span.clone(),
+            t.key_path("methods"),
+            "list at least one method, or leave the key out to match all",
+        );
+        return None;
+    }
+    let mut methods = Vec::with_capacity(list.len());
+    for m in list {
+        let valid = !m.value.is_empty()
+            && m.value
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+        match Method::from_bytes(m.value.as_bytes()) {
+            Ok(method) if valid => methods.push(method),
+            _ => problems.add(
+                m.span,
+                t.key_path("methods"),
+                format!(
+                    "invalid method {:?}: methods are upper-case tokens such as \"GET\"",
+                    m.value
+                ),
+            ),
+        }
+    }
+    methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    methods.dedup();
+    Some(methods)
+}
+
+fn positive(t: &mut Table<'_, '_>, key: &str, problems: &mut Problems) -> Option<usize> {
+    let n = t.integer(key, problems)?;
+    if n.value <= 0 {
+        problems.add(n.span, t.key_path(key), "must be a positive integer");
+        return None;
+    }
+    Some(n.value as usize)
+}
+
+fn socket_addr(value: &Value<'_>, path: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    let s = as_string(value, path, problems)?;
+    match s.value.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.add(
+                s.span,
+                path,
+                format!(
+                    "invalid address {:?}: expected IP:PORT such as \"0.0.0.0:8080\"",
+                    s.value
+                ),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The answers figway gives itself when it cannot or will not forward a
+//! request (SPEC §4). Every kind maps to its status in one exhaustive match,
+//! so a new kind without a status does not compile; the kind's name goes out
+//! in `x-figway-error` and into logs.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+
+use crate::body::ResponseBody;
+
+pub static X_FIGWAY_ERROR: HeaderName = HeaderName::from_static("x-figway-error");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Connecting to the target failed (refused, unreachable, timed out).
+    UpstreamConnect,
+    /// The connection closed or reset before the response head.
+    UpstreamReset,
+    /// No response head within `request_timeout`.
+    UpstreamTimeout,
+    /// The request itself is unacceptable (path above root, bad escapes).
+    BadRequest,
+    /// CONNECT: figway is not a forward proxy. Reported as `bad_request`.
+    MethodNotAllowed,
+    NoRoute,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// The `x-figway-error` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::UpstreamConnect => "upstream_connect",
+            ErrorKind::UpstreamReset => "upstream_reset",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::BadRequest | ErrorKind::MethodNotAllowed => "bad_request",
+            ErrorKind::NoRoute => "no_route",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            ErrorKind::UpstreamConnect => "bad gateway: could not connect to the upstream\n",
+            ErrorKind::UpstreamReset => {
+                "bad gateway: the upstream closed the connection before answering\n"
+            }
+            ErrorKind::UpstreamTimeout => "gateway timeout: the upstream did not answer in time\n",
+            ErrorKind::BadRequest => "bad request\n",
+            ErrorKind::MethodNotAllowed => "method not allowed: figway is not a forward proxy\n",
+            ErrorKind::NoRoute => "not found: no route matches this request\n",
+        }
+    }
+
+    pub fn response(self) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::full(Bytes::from_static(
+            self.body().as_bytes(),
+        )));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            X_FIGWAY_ERROR.clone(),
+            HeaderValue::from_static(self.as_str()),
+        );
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self == ErrorKind::MethodNotAllowed {
+            headers.insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+            );
+        }
+        response
+    }
+}

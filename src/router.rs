@@ -1,0 +1,318 @@
+//! The route table: a trie of path segments whose nodes hold the routes of one
+//! prefix, split by host condition. Lookup walks the request path once, down
+//! to the deepest node it reaches, then back up through parents until a
+//! route's host and methods accept the request, so its cost depends on the
+//! path's depth and the host's label count, never on how many routes exist.
+//!
+//! Precedence (SPEC §3): longest prefix; at equal prefixes exact host, then
+//! wildcard (longer suffix first), then no host; between equally specific
+//! hosts a route listing methods before one without. A route whose methods
+//! exclude the request falls through to the next candidate.
+
+use std::collections::HashMap;
+
+use http::Method;
+
+use crate::config::HostPattern;
+
+/// What the router needs to know of a route.
+pub struct RouteKey<'a> {
+    pub prefix: &'a str,
+    pub host: Option<&'a HostPattern>,
+    pub methods: Option<&'a [Method]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    /// Index of the route as given to [`Router::build`].
+    pub route: usize,
+    /// Bytes of the request path covered by the route's prefix.
+    pub prefix_len: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    nodes: Vec<Node>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    parent: Option<u32>,
+    /// Length of `/a/b` for this node; the root is 0 so `/` strips nothing.
+    prefix_len: usize,
+    children: HashMap<Box<str>, u32>,
+    exact: HashMap<Box<str>, Vec<Entry>>,
+    /// Keyed by the suffix after `*.`.
+    wildcard: HashMap<Box<str>, Vec<Entry>>,
+    any_host: Vec<Entry>,
+}
+
+impl Node {
+    fn has_routes(&self) -> bool {
+        !(self.exact.is_empty() && self.wildcard.is_empty() && self.any_host.is_empty())
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    methods: Option<Box<[Method]>>,
+    route: usize,
+}
+
+/// Longest host we lower-case on the stack; DNS names stop at 253 bytes.
+const MAX_HOST: usize = 256;
+
+impl Router {
+    pub fn build<'a>(routes: impl IntoIterator<Item = RouteKey<'a>>) -> Router {
+        let mut router = Router {
+            nodes: vec![Node::default()],
+        };
+        for (index, route) in routes.into_iter().enumerate() {
+            let node = router.insert_path(route.prefix);
+            let entry = Entry {
+                methods: route.methods.map(|m| m.to_vec().into_boxed_slice()),
+                route: index,
+            };
+            let node = &mut router.nodes[node];
+            let list = match route.host {
+                Some(HostPattern::Exact(h)) => node.exact.entry(h.as_str().into()).or_default(),
+                Some(HostPattern::Wildcard(s)) => {
+                    node.wildcard.entry(s.as_str().into()).or_default()
+                }
+                None => &mut node.any_host,
+            };
+            list.push(entry);
+            // Routes that list methods are tried first; stable, so config
+            // order decides among the rest.
+            list.sort_by_key(|e| e.methods.is_none());
+        }
+        router
+    }
+
+    fn insert_path(&mut self, prefix: &str) -> usize {
+        let mut node = 0usize;
+        let mut len = 0;
+        for segment in segments(prefix) {
+            len += 1 + segment.len();
+            node = match self.nodes[node].children.get(segment) {
+                Some(child) => *child as usize,
+                None => {
+                    let child = self.nodes.len();
+                    self.nodes.push(Node {
+                        parent: Some(node as u32),
+                        prefix_len: len,
+                        ..Node::default()
+                    });
+                    self.nodes[node]
+                        .children
+                        .insert(segment.into(), child as u32);
+                    child
+                }
+            };
+        }
+        node
+    }
+
+    /// `host` may carry a port and any case; `path` must be normalised.
+    pub fn lookup(&self, host: Option<&str>, method: &Method, path: &str) -> Option<Match> {
+        let mut buf = [0u8; MAX_HOST];
+        let host = host.and_then(|h| lower_host(h, &mut buf));
+        let mut node = 0usize;
+        for segment in segments(path) {
+            match self.nodes[node].children.get(segment) {
+                Some(child) => node = *child as usize,
+                None => break,
+            }
+        }
+        loop {
+            let n = &self.nodes[node];
+            if n.has_routes() {
+                if let Some(route) = n.pick(host, method) {
+                    return Some(Match {
+                        route,
+                        prefix_len: n.prefix_len,
+                    });
+                }
+            }
+            node = n.parent? as usize;
+        }
+    }
+
+    pub fn len_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+impl Node {
+    fn pick(&self, host: Option<&str>, method: &Method) -> Option<usize> {
+        if let Some(host) = host {
+            if let Some(route) = self.exact.get(host).and_then(|l| pick_method(l, method)) {
+                return Some(route);
+            }
+            if !self.wildcard.is_empty() {
+                // Suffixes after each dot, longest first: a.b.example.com
+                // tries b.example.com, example.com, com.
+                for (i, b) in host.bytes().enumerate() {
+                    if b == b'.' {
+                        if let Some(route) = self
+                            .wildcard
+                            .get(&host[i + 1..])
+                            .and_then(|l| pick_method(l, method))
+                        {
+                            return Some(route);
+                        }
+                    }
+                }
+            }
+        }
+        pick_method(&self.any_host, method)
+    }
+}
+
+fn pick_method(list: &[Entry], method: &Method) -> Option<usize> {
+    list.iter()
+        .find(|e| e.methods.as_ref().is_none_or(|m| m.contains(method)))
+        .map(|e| e.route)
+}
+
+/// Path segments after the leading `/`; the root `/` has none.
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let rest = if rest.is_empty() { None } else { Some(rest) };
+    rest.into_iter().flat_map(|r| r.split('/'))
+}
+
+/// Strips the port and lower-cases into `buf` without allocating.
+fn lower_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
+    let name = if host.starts_with('[') {
+        // [v6]:port
+        &host[..host.find(']').map_or(host.len(), |i| i + 1)]
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > MAX_HOST {
+        return None;
+    }
+    let out = &mut buf[..name.len()];
+    out.copy_from_slice(name.as_bytes());
+    out.make_ascii_lowercase();
+    std::str::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct R(&'static str, Option<HostPattern>, Option<Vec<Method>>);
+
+    fn router(routes: &[R]) -> Router {
+        Router::build(routes.iter().map(|r| RouteKey {
+            prefix: r.0,
+            host: r.1.as_ref(),
+            methods: r.2.as_deref(),
+        }))
+    }
+
+    fn exact(h: &str) -> Option<HostPattern> {
+        Some(HostPattern::Exact(h.into()))
+    }
+    fn wild(h: &str) -> Option<HostPattern> {
+        Some(HostPattern::Wildcard(h.into()))
+    }
+
+    fn get(r: &Router, host: Option<&str>, path: &str) -> Option<usize> {
+        r.lookup(host, &Method::GET, path).map(|m| m.route)
+    }
+
+    #[test]
+    fn longest_prefix_on_segment_boundaries() {
+        let r = router(&[
+            R("/", None, None),
+            R("/api", None, None),
+            R("/api/orders", None, None),
+        ]);
+        assert_eq!(get(&r, None, "/api/orders"), Some(2));
+        assert_eq!(get(&r, None, "/api/orders/"), Some(2));
+        assert_eq!(get(&r, None, "/api/orders/42"), Some(2));
+        assert_eq!(get(&r, None, "/api/ordersx"), Some(1));
+        assert_eq!(get(&r, None, "/apix"), Some(0));
+        assert_eq!(get(&r, None, "/"), Some(0));
+        let m = r.lookup(None, &Method::GET, "/api/orders/42").unwrap();
+        assert_eq!(m.prefix_len, "/api/orders".len());
+        assert_eq!(r.lookup(None, &Method::GET, "/x").unwrap().prefix_len, 0);
+    }
+
+    #[test]
+    fn no_route() {
+        let r = router(&[R("/api", None, None)]);
+        assert_eq!(get(&r, None, "/"), None);
+        assert_eq!(get(&r, None, "/apiary"), None);
+    }
+
+    #[test]
+    fn host_precedence() {
+        let r = router(&[
+            R("/", None, None),
+            R("/", wild("example.com"), None),
+            R("/", exact("shop.example.com"), None),
+            R("/", wild("eu.example.com"), None),
+        ]);
+        assert_eq!(get(&r, Some("shop.example.com"), "/"), Some(2));
+        assert_eq!(get(&r, Some("SHOP.Example.com:8080"), "/"), Some(2));
+        assert_eq!(get(&r, Some("other.example.com"), "/"), Some(1));
+        assert_eq!(get(&r, Some("a.b.example.com"), "/"), Some(1));
+        assert_eq!(get(&r, Some("x.eu.example.com"), "/"), Some(3));
+        assert_eq!(get(&r, Some("example.com"), "/"), Some(0));
+        assert_eq!(get(&r, None, "/"), Some(0));
+    }
+
+    #[test]
+    fn longer_prefix_beats_host() {
+        let r = router(&[R("/", exact("a.com"), None), R("/api", None, None)]);
+        assert_eq!(get(&r, Some("a.com"), "/api/x"), Some(1));
+    }
+
+    #[test]
+    fn methods_fall_through() {
+        let r = router(&[
+            R("/api", None, None),
+            R("/api/users", None, Some(vec![Method::GET, Method::HEAD])),
+            R("/api/users", None, Some(vec![Method::DELETE])),
+        ]);
+        assert_eq!(
+            r.lookup(None, &Method::GET, "/api/users/1").unwrap().route,
+            1
+        );
+        assert_eq!(
+            r.lookup(None, &Method::DELETE, "/api/users/1")
+                .unwrap()
+                .route,
+            2
+        );
+        assert_eq!(
+            r.lookup(None, &Method::POST, "/api/users/1").unwrap().route,
+            0
+        );
+    }
+
+    #[test]
+    fn methods_beat_no_methods_at_same_host() {
+        let r = router(&[R("/a", None, None), R("/a", None, Some(vec![Method::GET]))]);
+        assert_eq!(r.lookup(None, &Method::GET, "/a").unwrap().route, 1);
+        assert_eq!(r.lookup(None, &Method::PUT, "/a").unwrap().route, 0);
+    }
+
+    #[test]
+    fn encoded_slash_is_one_segment() {
+        let r = router(&[R("/a/b", None, None), R("/", None, None)]);
+        assert_eq!(get(&r, None, "/a%2Fb"), Some(1));
+        assert_eq!(get(&r, None, "/a/b"), Some(0));
+    }
+
+    #[test]
+    fn ipv6_host() {
+        let r = router(&[R("/", exact("[::1]"), None)]);
+        assert_eq!(get(&r, Some("[::1]:8080"), "/"), Some(0));
+    }
+}

@@ -1,0 +1,112 @@
+//! Listeners and connections: binding (with SO_REUSEPORT so a new binary can
+//! start beside an old one), the `max_connections` cap, HTTP/1.1 and h2c
+//! from clients through hyper-util's auto builder, the admin server beside
+//! it, and the drain on shutdown.
+//!
+//! [`run`] takes bound listeners and a shutdown future, so tests and the CLI
+//! bind wherever they like (port 0 in tests) and stop it how they like.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+
+use crate::state::Shared;
+
+/// Binds a listening socket with SO_REUSEPORT (SPEC §9).
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
+}
+
+/// Serves the proxy on `proxy` and the admin API on `admin` until `shutdown`
+/// resolves, then drains: stops accepting, turns `/readyz` to 503, lets
+/// requests in flight finish for up to `drain_timeout`, and returns.
+pub async fn run(
+    proxy: TcpListener,
+    admin: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone()));
+    let builder = Arc::new(http_builder(&shared));
+    let graceful = GracefulShutdown::new();
+    let limit = Arc::new(Semaphore::new(shared.listen.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        // Past the cap we stop calling accept; new connections wait in the
+        // kernel's backlog rather than being taken and then starved.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = proxy.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared_conn = shared.clone();
+        let service = service_fn(move |req| crate::proxy::handle(req, peer, shared_conn.clone()));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "client connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(proxy);
+    shared.draining.store(true, Ordering::SeqCst);
+    let open = graceful.count();
+    tracing::info!(connections = open, "draining");
+    if tokio::time::timeout(shared.listen.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?shared.listen.drain_timeout, "drain timeout reached; cutting remaining connections");
+    }
+    admin_task.abort();
+}
+
+fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
+    let listen = &shared.listen;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(listen.header_read_timeout)
+        .max_buf_size(listen.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(listen.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}

@@ -1,0 +1,85 @@
+//! What a request reads: the [`Snapshot`] (route table and upstreams compiled
+//! from one config file), and [`Shared`], the process-wide state around it.
+//! The snapshot sits behind one `ArcSwap`: a request loads it once and keeps
+//! that `Arc` to the end, so a reload that swaps in a new table never changes
+//! the rules under a request already in flight.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use http::Method;
+
+use crate::config::{HostPattern, Listen, Loaded, Log};
+use crate::net::Cidr;
+use crate::router::Router;
+use crate::upstream::{Registry, Upstream};
+
+/// The immutable runtime form of one config file.
+pub struct Snapshot {
+    pub router: Router,
+    /// In config order; the router's indices point here.
+    pub routes: Box<[Route]>,
+    pub upstreams: Box<[Upstream]>,
+    pub trusted_proxies: Box<[Cidr]>,
+    pub access_log: bool,
+    pub version: String,
+}
+
+pub struct Route {
+    pub name: Box<str>,
+    pub prefix: Box<str>,
+    pub host: Option<HostPattern>,
+    pub methods: Option<Box<[Method]>>,
+    /// Index into `Snapshot::upstreams`.
+    pub upstream: usize,
+    pub strip_prefix: bool,
+    pub rewrite_prefix: Option<Box<str>>,
+}
+
+/// What `GET /config` reports.
+#[derive(Debug, Clone)]
+pub struct ConfigStatus {
+    pub version: String,
+    pub loaded_at: SystemTime,
+    pub path: PathBuf,
+    pub last_error: Option<String>,
+}
+
+/// State shared by the proxy listener, the admin server and (later) the
+/// reloader. Only `snapshot` is read per request.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Registry,
+    pub status: Mutex<ConfigStatus>,
+    /// Set on SIGTERM/SIGINT; `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
+    /// Fixed at start: `[listen]` and `[log]` need a restart to change.
+    pub listen: Listen,
+    pub log: Log,
+    pub admin_address: SocketAddr,
+}
+
+impl Shared {
+    pub fn new(loaded: &Loaded) -> Arc<Shared> {
+        let registry = Registry::default();
+        let snapshot = crate::config::compile::compile(loaded, &registry);
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            status: Mutex::new(ConfigStatus {
+                version: loaded.version.clone(),
+                loaded_at: SystemTime::now(),
+                path: loaded.path.clone(),
+                last_error: None,
+            }),
+            draining: AtomicBool::new(false),
+            listen: loaded.config.listen.clone(),
+            log: loaded.config.log.clone(),
+            admin_address: loaded.config.admin.address,
+        })
+    }
+}

@@ -1,0 +1,57 @@
+//! RFC 3339 timestamps (UTC) for logs and the admin API, without a date
+//! crate: the civil-from-days conversion is a dozen lines.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `2026-11-23T18:57:00.123Z`.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (date, secs) = split(d.as_secs());
+    format!("{date}T{secs}.{:03}Z", d.subsec_millis())
+}
+
+/// `2026-11-23T18:57:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (date, secs) = split(d.as_secs());
+    format!("{date}T{secs}Z")
+}
+
+fn split(unix: u64) -> (String, String) {
+    let days = (unix / 86_400) as i64;
+    let rem = unix % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
+    )
+}
+
+/// Howard Hinnant's algorithm: days since 1970-01-01 to (year, month, day).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn known_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_460_220_123);
+        assert_eq!(rfc3339_millis(t), "2026-11-23T18:57:00.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+}
