@@ -118,9 +118,13 @@ fn run(path: &Path) -> ExitCode {
             }
         };
         let shared = Shared::new(&loaded);
+        // The bound addresses, not the configured ones: with port 0 (tests,
+        // scripts) this line is how the caller learns where figway listens.
+        let local =
+            |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(
-            listen = %config.listen.address,
-            admin = %config.admin.address,
+            listen = %local(&proxy),
+            admin = %local(&admin),
             version = %loaded.version,
             routes = config.routes.len(),
             upstreams = config.upstreams.len(),

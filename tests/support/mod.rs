@@ -1,0 +1,488 @@
+//! Test support: figway started for real (in-process on port 0, or the
+//! binary as a child process), instrumented backends that record what they
+//! received, and small HTTP clients. Everything runs over loopback TCP.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn full(data: impl Into<Bytes>) -> TestBody {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+// === impl Figway (in-process) ===
+
+/// figway's real server type on 127.0.0.1:0, stopped when dropped.
+pub struct Figway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub shared: Arc<figway::state::Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Figway {
+    /// `toml` is a whole config; its listen and admin addresses are ignored
+    /// (the test binds port 0).
+    pub async fn start(toml: &str) -> Figway {
+        let loaded = figway::config::load_str(toml, Path::new("test.toml"))
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let proxy = figway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let admin = figway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = proxy.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let shared = figway::state::Shared::new(&loaded);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(figway::server::run(
+            proxy,
+            admin,
+            shared.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Figway {
+            addr,
+            admin: admin_addr,
+            shared,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Triggers the drain and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+    }
+}
+
+impl Drop for Figway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A minimal config around upstream and route TOML: listen/admin on port 0,
+/// access log off so test output stays readable.
+pub fn config(body: &str) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{body}\n"
+    )
+}
+
+// === impl FigwayProcess (the binary) ===
+
+/// The real `figway` binary, started on a config file with port 0; its
+/// bound addresses are read from its startup log line.
+pub struct FigwayProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempdir::Dir,
+}
+
+impl FigwayProcess {
+    pub fn spawn(toml: &str) -> FigwayProcess {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("figway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_figway"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let (addr, admin) = loop {
+            let line = lines.next().expect("figway exited before serving").unwrap();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["message"] == "figway serving" {
+                    break (
+                        v["listen"].as_str().unwrap().parse().unwrap(),
+                        v["admin"].as_str().unwrap().parse().unwrap(),
+                    );
+                }
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        FigwayProcess {
+            child,
+            addr,
+            admin,
+            dir,
+        }
+    }
+
+    /// Peak resident memory of the process so far, in KiB (Linux).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for FigwayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> Dir {
+            let p = std::env::temp_dir().join(format!(
+                "figway-test-{}-{:x}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+// === impl Backend ===
+
+/// What a backend received: the head, the body's length, and its first MiB.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body_len: u64,
+    pub body: Bytes,
+}
+
+type Handler =
+    Arc<dyn Fn(Seen) -> Pin<Box<dyn Future<Output = Response<TestBody>> + Send>> + Send + Sync>;
+
+/// A real hyper HTTP/1.1 server on 127.0.0.1:0 that records every request.
+pub struct Backend {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    /// Answers 200 with body `name` and header `x-backend: name`.
+    pub async fn start(name: &str) -> Backend {
+        let name = name.to_string();
+        Backend::with(move |_| {
+            let name = name.clone();
+            async move {
+                Response::builder()
+                    .header("x-backend", name.as_str())
+                    .body(full(name))
+                    .unwrap()
+            }
+        })
+        .await
+    }
+
+    /// Answers with `handler`, which sees the request after its body was read.
+    pub async fn with<F, Fut>(handler: F) -> Backend
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::serve(listener, Arc::new(move |s| Box::pin(handler(s))))
+    }
+
+    fn serve(listener: TcpListener, handler: Handler) -> Backend {
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handler = handler.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let log = log.clone();
+                        async move {
+                            let (parts, mut body) = req.into_parts();
+                            let mut len = 0u64;
+                            let mut kept = Vec::new();
+                            while let Some(frame) = body.frame().await {
+                                let Ok(frame) = frame else { break };
+                                if let Some(d) = frame.data_ref() {
+                                    len += d.len() as u64;
+                                    if kept.len() < 1 << 20 {
+                                        kept.extend_from_slice(
+                                            &d[..d.len().min((1 << 20) - kept.len())],
+                                        );
+                                    }
+                                }
+                            }
+                            let seen = Seen {
+                                method: parts.method,
+                                uri: parts.uri,
+                                headers: parts.headers,
+                                body_len: len,
+                                body: Bytes::from(kept),
+                            };
+                            log.lock().unwrap().push(seen.clone());
+                            Ok::<_, Infallible>(handler(seen).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend { addr, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("backend saw no request")
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub async fn refused_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// A listener that accepts connections and never answers.
+pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+// === clients ===
+
+/// A collected response.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one request over a new HTTP/1.1 connection and collects the answer.
+pub async fn send(addr: SocketAddr, req: Request<TestBody>) -> Answer {
+    let mut conn = H1::connect(addr).await;
+    conn.send(req).await
+}
+
+/// `GET path` with the given headers.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut b = Request::get(path).header("host", "test.local");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(addr, b.body(full("")).unwrap()).await
+}
+
+/// An HTTP/1.1 client connection that can be reused for several requests.
+pub struct H1 {
+    sender: hyper::client::conn::http1::SendRequest<TestBody>,
+}
+
+impl H1 {
+    pub async fn connect(addr: SocketAddr) -> H1 {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        H1 { sender }
+    }
+
+    pub async fn send(&mut self, req: Request<TestBody>) -> Answer {
+        self.sender.ready().await.unwrap();
+        let res = self.sender.send_request(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+/// One request over HTTP/2 with prior knowledge (h2c).
+pub async fn send_h2(addr: SocketAddr, req: Request<TestBody>) -> Answer {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let res = sender.send_request(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Writes raw bytes on a new connection and reads until the peer closes or
+/// `wait` passes; for requests a well-behaved client cannot send.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// === bodies ===
+
+/// A body of `total` zero bytes made on the fly in `chunk`-sized frames, so a
+/// test can send or serve 50 MiB without holding it.
+pub struct Generated {
+    left: u64,
+    chunk: Bytes,
+}
+
+impl Generated {
+    pub fn new(total: u64, chunk: usize) -> Generated {
+        Generated {
+            left: total,
+            chunk: Bytes::from(vec![b'x'; chunk]),
+        }
+    }
+
+    pub fn boxed(self) -> TestBody {
+        self.map_err(|never: Infallible| match never {}).boxed()
+    }
+}
+
+impl Body for Generated {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = (self.chunk.len() as u64).min(self.left) as usize;
+        self.left -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
