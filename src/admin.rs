@@ -4,6 +4,8 @@
 //! - `GET /readyz`: 200 when serving, 503 while draining
 //! - `GET /config`: version (sha256 of the file), loaded_at, path, last_error
 //! - `GET /routes`: the compiled table in match order
+//! - `POST /reload`: reload the config file now; 200 `{"version"}` or 422
+//!   `{"errors": [...]}`
 //!
 //! Unknown paths are 404, other methods on known paths 405. Admin requests
 //! are not proxied, not access-logged and do not count as client connections.
@@ -22,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::reload;
 use crate::state::{Route, Shared, Snapshot};
 
 /// Serves the admin API until the task is dropped.
@@ -43,18 +46,33 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &shared)) }
+                async move { Ok::<_, Infallible>(answer(&req, &shared).await) }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
 
-fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
-    let known = ["/healthz", "/readyz", "/config", "/routes"];
+async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+    let known = ["/healthz", "/readyz", "/config", "/routes", "/reload"];
     let path = req.uri().path();
     if !known.contains(&path) {
         return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if path == "/reload" {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        return match reload::reload(shared, reload::Trigger::Admin).await {
+            reload::Outcome::Applied { version } | reload::Outcome::Unchanged { version } => {
+                json_response(&json!({ "version": version }))
+            }
+            reload::Outcome::Rejected { errors } => {
+                let mut r = json_response(&json!({ "errors": errors }));
+                *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+                r
+            }
+        };
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");

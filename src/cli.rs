@@ -118,6 +118,15 @@ fn run(path: &Path) -> ExitCode {
             }
         };
         let shared = Shared::new(&loaded);
+        crate::reload::on_sighup(shared.clone());
+        // Kept alive for as long as we serve; dropping it stops the watch.
+        let _watcher = match crate::reload::watch(shared.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
+                None
+            }
+        };
         // The bound addresses, not the configured ones: with port 0 (tests,
         // scripts) this line is how the caller learns where figway listens.
         let local =

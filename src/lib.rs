@@ -16,7 +16,9 @@
 //!   Failures become [`error::ErrorKind`] answers; [`access_log`] writes one
 //!   line per request.
 //! - [`config`] reads the file (every error at once, with file:line:col),
-//!   validates it into [`config::model`] and compiles it into a snapshot.
+//!   validates it into [`config::model`] and compiles it into a snapshot;
+//!   [`reload`] does the same on a file change, SIGHUP or `POST /reload`
+//!   and swaps the new snapshot in.
 //! - [`cli`] is the command line: run, check, explain; [`table`] renders its
 //!   text output. [`net`] holds CIDRs and client-address rules, [`timefmt`]
 //!   RFC 3339 timestamps.
@@ -32,6 +34,7 @@ pub mod headers;
 pub mod net;
 pub mod path;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod state;

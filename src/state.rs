@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::Method;
 
-use crate::config::{HostPattern, Listen, Loaded, Log};
+use crate::config::{HostPattern, Listen, Loaded, Log, Runtime};
 use crate::net::Cidr;
 use crate::router::Router;
 use crate::upstream::{Registry, Upstream};
@@ -61,6 +61,11 @@ pub struct Shared {
     pub listen: Listen,
     pub log: Log,
     pub admin_address: SocketAddr,
+    pub runtime: Runtime,
+    /// Serialises reloads; only reloads take it.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// sha256 of the file as last read by a reload, accepted or not.
+    pub last_file_hash: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -80,6 +85,17 @@ impl Shared {
             listen: loaded.config.listen.clone(),
             log: loaded.config.log.clone(),
             admin_address: loaded.config.admin.address,
+            runtime: loaded.config.runtime.clone(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            last_file_hash: Mutex::new(Some(loaded.version.clone())),
         })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .path
+            .clone()
     }
 }

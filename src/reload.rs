@@ -1,0 +1,342 @@
+//! Hot reload (SPEC §6). Three triggers (a change to the config file, SIGHUP,
+//! `POST /reload`) lead to one function, [`reload`]: read the file, parse,
+//! validate and compile it whole off the hot path, then swap the new
+//! snapshot in with one atomic store. Requests in flight keep the snapshot
+//! they loaded; connections are never touched; targets that survive keep
+//! their pooled connections through the registry.
+//!
+//! A file that fails validation changes nothing but `last_error`. Reloads are
+//! serialised by a lock only reloads take; the hot path never sees it.
+//!
+//! The watcher watches the file's directory, not its inode: editors that
+//! save by rename and Kubernetes' `..data` symlink swap replace the inode,
+//! and only the directory sees that. Bursts of events coalesce into one
+//! reload, and a file-change reload is skipped when the content hash is the
+//! one already in service.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::{self, Loaded};
+use crate::state::{Shared, Snapshot};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    FileChange,
+    Signal,
+    Admin,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::FileChange => "file",
+            Trigger::Signal => "sighup",
+            Trigger::Admin => "admin",
+        }
+    }
+}
+
+/// The outcome of one reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The new version is in service.
+    Applied { version: String },
+    /// A file-change event, but the content is the version already serving.
+    Unchanged { version: String },
+    /// Invalid: the old config keeps serving. Each error `file:line:col: ...`.
+    Rejected { errors: Vec<String> },
+}
+
+/// Reloads the config file now. Explicit triggers always reload; a file
+/// change whose content hash is the version in service does nothing.
+pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
+    let _serial = shared.reload_lock.lock().await;
+    let started = Instant::now();
+    let path = shared.config_path();
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(e) => {
+            return reject(
+                shared,
+                trigger,
+                vec![format!("{}: cannot read config: {e}", path.display())],
+            );
+        }
+    };
+    let hash = config::hex(&Sha256::digest(&bytes));
+    if trigger == Trigger::FileChange {
+        // Unchanged since the last attempt, accepted or rejected: a rejected
+        // file is reported once, not on every event around it.
+        let mut last = shared
+            .last_file_hash
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() == Some(hash.as_str()) {
+            return Outcome::Unchanged {
+                version: shared.snapshot.load().version.clone(),
+            };
+        }
+        *last = Some(hash);
+    } else {
+        *shared
+            .last_file_hash
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hash);
+    }
+    // Parsing and compiling 10,000 routes is milliseconds of CPU: keep it off
+    // the runtime's workers, which are serving requests.
+    let worker = shared.clone();
+    let built = tokio::task::spawn_blocking(move || build(&worker, &path, bytes)).await;
+    let (snapshot, warnings) = match built {
+        Ok(Ok(b)) => b,
+        Ok(Err(errors)) => return reject(shared, trigger, errors),
+        Err(e) => return reject(shared, trigger, vec![format!("reload failed: {e}")]),
+    };
+    let snapshot = Arc::new(snapshot);
+    let old = shared.snapshot.swap(snapshot.clone());
+    let version = snapshot.version.clone();
+    {
+        let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.version = version.clone();
+        status.loaded_at = SystemTime::now();
+        status.last_error = None;
+    }
+    for w in warnings {
+        tracing::warn!(trigger = trigger.as_str(), "{w}");
+    }
+    tracing::info!(
+        trigger = trigger.as_str(),
+        version = %version,
+        changes = %describe_changes(&old, &snapshot),
+        took_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "config reloaded"
+    );
+    Outcome::Applied { version }
+}
+
+fn reject(shared: &Shared, trigger: Trigger, errors: Vec<String>) -> Outcome {
+    for e in &errors {
+        tracing::error!(
+            trigger = trigger.as_str(),
+            "config rejected, previous config keeps serving: {e}"
+        );
+    }
+    let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
+    status.last_error = Some(errors.join("\n"));
+    Outcome::Rejected { errors }
+}
+
+/// Parse, validate and compile. Sections that need a restart keep the values
+/// the process started with; changing them only earns a warning.
+fn build(
+    shared: &Shared,
+    path: &Path,
+    bytes: Vec<u8>,
+) -> Result<(Snapshot, Vec<String>), Vec<String>> {
+    let text = String::from_utf8(bytes)
+        .map_err(|_| vec![format!("{}: config is not valid UTF-8", path.display())])?;
+    let mut loaded: Loaded = config::load_str(&text, path).map_err(|e| e.messages)?;
+    let mut warnings = Vec::new();
+    let c = &mut loaded.config;
+    if c.listen != shared.listen {
+        warnings
+            .push("[listen] changed: it needs a restart; the running values are kept".to_string());
+        c.listen = shared.listen.clone();
+    }
+    if c.admin.address != shared.admin_address {
+        warnings
+            .push("[admin] changed: it needs a restart; the running values are kept".to_string());
+    }
+    if c.runtime != shared.runtime {
+        warnings
+            .push("[runtime] changed: it needs a restart; the running values are kept".to_string());
+    }
+    if c.log.format != shared.log.format {
+        warnings
+            .push("log.format changed: it needs a restart; the running format is kept".to_string());
+    }
+    let snapshot = config::compile::compile(&loaded, &shared.registry);
+    Ok((snapshot, warnings))
+}
+
+/// One line for the log that lets an operator read a migration's history:
+/// `routes +[search] -[old] ~[orders]; upstreams +[search]; weights orders/127.0.0.1:9001 3->5`.
+pub fn describe_changes(old: &Snapshot, new: &Snapshot) -> String {
+    let route_desc = |s: &Snapshot, name: &str| {
+        s.routes.iter().find(|r| &*r.name == name).map(|r| {
+            format!(
+                "{} {:?} {:?} {} {} {:?}",
+                r.prefix,
+                r.host,
+                r.methods,
+                s.upstreams[r.upstream].name,
+                r.strip_prefix,
+                r.rewrite_prefix
+            )
+        })
+    };
+    let mut parts = Vec::new();
+    let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+    for r in new.routes.iter() {
+        match route_desc(old, &r.name) {
+            None => added.push(&*r.name),
+            Some(before) if Some(before.clone()) != route_desc(new, &r.name) => {
+                changed.push(&*r.name)
+            }
+            Some(_) => {}
+        }
+    }
+    for r in old.routes.iter() {
+        if !new.routes.iter().any(|n| n.name == r.name) {
+            removed.push(&*r.name);
+        }
+    }
+    let list =
+        |sign: &str, v: &[&str]| (!v.is_empty()).then(|| format!("{sign}[{}]", v.join(", ")));
+    let routes: Vec<String> = [list("+", &added), list("-", &removed), list("~", &changed)]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !routes.is_empty() {
+        parts.push(format!("routes {}", routes.join(" ")));
+    }
+    let (mut up_added, mut up_removed, mut weights, mut targets) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for u in new.upstreams.iter() {
+        let Some(before) = old.upstreams.iter().find(|o| o.name == u.name) else {
+            up_added.push(&*u.name);
+            continue;
+        };
+        for (t, w) in u.targets.iter().zip(u.weights.iter()) {
+            match before
+                .targets
+                .iter()
+                .position(|o| o.authority == t.authority)
+            {
+                None => targets.push(format!("{}+{}", u.name, t.authority)),
+                Some(i) if before.weights[i] != *w => weights.push(format!(
+                    "{}/{} {}->{}",
+                    u.name, t.authority, before.weights[i], w
+                )),
+                Some(_) => {}
+            }
+        }
+        for t in before.targets.iter() {
+            if !u.targets.iter().any(|n| n.authority == t.authority) {
+                targets.push(format!("{}-{}", u.name, t.authority));
+            }
+        }
+    }
+    for o in old.upstreams.iter() {
+        if !new.upstreams.iter().any(|u| u.name == o.name) {
+            up_removed.push(&*o.name);
+        }
+    }
+    let ups: Vec<String> = [list("+", &up_added), list("-", &up_removed)]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !ups.is_empty() {
+        parts.push(format!("upstreams {}", ups.join(" ")));
+    }
+    if !targets.is_empty() {
+        parts.push(format!("targets {}", targets.join(" ")));
+    }
+    if !weights.is_empty() {
+        parts.push(format!("weights {}", weights.join(" ")));
+    }
+    if parts.is_empty() {
+        "no routing change".to_string()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Quiet time that ends a burst of file events, and the longest a burst may
+/// delay its reload.
+const SETTLE: Duration = Duration::from_millis(25);
+const MAX_DELAY: Duration = Duration::from_millis(250);
+
+/// Watches the config file's directory (and, when the path is a symlink
+/// into another directory, that one too) and reloads on changes. The
+/// returned watcher must be kept alive.
+pub fn watch(shared: Arc<Shared>) -> notify::Result<notify::RecommendedWatcher> {
+    let path = shared.config_path();
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Our own reads of the file show up as open and metadata (atime)
+        // events; only writes, creations, renames and removals can change
+        // what the file says.
+        if let Ok(e) = event {
+            let relevant = match e.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+                _ => true,
+            };
+            if relevant {
+                let _ = tx.try_send(());
+            }
+        }
+    })?;
+    for dir in watch_dirs(&path) {
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            let burst = Instant::now();
+            while burst.elapsed() < MAX_DELAY {
+                match tokio::time::timeout(SETTLE, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            reload(&shared, Trigger::FileChange).await;
+        }
+    });
+    Ok(watcher)
+}
+
+fn watch_dirs(path: &Path) -> Vec<PathBuf> {
+    let parent = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut dirs = vec![parent(path)];
+    if let Ok(link) = std::fs::read_link(path) {
+        let target = if link.is_absolute() {
+            link
+        } else {
+            parent(path).join(link)
+        };
+        let dir = parent(&target);
+        // `..data/figway.toml` lives under the watched directory, whose own
+        // events already show the swap; only a link elsewhere needs a watch.
+        if !dir.starts_with(&dirs[0]) && dir.is_dir() {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// Reloads on every SIGHUP until the process ends.
+pub fn on_sighup(shared: Arc<Shared>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload by file change or POST /reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            reload(&shared, Trigger::Signal).await;
+        }
+    });
+}
