@@ -119,10 +119,16 @@ impl FigwayProcess {
         let dir = tempdir::Dir::new();
         let path = dir.path().join("figway.toml");
         std::fs::write(&path, toml).unwrap();
+        FigwayProcess::spawn_at(&path, dir)
+    }
+
+    /// Runs the binary on a config the caller laid out (a symlink, say),
+    /// keeping `dir` alive as long as the process.
+    pub fn spawn_at(path: &Path, dir: tempdir::Dir) -> FigwayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_figway"))
             .arg("run")
             .arg("--config")
-            .arg(&path)
+            .arg(path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
