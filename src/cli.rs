@@ -247,7 +247,7 @@ fn explain(
     // later milestones; it is accepted now so scripts need not change.
     let _ = client;
     let decision = decide(&snapshot, &method, &uri, &headers);
-    let out = match &decision {
+    let mut out = match &decision {
         Ok(d) => json!({
             "route": {
                 "name": &*d.route.name,
@@ -261,16 +261,20 @@ fn explain(
             "fallback": null,
             "shadow": null,
         }),
-        Err(kind) => json!({
+        Err(_) => json!({
             "route": null,
             "path_forwarded": null,
             "upstreams": [],
             "sticky": null,
             "fallback": null,
             "shadow": null,
-            "error": kind.as_str(),
         }),
     };
+    // A request figway would refuse outright says so; "no route" needs no
+    // extra key (route is null).
+    if let Err(kind @ crate::error::ErrorKind::BadRequest) = decision {
+        out["error"] = json!(kind.as_str());
+    }
     if as_json {
         println!("{out}");
     } else {

@@ -7,7 +7,7 @@
 //! A request walks one way through the code:
 //!
 //! - [`server`] accepts connections (HTTP/1.1 and h2c), caps their number and
-//!   drains them on shutdown; [`admin`] serves the admin API beside it.
+//!   drains them on shutdown; [`framing`] watches client bytes for smuggling; [`admin`] serves the admin API beside it.
 //! - [`proxy`] handles one request: it loads the current [`state::Snapshot`]
 //!   once, asks [`decision`] for the route (which uses [`path`] to normalise
 //!   and [`router`] to match), picks a target from the [`upstream`], rewrites
@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod net;
 pub mod path;

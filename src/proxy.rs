@@ -16,8 +16,9 @@ use hyper::body::Incoming;
 
 use crate::access_log::{self, AccessRecord};
 use crate::body::{RequestBody, ResponseBody, Reuse};
-use crate::decision::{decide, request_host};
+use crate::decision::decide;
 use crate::error::ErrorKind;
+use crate::framing::ConnFlags;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::net;
 use crate::state::{Shared, Snapshot};
@@ -28,6 +29,7 @@ use crate::upstream::{Target, Upstream};
 pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
+    framing: Arc<ConnFlags>,
     shared: Arc<Shared>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
@@ -57,7 +59,14 @@ pub async fn handle(
             error: None,
         })
     });
-    let mut response = match forward(&snapshot, parts, body, peer, &mut record).await {
+    // Checked first and for every request, so the per-connection request
+    // count stays aligned with the heads the framing guard counted.
+    let outcome = if framing.next_request_conflicts() {
+        Err(ErrorKind::BadRequest)
+    } else {
+        forward(&snapshot, parts, body, peer, &mut record).await
+    };
+    let mut response = match outcome {
         Ok(r) => r,
         Err(kind) => {
             if let Some(r) = record.as_mut() {
@@ -96,13 +105,12 @@ async fn forward(
         r.target = Some(target.clone());
     }
 
-    // Host passes through; an HTTP/2 or absolute-form request carries it in
-    // the URI instead, and HTTP/1.1 upstreams need it as a header.
-    let host = match parts.headers.get(HOST) {
-        Some(h) => Some(h.clone()),
-        None => {
-            request_host(&parts.uri, &parts.headers).and_then(|h| HeaderValue::from_str(h).ok())
-        }
+    // Host passes through. An HTTP/2 or absolute-form request carries it in
+    // the URI, which wins over any Host header (RFC 9112 §3.2.2): the
+    // upstream must hear of the host the request was routed by.
+    let host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(HOST).cloned(),
     };
     headers::remove_hop_by_hop(&mut parts.headers);
     let trusted = net::is_trusted(&snapshot.trusted_proxies, peer);
@@ -119,8 +127,9 @@ async fn forward(
 
 /// Refuses requests whose framing two parsers could read differently
 /// (SPEC §4, no smuggling). hyper already rejects a final coding other than
-/// chunked and drops Content-Length when both are present; this catches
-/// what it lets through, such as `gzip, chunked`.
+/// chunked, and drops Content-Length when both are present (the framing
+/// guard in `framing.rs` catches that case); this catches what hyper lets
+/// through, such as `gzip, chunked`.
 fn check_framing(headers: &HeaderMap) -> Result<(), ErrorKind> {
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {

@@ -20,6 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
+use crate::framing::{ConnFlags, Guarded};
 use crate::state::Shared;
 
 /// Binds a listening socket with SO_REUSEPORT (SPEC §9).
@@ -71,9 +72,13 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let shared_conn = shared.clone();
-        let service = service_fn(move |req| crate::proxy::handle(req, peer, shared_conn.clone()));
+        let flags = ConnFlags::new();
+        let io = Guarded::new(stream, flags.clone(), shared.listen.max_header_bytes);
+        let service = service_fn(move |req| {
+            crate::proxy::handle(req, peer, flags.clone(), shared_conn.clone())
+        });
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -1,0 +1,383 @@
+//! Request smuggling guard (SPEC §4): a request carrying both
+//! `Content-Length` and `Transfer-Encoding` is answered 400.
+//!
+//! hyper's parser resolves that conflict itself (chunked wins, the length is
+//! dropped, keep-alive is turned off) before the service sees the request,
+//! so the service cannot tell. This wrapper watches the bytes a client
+//! connection reads, follows HTTP/1.1 message framing (heads, fixed-length
+//! and chunked bodies) and notes which request on the connection had both
+//! headers; the proxy answers that request 400 without forwarding it.
+//!
+//! It only observes: bytes pass to hyper unchanged. Anything it cannot follow
+//! (the HTTP/2 preface, a head httparse rejects, an upgraded stream) turns it
+//! off for the rest of the connection, and hyper's own handling applies.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Shared between a connection's reader and the requests served on it.
+#[derive(Debug)]
+pub struct ConnFlags {
+    /// Index of the request head that had both framing headers.
+    conflict: AtomicU64,
+    /// Requests the service has seen on this connection.
+    served: AtomicU64,
+}
+
+impl ConnFlags {
+    pub fn new() -> Arc<ConnFlags> {
+        Arc::new(ConnFlags {
+            conflict: AtomicU64::new(u64::MAX),
+            served: AtomicU64::new(0),
+        })
+    }
+
+    /// Called once per request, in order: whether this request's head had
+    /// both `Content-Length` and `Transfer-Encoding`.
+    pub fn next_request_conflicts(&self) -> bool {
+        let index = self.served.fetch_add(1, Ordering::Relaxed);
+        self.conflict.load(Ordering::Relaxed) == index
+    }
+}
+
+/// A client connection whose reads are followed by a [`Scanner`].
+pub struct Guarded<IO> {
+    io: IO,
+    scanner: Scanner,
+    flags: Arc<ConnFlags>,
+}
+
+impl<IO> Guarded<IO> {
+    pub fn new(io: IO, flags: Arc<ConnFlags>, max_head: usize) -> Self {
+        Guarded {
+            io,
+            scanner: Scanner::new(max_head),
+            flags,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            if let Some(index) = this.scanner.feed(&buf.filled()[before..]) {
+                this.flags.conflict.store(index, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Fixed(u64),
+    ChunkSize { size: u64, ext: bool },
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailer { line: usize },
+    Off,
+}
+
+/// Follows HTTP/1.1 request framing over a byte stream.
+pub struct Scanner {
+    state: State,
+    /// A head split across reads; empty in the common case.
+    partial: Vec<u8>,
+    heads: u64,
+    max_head: usize,
+}
+
+impl Scanner {
+    pub fn new(max_head: usize) -> Scanner {
+        Scanner {
+            state: State::Head,
+            partial: Vec::new(),
+            heads: 0,
+            max_head,
+        }
+    }
+
+    /// Consumes `bytes`; returns the index of a head that had both framing
+    /// headers, if one completed in them.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Option<u64> {
+        let mut conflict = None;
+        while !bytes.is_empty() {
+            match self.state {
+                State::Off => return conflict,
+                State::Head => {
+                    let used = self.head(bytes, &mut conflict);
+                    bytes = &bytes[used..];
+                }
+                State::Fixed(left) => {
+                    let n = left.min(bytes.len() as u64);
+                    bytes = &bytes[n as usize..];
+                    self.state = if n == left {
+                        State::Head
+                    } else {
+                        State::Fixed(left - n)
+                    };
+                }
+                State::ChunkData(left) => {
+                    let n = left.min(bytes.len() as u64);
+                    bytes = &bytes[n as usize..];
+                    self.state = if n == left {
+                        State::ChunkDataEnd
+                    } else {
+                        State::ChunkData(left - n)
+                    };
+                }
+                _ => {
+                    self.state = self.chunk_byte(bytes[0]);
+                    bytes = &bytes[1..];
+                }
+            }
+        }
+        conflict
+    }
+
+    fn chunk_byte(&self, b: u8) -> State {
+        match self.state {
+            State::ChunkSize { size, ext: false } => match b {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => match size.checked_mul(16) {
+                    Some(s) => State::ChunkSize {
+                        size: s + u64::from((b as char).to_digit(16).unwrap_or(0)),
+                        ext: false,
+                    },
+                    None => State::Off,
+                },
+                b';' | b' ' | b'\t' => State::ChunkSize { size, ext: true },
+                b'\r' => State::ChunkSize { size, ext: true },
+                b'\n' => end_of_size_line(size),
+                _ => State::Off,
+            },
+            State::ChunkSize { size, ext: true } => match b {
+                b'\n' => end_of_size_line(size),
+                _ => self.state,
+            },
+            State::ChunkDataEnd => match b {
+                b'\r' => State::ChunkDataEnd,
+                b'\n' => State::ChunkSize {
+                    size: 0,
+                    ext: false,
+                },
+                _ => State::Off,
+            },
+            State::Trailer { line } => match b {
+                b'\r' => State::Trailer { line },
+                b'\n' if line == 0 => State::Head,
+                b'\n' => State::Trailer { line: 0 },
+                _ => State::Trailer { line: line + 1 },
+            },
+            other => other,
+        }
+    }
+
+    /// Looks for the end of a head in `bytes` (after any partial head kept
+    /// from earlier reads); returns how many bytes of `bytes` it used.
+    fn head(&mut self, bytes: &[u8], conflict: &mut Option<u64>) -> usize {
+        if self.partial.is_empty() {
+            // Empty lines before a request line are allowed (RFC 9112 §2.2).
+            let skip = bytes
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
+            if skip > 0 {
+                return skip;
+            }
+            if let Some(end) = head_end(bytes) {
+                self.parse_head(&bytes[..end], conflict);
+                return end;
+            }
+        }
+        let had = self.partial.len();
+        self.partial.extend_from_slice(bytes);
+        match head_end(&self.partial) {
+            Some(end) => {
+                let head = std::mem::take(&mut self.partial);
+                self.parse_head(&head[..end], conflict);
+                end - had
+            }
+            None => {
+                if self.partial.len() > self.max_head {
+                    // hyper answers 431; nothing more to follow.
+                    self.state = State::Off;
+                    self.partial = Vec::new();
+                }
+                bytes.len()
+            }
+        }
+    }
+
+    fn parse_head(&mut self, head: &[u8], conflict: &mut Option<u64>) {
+        if head.starts_with(b"PRI * HTTP/2.0") {
+            self.state = State::Off;
+            return;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut request = httparse::Request::new(&mut headers);
+        if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+            self.state = State::Off;
+            return;
+        }
+        let (mut length, mut chunked, mut te) = (None, false, false);
+        for h in request.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if length.is_none() {
+                    self.state = State::Off;
+                    return;
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                te = true;
+                chunked = h
+                    .value
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+        }
+        if te && length.is_some() {
+            *conflict = Some(self.heads);
+        }
+        self.heads += 1;
+        self.state = match (te, chunked, length) {
+            (true, true, _) => State::ChunkSize {
+                size: 0,
+                ext: false,
+            },
+            // hyper rejects a final coding other than chunked and closes.
+            (true, false, _) => State::Off,
+            (false, _, Some(0)) | (false, _, None) => State::Head,
+            (false, _, Some(n)) => State::Fixed(n),
+        };
+    }
+}
+
+fn end_of_size_line(size: u64) -> State {
+    if size == 0 {
+        State::Trailer { line: 0 }
+    } else {
+        State::ChunkData(size)
+    }
+}
+
+/// The length of the head including its blank line, if `bytes` holds one.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(n) = bytes[i..].iter().position(|b| *b == b'\n') {
+        let at = i + n;
+        match bytes.get(at + 1) {
+            Some(b'\n') => return Some(at + 2),
+            Some(b'\r') if bytes.get(at + 2) == Some(&b'\n') => return Some(at + 3),
+            _ => i = at + 1,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` split at every position, and in one piece; all must
+    /// agree on the conflicting heads.
+    fn conflicts(stream: &[u8]) -> Vec<u64> {
+        let whole = {
+            let mut s = Scanner::new(1 << 16);
+            s.feed(stream).into_iter().collect::<Vec<_>>()
+        };
+        for split in 1..stream.len() {
+            let mut s = Scanner::new(1 << 16);
+            let mut got: Vec<u64> = s.feed(&stream[..split]).into_iter().collect();
+            got.extend(s.feed(&stream[split..]));
+            assert_eq!(got, whole, "split at {split}");
+        }
+        let mut s = Scanner::new(1 << 16);
+        let bytewise: Vec<u64> = stream.iter().filter_map(|b| s.feed(&[*b])).collect();
+        assert_eq!(bytewise, whole, "byte by byte");
+        whole
+    }
+
+    #[test]
+    fn plain_requests_never_conflict() {
+        let s = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(conflicts(s), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn both_headers_flag_their_request() {
+        let s = b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(conflicts(s), vec![1]);
+    }
+
+    #[test]
+    fn chunked_bodies_are_followed() {
+        // The body itself contains a request with both headers: not a head.
+        let body = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut s = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        s.extend_from_slice(format!("{:x};ext=1\r\n", body.len()).as_bytes());
+        s.extend_from_slice(body);
+        s.extend_from_slice(b"\r\n0\r\nx-trailer: 1\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        assert_eq!(conflicts(&s), vec![1]);
+    }
+
+    #[test]
+    fn fixed_bodies_are_skipped() {
+        let body = b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut s =
+            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        s.extend_from_slice(body);
+        assert_eq!(conflicts(&s), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn h2_preface_turns_it_off() {
+        let s = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(conflicts(s), Vec::<u64>::new());
+    }
+}

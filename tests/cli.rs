@@ -1,0 +1,789 @@
+//! The command line (SPEC §1, §2, §9) exercised through the real `figway`
+//! binary: `check` reports every config mistake at once with file, line,
+//! column and key path, prints the compiled route table and its warnings;
+//! `explain` prints the proxy's own routing decision; bad command lines exit
+//! 2; `figway PATH` serves and drains to exit 0 on SIGTERM; `run` exits 1
+//! when its config is missing or its address is taken.
+
+mod support;
+use support::*;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_figway");
+
+/// What one run of the binary left behind.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Runs the binary with `args`, killing it if it has not exited within
+/// `limit` (so a bug that makes it serve cannot hang the suite).
+fn figway_within(args: &[&str], limit: Duration) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the figway binary");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = match wait_within(&mut child, limit) {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("figway {args:?} did not exit within {limit:?}");
+        }
+    };
+    Run {
+        status,
+        stdout: out_thread.join().unwrap(),
+        stderr: err_thread.join().unwrap(),
+    }
+}
+
+fn figway(args: &[&str]) -> Run {
+    figway_within(args, Duration::from_secs(20))
+}
+
+fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .expect("cannot run kill");
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+/// A config file in its own temp dir.
+struct ConfigFile {
+    _dir: tempdir::Dir,
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    fn new(text: &str) -> ConfigFile {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("figway.toml");
+        std::fs::write(&path, text).unwrap();
+        ConfigFile { _dir: dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+/// One `FILE:LINE:COL: key.path: message` line.
+#[derive(Debug, Clone)]
+struct Diagnostic {
+    line: usize,
+    col: usize,
+    key: String,
+    message: String,
+}
+
+/// Every positioned error line that names `file`, in output order.
+fn diagnostics(output: &str, file: &Path) -> Vec<Diagnostic> {
+    let prefix = format!("{}:", file.display());
+    output
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let mut parts = rest.splitn(3, ':');
+            let line = parts.next()?.parse().ok()?;
+            let col = parts.next()?.parse().ok()?;
+            let rest = parts.next()?.strip_prefix(' ')?;
+            let (key, message) = rest.split_once(": ")?;
+            Some(Diagnostic {
+                line,
+                col,
+                key: key.to_string(),
+                message: message.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// `figway check` on `text`: asserts exit 1 and returns the diagnostics.
+fn check_invalid(text: &str) -> (Vec<Diagnostic>, Run) {
+    let file = ConfigFile::new(text);
+    let run = figway(&["check", file.path()]);
+    assert_eq!(
+        run.code(),
+        Some(1),
+        "check should reject the config\nstdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let all = format!("{}{}", run.stdout, run.stderr);
+    (diagnostics(&all, &file.path), run)
+}
+
+/// Asserts that `check` rejects `text` with an error at `key` (or an item
+/// of it, `key[1]`), and that every error line is well formed.
+fn assert_rejected_at(text: &str, key: &str) -> Diagnostic {
+    let (diags, run) = check_invalid(text);
+    assert!(
+        !diags.is_empty(),
+        "no FILE:LINE:COL: key: message line in\n{}",
+        run.stderr
+    );
+    for d in &diags {
+        assert!(d.line >= 1 && d.col >= 1, "{d:?}");
+        assert!(!d.message.is_empty(), "{d:?}");
+    }
+    diags
+        .iter()
+        .find(|d| {
+            d.key == key
+                || d.key
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.starts_with('['))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no error at key {key:?}; got {diags:#?}"))
+}
+
+/// A valid config header: listen and admin on port 0, one legacy upstream.
+fn base(rest: &str) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\n\
+         [upstreams.monolith]\nlegacy = true\ntargets = [\"http://127.0.0.1:8000\"]\n\n{rest}"
+    )
+}
+
+// === check: errors ===
+
+#[test]
+fn check_reports_every_mistake_with_file_line_column_and_key() {
+    let text = r#"[listen]
+address = "127.0.0.1:0"
+drain_timeout = "30 parsecs"
+colour = "blue"
+
+[upstreams.monolith]
+legacy = true
+targets = ["http://127.0.0.1:8000"]
+
+[[routes]]
+name = "legacy"
+prefix = "/"
+to = "monolith"
+
+[[routes]]
+name = "orders"
+prefix = "/api/orders"
+to = "order"
+"#;
+    let file = ConfigFile::new(text);
+    let run = figway(&["check", file.path()]);
+    assert_eq!(run.code(), Some(1), "stderr:\n{}", run.stderr);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    let diags = diagnostics(&all, &file.path);
+    let found: Vec<(usize, usize, &str)> = diags
+        .iter()
+        .map(|d| (d.line, d.col, d.key.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (3, 17, "listen.drain_timeout"),
+            (4, 1, "listen.colour"),
+            (18, 6, "routes[1].to"),
+        ],
+        "output:\n{all}"
+    );
+    assert!(diags[0].message.contains("30 parsecs"), "{:?}", diags[0]);
+    assert!(diags[1].message.contains("unknown key"), "{:?}", diags[1]);
+    assert_eq!(diags[2].message, "unknown upstream \"order\"");
+    // The exact line the SPEC shows, with this file's name and position.
+    let expected = format!(
+        "{}:18:6: routes[1].to: unknown upstream \"order\"",
+        file.path.display()
+    );
+    assert!(
+        all.lines().any(|l| l == expected),
+        "no line {expected:?} in\n{all}"
+    );
+}
+
+#[test]
+fn check_reports_a_syntax_error_with_its_position() {
+    let text = "[listen]\naddress = \"127.0.0.1:0\"\n[upstreams.monolith\ntargets = []\n";
+    let (diags, run) = check_invalid(text);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(!diags.is_empty(), "no FILE:LINE:COL line in\n{all}");
+    assert_eq!(diags[0].line, 3, "{diags:?}");
+    assert!(diags[0].col >= 1, "{diags:?}");
+    assert!(all.contains("syntax error"), "{all}");
+}
+
+#[test]
+fn check_rejects_duplicate_route_names() {
+    let d = assert_rejected_at(
+        &base(
+            "[[routes]]\nname = \"api\"\nprefix = \"/a\"\nto = \"monolith\"\n\
+             [[routes]]\nname = \"api\"\nprefix = \"/b\"\nto = \"monolith\"\n",
+        ),
+        "routes[1].name",
+    );
+    assert!(d.message.contains("api"), "{d:?}");
+    // At the second route (its header or its name), not the first.
+    assert!((14..=15).contains(&d.line), "{d:?}");
+}
+
+#[test]
+fn check_rejects_two_routes_with_the_same_prefix_host_and_methods() {
+    let d = assert_rejected_at(
+        &base(
+            "[[routes]]\nname = \"one\"\nprefix = \"/api\"\nhost = \"shop.example.com\"\n\
+             methods = [\"GET\", \"HEAD\"]\nto = \"monolith\"\n\
+             [[routes]]\nname = \"two\"\nprefix = \"/api/\"\nhost = \"SHOP.example.com\"\n\
+             methods = [\"HEAD\", \"GET\"]\nto = \"monolith\"\n",
+        ),
+        "routes[1]",
+    );
+    assert_eq!(d.line, 16, "{d:?}");
+}
+
+#[test]
+fn check_allows_the_same_prefix_with_different_methods() {
+    let file = ConfigFile::new(&base(
+        "[[routes]]\nname = \"one\"\nprefix = \"/api\"\nmethods = [\"GET\"]\nto = \"monolith\"\n\
+         [[routes]]\nname = \"two\"\nprefix = \"/api\"\nto = \"monolith\"\n",
+    ));
+    let run = figway(&["check", file.path()]);
+    assert_eq!(run.code(), Some(0), "stderr:\n{}", run.stderr);
+}
+
+#[test]
+fn check_rejects_an_https_target() {
+    let text = "[listen]\naddress = \"127.0.0.1:0\"\n[upstreams.m]\nlegacy = true\n\
+                targets = [\"https://127.0.0.1:8443\"]\n[[routes]]\nprefix = \"/\"\nto = \"m\"\n";
+    let d = assert_rejected_at(text, "upstreams.m.targets[0]");
+    assert_eq!((d.line, d.col), (5, 12), "{d:?}");
+}
+
+#[test]
+fn check_rejects_a_target_with_a_path() {
+    let text = "[listen]\naddress = \"127.0.0.1:0\"\n[upstreams.m]\nlegacy = true\n\
+                targets = [\"http://127.0.0.1:8000/api\"]\n[[routes]]\nprefix = \"/\"\nto = \"m\"\n";
+    let d = assert_rejected_at(text, "upstreams.m.targets[0]");
+    assert_eq!((d.line, d.col), (5, 12), "{d:?}");
+}
+
+#[test]
+fn check_rejects_a_target_weight_of_zero() {
+    let text = "[listen]\naddress = \"127.0.0.1:0\"\n[upstreams.m]\nlegacy = true\n\
+                targets = [{ url = \"http://127.0.0.1:8000\", weight = 0 }]\n\
+                [[routes]]\nprefix = \"/\"\nto = \"m\"\n";
+    let d = assert_rejected_at(text, "upstreams.m.targets[0].weight");
+    assert_eq!(d.line, 5, "{d:?}");
+}
+
+#[test]
+fn check_rejects_a_listen_section_without_address() {
+    let text = "[listen]\ndrain_timeout = \"5s\"\n[upstreams.m]\nlegacy = true\n\
+                targets = [\"http://127.0.0.1:8000\"]\n[[routes]]\nprefix = \"/\"\nto = \"m\"\n";
+    assert_rejected_at(text, "listen.address");
+}
+
+#[test]
+fn check_rejects_a_route_without_to() {
+    let d = assert_rejected_at(
+        &base("[[routes]]\nname = \"nowhere\"\nprefix = \"/api\"\n"),
+        "routes[0].to",
+    );
+    assert!(d.message.contains("missing"), "{d:?}");
+}
+
+#[test]
+fn check_rejects_strip_prefix_with_rewrite_prefix() {
+    let d = assert_rejected_at(
+        &base(
+            "[[routes]]\nprefix = \"/api\"\nto = \"monolith\"\nstrip_prefix = true\n\
+             rewrite_prefix = \"/v2\"\n",
+        ),
+        "routes[0].rewrite_prefix",
+    );
+    assert_eq!((d.line, d.col), (14, 18), "{d:?}");
+}
+
+#[test]
+fn check_rejects_an_invalid_host() {
+    let d = assert_rejected_at(
+        &base("[[routes]]\nprefix = \"/api\"\nhost = \"shop example.com\"\nto = \"monolith\"\n"),
+        "routes[0].host",
+    );
+    assert_eq!((d.line, d.col), (12, 8), "{d:?}");
+}
+
+#[test]
+fn check_rejects_an_invalid_method() {
+    let d = assert_rejected_at(
+        &base(
+            "[[routes]]\nprefix = \"/api\"\nmethods = [\"GET\", \"get me\"]\nto = \"monolith\"\n",
+        ),
+        "routes[0].methods",
+    );
+    assert_eq!((d.line, d.col), (12, 19), "{d:?}");
+    assert!(d.message.contains("get me"), "{d:?}");
+}
+
+// === check: success and warnings ===
+
+/// Route names from the compiled table `check` prints, in printed order.
+fn table_route_names(stdout: &str) -> Vec<String> {
+    let mut lines = stdout.lines().skip_while(|l| !l.starts_with("ROUTE"));
+    assert!(lines.next().is_some(), "no ROUTE header in\n{stdout}");
+    lines
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn check_prints_the_route_table_in_match_order_and_warns() {
+    let text = r#"[listen]
+address = "127.0.0.1:0"
+
+[upstreams.monolith]
+targets = ["http://127.0.0.1:8000"]
+
+[upstreams.orders]
+targets = ["http://127.0.0.1:9001"]
+
+[upstreams.search]
+targets = ["http://127.0.0.1:9002"]
+
+[[routes]]
+name = "legacy"
+prefix = "/"
+to = "monolith"
+
+[[routes]]
+name = "api"
+prefix = "/api"
+to = "monolith"
+
+[[routes]]
+name = "orders"
+prefix = "/api/orders"
+to = "orders"
+"#;
+    let file = ConfigFile::new(text);
+    let run = figway(&["check", file.path()]);
+    assert_eq!(run.code(), Some(0), "stderr:\n{}", run.stderr);
+    assert_eq!(
+        table_route_names(&run.stdout),
+        ["orders", "api", "legacy"],
+        "stdout:\n{}",
+        run.stdout
+    );
+    let all = format!("{}{}", run.stdout, run.stderr);
+    let warnings: Vec<&str> = all.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "warnings: {warnings:#?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("search") && !w.contains("legacy")),
+        "no unused-upstream warning naming search: {warnings:#?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("legacy")),
+        "no missing-legacy warning: {warnings:#?}"
+    );
+}
+
+#[test]
+fn check_prints_no_warning_for_a_clean_config() {
+    let text = base(
+        "[upstreams.orders]\ntargets = [\"http://127.0.0.1:9001\"]\n\
+         [[routes]]\nprefix = \"/api/orders\"\nto = \"orders\"\n\
+         [[routes]]\nprefix = \"/\"\nto = \"monolith\"\n",
+    );
+    let file = ConfigFile::new(&text);
+    let run = figway(&["check", file.path()]);
+    assert_eq!(run.code(), Some(0), "stderr:\n{}", run.stderr);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        !all.lines().any(|l| l.contains("warning")),
+        "unexpected warning in\n{all}"
+    );
+    // Unnamed routes are named by their prefix.
+    assert_eq!(table_route_names(&run.stdout), ["/api/orders", "/"]);
+}
+
+// === explain ===
+
+const EXPLAIN_CONFIG: &str = r#"[listen]
+address = "127.0.0.1:0"
+
+[upstreams.monolith]
+legacy = true
+targets = ["http://127.0.0.1:8000"]
+
+[upstreams.users]
+targets = ["http://127.0.0.1:9001"]
+
+[[routes]]
+name = "users"
+prefix = "/api/users"
+host = "shop.example.com"
+methods = ["GET", "HEAD"]
+to = "users"
+
+[[routes]]
+name = "legacy"
+prefix = "/"
+to = "monolith"
+"#;
+
+fn explain_json(config: &str, args: &[&str]) -> Value {
+    let file = ConfigFile::new(config);
+    let mut all = vec!["explain", file.path()];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let run = figway(&all);
+    assert_eq!(run.code(), Some(0), "stderr:\n{}", run.stderr);
+    let objects: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(objects.len(), 1, "expected one JSON line:\n{}", run.stdout);
+    serde_json::from_str(objects[0]).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.stdout))
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn explain_json_prints_the_spec_object() {
+    let v = explain_json(
+        EXPLAIN_CONFIG,
+        &["GET", "http://shop.example.com/api/users/7?x=1"],
+    );
+    assert_eq!(
+        keys(&v),
+        [
+            "fallback",
+            "path_forwarded",
+            "route",
+            "shadow",
+            "sticky",
+            "upstreams"
+        ],
+        "{v}"
+    );
+    assert_eq!(keys(&v["route"]), ["host", "methods", "name", "prefix"]);
+    assert_eq!(
+        v["route"],
+        serde_json::json!({
+            "name": "users",
+            "prefix": "/api/users",
+            "host": "shop.example.com",
+            "methods": ["GET", "HEAD"],
+        })
+    );
+    assert_eq!(v["path_forwarded"], "/api/users/7?x=1");
+    assert_eq!(
+        v["upstreams"],
+        serde_json::json!([{"name": "users", "weight": 1}])
+    );
+    assert!(v["sticky"].is_null(), "{v}");
+    assert!(v["fallback"].is_null(), "{v}");
+    assert!(v["shadow"].is_null(), "{v}");
+}
+
+#[test]
+fn explain_uses_the_host_header_for_a_path_only_url() {
+    let v = explain_json(
+        EXPLAIN_CONFIG,
+        &["GET", "/api/users/7", "-H", "Host: shop.example.com"],
+    );
+    assert_eq!(v["route"]["name"], "users", "{v}");
+    assert_eq!(v["path_forwarded"], "/api/users/7");
+    // Without it, the host route does not match.
+    let v = explain_json(EXPLAIN_CONFIG, &["GET", "/api/users/7"]);
+    assert_eq!(v["route"]["name"], "legacy", "{v}");
+    assert_eq!(v["upstreams"][0]["name"], "monolith", "{v}");
+    // And a method the host route does not list falls through.
+    let v = explain_json(
+        EXPLAIN_CONFIG,
+        &["POST", "/api/users/7", "-H", "Host: shop.example.com"],
+    );
+    assert_eq!(v["route"]["name"], "legacy", "{v}");
+}
+
+#[test]
+fn explain_without_a_matching_route_prints_null() {
+    let config = "[listen]\naddress = \"127.0.0.1:0\"\n[upstreams.m]\nlegacy = true\n\
+                  targets = [\"http://127.0.0.1:8000\"]\n[[routes]]\nprefix = \"/api\"\nto = \"m\"\n";
+    let v = explain_json(config, &["GET", "http://shop.example.com/other?x=1"]);
+    for key in [
+        "route",
+        "path_forwarded",
+        "upstreams",
+        "sticky",
+        "fallback",
+        "shadow",
+    ] {
+        assert!(v.get(key).is_some(), "missing key {key}: {v}");
+    }
+    assert!(v["route"].is_null(), "{v}");
+    assert_eq!(v["upstreams"], serde_json::json!([]), "{v}");
+}
+
+#[test]
+fn explain_text_is_aligned_and_names_route_and_path() {
+    let file = ConfigFile::new(EXPLAIN_CONFIG);
+    let run = figway(&[
+        "explain",
+        file.path(),
+        "GET",
+        "http://shop.example.com/api/users/7?x=1",
+    ]);
+    assert_eq!(run.code(), Some(0), "stderr:\n{}", run.stderr);
+    let out = &run.stdout;
+    assert!(out.contains("users"), "{out}");
+    assert!(out.contains("/api/users/7?x=1"), "{out}");
+    assert!(
+        serde_json::from_str::<Value>(out.trim()).is_err(),
+        "text output should not be JSON: {out}"
+    );
+    // Every line is `label  value`, with the values in one column.
+    let columns: Vec<usize> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let gap = l
+                .find("  ")
+                .unwrap_or_else(|| panic!("no aligned gap in {l:?}:\n{out}"));
+            gap + l[gap..].len() - l[gap..].trim_start().len()
+        })
+        .collect();
+    assert!(columns.len() >= 3, "{out}");
+    assert!(
+        columns.windows(2).all(|w| w[0] == w[1]),
+        "values not aligned ({columns:?}):\n{out}"
+    );
+    let route_line = out
+        .lines()
+        .find(|l| l.starts_with("route"))
+        .unwrap_or_else(|| panic!("no route line:\n{out}"));
+    assert!(route_line.trim_end().ends_with("users"), "{route_line:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_forwards_the_same_path_as_the_proxy() {
+    let backend = Backend::start("users").await;
+    let routes = format!(
+        "[upstreams.users]\nlegacy = true\ntargets = [\"{}\"]\n\
+         [[routes]]\nname = \"users\"\nprefix = \"/api/users\"\nrewrite_prefix = \"/v2/users\"\nto = \"users\"\n\
+         [[routes]]\nname = \"orders\"\nprefix = \"/api/orders/\"\nstrip_prefix = true\nto = \"users\"\n",
+        backend.url()
+    );
+    let text = config(&routes);
+    let f = Figway::start(&text).await;
+    let cases = [
+        ("/api/users/7?x=1", "/v2/users/7?x=1"),
+        ("/api/users", "/v2/users"),
+        ("/api/./users/%37/../8?q=%2F", "/v2/users/8?q=%2F"),
+        ("/api/orders/42?y", "/42?y"),
+        ("/api/orders", "/"),
+    ];
+    for (path, expected) in cases {
+        let v = tokio::task::spawn_blocking({
+            let text = text.clone();
+            let path = path.to_string();
+            move || explain_json(&text, &["GET", &path])
+        })
+        .await
+        .unwrap();
+        let a = get(f.addr, path, &[]).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text());
+        let proxied = backend.last().uri.to_string();
+        assert_eq!(
+            v["path_forwarded"], proxied,
+            "{path}: explain and proxy disagree"
+        );
+        assert_eq!(proxied, expected, "{path}");
+    }
+}
+
+// === command line ===
+
+#[test]
+fn version_prints_the_version() {
+    let run = figway(&["--version"]);
+    assert_eq!(run.code(), Some(0), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stdout.contains(env!("CARGO_PKG_VERSION")),
+        "stdout: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn an_unknown_flag_is_exit_2() {
+    let run = figway(&["--no-such-flag"]);
+    assert_eq!(run.code(), Some(2), "stderr:\n{}", run.stderr);
+    let file = ConfigFile::new(EXPLAIN_CONFIG);
+    let run = figway(&["check", file.path(), "--no-such-flag"]);
+    assert_eq!(run.code(), Some(2), "stderr:\n{}", run.stderr);
+}
+
+#[test]
+fn explain_with_a_missing_argument_is_exit_2() {
+    let file = ConfigFile::new(EXPLAIN_CONFIG);
+    let run = figway(&["explain", file.path(), "GET"]);
+    assert_eq!(run.code(), Some(2), "stderr:\n{}", run.stderr);
+    let run = figway(&["explain"]);
+    assert_eq!(run.code(), Some(2), "stderr:\n{}", run.stderr);
+}
+
+// === serving ===
+
+/// Reads the child's stderr until the startup line; returns the bound
+/// addresses and keeps draining stderr so the child never blocks on it.
+fn wait_serving(child: &mut Child) -> (SocketAddr, SocketAddr) {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sent {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["message"] == "figway serving" {
+                    let parse = |k: &str| v[k].as_str().and_then(|s| s.parse::<SocketAddr>().ok());
+                    let _ = tx.send((parse("listen"), parse("admin")));
+                    sent = true;
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok((Some(listen), Some(admin))) => (listen, admin),
+        Ok(other) => panic!("startup line without listen/admin addresses: {other:?}"),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("no \"figway serving\" line on stderr");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_config_path_serves_and_exits_0_on_sigterm() {
+    let backend = Backend::start("mono").await;
+    let file = ConfigFile::new(&config(&format!(
+        "[upstreams.m]\nlegacy = true\ntargets = [\"{}\"]\n[[routes]]\nprefix = \"/\"\nto = \"m\"\n",
+        backend.url()
+    )));
+    let mut child = Command::new(BIN)
+        .arg(&file.path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (listen, admin) = tokio::task::block_in_place(|| wait_serving(&mut child));
+    let a = get(listen, "/hello", &[]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.text(), "mono");
+    assert_eq!(backend.last().uri.path(), "/hello");
+    assert_eq!(get(admin, "/healthz", &[]).await.status, 200);
+
+    let status = tokio::task::block_in_place(|| {
+        sigterm(child.id());
+        wait_within(&mut child, Duration::from_secs(15))
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("figway did not exit within 15 s of SIGTERM");
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn run_with_a_missing_config_file_is_exit_1() {
+    let dir = tempdir::Dir::new();
+    let missing = dir.path().join("nope.toml");
+    let run = figway(&["run", "--config", missing.to_str().unwrap()]);
+    assert_eq!(run.code(), Some(1), "stderr:\n{}", run.stderr);
+    assert!(run.stderr.contains("nope.toml"), "stderr:\n{}", run.stderr);
+}
+
+#[test]
+fn run_on_a_taken_address_is_exit_1_naming_it() {
+    // A plain listener, without SO_REUSEPORT, so figway cannot share it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let file = ConfigFile::new(&format!(
+        "[listen]\naddress = \"{address}\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
+         [upstreams.m]\nlegacy = true\ntargets = [\"http://127.0.0.1:8000\"]\n\
+         [[routes]]\nprefix = \"/\"\nto = \"m\"\n"
+    ));
+    let run = figway_within(&["run", "--config", file.path()], Duration::from_secs(15));
+    assert_eq!(run.code(), Some(1), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains(&address.to_string()),
+        "stderr does not name {address}:\n{}",
+        run.stderr
+    );
+    drop(taken);
+}
