@@ -4,6 +4,8 @@
 //! - `GET /readyz`: 200 when serving, 503 while draining
 //! - `GET /config`: version (sha256 of the file), loaded_at, path, last_error
 //! - `GET /routes`: the compiled table in match order
+//! - `GET /upstreams`: each upstream's targets with health, ejection and
+//!   in-flight counts
 //! - `POST /reload`: reload the config file now; 200 `{"version"}` or 422
 //!   `{"errors": [...]}`
 //!
@@ -26,6 +28,7 @@ use tokio::net::TcpListener;
 
 use crate::reload;
 use crate::state::{Route, Shared, Snapshot};
+use crate::upstream::clock;
 
 /// Serves the admin API until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -54,7 +57,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
-    let known = ["/healthz", "/readyz", "/config", "/routes", "/reload"];
+    let known = [
+        "/healthz",
+        "/readyz",
+        "/config",
+        "/routes",
+        "/upstreams",
+        "/reload",
+    ];
     let path = req.uri().path();
     if !known.contains(&path) {
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -96,8 +106,42 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
                 "last_error": status.last_error,
             }))
         }
+        "/upstreams" => json_response(&upstreams_json(&shared.snapshot.load())),
         _ => json_response(&routes_json(&shared.snapshot.load())),
     }
+}
+
+pub fn upstreams_json(snapshot: &Snapshot) -> Value {
+    let now = clock::now_ms();
+    let mut out = serde_json::Map::new();
+    for u in snapshot.upstreams.iter() {
+        let targets: Vec<Value> = u
+            .targets
+            .iter()
+            .zip(u.urls.iter().zip(u.weights.iter()))
+            .map(|(t, (url, weight))| {
+                let until = t.ejected_until.load(Ordering::Relaxed);
+                json!({
+                    "url": &**url,
+                    "weight": weight,
+                    "healthy": t.healthy.load(Ordering::Relaxed),
+                    "ejected_until": (until > now).then(|| crate::timefmt::rfc3339(clock::to_system(until))),
+                    "in_flight": t.in_flight.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        out.insert(
+            u.name.to_string(),
+            json!({
+                "legacy": u.legacy,
+                "balance": u.balance.as_str(),
+                "in_flight": u.shared.in_flight.load(Ordering::Relaxed),
+                "breaker_open": u.breaker_open(),
+                "targets": targets,
+            }),
+        );
+    }
+    Value::Object(out)
 }
 
 /// Routes in the order the router tries them at one path: longer prefix
@@ -133,7 +177,7 @@ pub fn routes_json(snapshot: &Snapshot) -> Value {
                 "to": &*snapshot.upstreams[r.upstream].name,
                 "split": null,
                 "sticky": null,
-                "fallback": null,
+                "fallback": r.fallback.map(|f| &*snapshot.upstreams[f].name),
                 "shadow": null,
                 "strip_prefix": r.strip_prefix,
                 "rewrite_prefix": r.rewrite_prefix.as_deref(),

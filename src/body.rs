@@ -1,5 +1,6 @@
 //! Bodies on their way through the proxy. Both directions stream frame by
-//! frame; nothing is collected. [`RequestBody`] counts what the client sent;
+//! frame; the one exception is a request body of at most 64 KiB that may
+//! have to be sent again by a retry. [`RequestBody`] counts what the client sent;
 //! [`ResponseBody`] counts what goes back, returns the upstream connection to
 //! its pool once the response has been read to its end, and carries the
 //! request's access-log record so the line is written when the exchange is
@@ -16,18 +17,81 @@ use hyper::body::Incoming;
 
 use crate::access_log::AccessRecord;
 use crate::upstream::pool::Sender;
-use crate::upstream::Target;
+use crate::upstream::{Target, TargetGuard, UpstreamGuard};
 
-/// The client's request body, forwarded upstream.
-pub struct RequestBody {
-    inner: Incoming,
-    /// Shared with the access-log record; `None` when nobody reads it.
-    received: Option<Arc<AtomicU64>>,
+/// The client's request body as it goes upstream: streamed, or held whole
+/// (at most [`MAX_REPLAY`] bytes) so that a retry can send it again.
+pub enum RequestBody {
+    Stream {
+        /// Bytes read ahead while deciding whether the body fits the replay
+        /// buffer; sent before the rest.
+        prefix: Option<Bytes>,
+        inner: Incoming,
+        /// Shared with the access-log record; `None` when nobody reads it.
+        received: Option<Arc<AtomicU64>>,
+    },
+    Replay(Option<Bytes>),
 }
 
+/// Largest request body kept for a retry (SPEC §4).
+pub const MAX_REPLAY: usize = 64 * 1024;
+
 impl RequestBody {
-    pub fn new(inner: Incoming, received: Option<Arc<AtomicU64>>) -> Self {
-        RequestBody { inner, received }
+    pub fn stream(inner: Incoming, received: Option<Arc<AtomicU64>>) -> Self {
+        RequestBody::Stream {
+            prefix: None,
+            inner,
+            received,
+        }
+    }
+
+    /// Reads the body if it fits in [`MAX_REPLAY`]; a larger one streams,
+    /// starting with what was read.
+    pub async fn buffered(
+        mut inner: Incoming,
+        received: Option<Arc<AtomicU64>>,
+    ) -> Result<Self, hyper::Error> {
+        use http_body_util::BodyExt;
+        if inner.is_end_stream() {
+            return Ok(RequestBody::Replay(None));
+        }
+        if inner.size_hint().lower() > MAX_REPLAY as u64 {
+            return Ok(RequestBody::stream(inner, received));
+        }
+        let mut kept = bytes::BytesMut::new();
+        while kept.len() <= MAX_REPLAY {
+            match inner.frame().await {
+                None => break,
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        if let Some(r) = &received {
+                            r.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        }
+                        kept.extend_from_slice(&data);
+                    }
+                }
+            }
+            if inner.is_end_stream() {
+                break;
+            }
+        }
+        let kept = kept.freeze();
+        if kept.len() <= MAX_REPLAY && inner.is_end_stream() {
+            return Ok(RequestBody::Replay((!kept.is_empty()).then_some(kept)));
+        }
+        Ok(RequestBody::Stream {
+            prefix: Some(kept),
+            inner,
+            received,
+        })
+    }
+
+    /// A copy for one more attempt, when the body is held whole.
+    pub fn replay(&self) -> Option<RequestBody> {
+        match self {
+            RequestBody::Replay(b) => Some(RequestBody::Replay(b.clone())),
+            RequestBody::Stream { .. } => None,
+        }
     }
 }
 
@@ -39,21 +103,52 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let (Some(Ok(f)), Some(received)) = (&frame, &self.received) {
-            if let Some(data) = f.data_ref() {
-                received.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match &mut *self {
+            RequestBody::Replay(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Stream {
+                prefix,
+                inner,
+                received,
+            } => {
+                if let Some(p) = prefix.take().filter(|p| !p.is_empty()) {
+                    return Poll::Ready(Some(Ok(Frame::data(p))));
+                }
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                if let (Some(Ok(f)), Some(received)) = (&frame, received) {
+                    if let Some(data) = f.data_ref() {
+                        received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                Poll::Ready(frame)
             }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            RequestBody::Replay(b) => b.is_none(),
+            RequestBody::Stream { prefix, inner, .. } => {
+                prefix.as_ref().is_none_or(|p| p.is_empty()) && inner.is_end_stream()
+            }
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            RequestBody::Replay(b) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            RequestBody::Stream { prefix, inner, .. } => {
+                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let h = inner.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + extra);
+                if let Some(u) = h.upper() {
+                    out.set_upper(u + extra);
+                }
+                out
+            }
+        }
     }
 }
 
@@ -73,6 +168,9 @@ pub struct ResponseBody {
     source: Source,
     reuse: Option<Reuse>,
     record: Option<Box<AccessRecord>>,
+    /// The request counts as in flight (breaker, least_request) until its
+    /// answer has been sent, so these go when the body does.
+    _in_flight: Option<(UpstreamGuard, TargetGuard)>,
 }
 
 impl ResponseBody {
@@ -81,14 +179,16 @@ impl ResponseBody {
             source: Source::Full(Some(bytes)),
             reuse: None,
             record: None,
+            _in_flight: None,
         }
     }
 
-    pub fn upstream(body: Incoming, reuse: Reuse) -> Self {
+    pub fn upstream(body: Incoming, reuse: Reuse, in_flight: (UpstreamGuard, TargetGuard)) -> Self {
         ResponseBody {
             source: Source::Upstream(body),
             reuse: Some(reuse),
             record: None,
+            _in_flight: Some(in_flight),
         }
     }
 

@@ -258,7 +258,7 @@ fn explain(
             "path_forwarded": d.path_forwarded,
             "upstreams": [{"name": &*d.upstream.name, "weight": 1}],
             "sticky": null,
-            "fallback": null,
+            "fallback": d.route.fallback.map(|f| &*snapshot.upstreams[f].name),
             "shadow": null,
         }),
         Err(_) => json!({

@@ -24,6 +24,10 @@ pub enum ErrorKind {
     /// CONNECT: figway is not a forward proxy. Reported as `bad_request`.
     MethodNotAllowed,
     NoRoute,
+    /// Neither the route's upstream nor its fallback has a usable target.
+    NoHealthyUpstream,
+    /// The upstream's `max_in_flight` is reached and no fallback took over.
+    CircuitOpen,
 }
 
 impl ErrorKind {
@@ -34,6 +38,9 @@ impl ErrorKind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::NoHealthyUpstream | ErrorKind::CircuitOpen => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -45,6 +52,8 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::BadRequest | ErrorKind::MethodNotAllowed => "bad_request",
             ErrorKind::NoRoute => "no_route",
+            ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
+            ErrorKind::CircuitOpen => "circuit_open",
         }
     }
 
@@ -58,6 +67,10 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad request\n",
             ErrorKind::MethodNotAllowed => "method not allowed: figway is not a forward proxy\n",
             ErrorKind::NoRoute => "not found: no route matches this request\n",
+            ErrorKind::NoHealthyUpstream => "service unavailable: no healthy upstream target\n",
+            ErrorKind::CircuitOpen => {
+                "service unavailable: too many requests in flight to the upstream\n"
+            }
         }
     }
 

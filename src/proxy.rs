@@ -5,11 +5,11 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{HeaderName, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -20,10 +20,12 @@ use crate::decision::decide;
 use crate::error::ErrorKind;
 use crate::framing::ConnFlags;
 use crate::headers::{self, X_REQUEST_ID};
+use crate::keys;
 use crate::net;
-use crate::state::{Shared, Snapshot};
+use crate::state::{Route, Shared, Snapshot};
+use crate::upstream::balance::Tried;
 use crate::upstream::pool::{self, Sender};
-use crate::upstream::{Target, Upstream};
+use crate::upstream::{clock, Target, TargetGuard, Upstream, UpstreamGuard};
 
 /// Serves one client request. Never fails: errors are answered.
 pub async fn handle(
@@ -64,7 +66,7 @@ pub async fn handle(
     let outcome = if framing.next_request_conflicts() {
         Err(ErrorKind::BadRequest)
     } else {
-        forward(&snapshot, parts, body, peer, &mut record).await
+        forward(&snapshot, parts, body, peer, client, &mut record).await
     };
     let mut response = match outcome {
         Ok(r) => r,
@@ -90,6 +92,7 @@ async fn forward(
     mut parts: Parts,
     body: Incoming,
     peer: IpAddr,
+    client: IpAddr,
     record: &mut Option<Box<AccessRecord>>,
 ) -> Result<Response<ResponseBody>, ErrorKind> {
     if parts.method == Method::CONNECT {
@@ -97,12 +100,14 @@ async fn forward(
     }
     check_framing(&parts.headers)?;
     let decision = decide(snapshot, &parts.method, &parts.uri, &parts.headers)?;
-    let upstream = decision.upstream;
-    let target = upstream.pick();
     if let Some(r) = record.as_mut() {
         r.route = Some(decision.route_index);
-        r.upstream = Some(decision.upstream_index);
-        r.target = Some(target.clone());
+    }
+    let now = clock::now_ms();
+    let (upstream_index, upstream_guard) = choose_upstream(snapshot, decision.route, now)?;
+    let upstream = &snapshot.upstreams[upstream_index];
+    if let Some(r) = record.as_mut() {
+        r.upstream = Some(upstream_index);
     }
 
     // Host passes through. An HTTP/2 or absolute-form request carries it in
@@ -120,9 +125,226 @@ async fn forward(
     }
     parts.uri = Uri::try_from(decision.path_forwarded).map_err(|_| ErrorKind::BadRequest)?;
     parts.version = Version::HTTP_11;
+
+    let key = upstream
+        .hash_key
+        .as_ref()
+        .and_then(|k| keys::key_hash(k, &parts.headers, client));
     let bytes_in = record.as_ref().map(|r| r.bytes_in.clone());
-    let request = Request::from_parts(parts, RequestBody::new(body, bytes_in));
-    send(upstream, target, request).await
+    // Only a request that may be sent twice keeps its body (SPEC §4).
+    let idempotent = upstream.retries > 0 && is_idempotent(&parts.method, &parts.headers);
+    let body = if idempotent {
+        RequestBody::buffered(body, bytes_in)
+            .await
+            .map_err(|_| ErrorKind::BadRequest)?
+    } else {
+        RequestBody::stream(body, bytes_in)
+    };
+    // The head is kept for a resend only when the body can be resent too.
+    let resend = body.replay().map(|copy| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+            copy,
+        )
+    });
+    let mut request = Some(Request::from_parts(parts, body));
+    upstream.shared.budget.record_first(now / 1000);
+
+    let mut tried = Tried::default();
+    let mut last_error = ErrorKind::NoHealthyUpstream;
+    loop {
+        let now = clock::now_ms();
+        let Some(index) = upstream.pick(key, &tried, now) else {
+            return Err(last_error);
+        };
+        let is_retry = !tried.is_empty();
+        if is_retry {
+            if !upstream.shared.budget.try_retry(now / 1000) {
+                tracing::debug!(upstream = %upstream.name, "retry budget exhausted");
+                return Err(last_error);
+            }
+            if let Some(r) = record.as_mut() {
+                r.retries += 1;
+            }
+        }
+        tried.push(index);
+        let target = &upstream.targets[index];
+        if let Some(r) = record.as_mut() {
+            r.target = Some(target.clone());
+        }
+        let Some(req) = request.take() else {
+            return Err(last_error);
+        };
+        let target_guard = TargetGuard::new(target.clone());
+        match send(upstream, target, req).await {
+            Ok((response, reuse)) => {
+                upstream.observe(index, response.status().is_server_error(), clock::now_ms());
+                let (mut parts, body) = response.into_parts();
+                headers::remove_hop_by_hop(&mut parts.headers);
+                let body = ResponseBody::upstream(body, reuse, (upstream_guard, target_guard));
+                return Ok(Response::from_parts(parts, body));
+            }
+            Err(failure) => {
+                if !matches!(failure, Failure::ClientBody) {
+                    upstream.observe(index, true, clock::now_ms());
+                }
+                last_error = failure.kind();
+                let may_retry = tried.len() <= upstream.retries as usize;
+                request = match failure {
+                    // Nothing was sent: any request may go elsewhere.
+                    Failure::Connect(req) if may_retry => Some(req),
+                    // Sent, but no answer began: only what is safe to repeat
+                    // and was kept whole.
+                    Failure::Reset => match (&resend, may_retry) {
+                        (Some((method, uri, headers, body)), true) => body.replay().map(|body| {
+                            let mut r = Request::new(body);
+                            *r.method_mut() = method.clone();
+                            *r.uri_mut() = uri.clone();
+                            *r.headers_mut() = headers.clone();
+                            r
+                        }),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                if request.is_none() {
+                    return Err(last_error);
+                }
+            }
+        }
+    }
+}
+
+/// The route's upstream, or its fallback when the upstream has no usable
+/// target or its breaker is open (SPEC §5). The guard holds the request's
+/// place in the chosen upstream's in-flight count.
+fn choose_upstream(
+    snapshot: &Snapshot,
+    route: &Route,
+    now: u64,
+) -> Result<(usize, UpstreamGuard), ErrorKind> {
+    let primary = &snapshot.upstreams[route.upstream];
+    let reason = if !primary.has_available(now) {
+        ErrorKind::NoHealthyUpstream
+    } else {
+        match primary.enter() {
+            Some(guard) => return Ok((route.upstream, guard)),
+            None => ErrorKind::CircuitOpen,
+        }
+    };
+    let Some(fallback) = route.fallback else {
+        return Err(reason);
+    };
+    let standby = &snapshot.upstreams[fallback];
+    if !standby.has_available(now) {
+        return Err(ErrorKind::NoHealthyUpstream);
+    }
+    let guard = standby.enter().ok_or(ErrorKind::CircuitOpen)?;
+    route.fallbacks.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(route = %route.name, from = %primary.name, to = %standby.name, reason = reason.as_str(), "fallback");
+    Ok((fallback, guard))
+}
+
+/// Methods that mean the same when sent twice (RFC 9110 §9.2.2), or any
+/// request whose client vouches for it with `Idempotency-Key`.
+fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    ) || headers.contains_key(&IDEMPOTENCY_KEY)
+}
+
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Why one attempt failed, and what is left to retry with.
+// The big variant hands the unsent request back for the next attempt; it is
+// moved once per failed attempt, which a Box would not make cheaper.
+#[allow(clippy::large_enum_variant)]
+enum Failure {
+    /// No connection; the request was never sent and comes back whole.
+    Connect(Request<RequestBody>),
+    /// The connection closed or reset before the response head.
+    Reset,
+    /// No response head within `request_timeout`.
+    Timeout,
+    /// The client's own body broke while it was being forwarded.
+    ClientBody,
+}
+
+impl Failure {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Failure::Connect(_) => ErrorKind::UpstreamConnect,
+            Failure::Reset => ErrorKind::UpstreamReset,
+            Failure::Timeout => ErrorKind::UpstreamTimeout,
+            Failure::ClientBody => ErrorKind::BadRequest,
+        }
+    }
+}
+
+/// One attempt at one target: a pooled or new connection, the request, and
+/// the response head within `request_timeout`.
+async fn send(
+    upstream: &Upstream,
+    target: &Arc<Target>,
+    request: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Reuse), Failure> {
+    let timeouts = upstream.timeouts;
+    let (mut sender, mut reused) = match target.pool.checkout(timeouts.idle) {
+        Some(s) => (s, true),
+        None => match connect(target, upstream).await {
+            Ok(s) => (s, false),
+            Err(()) => return Err(Failure::Connect(request)),
+        },
+    };
+    let mut request = request;
+    loop {
+        let attempt =
+            tokio::time::timeout(timeouts.request, sender.try_send_request(request)).await;
+        match attempt {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Ok(response)) => {
+                let reuse = Reuse {
+                    sender,
+                    target: target.clone(),
+                };
+                return Ok((response, reuse));
+            }
+            Ok(Err(mut e)) => match e.take_message() {
+                // A pooled connection the upstream closed while it sat idle:
+                // nothing was written, so a fresh connection may carry the
+                // very same request. Not a retry: no target failed.
+                Some(unsent) if reused => {
+                    request = unsent;
+                    sender = match connect(target, upstream).await {
+                        Ok(s) => s,
+                        Err(()) => return Err(Failure::Connect(request)),
+                    };
+                    reused = false;
+                }
+                Some(unsent) => return Err(Failure::Connect(unsent)),
+                None => {
+                    let error = e.into_error();
+                    tracing::debug!(target = %target.authority, error = %error, "upstream request failed");
+                    return Err(if error.is_user() {
+                        Failure::ClientBody
+                    } else {
+                        Failure::Reset
+                    });
+                }
+            },
+        }
+    }
+}
+
+async fn connect(target: &Target, upstream: &Upstream) -> Result<Sender, ()> {
+    pool::connect(&target.authority, upstream.timeouts.connect)
+        .await
+        .map_err(|e| {
+            tracing::debug!(target = %target.authority, error = %e, "upstream connect failed");
+        })
 }
 
 /// Refuses requests whose framing two parsers could read differently
@@ -140,66 +362,4 @@ fn check_framing(headers: &HeaderMap) -> Result<(), ErrorKind> {
         }
     }
     Ok(())
-}
-
-/// One attempt at one target: a pooled or new connection, the request, and
-/// the response head within `request_timeout`.
-async fn send(
-    upstream: &Upstream,
-    target: &Arc<Target>,
-    request: Request<RequestBody>,
-) -> Result<Response<ResponseBody>, ErrorKind> {
-    let timeouts = upstream.timeouts;
-    let (mut sender, mut reused) = match target.pool.checkout(timeouts.idle) {
-        Some(s) => (s, true),
-        None => (connect(target, upstream).await?, false),
-    };
-    let mut request = request;
-    loop {
-        let attempt =
-            tokio::time::timeout(timeouts.request, sender.try_send_request(request)).await;
-        match attempt {
-            Err(_) => return Err(ErrorKind::UpstreamTimeout),
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                headers::remove_hop_by_hop(&mut parts.headers);
-                let reuse = Reuse {
-                    sender,
-                    target: target.clone(),
-                };
-                return Ok(Response::from_parts(
-                    parts,
-                    ResponseBody::upstream(body, reuse),
-                ));
-            }
-            Ok(Err(mut e)) => match e.take_message() {
-                // A pooled connection the upstream closed while it sat idle:
-                // nothing was written, so a fresh connection may carry the
-                // very same request.
-                Some(unsent) if reused => {
-                    request = unsent;
-                    sender = connect(target, upstream).await?;
-                    reused = false;
-                }
-                _ => {
-                    let error = e.into_error();
-                    tracing::debug!(target = %target.authority, error = %error, "upstream request failed");
-                    return Err(if error.is_user() {
-                        ErrorKind::BadRequest
-                    } else {
-                        ErrorKind::UpstreamReset
-                    });
-                }
-            },
-        }
-    }
-}
-
-async fn connect(target: &Target, upstream: &Upstream) -> Result<Sender, ErrorKind> {
-    pool::connect(&target.authority, upstream.timeouts.connect)
-        .await
-        .map_err(|e| {
-            tracing::debug!(target = %target.authority, error = %e, "upstream connect failed");
-            ErrorKind::UpstreamConnect
-        })
 }

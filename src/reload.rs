@@ -100,6 +100,9 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
         Err(e) => return reject(shared, trigger, vec![format!("reload failed: {e}")]),
     };
     let snapshot = Arc::new(snapshot);
+    // Checkers first: targets new in this snapshot are checked from the
+    // moment they can be picked; those that stay keep theirs.
+    crate::upstream::health::sync(&snapshot);
     let old = shared.snapshot.swap(snapshot.clone());
     let version = snapshot.version.clone();
     {

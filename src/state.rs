@@ -36,6 +36,10 @@ pub struct Route {
     pub methods: Option<Box<[Method]>>,
     /// Index into `Snapshot::upstreams`.
     pub upstream: usize,
+    /// Index into `Snapshot::upstreams`; serves when `upstream` cannot.
+    pub fallback: Option<usize>,
+    /// Requests this route sent to its fallback (for the metrics to come).
+    pub fallbacks: std::sync::atomic::AtomicU64,
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<Box<str>>,
 }
@@ -72,6 +76,7 @@ impl Shared {
     pub fn new(loaded: &Loaded) -> Arc<Shared> {
         let registry = Registry::default();
         let snapshot = crate::config::compile::compile(loaded, &registry);
+        crate::upstream::health::sync(&snapshot);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,

@@ -24,6 +24,8 @@ pub fn compile(loaded: &Loaded, registry: &Registry) -> Snapshot {
             host: r.host.clone(),
             methods: r.methods.as_ref().map(|m| m.clone().into_boxed_slice()),
             upstream: r.upstream,
+            fallback: r.fallback,
+            fallbacks: Default::default(),
             strip_prefix: r.strip_prefix,
             rewrite_prefix: r.rewrite_prefix.as_deref().map(Into::into),
         })

@@ -102,7 +102,11 @@ pub fn load_str(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
 fn warnings(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for (i, u) in config.upstreams.iter().enumerate() {
-        if !config.routes.iter().any(|r| r.upstream == i) {
+        if !config
+            .routes
+            .iter()
+            .any(|r| r.upstream == i || r.fallback == Some(i))
+        {
             out.push(format!(
                 "warning: upstreams.{}: not used by any route",
                 u.name

@@ -73,15 +73,60 @@ impl Default for Timeouts {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
+    /// Smooth weighted round robin, as nginx does.
     RoundRobin,
+    /// Power of two choices over in-flight counts, weighted.
+    LeastRequest,
+    /// Consistent hashing of `hash_key`.
+    Hash,
 }
 
 impl Balance {
     pub fn as_str(self) -> &'static str {
         match self {
             Balance::RoundRobin => "round_robin",
+            Balance::LeastRequest => "least_request",
+            Balance::Hash => "hash",
         }
     }
+}
+
+/// Where a request's key comes from (`hash_key`, later `sticky`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Header(http::HeaderName),
+    Cookie(String),
+    ClientIp,
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Header(h) => write!(f, "header:{h}"),
+            KeySource::Cookie(c) => write!(f, "cookie:{c}"),
+            KeySource::ClientIp => f.write_str("client_ip"),
+        }
+    }
+}
+
+/// `[upstreams.NAME.health]`: active checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
+    /// Inclusive status range that counts as healthy.
+    pub expect: (u16, u16),
+}
+
+/// `[upstreams.NAME.outlier]`: passive ejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierSpec {
+    pub consecutive_failures: u32,
+    pub eject_for: Duration,
+    pub max_ejected_percent: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -89,8 +134,16 @@ pub struct UpstreamSpec {
     pub name: String,
     pub legacy: bool,
     pub balance: Balance,
+    /// Set exactly when `balance` is `Hash`.
+    pub hash_key: Option<KeySource>,
     pub targets: Vec<TargetSpec>,
     pub timeouts: Timeouts,
+    /// Extra attempts after the first, each to another target.
+    pub retries: u32,
+    /// Circuit breaker: requests in flight beyond which we fail fast.
+    pub max_in_flight: Option<usize>,
+    pub health: Option<HealthSpec>,
+    pub outlier: Option<OutlierSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +182,8 @@ pub struct RouteSpec {
     pub methods: Option<Vec<Method>>,
     /// Index into `Config::upstreams`.
     pub upstream: usize,
+    /// Serves when `upstream` has no available target or its breaker is open.
+    pub fallback: Option<usize>,
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<String>,
 }

@@ -29,10 +29,11 @@ pub fn read(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Config>
     let defaults = match root.table("defaults", problems) {
         Some(mut t) => {
             let d = read_timeouts(&mut t, Timeouts::default(), problems);
+            let retries = read_retries(&mut t, 1, problems);
             t.finish(problems);
-            d
+            (d, retries)
         }
-        None => Timeouts::default(),
+        None => (Timeouts::default(), 1),
     };
     let (upstreams, names) = read_upstreams(root, defaults, problems);
     let routes = read_routes(root, &names, problems);
@@ -176,9 +177,20 @@ fn nonzero_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+fn read_retries(t: &mut Table<'_, '_>, inherit: u32, problems: &mut Problems) -> u32 {
+    match t.integer("retries", problems) {
+        Some(n) if (0..=10).contains(&n.value) => n.value as u32,
+        Some(n) => {
+            problems.add(n.span, t.key_path("retries"), "must be between 0 and 10");
+            inherit
+        }
+        None => inherit,
+    }
+}
+
 fn read_upstreams(
     root: &mut Table<'_, '_>,
-    defaults: Timeouts,
+    (defaults, default_retries): (Timeouts, u32),
     problems: &mut Problems,
 ) -> (Vec<UpstreamSpec>, HashMap<String, usize>) {
     let mut upstreams = Vec::new();
@@ -208,28 +220,149 @@ fn read_upstreams(
         let legacy = t.boolean("legacy", problems).unwrap_or(false);
         let balance = match t.string("balance", problems) {
             None => Balance::RoundRobin,
-            Some(b) if b.value == "round_robin" => Balance::RoundRobin,
-            Some(b) => {
-                problems.add(
-                    b.span,
-                    format!("{path}.balance"),
-                    format!("unknown balance {:?}: expected \"round_robin\"", b.value),
-                );
-                Balance::RoundRobin
-            }
+            Some(b) => match b.value.as_str() {
+                "round_robin" => Balance::RoundRobin,
+                "least_request" => Balance::LeastRequest,
+                "hash" => Balance::Hash,
+                other => {
+                    problems.add(
+                        b.span,
+                        format!("{path}.balance"),
+                        format!("unknown balance {other:?}: expected \"round_robin\", \"least_request\" or \"hash\""),
+                    );
+                    Balance::RoundRobin
+                }
+            },
         };
+        let hash_key = t.parsed("hash_key", problems, key_source);
+        match (balance, &hash_key) {
+            (Balance::Hash, None) => problems.add(
+                t.span.clone(),
+                format!("{path}.hash_key"),
+                "required when balance = \"hash\"",
+            ),
+            (Balance::RoundRobin | Balance::LeastRequest, Some(_)) => problems.add(
+                t.span.clone(),
+                format!("{path}.hash_key"),
+                "only used with balance = \"hash\"",
+            ),
+            _ => {}
+        }
         let timeouts = read_timeouts(&mut t, defaults, problems);
+        let retries = read_retries(&mut t, default_retries, problems);
+        let max_in_flight = positive(&mut t, "max_in_flight", problems);
+        let health = t.table("health", problems).and_then(|mut h| {
+            let spec = read_health(&mut h, problems);
+            h.finish(problems);
+            spec
+        });
+        let outlier = t.table("outlier", problems).map(|mut o| {
+            let spec = read_outlier(&mut o, problems);
+            o.finish(problems);
+            spec
+        });
         let targets = read_targets(&mut t, problems);
         t.finish(problems);
         upstreams.push(UpstreamSpec {
             name: name.value,
             legacy,
             balance,
+            hash_key,
             targets,
             timeouts,
+            retries,
+            max_in_flight,
+            health,
+            outlier,
         });
     }
     (upstreams, names)
+}
+
+fn read_health(t: &mut Table<'_, '_>, problems: &mut Problems) -> Option<HealthSpec> {
+    let path = t
+        .required("path", problems)
+        .and_then(|_| t.string("path", problems));
+    let path = path.and_then(|p| {
+        if p.value.starts_with('/') && p.value.parse::<http::uri::PathAndQuery>().is_ok() {
+            Some(p.value)
+        } else {
+            problems.add(p.span, t.key_path("path"), "must be a path starting with /");
+            None
+        }
+    });
+    let interval = t
+        .parsed("interval", problems, nonzero_duration)
+        .unwrap_or(Duration::from_secs(5));
+    let timeout = t
+        .parsed("timeout", problems, nonzero_duration)
+        .unwrap_or(Duration::from_secs(1));
+    let unhealthy_after = positive(t, "unhealthy_after", problems).unwrap_or(3) as u32;
+    let healthy_after = positive(t, "healthy_after", problems).unwrap_or(2) as u32;
+    let expect = t
+        .parsed("expect", problems, status_range)
+        .unwrap_or((200, 399));
+    Some(HealthSpec {
+        path: path?,
+        interval,
+        timeout,
+        unhealthy_after,
+        healthy_after,
+        expect,
+    })
+}
+
+fn read_outlier(t: &mut Table<'_, '_>, problems: &mut Problems) -> OutlierSpec {
+    let max_ejected_percent = match t.integer("max_ejected_percent", problems) {
+        Some(n) if (0..=100).contains(&n.value) => n.value as u32,
+        Some(n) => {
+            problems.add(
+                n.span,
+                t.key_path("max_ejected_percent"),
+                "must be between 0 and 100",
+            );
+            50
+        }
+        None => 50,
+    };
+    OutlierSpec {
+        consecutive_failures: positive(t, "consecutive_failures", problems).unwrap_or(5) as u32,
+        eject_for: t
+            .parsed("eject_for", problems, nonzero_duration)
+            .unwrap_or(Duration::from_secs(30)),
+        max_ejected_percent,
+    }
+}
+
+/// `"200-399"` or `"204"`.
+fn status_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("invalid status range {text:?}: expected \"200-399\" or a single status");
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+/// `header:NAME`, `cookie:NAME` or `client_ip`.
+pub fn key_source(text: &str) -> Result<KeySource, String> {
+    let bad = || {
+        format!("invalid key {text:?}: expected \"header:NAME\", \"cookie:NAME\" or \"client_ip\"")
+    };
+    if text == "client_ip" {
+        return Ok(KeySource::ClientIp);
+    }
+    match text.split_once(':') {
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .map(KeySource::Header)
+            .map_err(|_| bad()),
+        Some(("cookie", name)) if !name.is_empty() && !name.contains([';', '=', ' ']) => {
+            Ok(KeySource::Cookie(name.to_string()))
+        }
+        _ => Err(bad()),
+    }
 }
 
 fn read_targets(t: &mut Table<'_, '_>, problems: &mut Problems) -> Vec<TargetSpec> {
@@ -431,6 +564,27 @@ fn read_route(
             })
         }
     };
+    let fallback = t
+        .string("fallback", problems)
+        .and_then(|f| match names.get(&f.value) {
+            Some(i) if Some(*i) == upstream => {
+                problems.add(
+                    f.span,
+                    t.key_path("fallback"),
+                    "is the route's own upstream",
+                );
+                None
+            }
+            Some(i) => Some(*i),
+            None => {
+                problems.add(
+                    f.span,
+                    t.key_path("fallback"),
+                    format!("unknown upstream {:?}", f.value),
+                );
+                None
+            }
+        });
     let strip_prefix = t.boolean("strip_prefix", problems).unwrap_or(false);
     let rewrite_prefix = t.string("rewrite_prefix", problems).and_then(|r| {
         if strip_prefix {
@@ -460,6 +614,7 @@ fn read_route(
         host,
         methods,
         upstream: upstream?,
+        fallback,
         strip_prefix,
         rewrite_prefix,
     })

@@ -1,23 +1,102 @@
-//! Upstreams as the hot path sees them: a compiled [`Upstream`] (its targets,
-//! weights and precomputed schedule) that lives in one snapshot, and
-//! [`Target`]s (the connection pool and, later, health) that outlive
-//! snapshots. The [`Registry`] hands the same `Target` to every snapshot that
-//! keeps the target, so a reload does not throw pooled connections away.
+//! Upstreams as the hot path sees them. A compiled [`Upstream`] (targets,
+//! weights, balancing tables, limits) lives in one snapshot. [`Target`]s and
+//! [`UpstreamShared`] (pooled connections, health, ejection, in-flight
+//! counts, the retry budget) outlive snapshots: the [`Registry`] hands the
+//! same ones to every snapshot that keeps them, so a reload forgets neither
+//! connections nor health.
+//!
+//! Nothing here takes a lock on the way to a pick; the outlier mutex is
+//! taken only after a failure, or after a success that ends a failure streak.
 
 pub mod balance;
+pub mod budget;
+pub mod clock;
+pub mod health;
+pub mod outlier;
 pub mod pool;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::config::{Balance, Timeouts, UpstreamSpec};
+use balance::{Ring, Tried};
+use outlier::OutlierState;
+
+use crate::config::{Balance, HealthSpec, KeySource, OutlierSpec, Timeouts, UpstreamSpec};
 
 /// One upstream server; shared by every snapshot that lists it.
 pub struct Target {
     /// `host:port`: what we dial and what logs and metrics call it.
     pub authority: Box<str>,
     pub pool: pool::Pool,
+    /// Set by active health checks; true when the upstream has none.
+    pub healthy: AtomicBool,
+    /// Clock milliseconds (see [`clock`]) until which the target is ejected.
+    pub ejected_until: AtomicU64,
+    /// Mirrors `outlier.consecutive` so a success can skip the lock.
+    failures: AtomicU32,
+    outlier: Mutex<OutlierState>,
+    /// Attempts in flight to this target (least_request compares these).
+    pub in_flight: AtomicUsize,
+    checker: Mutex<Option<health::Checker>>,
+}
+
+impl Target {
+    fn new(authority: &str) -> Target {
+        Target {
+            authority: authority.into(),
+            pool: pool::Pool::default(),
+            healthy: AtomicBool::new(true),
+            ejected_until: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            outlier: Mutex::new(OutlierState::default()),
+            in_flight: AtomicUsize::new(0),
+            checker: Mutex::new(None),
+        }
+    }
+
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Healthy and not ejected.
+    pub fn available(&self, now: u64) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.is_ejected(now)
+    }
+}
+
+/// Per-upstream state that outlives snapshots.
+#[derive(Default)]
+pub struct UpstreamShared {
+    /// Requests in flight to the upstream; the breaker compares it with
+    /// `max_in_flight`.
+    pub in_flight: AtomicUsize,
+    pub budget: budget::RetryBudget,
+}
+
+/// Holds one request's place in an upstream's in-flight count.
+pub struct UpstreamGuard(Arc<UpstreamShared>);
+
+impl Drop for UpstreamGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Holds one attempt's place in a target's in-flight count.
+pub struct TargetGuard(Arc<Target>);
+
+impl TargetGuard {
+    pub fn new(target: Arc<Target>) -> TargetGuard {
+        target.in_flight.fetch_add(1, Ordering::Relaxed);
+        TargetGuard(target)
+    }
+}
+
+impl Drop for TargetGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// An upstream as compiled into one snapshot.
@@ -25,22 +104,31 @@ pub struct Upstream {
     pub name: Box<str>,
     pub legacy: bool,
     pub balance: Balance,
+    pub hash_key: Option<KeySource>,
     pub targets: Box<[Arc<Target>]>,
     /// As configured, for the admin API; parallel to `targets`.
     pub urls: Box<[Box<str>]>,
     pub weights: Box<[u32]>,
     pub timeouts: Timeouts,
+    pub retries: u32,
+    pub max_in_flight: Option<usize>,
+    pub health: Option<HealthSpec>,
+    pub outlier: Option<OutlierSpec>,
+    pub shared: Arc<UpstreamShared>,
     schedule: Box<[u16]>,
+    ring: Ring,
     cursor: AtomicUsize,
 }
 
 impl Upstream {
     pub fn new(spec: &UpstreamSpec, registry: &Registry) -> Upstream {
         let weights: Box<[u32]> = spec.targets.iter().map(|t| t.weight).collect();
+        let authorities: Vec<&str> = spec.targets.iter().map(|t| t.authority.as_str()).collect();
         Upstream {
             name: spec.name.as_str().into(),
             legacy: spec.legacy,
             balance: spec.balance,
+            hash_key: spec.hash_key.clone(),
             targets: spec
                 .targets
                 .iter()
@@ -48,25 +136,100 @@ impl Upstream {
                 .collect(),
             urls: spec.targets.iter().map(|t| t.url.as_str().into()).collect(),
             schedule: balance::smooth_schedule(&weights),
+            ring: match spec.balance {
+                Balance::Hash => Ring::new(&authorities, &weights),
+                _ => Ring::default(),
+            },
             weights,
             timeouts: spec.timeouts,
+            retries: spec.retries,
+            max_in_flight: spec.max_in_flight,
+            health: spec.health.clone(),
+            outlier: spec.outlier,
+            shared: registry.upstream(&spec.name),
             cursor: AtomicUsize::new(0),
         }
     }
 
-    /// The next target in the smooth weighted round-robin cycle.
-    pub fn pick(&self) -> &Arc<Target> {
-        let n = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let slot = self.schedule[n % self.schedule.len()];
-        &self.targets[usize::from(slot)]
+    /// A target for this request: not tried yet, healthy, not ejected.
+    /// `key` is the hashed `hash_key` of the request, for `balance = "hash"`;
+    /// without one, hash falls back to round robin.
+    pub fn pick(&self, key: Option<u64>, tried: &Tried, now: u64) -> Option<usize> {
+        let ok = |i: usize| !tried.contains(i) && self.targets[i].available(now);
+        match (self.balance, key) {
+            (Balance::LeastRequest, _) => balance::pick_least_request(
+                &self.weights,
+                |i| self.targets[i].in_flight.load(Ordering::Relaxed),
+                ok,
+            ),
+            (Balance::Hash, Some(hash)) => self.ring.pick(hash, ok),
+            (Balance::RoundRobin | Balance::Hash, _) => {
+                let counter = self.cursor.fetch_add(1, Ordering::Relaxed);
+                balance::pick_round_robin(&self.schedule, counter, self.targets.len(), ok)
+            }
+        }
+    }
+
+    pub fn has_available(&self, now: u64) -> bool {
+        self.targets.iter().any(|t| t.available(now))
+    }
+
+    pub fn breaker_open(&self) -> bool {
+        self.max_in_flight
+            .is_some_and(|max| self.shared.in_flight.load(Ordering::Relaxed) >= max)
+    }
+
+    /// Takes a place in the upstream's in-flight count, unless the breaker
+    /// (`max_in_flight`) is open.
+    pub fn enter(&self) -> Option<UpstreamGuard> {
+        let before = self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = UpstreamGuard(self.shared.clone());
+        match self.max_in_flight {
+            Some(max) if before >= max => None,
+            _ => Some(guard),
+        }
+    }
+
+    /// Feeds passive outlier detection with one attempt's outcome.
+    pub fn observe(&self, target: usize, failed: bool, now: u64) {
+        let Some(spec) = &self.outlier else { return };
+        let t = &self.targets[target];
+        if !failed {
+            if t.failures.load(Ordering::Relaxed) != 0 {
+                let mut state = t.outlier.lock().unwrap_or_else(|e| e.into_inner());
+                outlier::observe_success(&mut state);
+                t.failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let ejected = self.targets.iter().filter(|o| o.is_ejected(now)).count();
+        let mut state = t.outlier.lock().unwrap_or_else(|e| e.into_inner());
+        if t.is_ejected(now) {
+            // Failures of requests that started before the ejection.
+            return;
+        }
+        let until = outlier::observe_failure(&mut state, spec, now, ejected, self.targets.len());
+        t.failures.store(state.consecutive, Ordering::Relaxed);
+        if let Some(until) = until {
+            t.ejected_until.store(until, Ordering::Relaxed);
+            tracing::warn!(
+                upstream = %self.name,
+                target = %t.authority,
+                ejected_for_ms = until - now,
+                "target ejected after {} consecutive failures",
+                spec.consecutive_failures
+            );
+        }
     }
 }
 
-/// Targets by (upstream, authority), held weakly: a target lives as long as
-/// some snapshot uses it, and is found again by the next compile.
+/// Targets by (upstream, authority) and upstream state by name, held
+/// weakly: they live as long as some snapshot uses them, and are found again
+/// by the next compile.
 #[derive(Default)]
 pub struct Registry {
     targets: Mutex<HashMap<(String, String), Weak<Target>>>,
+    upstreams: Mutex<HashMap<String, Weak<UpstreamShared>>>,
 }
 
 impl Registry {
@@ -76,17 +239,30 @@ impl Registry {
         if let Some(t) = map.get(&key).and_then(Weak::upgrade) {
             return t;
         }
-        let target = Arc::new(Target {
-            authority: authority.into(),
-            pool: pool::Pool::default(),
-        });
+        let target = Arc::new(Target::new(authority));
         map.insert(key, Arc::downgrade(&target));
         target
     }
 
-    /// Forgets targets no snapshot holds any more.
+    pub fn upstream(&self, name: &str) -> Arc<UpstreamShared> {
+        let mut map = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(u) = map.get(name).and_then(Weak::upgrade) {
+            return u;
+        }
+        let shared = Arc::new(UpstreamShared::default());
+        map.insert(name.to_string(), Arc::downgrade(&shared));
+        shared
+    }
+
+    /// Forgets what no snapshot holds any more.
     pub fn sweep(&self) {
-        let mut map = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, t| t.strong_count() > 0);
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, t| t.strong_count() > 0);
+        self.upstreams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, u| u.strong_count() > 0);
     }
 }

@@ -1,0 +1,198 @@
+//! Active health checks (SPEC §5): one task per target of an upstream with a
+//! `[health]` table, GET `path` with `Host: host:port` and
+//! `user-agent: figway-health` every `interval`. A target starts healthy,
+//! turns unhealthy after `unhealthy_after` failed checks in a row and back
+//! after `healthy_after` good ones ([`observe`], a pure function).
+//!
+//! Tasks hold their target weakly and stop when it is dropped (no snapshot
+//! uses it any more) or when a reload changes or removes its `[health]`;
+//! [`sync`] starts and stops them after each compile. The `healthy` flag
+//! lives on the target, so it survives reloads and restarts of its task.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::Target;
+use crate::config::HealthSpec;
+use crate::state::Snapshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCounter {
+    pub healthy: bool,
+    successes: u32,
+    failures: u32,
+}
+
+impl HealthCounter {
+    pub fn new(healthy: bool) -> Self {
+        HealthCounter {
+            healthy,
+            successes: 0,
+            failures: 0,
+        }
+    }
+}
+
+/// One check's result applied to the counter.
+pub fn observe(c: HealthCounter, ok: bool, spec: &HealthSpec) -> HealthCounter {
+    let (successes, failures) = if ok {
+        (c.successes + 1, 0)
+    } else {
+        (0, c.failures + 1)
+    };
+    let healthy = if c.healthy {
+        failures < spec.unhealthy_after
+    } else {
+        successes >= spec.healthy_after
+    };
+    HealthCounter {
+        healthy,
+        successes: if healthy != c.healthy { 0 } else { successes },
+        failures: if healthy != c.healthy { 0 } else { failures },
+    }
+}
+
+/// Starts, restarts or stops the checkers of every target in `snapshot` to
+/// match its upstreams' `[health]` tables.
+pub fn sync(snapshot: &Snapshot) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("no runtime: health checks not started");
+        return;
+    };
+    for upstream in snapshot.upstreams.iter() {
+        for target in upstream.targets.iter() {
+            let mut checker = target.checker.lock().unwrap_or_else(|e| e.into_inner());
+            let current = checker.as_ref().map(|c| &c.spec);
+            if current == upstream.health.as_ref() {
+                continue;
+            }
+            if let Some(old) = checker.take() {
+                old.task.abort();
+            }
+            match &upstream.health {
+                Some(spec) => {
+                    let task = runtime.spawn(run(Arc::downgrade(target), spec.clone()));
+                    *checker = Some(Checker {
+                        spec: spec.clone(),
+                        task: task.abort_handle(),
+                    });
+                }
+                // No checks: nothing can call the target unhealthy.
+                None => target.healthy.store(true, Ordering::Relaxed),
+            }
+        }
+    }
+}
+
+pub struct Checker {
+    spec: HealthSpec,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(target: Weak<Target>, spec: HealthSpec) {
+    let mut tick = tokio::time::interval(spec.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut counter = match target.upgrade() {
+        Some(t) => HealthCounter::new(t.healthy.load(Ordering::Relaxed)),
+        None => return,
+    };
+    loop {
+        tick.tick().await;
+        let Some(t) = target.upgrade() else { return };
+        let authority = t.authority.clone();
+        drop(t);
+        let ok = matches!(
+            tokio::time::timeout(spec.timeout, check(&authority, &spec.path)).await,
+            Ok(Ok(status)) if (spec.expect.0..=spec.expect.1).contains(&status.as_u16())
+        );
+        let next = observe(counter, ok, &spec);
+        let Some(t) = target.upgrade() else { return };
+        if next.healthy != counter.healthy {
+            if next.healthy {
+                tracing::info!(target = %authority, "target healthy again");
+            } else {
+                tracing::warn!(target = %authority, path = %spec.path, "target unhealthy: failed {} checks in a row", spec.unhealthy_after);
+            }
+        }
+        t.healthy.store(next.healthy, Ordering::Relaxed);
+        counter = next;
+    }
+}
+
+/// One check on a fresh connection, so that a target that stopped accepting
+/// connections fails it even while pooled connections still answer.
+async fn check(
+    authority: &str,
+    path: &str,
+) -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = TcpStream::connect(authority).await?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
+            .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let request = Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::USER_AGENT, "figway-health")
+        .body(Empty::new())?;
+    let response = sender.send_request(request).await?;
+    Ok(response.status())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn spec() -> HealthSpec {
+        HealthSpec {
+            path: "/health".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            unhealthy_after: 3,
+            healthy_after: 2,
+            expect: (200, 399),
+        }
+    }
+
+    #[test]
+    fn turns_unhealthy_after_n_failures_and_back_after_m_successes() {
+        let s = spec();
+        let mut c = HealthCounter::new(true);
+        for _ in 0..2 {
+            c = observe(c, false, &s);
+            assert!(c.healthy);
+        }
+        c = observe(c, false, &s);
+        assert!(!c.healthy);
+        c = observe(c, true, &s);
+        assert!(!c.healthy);
+        c = observe(c, true, &s);
+        assert!(c.healthy);
+    }
+
+    #[test]
+    fn a_success_breaks_a_failure_streak() {
+        let s = spec();
+        let mut c = HealthCounter::new(true);
+        c = observe(c, false, &s);
+        c = observe(c, false, &s);
+        c = observe(c, true, &s);
+        c = observe(c, false, &s);
+        c = observe(c, false, &s);
+        assert!(c.healthy);
+    }
+}
