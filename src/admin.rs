@@ -174,11 +174,18 @@ pub fn routes_json(snapshot: &Snapshot) -> Value {
                 "prefix": &*r.prefix,
                 "host": r.host.as_ref().map(|h| h.to_string()),
                 "methods": r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
-                "to": &*snapshot.upstreams[r.upstream].name,
-                "split": null,
-                "sticky": null,
+                "to": (!r.split).then(|| &*snapshot.upstreams[r.sides[0].upstream].name),
+                "split": r.split.then(|| r.sides.iter().map(|side| json!({
+                    "to": &*snapshot.upstreams[side.upstream].name,
+                    "weight": side.weight,
+                })).collect::<Vec<_>>()),
+                "sticky": r.sticky.as_ref().map(|k| k.to_string()),
                 "fallback": r.fallback.map(|f| &*snapshot.upstreams[f].name),
-                "shadow": null,
+                "shadow": r.shadow.as_ref().map(|sh| json!({
+                    "to": &*snapshot.upstreams[sh.spec.upstream].name,
+                    "sample": sh.spec.sample,
+                    "compare": sh.spec.compare,
+                })),
                 "strip_prefix": r.strip_prefix,
                 "rewrite_prefix": r.rewrite_prefix.as_deref(),
             })

@@ -16,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access_log::AccessRecord;
+use crate::shadow::{BodySource, Tee};
 use crate::upstream::pool::Sender;
 use crate::upstream::{Target, TargetGuard, UpstreamGuard};
 
@@ -29,6 +30,8 @@ pub enum RequestBody {
         inner: Incoming,
         /// Shared with the access-log record; `None` when nobody reads it.
         received: Option<Arc<AtomicU64>>,
+        /// A copy for a shadow, when the request is mirrored.
+        tee: Option<Tee>,
     },
     Replay(Option<Bytes>),
 }
@@ -42,6 +45,7 @@ impl RequestBody {
             prefix: None,
             inner,
             received,
+            tee: None,
         }
     }
 
@@ -83,7 +87,39 @@ impl RequestBody {
             prefix: Some(kept),
             inner,
             received,
+            tee: None,
         })
+    }
+
+    /// Where a shadow gets this body: at once when it is held whole, else a
+    /// copy of at most `limit` bytes taken as it streams upstream.
+    pub fn mirror(&mut self, limit: u64) -> BodySource {
+        match self {
+            RequestBody::Replay(b) => {
+                let body = b.clone().unwrap_or_default();
+                if body.len() as u64 > limit {
+                    let (mut tee, rx) = Tee::new(0);
+                    tee.push(&body);
+                    tee.finish();
+                    return BodySource::Pending(rx);
+                }
+                BodySource::Known(body)
+            }
+            RequestBody::Stream {
+                prefix, inner, tee, ..
+            } => {
+                let (mut copy, rx) = Tee::new(limit);
+                if let Some(p) = prefix {
+                    copy.push(p);
+                }
+                if inner.is_end_stream() {
+                    copy.finish();
+                } else {
+                    *tee = Some(copy);
+                }
+                BodySource::Pending(rx)
+            }
+        }
     }
 
     /// A copy for one more attempt, when the body is held whole.
@@ -109,14 +145,25 @@ impl Body for RequestBody {
                 prefix,
                 inner,
                 received,
+                tee,
             } => {
                 if let Some(p) = prefix.take().filter(|p| !p.is_empty()) {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
-                let frame = ready!(Pin::new(inner).poll_frame(cx));
-                if let (Some(Ok(f)), Some(received)) = (&frame, received) {
+                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+                if let Some(Ok(f)) = &frame {
                     if let Some(data) = f.data_ref() {
-                        received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if let Some(received) = received {
+                            received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        }
+                        if let Some(tee) = tee {
+                            tee.push(data);
+                        }
+                    }
+                }
+                if frame.is_none() || inner.is_end_stream() {
+                    if let Some(tee) = tee {
+                        tee.finish();
                     }
                 }
                 Poll::Ready(frame)
@@ -171,6 +218,8 @@ pub struct ResponseBody {
     /// The request counts as in flight (breaker, least_request) until its
     /// answer has been sent, so these go when the body does.
     _in_flight: Option<(UpstreamGuard, TargetGuard)>,
+    /// A copy of the answer for a shadow compare.
+    tee: Option<Tee>,
 }
 
 impl ResponseBody {
@@ -180,6 +229,7 @@ impl ResponseBody {
             reuse: None,
             record: None,
             _in_flight: None,
+            tee: None,
         }
     }
 
@@ -189,6 +239,7 @@ impl ResponseBody {
             reuse: Some(reuse),
             record: None,
             _in_flight: Some(in_flight),
+            tee: None,
         }
     }
 
@@ -196,10 +247,18 @@ impl ResponseBody {
         self.record = Some(record);
     }
 
-    /// The upstream response is complete: its connection may serve again.
+    pub fn attach_tee(&mut self, tee: Tee) {
+        self.tee = Some(tee);
+    }
+
+    /// The upstream response is complete: its connection may serve again,
+    /// and a compare has the whole answer.
     fn release(&mut self) {
         if let Some(reuse) = self.reuse.take() {
             reuse.target.pool.checkin(reuse.sender);
+        }
+        if let Some(tee) = self.tee.as_mut() {
+            tee.finish();
         }
     }
 
@@ -226,8 +285,13 @@ impl Body for ResponseBody {
         };
         match &frame {
             Some(Ok(f)) => {
-                if let (Some(data), Some(record)) = (f.data_ref(), this.record.as_mut()) {
-                    record.bytes_out += data.len() as u64;
+                if let Some(data) = f.data_ref() {
+                    if let Some(record) = this.record.as_mut() {
+                        record.bytes_out += data.len() as u64;
+                    }
+                    if let Some(tee) = this.tee.as_mut() {
+                        tee.push(data);
+                    }
                 }
                 if this.source_ended() {
                     this.release();

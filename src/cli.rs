@@ -243,24 +243,57 @@ fn explain(
         &loaded,
         &crate::upstream::Registry::default(),
     ));
-    // The client address only matters for sticky/hash keys, which arrive in
-    // later milestones; it is accepted now so scripts need not change.
-    let _ = client;
     let decision = decide(&snapshot, &method, &uri, &headers);
     let mut out = match &decision {
-        Ok(d) => json!({
-            "route": {
-                "name": &*d.route.name,
-                "prefix": &*d.route.prefix,
-                "host": d.route.host.as_ref().map(|h| h.to_string()),
-                "methods": d.route.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
-            },
-            "path_forwarded": d.path_forwarded,
-            "upstreams": [{"name": &*d.upstream.name, "weight": 1}],
-            "sticky": null,
-            "fallback": d.route.fallback.map(|f| &*snapshot.upstreams[f].name),
-            "shadow": null,
-        }),
+        Ok(d) => {
+            let route = d.route;
+            let name = |i: usize| &*snapshot.upstreams[i].name;
+            // The same key and bucket functions the proxy uses; without
+            // `--client`, a client_ip key counts as absent.
+            let sticky = route.sticky.as_ref().map(|source| {
+                let mut buf = [0u8; 16];
+                let value = match (source, client) {
+                    (crate::config::KeySource::ClientIp, None) => None,
+                    (_, c) => crate::keys::key_value(
+                        source,
+                        &headers,
+                        c.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                        &mut buf,
+                    )
+                    .map(|v| v.to_vec()),
+                };
+                let chosen = value.as_ref().map(|v| {
+                    let side = crate::decision::side_for_bucket(
+                        route,
+                        crate::decision::sticky_bucket(route, v),
+                    );
+                    name(route.sides[side].upstream)
+                });
+                json!({
+                    "key": source.to_string(),
+                    "value": value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                    "chosen": chosen,
+                })
+            });
+            let shadow = route
+                .shadow
+                .as_ref()
+                .filter(|sh| sh.mirrors(&method))
+                .map(|sh| json!({"to": name(sh.spec.upstream), "sample": sh.spec.sample}));
+            json!({
+                "route": {
+                    "name": &*route.name,
+                    "prefix": &*route.prefix,
+                    "host": route.host.as_ref().map(|h| h.to_string()),
+                    "methods": route.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+                },
+                "path_forwarded": d.path_forwarded,
+                "upstreams": route.sides.iter().map(|side| json!({"name": name(side.upstream), "weight": side.weight})).collect::<Vec<_>>(),
+                "sticky": sticky,
+                "fallback": route.fallback.map(name),
+                "shadow": shadow,
+            })
+        }
         Err(_) => json!({
             "route": null,
             "path_forwarded": null,

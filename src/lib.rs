@@ -40,6 +40,7 @@ pub mod proxy;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod shadow;
 pub mod state;
 pub mod table;
 pub mod timefmt;

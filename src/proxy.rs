@@ -16,12 +16,13 @@ use hyper::body::Incoming;
 
 use crate::access_log::{self, AccessRecord};
 use crate::body::{RequestBody, ResponseBody, Reuse};
-use crate::decision::decide;
+use crate::decision::{choose_side, decide};
 use crate::error::ErrorKind;
 use crate::framing::ConnFlags;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::keys;
 use crate::net;
+use crate::shadow::{CompareSlot, Mirror, Tee};
 use crate::state::{Route, Shared, Snapshot};
 use crate::upstream::balance::Tried;
 use crate::upstream::pool::{self, Sender};
@@ -63,10 +64,20 @@ pub async fn handle(
     });
     // Checked first and for every request, so the per-connection request
     // count stays aligned with the heads the framing guard counted.
+    let mut compare: Option<CompareSlot> = None;
     let outcome = if framing.next_request_conflicts() {
         Err(ErrorKind::BadRequest)
     } else {
-        forward(&snapshot, parts, body, peer, client, &mut record).await
+        forward(
+            &snapshot,
+            parts,
+            body,
+            peer,
+            client,
+            &mut record,
+            &mut compare,
+        )
+        .await
     };
     let mut response = match outcome {
         Ok(r) => r,
@@ -80,6 +91,14 @@ pub async fn handle(
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id);
+    if let Some(slot) = compare {
+        // The shadow compares with what the client really got, figway's
+        // own error answers included.
+        let _ = slot
+            .head
+            .send((response.status(), response.headers().clone()));
+        response.body_mut().attach_tee(slot.tee);
+    }
     if let Some(mut r) = record {
         r.status = response.status().as_u16();
         response.body_mut().attach_record(r);
@@ -94,6 +113,7 @@ async fn forward(
     peer: IpAddr,
     client: IpAddr,
     record: &mut Option<Box<AccessRecord>>,
+    compare: &mut Option<CompareSlot>,
 ) -> Result<Response<ResponseBody>, ErrorKind> {
     if parts.method == Method::CONNECT {
         return Err(ErrorKind::MethodNotAllowed);
@@ -103,8 +123,11 @@ async fn forward(
     if let Some(r) = record.as_mut() {
         r.route = Some(decision.route_index);
     }
+    let route = decision.route;
+    let side = choose_side(route, &parts.headers, client);
     let now = clock::now_ms();
-    let (upstream_index, upstream_guard) = choose_upstream(snapshot, decision.route, now)?;
+    let (upstream_index, upstream_guard) =
+        choose_upstream(snapshot, route, route.sides[side].upstream, now)?;
     let upstream = &snapshot.upstreams[upstream_index];
     if let Some(r) = record.as_mut() {
         r.upstream = Some(upstream_index);
@@ -133,13 +156,33 @@ async fn forward(
     let bytes_in = record.as_ref().map(|r| r.bytes_in.clone());
     // Only a request that may be sent twice keeps its body (SPEC §4).
     let idempotent = upstream.retries > 0 && is_idempotent(&parts.method, &parts.headers);
-    let body = if idempotent {
+    let mut body = if idempotent {
         RequestBody::buffered(body, bytes_in)
             .await
             .map_err(|_| ErrorKind::BadRequest)?
     } else {
         RequestBody::stream(body, bytes_in)
     };
+    if let Some(shadow) = &route.shadow {
+        if let Some(permit) = shadow.admit(&parts.method) {
+            let primary = shadow.spec.compare.then(|| {
+                let (head, head_rx) = tokio::sync::oneshot::channel();
+                let (tee, body_rx) = Tee::new(shadow.spec.max_body);
+                *compare = Some(CompareSlot { head, tee });
+                (head_rx, body_rx)
+            });
+            let mirror = Mirror {
+                route: decision.route_index,
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+                body: body.mirror(shadow.spec.max_body),
+                primary,
+                permit,
+            };
+            tokio::spawn(crate::shadow::run(snapshot.clone(), mirror));
+        }
+    }
     // The head is kept for a resend only when the body can be resent too.
     let resend = body.replay().map(|copy| {
         (
@@ -223,14 +266,15 @@ async fn forward(
 fn choose_upstream(
     snapshot: &Snapshot,
     route: &Route,
+    chosen: usize,
     now: u64,
 ) -> Result<(usize, UpstreamGuard), ErrorKind> {
-    let primary = &snapshot.upstreams[route.upstream];
+    let primary = &snapshot.upstreams[chosen];
     let reason = if !primary.has_available(now) {
         ErrorKind::NoHealthyUpstream
     } else {
         match primary.enter() {
-            Some(guard) => return Ok((route.upstream, guard)),
+            Some(guard) => return Ok((chosen, guard)),
             None => ErrorKind::CircuitOpen,
         }
     };
@@ -262,7 +306,7 @@ static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 // The big variant hands the unsent request back for the next attempt; it is
 // moved once per failed attempt, which a Box would not make cheaper.
 #[allow(clippy::large_enum_variant)]
-enum Failure {
+pub(crate) enum Failure {
     /// No connection; the request was never sent and comes back whole.
     Connect(Request<RequestBody>),
     /// The connection closed or reset before the response head.
@@ -286,7 +330,7 @@ impl Failure {
 
 /// One attempt at one target: a pooled or new connection, the request, and
 /// the response head within `request_timeout`.
-async fn send(
+pub(crate) async fn send(
     upstream: &Upstream,
     target: &Arc<Target>,
     request: Request<RequestBody>,

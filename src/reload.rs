@@ -179,7 +179,11 @@ pub fn describe_changes(old: &Snapshot, new: &Snapshot) -> String {
                 r.prefix,
                 r.host,
                 r.methods,
-                s.upstreams[r.upstream].name,
+                r.sides
+                    .iter()
+                    .map(|side| format!("{}:{}", s.upstreams[side.upstream].name, side.weight))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 r.strip_prefix,
                 r.rewrite_prefix
             )

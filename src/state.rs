@@ -13,9 +13,10 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::Method;
 
-use crate::config::{HostPattern, Listen, Loaded, Log, Runtime};
+use crate::config::{HostPattern, KeySource, Listen, Loaded, Log, Runtime, Side};
 use crate::net::Cidr;
 use crate::router::Router;
+use crate::shadow::Shadow;
 use crate::upstream::{Registry, Upstream};
 
 /// The immutable runtime form of one config file.
@@ -34,9 +35,17 @@ pub struct Route {
     pub prefix: Box<str>,
     pub host: Option<HostPattern>,
     pub methods: Option<Box<[Method]>>,
-    /// Index into `Snapshot::upstreams`.
-    pub upstream: usize,
-    /// Index into `Snapshot::upstreams`; serves when `upstream` cannot.
+    /// `to` as a single side, or the `split` sides in config order.
+    pub sides: Box<[Side]>,
+    /// Whether the config said `split` rather than `to`.
+    pub split: bool,
+    /// End of each side's range in the sticky bucket space (see
+    /// `decision::BUCKETS`); a side of weight 0 has an empty range.
+    pub bucket_ends: Box<[u64]>,
+    pub total_weight: u64,
+    pub sticky: Option<KeySource>,
+    pub shadow: Option<Shadow>,
+    /// Index into `Snapshot::upstreams`; serves when the chosen side cannot.
     pub fallback: Option<usize>,
     /// Requests this route sent to its fallback (for the metrics to come).
     pub fallbacks: std::sync::atomic::AtomicU64,

@@ -29,7 +29,17 @@ pub fn render_routes(snapshot: &Snapshot) -> String {
             r.methods.as_ref().map_or("*".into(), |m| {
                 m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
             }),
-            snapshot.upstreams[r.upstream].name.to_string(),
+            if r.split {
+                r.sides
+                    .iter()
+                    .map(|side| {
+                        format!("{}:{}", snapshot.upstreams[side.upstream].name, side.weight)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                snapshot.upstreams[r.sides[0].upstream].name.to_string()
+            },
             forwards,
         ]);
     }

@@ -4,6 +4,7 @@
 
 use crate::config::Loaded;
 use crate::router::{RouteKey, Router};
+use crate::shadow::Shadow;
 use crate::state::{Route, Snapshot};
 use crate::upstream::{Registry, Upstream};
 
@@ -23,7 +24,12 @@ pub fn compile(loaded: &Loaded, registry: &Registry) -> Snapshot {
             prefix: r.prefix.as_str().into(),
             host: r.host.clone(),
             methods: r.methods.as_ref().map(|m| m.clone().into_boxed_slice()),
-            upstream: r.upstream,
+            sides: r.sides.clone().into_boxed_slice(),
+            split: r.split,
+            bucket_ends: crate::decision::bucket_ends(&r.sides),
+            total_weight: r.sides.iter().map(|s| u64::from(s.weight)).sum(),
+            sticky: r.sticky.clone(),
+            shadow: r.shadow.clone().map(Shadow::new),
             fallback: r.fallback,
             fallbacks: Default::default(),
             strip_prefix: r.strip_prefix,

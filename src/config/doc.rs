@@ -101,6 +101,40 @@ impl<'a, 'i> Table<'a, 'i> {
         out
     }
 
+    /// Whether the key is present, without reading it.
+    pub fn has(&self, key: &str) -> bool {
+        self.map.iter().any(|(k, _)| k.get_ref().as_ref() == key)
+    }
+
+    /// A float, or an integer read as one.
+    pub fn number(&mut self, key: &str, problems: &mut Problems) -> Option<At<f64>> {
+        let value = self.get(key)?;
+        let parsed = match value.get_ref() {
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                .ok()
+                .map(|n| n as f64),
+            other => {
+                problems.add(
+                    value.span(),
+                    self.key_path(key),
+                    expected("a number", other),
+                );
+                return None;
+            }
+        };
+        match parsed {
+            Some(v) if v.is_finite() => Some(At {
+                value: v,
+                span: value.span(),
+            }),
+            _ => {
+                problems.add(value.span(), self.key_path(key), "not a finite number");
+                None
+            }
+        }
+    }
+
     pub fn required(&mut self, key: &str, problems: &mut Problems) -> Option<&'a Value<'i>> {
         let value = self.get(key);
         if value.is_none() {

@@ -7,6 +7,7 @@ pub mod compile;
 mod doc;
 pub mod model;
 mod parse;
+mod routes;
 pub mod units;
 
 use std::fmt;
@@ -102,14 +103,31 @@ pub fn load_str(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
 fn warnings(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for (i, u) in config.upstreams.iter().enumerate() {
-        if !config
-            .routes
-            .iter()
-            .any(|r| r.upstream == i || r.fallback == Some(i))
-        {
+        let used = config.routes.iter().any(|r| {
+            r.sides.iter().any(|s| s.upstream == i)
+                || r.fallback == Some(i)
+                || r.shadow.as_ref().is_some_and(|s| s.upstream == i)
+        });
+        if !used {
             out.push(format!(
                 "warning: upstreams.{}: not used by any route",
                 u.name
+            ));
+        }
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        for (j, side) in r.sides.iter().enumerate() {
+            if r.split && side.weight == 0 {
+                out.push(format!(
+                    "warning: routes[{i}].split[{j}]: weight 0: upstream {:?} gets none of route {:?}'s traffic",
+                    config.upstreams[side.upstream].name, r.name
+                ));
+            }
+        }
+        if r.shadow.as_ref().is_some_and(|s| s.sample == 0.0) {
+            out.push(format!(
+                "warning: routes[{i}].shadow.sample: 0: route {:?} mirrors nothing",
+                r.name
             ));
         }
     }

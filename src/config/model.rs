@@ -172,6 +172,31 @@ impl fmt::Display for HostPattern {
     }
 }
 
+/// One side of a route: an upstream and its share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Side {
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    pub weight: u32,
+}
+
+/// `[routes.shadow]`: a mirrored copy of the route's requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowSpec {
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    /// Share of requests mirrored, 0.0 to 1.0.
+    pub sample: f64,
+    pub methods: Vec<Method>,
+    pub compare: bool,
+    /// Lower-case names left out of the header comparison.
+    pub ignore_headers: Vec<http::HeaderName>,
+    /// JSON Pointers removed from both bodies before comparing.
+    pub ignore_json: Vec<String>,
+    pub max_body: u64,
+    pub max_in_flight: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
     pub name: String,
@@ -180,9 +205,14 @@ pub struct RouteSpec {
     pub host: Option<HostPattern>,
     /// Sorted and de-duplicated; `None` matches every method.
     pub methods: Option<Vec<Method>>,
-    /// Index into `Config::upstreams`.
-    pub upstream: usize,
-    /// Serves when `upstream` has no available target or its breaker is open.
+    /// `to` as one side of weight 1, or the `split` sides in config order.
+    pub sides: Vec<Side>,
+    /// Whether the file said `split` (the admin API shows `to` or `split`).
+    pub split: bool,
+    pub sticky: Option<KeySource>,
+    pub shadow: Option<ShadowSpec>,
+    /// Serves when the chosen side has no available target or its breaker
+    /// is open.
     pub fallback: Option<usize>,
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<String>,

@@ -3,18 +3,16 @@
 //! duplicates) with the span it belongs to. Defaults live here, next to the
 //! key they belong to.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::uri::Authority;
-use http::Method;
 
 use super::doc::{as_string, as_table, Problems, Table, Value};
 use super::model::*;
 use super::units::parse_duration;
 use crate::net::Cidr;
-use crate::path;
 
 /// The largest smooth round-robin schedule we precompute for one upstream.
 pub const MAX_SCHEDULE: u64 = 65_536;
@@ -36,7 +34,7 @@ pub fn read(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Config>
         None => (Timeouts::default(), 1),
     };
     let (upstreams, names) = read_upstreams(root, defaults, problems);
-    let routes = read_routes(root, &names, problems);
+    let routes = super::routes::read_routes(root, &names, problems);
     if problems.list.len() > before {
         return None;
     }
@@ -347,7 +345,7 @@ fn status_range(text: &str) -> Result<(u16, u16), String> {
 }
 
 /// `header:NAME`, `cookie:NAME` or `client_ip`.
-pub fn key_source(text: &str) -> Result<KeySource, String> {
+pub(super) fn key_source(text: &str) -> Result<KeySource, String> {
     let bad = || {
         format!("invalid key {text:?}: expected \"header:NAME\", \"cookie:NAME\" or \"client_ip\"")
     };
@@ -474,235 +472,7 @@ pub fn target_authority(url: &str) -> Result<String, String> {
     Ok(format!("{}:{port}", authority.host()))
 }
 
-fn read_routes(
-    root: &mut Table<'_, '_>,
-    names: &HashMap<String, usize>,
-    problems: &mut Problems,
-) -> Vec<RouteSpec> {
-    let mut routes: Vec<RouteSpec> = Vec::new();
-    let Some(items) = root.array("routes", problems) else {
-        return routes;
-    };
-    let mut seen_names: HashSet<String> = HashSet::new();
-    let mut seen_keys: HashSet<(String, Option<HostPattern>, Option<Vec<Method>>)> = HashSet::new();
-    for (i, item) in items.iter().enumerate() {
-        let path = format!("routes[{i}]");
-        let Some(mut t) = as_table(item, path.clone(), problems) else {
-            continue;
-        };
-        if let Some(route) = read_route(&mut t, names, problems) {
-            let at = t.span.clone();
-            if !seen_names.insert(route.name.clone()) {
-                problems.add(
-                    at.clone(),
-                    format!("{path}.name"),
-                    format!("duplicate route name {:?}", route.name),
-                );
-            }
-            let key = (
-                route.prefix.clone(),
-                route.host.clone(),
-                route.methods.clone(),
-            );
-            if !seen_keys.insert(key) {
-                problems.add(
-                    at,
-                    path,
-                    "another route has the same prefix, host and methods",
-                );
-            }
-            routes.push(route);
-        }
-        t.finish(problems);
-    }
-    routes
-}
-
-fn read_route(
-    t: &mut Table<'_, '_>,
-    names: &HashMap<String, usize>,
-    problems: &mut Problems,
-) -> Option<RouteSpec> {
-    let prefix = t
-        .required("prefix", problems)
-        .and_then(|_| t.string("prefix", problems));
-    let prefix = prefix.and_then(|p| match normalize_prefix(&p.value) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            problems.add(p.span, t.key_path("prefix"), e);
-            None
-        }
-    });
-    let name = t.string("name", problems);
-    let host = t
-        .string("host", problems)
-        .and_then(|h| match host_pattern(&h.value) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                problems.add(h.span, t.key_path("host"), e);
-                None
-            }
-        });
-    let methods = read_methods(t, problems);
-    let to = t.get("to");
-    let upstream = match to {
-        None => {
-            problems.add(t.span.clone(), t.key_path("to"), "missing required key");
-            None
-        }
-        Some(v) => {
-            as_string(v, &t.key_path("to"), problems).and_then(|to| match names.get(&to.value) {
-                Some(i) => Some(*i),
-                None => {
-                    problems.add(
-                        to.span,
-                        t.key_path("to"),
-                        format!("unknown upstream {:?}", to.value),
-                    );
-                    None
-                }
-            })
-        }
-    };
-    let fallback = t
-        .string("fallback", problems)
-        .and_then(|f| match names.get(&f.value) {
-            Some(i) if Some(*i) == upstream => {
-                problems.add(
-                    f.span,
-                    t.key_path("fallback"),
-                    "is the route's own upstream",
-                );
-                None
-            }
-            Some(i) => Some(*i),
-            None => {
-                problems.add(
-                    f.span,
-                    t.key_path("fallback"),
-                    format!("unknown upstream {:?}", f.value),
-                );
-                None
-            }
-        });
-    let strip_prefix = t.boolean("strip_prefix", problems).unwrap_or(false);
-    let rewrite_prefix = t.string("rewrite_prefix", problems).and_then(|r| {
-        if strip_prefix {
-            problems.add(
-                r.span,
-                t.key_path("rewrite_prefix"),
-                "cannot be combined with strip_prefix = true",
-            );
-            return None;
-        }
-        match path::normalize(&r.value) {
-            Ok(n) if n == r.value.as_str() && !r.value.contains('?') => Some(r.value),
-            _ => {
-                problems.add(
-                    r.span,
-                    t.key_path("rewrite_prefix"),
-                    "must be a normalised path starting with /",
-                );
-                None
-            }
-        }
-    });
-    let prefix = prefix?;
-    Some(RouteSpec {
-        name: name.map_or_else(|| prefix.clone(), |n| n.value),
-        prefix,
-        host,
-        methods,
-        upstream: upstream?,
-        fallback,
-        strip_prefix,
-        rewrite_prefix,
-    })
-}
-
-/// A prefix must be a normalised absolute path; its trailing slash is
-/// dropped because matching is by whole segments anyway (`/api/` ≡ `/api`).
-fn normalize_prefix(prefix: &str) -> Result<String, String> {
-    if prefix.contains(['?', '#']) {
-        return Err("a prefix is a path: no query or fragment".into());
-    }
-    match path::normalize(prefix) {
-        Ok(n) if n == prefix => {
-            let trimmed = prefix.trim_end_matches('/');
-            Ok(if trimmed.is_empty() {
-                "/".into()
-            } else {
-                trimmed.into()
-            })
-        }
-        Ok(n) => Err(format!("prefix is not normalised: write {n:?}")),
-        Err(e) => Err(format!("invalid prefix: {}", e.message())),
-    }
-}
-
-fn host_pattern(host: &str) -> Result<HostPattern, String> {
-    let lower = host.to_ascii_lowercase();
-    let (wild, name) = match lower.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, lower.as_str()),
-    };
-    let valid = !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    let ipv6 = !wild
-        && name.starts_with('[')
-        && name.ends_with(']')
-        && name[1..name.len() - 1]
-            .parse::<std::net::Ipv6Addr>()
-            .is_ok();
-    if !(valid || ipv6) {
-        return Err(format!("invalid host {host:?}: expected a name like \"shop.example.com\" or \"*.example.com\" (no port)"));
-    }
-    Ok(if wild {
-        HostPattern::Wildcard(name.to_string())
-    } else {
-        HostPattern::Exact(name.to_string())
-    })
-}
-
-fn read_methods(t: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Vec<Method>> {
-    let list = t.strings("methods", problems)?;
-    if list.is_empty() {
-        problems.add(
-            t.span.clone(),
-            t.key_path("methods"),
-            "list at least one method, or leave the key out to match all",
-        );
-        return None;
-    }
-    let mut methods = Vec::with_capacity(list.len());
-    for m in list {
-        let valid = !m.value.is_empty()
-            && m.value
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
-        match Method::from_bytes(m.value.as_bytes()) {
-            Ok(method) if valid => methods.push(method),
-            _ => problems.add(
-                m.span,
-                t.key_path("methods"),
-                format!(
-                    "invalid method {:?}: methods are upper-case tokens such as \"GET\"",
-                    m.value
-                ),
-            ),
-        }
-    }
-    methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    methods.dedup();
-    Some(methods)
-}
-
-fn positive(t: &mut Table<'_, '_>, key: &str, problems: &mut Problems) -> Option<usize> {
+pub(super) fn positive(t: &mut Table<'_, '_>, key: &str, problems: &mut Problems) -> Option<usize> {
     let n = t.integer(key, problems)?;
     if n.value <= 0 {
         problems.add(n.span, t.key_path(key), "must be a positive integer");

@@ -1,0 +1,443 @@
+//! The `[[routes]]` tables: prefix, host, methods, where the traffic goes
+//! (`to`, or a weighted `split` with an optional `sticky` key), `fallback`,
+//! `[routes.shadow]`, and path rewriting. Cross-references to upstreams are
+//! checked here, against the names the upstream tables defined.
+
+use std::collections::{HashMap, HashSet};
+
+use http::{HeaderName, Method};
+
+use super::doc::{as_string, as_table, Problems, Table};
+use super::model::*;
+use super::parse::{key_source, positive};
+use super::units::parse_size;
+use crate::path;
+
+pub(super) fn read_routes(
+    root: &mut Table<'_, '_>,
+    names: &HashMap<String, usize>,
+    problems: &mut Problems,
+) -> Vec<RouteSpec> {
+    let mut routes: Vec<RouteSpec> = Vec::new();
+    let Some(items) = root.array("routes", problems) else {
+        return routes;
+    };
+    let mut seen_names: HashSet<String> = HashSet::new();
+    let mut seen_keys: HashSet<(String, Option<HostPattern>, Option<Vec<Method>>)> = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Some(mut t) = as_table(item, path.clone(), problems) else {
+            continue;
+        };
+        if let Some(route) = read_route(&mut t, names, problems) {
+            let at = t.span.clone();
+            if !seen_names.insert(route.name.clone()) {
+                problems.add(
+                    at.clone(),
+                    format!("{path}.name"),
+                    format!("duplicate route name {:?}", route.name),
+                );
+            }
+            let key = (
+                route.prefix.clone(),
+                route.host.clone(),
+                route.methods.clone(),
+            );
+            if !seen_keys.insert(key) {
+                problems.add(
+                    at,
+                    path,
+                    "another route has the same prefix, host and methods",
+                );
+            }
+            routes.push(route);
+        }
+        t.finish(problems);
+    }
+    routes
+}
+
+fn read_route(
+    t: &mut Table<'_, '_>,
+    names: &HashMap<String, usize>,
+    problems: &mut Problems,
+) -> Option<RouteSpec> {
+    let prefix = t
+        .required("prefix", problems)
+        .and_then(|_| t.string("prefix", problems));
+    let prefix = prefix.and_then(|p| match normalize_prefix(&p.value) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            problems.add(p.span, t.key_path("prefix"), e);
+            None
+        }
+    });
+    let name = t.string("name", problems);
+    let host = t
+        .string("host", problems)
+        .and_then(|h| match host_pattern(&h.value) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.add(h.span, t.key_path("host"), e);
+                None
+            }
+        });
+    let methods = read_methods(t, problems);
+    let sides = read_sides(t, names, problems);
+    let split = t.has("split");
+    let own = |i: usize| {
+        sides
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|side| side.upstream == i))
+    };
+    let fallback = t
+        .string("fallback", problems)
+        .and_then(|f| match names.get(&f.value) {
+            Some(i) if own(*i) => {
+                problems.add(
+                    f.span,
+                    t.key_path("fallback"),
+                    "is the route's own upstream",
+                );
+                None
+            }
+            Some(i) => Some(*i),
+            None => {
+                problems.add(
+                    f.span,
+                    t.key_path("fallback"),
+                    format!("unknown upstream {:?}", f.value),
+                );
+                None
+            }
+        });
+    let sticky = t.parsed("sticky", problems, key_source);
+    if sticky.is_some() && !split {
+        problems.add(t.span.clone(), t.key_path("sticky"), "only used with split");
+    }
+    let shadow = t.table("shadow", problems).and_then(|mut s| {
+        let spec = read_shadow(&mut s, names, &own, problems);
+        s.finish(problems);
+        spec
+    });
+    let strip_prefix = t.boolean("strip_prefix", problems).unwrap_or(false);
+    let rewrite_prefix = t.string("rewrite_prefix", problems).and_then(|r| {
+        if strip_prefix {
+            problems.add(
+                r.span,
+                t.key_path("rewrite_prefix"),
+                "cannot be combined with strip_prefix = true",
+            );
+            return None;
+        }
+        match path::normalize(&r.value) {
+            Ok(n) if n == r.value.as_str() && !r.value.contains('?') => Some(r.value),
+            _ => {
+                problems.add(
+                    r.span,
+                    t.key_path("rewrite_prefix"),
+                    "must be a normalised path starting with /",
+                );
+                None
+            }
+        }
+    });
+    let prefix = prefix?;
+    Some(RouteSpec {
+        name: name.map_or_else(|| prefix.clone(), |n| n.value),
+        prefix,
+        host,
+        methods,
+        sides: sides?,
+        split,
+        sticky,
+        shadow,
+        fallback,
+        strip_prefix,
+        rewrite_prefix,
+    })
+}
+
+/// A prefix must be a normalised absolute path; its trailing slash is
+/// dropped because matching is by whole segments anyway (`/api/` ≡ `/api`).
+fn normalize_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.contains(['?', '#']) {
+        return Err("a prefix is a path: no query or fragment".into());
+    }
+    match path::normalize(prefix) {
+        Ok(n) if n == prefix => {
+            let trimmed = prefix.trim_end_matches('/');
+            Ok(if trimmed.is_empty() {
+                "/".into()
+            } else {
+                trimmed.into()
+            })
+        }
+        Ok(n) => Err(format!("prefix is not normalised: write {n:?}")),
+        Err(e) => Err(format!("invalid prefix: {}", e.message())),
+    }
+}
+
+fn host_pattern(host: &str) -> Result<HostPattern, String> {
+    let lower = host.to_ascii_lowercase();
+    let (wild, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    let ipv6 = !wild
+        && name.starts_with('[')
+        && name.ends_with(']')
+        && name[1..name.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
+    if !(valid || ipv6) {
+        return Err(format!("invalid host {host:?}: expected a name like \"shop.example.com\" or \"*.example.com\" (no port)"));
+    }
+    Ok(if wild {
+        HostPattern::Wildcard(name.to_string())
+    } else {
+        HostPattern::Exact(name.to_string())
+    })
+}
+
+fn read_methods(t: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Vec<Method>> {
+    read_methods_key(t, "methods", problems)
+}
+
+fn read_methods_key(
+    t: &mut Table<'_, '_>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<Vec<Method>> {
+    let list = t.strings(key, problems)?;
+    if list.is_empty() {
+        problems.add(
+            t.span.clone(),
+            t.key_path(key),
+            "list at least one method, or leave the key out to match all",
+        );
+        return None;
+    }
+    let mut methods = Vec::with_capacity(list.len());
+    for m in list {
+        let valid = !m.value.is_empty()
+            && m.value
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+        match Method::from_bytes(m.value.as_bytes()) {
+            Ok(method) if valid => methods.push(method),
+            _ => problems.add(
+                m.span,
+                t.key_path(key),
+                format!(
+                    "invalid method {:?}: methods are upper-case tokens such as \"GET\"",
+                    m.value
+                ),
+            ),
+        }
+    }
+    methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    methods.dedup();
+    Some(methods)
+}
+
+/// `to = "NAME"` or `split = [{ to, weight }, ...]`: exactly one of them.
+fn read_sides(
+    t: &mut Table<'_, '_>,
+    names: &HashMap<String, usize>,
+    problems: &mut Problems,
+) -> Option<Vec<Side>> {
+    let to = t.get("to");
+    let split = t.get("split");
+    let lookup = |name: &super::doc::At<String>, key: String, problems: &mut Problems| match names
+        .get(&name.value)
+    {
+        Some(i) => Some(*i),
+        None => {
+            problems.add(
+                name.span.clone(),
+                key,
+                format!("unknown upstream {:?}", name.value),
+            );
+            None
+        }
+    };
+    match (to, split) {
+        (None, None) => {
+            problems.add(
+                t.span.clone(),
+                t.key_path("to"),
+                "missing required key: a route needs `to` or `split`",
+            );
+            None
+        }
+        (Some(_), Some(s)) => {
+            problems.add(
+                s.span(),
+                t.key_path("split"),
+                "a route has `to` or `split`, not both",
+            );
+            None
+        }
+        (Some(v), None) => {
+            let key = t.key_path("to");
+            let name = as_string(v, &key, problems)?;
+            let upstream = lookup(&name, key, problems)?;
+            Some(vec![Side {
+                upstream,
+                weight: 1,
+            }])
+        }
+        (None, Some(_)) => {
+            let path = t.key_path("split");
+            let items = t.array("split", problems)?;
+            if items.is_empty() {
+                problems.add(t.span.clone(), path, "list at least one side");
+                return None;
+            }
+            let mut sides = Vec::new();
+            let mut ok = true;
+            for (i, item) in items.iter().enumerate() {
+                let item_path = format!("{path}[{i}]");
+                let Some(mut side) = as_table(item, item_path.clone(), problems) else {
+                    ok = false;
+                    continue;
+                };
+                let to = side
+                    .required("to", problems)
+                    .and_then(|_| side.string("to", problems));
+                let weight = side
+                    .required("weight", problems)
+                    .and_then(|_| side.integer("weight", problems));
+                side.finish(problems);
+                let upstream = to.and_then(|to| lookup(&to, format!("{item_path}.to"), problems));
+                let weight = match weight {
+                    Some(w) if (0..=1_000_000).contains(&w.value) => Some(w.value as u32),
+                    Some(w) => {
+                        problems.add(
+                            w.span,
+                            format!("{item_path}.weight"),
+                            "must be an integer between 0 and 1000000",
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                match (upstream, weight) {
+                    (Some(upstream), Some(weight)) => {
+                        if sides.iter().any(|s: &Side| s.upstream == upstream) {
+                            problems.add(
+                                item.span(),
+                                format!("{item_path}.to"),
+                                "upstream listed twice in one split",
+                            );
+                            ok = false;
+                        }
+                        sides.push(Side { upstream, weight });
+                    }
+                    _ => ok = false,
+                }
+            }
+            if ok && sides.iter().all(|s| s.weight == 0) {
+                problems.add(t.span.clone(), path, "all split weights are zero");
+                return None;
+            }
+            ok.then_some(sides)
+        }
+    }
+}
+
+fn read_shadow(
+    t: &mut Table<'_, '_>,
+    names: &HashMap<String, usize>,
+    own: &dyn Fn(usize) -> bool,
+    problems: &mut Problems,
+) -> Option<ShadowSpec> {
+    let to = t
+        .required("to", problems)
+        .and_then(|_| t.string("to", problems));
+    let upstream = to.and_then(|to| match names.get(&to.value) {
+        Some(i) if own(*i) => {
+            problems.add(
+                to.span,
+                t.key_path("to"),
+                "a shadow cannot point at the route's own upstream",
+            );
+            None
+        }
+        Some(i) => Some(*i),
+        None => {
+            problems.add(
+                to.span,
+                t.key_path("to"),
+                format!("unknown upstream {:?}", to.value),
+            );
+            None
+        }
+    });
+    let sample = match t.number("sample", problems) {
+        Some(n) if (0.0..=1.0).contains(&n.value) => n.value,
+        Some(n) => {
+            problems.add(n.span, t.key_path("sample"), "must be between 0.0 and 1.0");
+            1.0
+        }
+        None => 1.0,
+    };
+    let methods =
+        read_methods_key(t, "methods", problems).unwrap_or_else(|| vec![Method::GET, Method::HEAD]);
+    let compare = t.boolean("compare", problems).unwrap_or(false);
+    let ignore_headers = t
+        .strings("ignore_headers", problems)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|h| match HeaderName::from_bytes(h.value.as_bytes()) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                problems.add(
+                    h.span,
+                    t.key_path("ignore_headers"),
+                    format!("invalid header name {:?}", h.value),
+                );
+                None
+            }
+        })
+        .collect();
+    let ignore_json = t
+        .strings("ignore_json", problems)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            if p.value.is_empty() || p.value.starts_with('/') {
+                Some(p.value)
+            } else {
+                problems.add(
+                    p.span,
+                    t.key_path("ignore_json"),
+                    format!("invalid JSON Pointer {:?}: it starts with /", p.value),
+                );
+                None
+            }
+        })
+        .collect();
+    let max_body = t
+        .parsed("max_body", problems, parse_size)
+        .unwrap_or(1 << 20);
+    let max_in_flight = positive(t, "max_in_flight", problems).unwrap_or(100);
+    Some(ShadowSpec {
+        upstream: upstream?,
+        sample,
+        methods,
+        compare,
+        ignore_headers,
+        ignore_json,
+        max_body,
+        max_in_flight,
+    })
+}

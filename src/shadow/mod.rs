@@ -1,0 +1,318 @@
+//! Shadow traffic (SPEC §4, `[routes.shadow]`): a sampled copy of a route's
+//! requests goes to another upstream, on a task of its own, and its answer
+//! is read, optionally compared with the primary's, and dropped. The client
+//! never waits for it: the primary's bodies are copied (up to `max_body`)
+//! as they stream past, and the copies reach the shadow task through
+//! one-shot channels that never block the sender.
+//!
+//! Outcomes, counted per route: `match`, `mismatch` (logged once per
+//! request, rate-limited), `error` (the shadow did not answer), `skipped`
+//! (over `max_in_flight`, a body over `max_body`, the primary gone before
+//! its answer was complete, or sent without `compare`). Requests not
+//! sampled are not counted.
+
+pub mod compare;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+
+use crate::body::RequestBody;
+use crate::config::ShadowSpec;
+use crate::state::Snapshot;
+use crate::upstream::balance::Tried;
+use crate::upstream::{clock, TargetGuard};
+use compare::Answer;
+
+pub static X_FIGWAY_SHADOW: HeaderName = HeaderName::from_static("x-figway-shadow");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Match,
+    Mismatch,
+    Error,
+    Skipped,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Match,
+        Outcome::Mismatch,
+        Outcome::Error,
+        Outcome::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Match => "match",
+            Outcome::Mismatch => "mismatch",
+            Outcome::Error => "error",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// A route's shadow as compiled into a snapshot.
+pub struct Shadow {
+    pub spec: ShadowSpec,
+    in_flight: Arc<AtomicUsize>,
+    /// Counts per [`Outcome`], in `Outcome::ALL` order.
+    counts: [AtomicU64; 4],
+    /// `second << 16 | lines` of mismatch lines logged this second.
+    log_window: AtomicU64,
+}
+
+/// Mismatch lines per route per second; a broken service cannot flood the log.
+const MISMATCH_LINES_PER_SECOND: u64 = 5;
+
+impl Shadow {
+    pub fn new(spec: ShadowSpec) -> Shadow {
+        Shadow {
+            spec,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            counts: Default::default(),
+            log_window: AtomicU64::new(0),
+        }
+    }
+
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.counts[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    fn record(&self, outcome: Outcome) {
+        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether `method` is one this shadow mirrors at all.
+    pub fn mirrors(&self, method: &Method) -> bool {
+        self.spec.methods.contains(method)
+    }
+
+    /// Decides whether this request is mirrored. `None`: not mirrored
+    /// (not sampled, or over `max_in_flight`, which counts as skipped).
+    pub fn admit(&self, method: &Method) -> Option<Permit> {
+        if !self.mirrors(method) || !(self.spec.sample >= 1.0 || fastrand::f64() < self.spec.sample)
+        {
+            return None;
+        }
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let permit = Permit(self.in_flight.clone());
+        if before >= self.spec.max_in_flight {
+            self.record(Outcome::Skipped);
+            return None;
+        }
+        Some(permit)
+    }
+
+    fn may_log(&self) -> bool {
+        let second = clock::now_ms() / 1000;
+        loop {
+            let current = self.log_window.load(Ordering::Relaxed);
+            let next = if current >> 16 == second {
+                if current & 0xffff >= MISMATCH_LINES_PER_SECOND {
+                    return false;
+                }
+                current + 1
+            } else {
+                second << 16 | 1
+            };
+            if self
+                .log_window
+                .compare_exchange(current, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+    }
+}
+
+/// A place under the shadow's `max_in_flight`, released when dropped.
+pub struct Permit(Arc<AtomicUsize>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Copies a body as it streams past, up to a limit; the copy (or `None`
+/// when the body was larger) is sent when the body ends. Dropped before the
+/// end, it sends nothing and the receiver learns the body never completed.
+pub struct Tee {
+    buf: BytesMut,
+    limit: u64,
+    over: bool,
+    done: Option<oneshot::Sender<Option<Bytes>>>,
+}
+
+impl Tee {
+    pub fn new(limit: u64) -> (Tee, oneshot::Receiver<Option<Bytes>>) {
+        let (tx, rx) = oneshot::channel();
+        let tee = Tee {
+            buf: BytesMut::new(),
+            limit,
+            over: false,
+            done: Some(tx),
+        };
+        (tee, rx)
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        if self.over {
+            return;
+        }
+        if self.buf.len() as u64 + data.len() as u64 > self.limit {
+            self.over = true;
+            self.buf = BytesMut::new();
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            let copy = (!self.over).then(|| std::mem::take(&mut self.buf).freeze());
+            let _ = done.send(copy);
+        }
+    }
+}
+
+/// The primary's side of a compare: its answer head goes out as soon as it
+/// is known, its body through the tee as it streams to the client.
+pub struct CompareSlot {
+    pub head: oneshot::Sender<(StatusCode, HeaderMap)>,
+    pub tee: Tee,
+}
+
+/// Where the mirrored request's body will come from.
+pub enum BodySource {
+    Known(Bytes),
+    Pending(oneshot::Receiver<Option<Bytes>>),
+}
+
+/// Where the shadow task receives the primary's answer head and body copy.
+pub type PrimaryReceivers = (
+    oneshot::Receiver<(StatusCode, HeaderMap)>,
+    oneshot::Receiver<Option<Bytes>>,
+);
+
+/// Everything the shadow task needs, taken from the primary's request.
+pub struct Mirror {
+    pub route: usize,
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: BodySource,
+    /// The primary's answer head and body, when comparing.
+    pub primary: Option<PrimaryReceivers>,
+    pub permit: Permit,
+}
+
+/// Sends the copy and settles its outcome. Runs on its own task; nothing
+/// here can touch the client's exchange.
+pub async fn run(snapshot: Arc<Snapshot>, mirror: Mirror) {
+    let route = &snapshot.routes[mirror.route];
+    let Some(shadow) = route.shadow.as_ref() else {
+        return;
+    };
+    let outcome = exchange(&snapshot, shadow, &route.name, mirror).await;
+    shadow.record(outcome);
+}
+
+async fn exchange(snapshot: &Snapshot, shadow: &Shadow, route: &str, mirror: Mirror) -> Outcome {
+    let Mirror {
+        method,
+        uri,
+        mut headers,
+        body,
+        primary,
+        permit,
+        ..
+    } = mirror;
+    let _permit = permit;
+    let body = match body {
+        BodySource::Known(b) => b,
+        // Larger than max_body, or the client gave up mid-body: no copy.
+        BodySource::Pending(rx) => match rx.await {
+            Ok(Some(b)) => b,
+            _ => return Outcome::Skipped,
+        },
+    };
+    headers.insert(X_FIGWAY_SHADOW.clone(), HeaderValue::from_static("1"));
+    let request_id = headers.get(&crate::headers::X_REQUEST_ID).cloned();
+    let upstream = &snapshot.upstreams[shadow.spec.upstream];
+    let Some(index) = upstream.pick(None, &Tried::default(), clock::now_ms()) else {
+        return Outcome::Error;
+    };
+    let target = &upstream.targets[index];
+    let _guard = TargetGuard::new(target.clone());
+    let mut request = Request::new(RequestBody::Replay((!body.is_empty()).then_some(body)));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    // One deadline for the whole exchange, head and body: a slow shadow
+    // holds only its own task and its place under max_in_flight.
+    let answer = tokio::time::timeout(upstream.timeouts.request, async {
+        let (response, reuse) = crate::proxy::send(upstream, target, request)
+            .await
+            .map_err(|_| ())?;
+        let (parts, mut body) = response.into_parts();
+        let (mut tee, copy) = Tee::new(shadow.spec.max_body);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ())?;
+            if let Some(data) = frame.data_ref() {
+                tee.push(data);
+            }
+        }
+        tee.finish();
+        reuse.target.pool.checkin(reuse.sender);
+        let copy = copy.await.ok().flatten();
+        Ok::<_, ()>((parts.status, parts.headers, copy))
+    })
+    .await;
+    let (status, shadow_headers, shadow_body) = match answer {
+        Ok(Ok(a)) => a,
+        _ => return Outcome::Error,
+    };
+    let Some((head_rx, body_rx)) = primary else {
+        return Outcome::Skipped;
+    };
+    let Some(shadow_body) = shadow_body else {
+        return Outcome::Skipped;
+    };
+    let (Ok((primary_status, primary_headers)), Ok(Some(primary_body))) =
+        (head_rx.await, body_rx.await)
+    else {
+        return Outcome::Skipped;
+    };
+    let primary = Answer {
+        status: primary_status,
+        headers: primary_headers,
+        body: primary_body,
+    };
+    let theirs = Answer {
+        status,
+        headers: shadow_headers,
+        body: shadow_body,
+    };
+    match compare::first_difference(&shadow.spec, &primary, &theirs) {
+        None => Outcome::Match,
+        Some(difference) => {
+            if shadow.may_log() {
+                tracing::warn!(
+                    route,
+                    request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                    shadow = %upstream.name,
+                    difference = %difference,
+                    "shadow mismatch"
+                );
+            }
+            Outcome::Mismatch
+        }
+    }
+}
