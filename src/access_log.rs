@@ -1,3 +1,6 @@
+//! The end of an exchange: [`Completion`] records the request's metrics and,
+//! when access logging is on, carries its [`AccessRecord`].
+//!
 //! One line per request (SPEC §2 `[log] access_log`). The record is created
 //! when the request arrives and written when it is dropped, which is when the
 //! response body has been sent, or when the client went away first (status
@@ -18,8 +21,30 @@ use serde::Serialize;
 
 use crate::config::LogFormat;
 use crate::error::ErrorKind;
+use crate::metrics::RouteMetrics;
 use crate::state::Snapshot;
 use crate::upstream::Target;
+
+/// Travels with the response body; dropped when the exchange is over (the
+/// body was sent, or the client left), it counts the request in the metrics
+/// and lets the access-log record write its line.
+pub struct Completion {
+    pub metrics: Arc<RouteMetrics>,
+    pub start: Instant,
+    /// 499 until a response is produced.
+    pub status: u16,
+    pub record: Option<Box<AccessRecord>>,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.metrics
+            .observe(self.status, self.start.elapsed().as_secs_f64());
+        if let Some(r) = self.record.as_mut() {
+            r.status = self.status;
+        }
+    }
+}
 
 pub struct AccessRecord {
     pub format: LogFormat,

@@ -1,5 +1,6 @@
 //! The admin API on `[admin] address` (SPEC §7):
 //!
+//! - `GET /metrics`: Prometheus text format 0.0.4
 //! - `GET /healthz`: 200 while the process runs
 //! - `GET /readyz`: 200 when serving, 503 while draining
 //! - `GET /config`: version (sha256 of the file), loaded_at, path, last_error
@@ -58,6 +59,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     let known = [
+        "/metrics",
         "/healthz",
         "/readyz",
         "/config",
@@ -107,6 +109,15 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
             }))
         }
         "/upstreams" => json_response(&upstreams_json(&shared.snapshot.load())),
+        "/metrics" => {
+            let body = shared.registry.metrics.render(&shared.snapshot.load());
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(prometheus::TEXT_FORMAT),
+            );
+            r
+        }
         _ => json_response(&routes_json(&shared.snapshot.load())),
     }
 }

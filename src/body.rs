@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::access_log::AccessRecord;
+use crate::access_log::Completion;
 use crate::shadow::{BodySource, Tee};
 use crate::upstream::pool::Sender;
 use crate::upstream::{Target, TargetGuard, UpstreamGuard};
@@ -214,7 +214,7 @@ enum Source {
 pub struct ResponseBody {
     source: Source,
     reuse: Option<Reuse>,
-    record: Option<Box<AccessRecord>>,
+    completion: Option<Completion>,
     /// The request counts as in flight (breaker, least_request) until its
     /// answer has been sent, so these go when the body does.
     _in_flight: Option<(UpstreamGuard, TargetGuard)>,
@@ -227,7 +227,7 @@ impl ResponseBody {
         ResponseBody {
             source: Source::Full(Some(bytes)),
             reuse: None,
-            record: None,
+            completion: None,
             _in_flight: None,
             tee: None,
         }
@@ -237,14 +237,14 @@ impl ResponseBody {
         ResponseBody {
             source: Source::Upstream(body),
             reuse: Some(reuse),
-            record: None,
+            completion: None,
             _in_flight: Some(in_flight),
             tee: None,
         }
     }
 
-    pub fn attach_record(&mut self, record: Box<AccessRecord>) {
-        self.record = Some(record);
+    pub fn attach_completion(&mut self, completion: Completion) {
+        self.completion = Some(completion);
     }
 
     pub fn attach_tee(&mut self, tee: Tee) {
@@ -286,7 +286,7 @@ impl Body for ResponseBody {
         match &frame {
             Some(Ok(f)) => {
                 if let Some(data) = f.data_ref() {
-                    if let Some(record) = this.record.as_mut() {
+                    if let Some(record) = this.completion.as_mut().and_then(|c| c.record.as_mut()) {
                         record.bytes_out += data.len() as u64;
                     }
                     if let Some(tee) = this.tee.as_mut() {

@@ -31,6 +31,31 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::UpstreamConnect,
+        ErrorKind::UpstreamReset,
+        ErrorKind::UpstreamTimeout,
+        ErrorKind::BadRequest,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::NoRoute,
+        ErrorKind::NoHealthyUpstream,
+        ErrorKind::CircuitOpen,
+    ];
+
+    /// Position in [`ErrorKind::ALL`], for per-kind tables.
+    pub fn index(self) -> usize {
+        match self {
+            ErrorKind::UpstreamConnect => 0,
+            ErrorKind::UpstreamReset => 1,
+            ErrorKind::UpstreamTimeout => 2,
+            ErrorKind::BadRequest => 3,
+            ErrorKind::MethodNotAllowed => 4,
+            ErrorKind::NoRoute => 5,
+            ErrorKind::NoHealthyUpstream => 6,
+            ErrorKind::CircuitOpen => 7,
+        }
+    }
+
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,

@@ -34,6 +34,7 @@ pub mod framing;
 pub mod hash;
 pub mod headers;
 pub mod keys;
+pub mod metrics;
 pub mod net;
 pub mod path;
 pub mod proxy;

@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -14,7 +14,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use crate::access_log::{self, AccessRecord};
+use crate::access_log::{self, AccessRecord, Completion};
 use crate::body::{RequestBody, ResponseBody, Reuse};
 use crate::decision::{choose_side, decide};
 use crate::error::ErrorKind;
@@ -41,7 +41,7 @@ pub async fn handle(
     let request_id = headers::request_id(&mut parts.headers);
     let peer = peer.ip().to_canonical();
     let client = net::client_address(&snapshot.trusted_proxies, peer, &parts.headers);
-    let mut record = access_log::enabled(&snapshot).then(|| {
+    let record = access_log::enabled(&snapshot).then(|| {
         Box::new(AccessRecord {
             format: shared.log.format,
             start,
@@ -62,6 +62,14 @@ pub async fn handle(
             error: None,
         })
     });
+    // Until a route is found, the request counts as route="", upstream="";
+    // dropped before an answer (the client left), it counts as 499.
+    let mut done = Completion {
+        metrics: snapshot.no_route.clone(),
+        start,
+        status: 499,
+        record,
+    };
     // Checked first and for every request, so the per-connection request
     // count stays aligned with the heads the framing guard counted.
     let mut compare: Option<CompareSlot> = None;
@@ -74,7 +82,7 @@ pub async fn handle(
             body,
             peer,
             client,
-            &mut record,
+            &mut done,
             &mut compare,
         )
         .await
@@ -82,7 +90,7 @@ pub async fn handle(
     let mut response = match outcome {
         Ok(r) => r,
         Err(kind) => {
-            if let Some(r) = record.as_mut() {
+            if let Some(r) = done.record.as_mut() {
                 r.error = Some(kind);
             }
             kind.response()
@@ -99,10 +107,8 @@ pub async fn handle(
             .send((response.status(), response.headers().clone()));
         response.body_mut().attach_tee(slot.tee);
     }
-    if let Some(mut r) = record {
-        r.status = response.status().as_u16();
-        response.body_mut().attach_record(r);
-    }
+    done.status = response.status().as_u16();
+    response.body_mut().attach_completion(done);
     Ok(response)
 }
 
@@ -112,7 +118,7 @@ async fn forward(
     body: Incoming,
     peer: IpAddr,
     client: IpAddr,
-    record: &mut Option<Box<AccessRecord>>,
+    done: &mut Completion,
     compare: &mut Option<CompareSlot>,
 ) -> Result<Response<ResponseBody>, ErrorKind> {
     if parts.method == Method::CONNECT {
@@ -120,17 +126,24 @@ async fn forward(
     }
     check_framing(&parts.headers)?;
     let decision = decide(snapshot, &parts.method, &parts.uri, &parts.headers)?;
-    if let Some(r) = record.as_mut() {
-        r.route = Some(decision.route_index);
-    }
     let route = decision.route;
-    let side = choose_side(route, &parts.headers, client);
+    let side_upstream = route.sides[choose_side(route, &parts.headers, client)].upstream;
+    done.metrics = route.metrics_for(side_upstream).clone();
+    if let Some(r) = done.record.as_mut() {
+        r.route = Some(decision.route_index);
+        r.upstream = Some(side_upstream);
+    }
     let now = clock::now_ms();
-    let (upstream_index, upstream_guard) =
-        choose_upstream(snapshot, route, route.sides[side].upstream, now)?;
+    let (upstream_index, upstream_guard) = choose_upstream(snapshot, route, side_upstream, now)
+        .inspect_err(|kind| {
+            snapshot.upstreams[side_upstream].metrics.error(*kind);
+        })?;
     let upstream = &snapshot.upstreams[upstream_index];
-    if let Some(r) = record.as_mut() {
-        r.upstream = Some(upstream_index);
+    if upstream_index != side_upstream {
+        done.metrics = route.metrics_for(upstream_index).clone();
+        if let Some(r) = done.record.as_mut() {
+            r.upstream = Some(upstream_index);
+        }
     }
 
     // Host passes through. An HTTP/2 or absolute-form request carries it in
@@ -153,7 +166,7 @@ async fn forward(
         .hash_key
         .as_ref()
         .and_then(|k| keys::key_hash(k, &parts.headers, client));
-    let bytes_in = record.as_ref().map(|r| r.bytes_in.clone());
+    let bytes_in = done.record.as_ref().map(|r| r.bytes_in.clone());
     // Only a request that may be sent twice keeps its body (SPEC §4).
     let idempotent = upstream.retries > 0 && is_idempotent(&parts.method, &parts.headers);
     let mut body = if idempotent {
@@ -208,13 +221,14 @@ async fn forward(
                 tracing::debug!(upstream = %upstream.name, "retry budget exhausted");
                 return Err(last_error);
             }
-            if let Some(r) = record.as_mut() {
+            done.metrics.retried();
+            if let Some(r) = done.record.as_mut() {
                 r.retries += 1;
             }
         }
         tried.push(index);
         let target = &upstream.targets[index];
-        if let Some(r) = record.as_mut() {
+        if let Some(r) = done.record.as_mut() {
             r.target = Some(target.clone());
         }
         let Some(req) = request.take() else {
@@ -230,10 +244,11 @@ async fn forward(
                 return Ok(Response::from_parts(parts, body));
             }
             Err(failure) => {
+                last_error = failure.kind();
                 if !matches!(failure, Failure::ClientBody) {
                     upstream.observe(index, true, clock::now_ms());
+                    upstream.metrics.error(last_error);
                 }
-                last_error = failure.kind();
                 let may_retry = tried.len() <= upstream.retries as usize;
                 request = match failure {
                     // Nothing was sent: any request may go elsewhere.
@@ -286,7 +301,7 @@ fn choose_upstream(
         return Err(ErrorKind::NoHealthyUpstream);
     }
     let guard = standby.enter().ok_or(ErrorKind::CircuitOpen)?;
-    route.fallbacks.fetch_add(1, Ordering::Relaxed);
+    route.metrics_for(chosen).fell_back();
     tracing::debug!(route = %route.name, from = %primary.name, to = %standby.name, reason = reason.as_str(), "fallback");
     Ok((fallback, guard))
 }

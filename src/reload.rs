@@ -104,6 +104,8 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
     // moment they can be picked; those that stay keep theirs.
     crate::upstream::health::sync(&snapshot);
     let old = shared.snapshot.swap(snapshot.clone());
+    shared.registry.metrics.reloaded(true);
+    shared.registry.metrics.forget(&old, &snapshot);
     let version = snapshot.version.clone();
     {
         let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -125,6 +127,7 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
 }
 
 fn reject(shared: &Shared, trigger: Trigger, errors: Vec<String>) -> Outcome {
+    shared.registry.metrics.reloaded(false);
     for e in &errors {
         tracing::error!(
             trigger = trigger.as_str(),

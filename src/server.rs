@@ -81,11 +81,12 @@ pub async fn run(
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let active = ActiveConnection::new(&shared.registry.metrics.connections);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "client connection ended with an error");
             }
-            drop(permit);
+            drop((permit, active));
         });
     }
     drop(proxy);
@@ -114,4 +115,20 @@ fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(listen.max_header_bytes).unwrap_or(u32::MAX));
     builder
+}
+
+/// Counts a client connection in `figway_connections_active` while it lives.
+struct ActiveConnection(prometheus::IntGauge);
+
+impl ActiveConnection {
+    fn new(gauge: &prometheus::IntGauge) -> ActiveConnection {
+        gauge.inc();
+        ActiveConnection(gauge.clone())
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

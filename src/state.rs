@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use http::Method;
 
 use crate::config::{HostPattern, KeySource, Listen, Loaded, Log, Runtime, Side};
+use crate::metrics::RouteMetrics;
 use crate::net::Cidr;
 use crate::router::Router;
 use crate::shadow::Shadow;
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub trusted_proxies: Box<[Cidr]>,
     pub access_log: bool,
     pub version: String,
+    /// Requests that match no route count as route="", upstream="".
+    pub no_route: Arc<RouteMetrics>,
 }
 
 pub struct Route {
@@ -47,10 +50,21 @@ pub struct Route {
     pub shadow: Option<Shadow>,
     /// Index into `Snapshot::upstreams`; serves when the chosen side cannot.
     pub fallback: Option<usize>,
-    /// Requests this route sent to its fallback (for the metrics to come).
-    pub fallbacks: std::sync::atomic::AtomicU64,
+    /// Metric handles for each upstream the route can send to (its sides
+    /// and fallback), by index into `Snapshot::upstreams`.
+    pub metrics: Box<[(usize, Arc<RouteMetrics>)]>,
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<Box<str>>,
+}
+
+impl Route {
+    /// The handles for requests of this route that go to `upstream`.
+    pub fn metrics_for(&self, upstream: usize) -> &Arc<RouteMetrics> {
+        self.metrics
+            .iter()
+            .find(|(u, _)| *u == upstream)
+            .map_or(&self.metrics[0].1, |(_, m)| m)
+    }
 }
 
 /// What `GET /config` reports.
@@ -86,6 +100,7 @@ impl Shared {
         let registry = Registry::default();
         let snapshot = crate::config::compile::compile(loaded, &registry);
         crate::upstream::health::sync(&snapshot);
+        registry.metrics.loaded_at_start();
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,

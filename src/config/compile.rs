@@ -1,6 +1,7 @@
 //! Turns a validated [`Loaded`] config into the [`Snapshot`] the hot path
 //! reads: the router trie, upstreams with their round-robin schedules and
-//! targets from the registry (so pools survive reloads).
+//! targets from the registry (so pools survive reloads), and the metric
+//! handles of every (route, upstream) pair.
 
 use crate::config::Loaded;
 use crate::router::{RouteKey, Router};
@@ -16,10 +17,29 @@ pub fn compile(loaded: &Loaded, registry: &Registry) -> Snapshot {
         .map(|u| Upstream::new(u, registry))
         .collect();
     registry.sweep();
+    let metrics = &registry.metrics;
+    let name = |i: usize| config.upstreams[i].name.as_str();
     let routes: Box<[Route]> = config
         .routes
         .iter()
         .map(|r| Route {
+            metrics: {
+                let fallback = r.fallback.map(name);
+                let mut handles: Vec<(usize, _)> = r
+                    .sides
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.upstream,
+                            metrics.route(&r.name, name(s.upstream), fallback),
+                        )
+                    })
+                    .collect();
+                if let Some(f) = r.fallback {
+                    handles.push((f, metrics.route(&r.name, name(f), None)));
+                }
+                handles.into_boxed_slice()
+            },
             name: r.name.as_str().into(),
             prefix: r.prefix.as_str().into(),
             host: r.host.clone(),
@@ -29,9 +49,11 @@ pub fn compile(loaded: &Loaded, registry: &Registry) -> Snapshot {
             bucket_ends: crate::decision::bucket_ends(&r.sides),
             total_weight: r.sides.iter().map(|s| u64::from(s.weight)).sum(),
             sticky: r.sticky.clone(),
-            shadow: r.shadow.clone().map(Shadow::new),
+            shadow: r
+                .shadow
+                .clone()
+                .map(|spec| Shadow::new(spec, metrics.shadow(&r.name))),
             fallback: r.fallback,
-            fallbacks: Default::default(),
             strip_prefix: r.strip_prefix,
             rewrite_prefix: r.rewrite_prefix.as_deref().map(Into::into),
         })
@@ -48,5 +70,6 @@ pub fn compile(loaded: &Loaded, registry: &Registry) -> Snapshot {
         trusted_proxies: config.listen.trusted_proxies.clone().into_boxed_slice(),
         access_log: config.log.access_log,
         version: loaded.version.clone(),
+        no_route: registry.metrics.route("", "", None),
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
+use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
 use crate::body::RequestBody;
@@ -60,8 +61,8 @@ impl Outcome {
 pub struct Shadow {
     pub spec: ShadowSpec,
     in_flight: Arc<AtomicUsize>,
-    /// Counts per [`Outcome`], in `Outcome::ALL` order.
-    counts: [AtomicU64; 4],
+    /// `figway_shadow_requests_total` per [`Outcome`], in `Outcome::ALL` order.
+    counts: [IntCounter; 4],
     /// `second << 16 | lines` of mismatch lines logged this second.
     log_window: AtomicU64,
 }
@@ -70,21 +71,21 @@ pub struct Shadow {
 const MISMATCH_LINES_PER_SECOND: u64 = 5;
 
 impl Shadow {
-    pub fn new(spec: ShadowSpec) -> Shadow {
+    pub fn new(spec: ShadowSpec, counts: [IntCounter; 4]) -> Shadow {
         Shadow {
             spec,
             in_flight: Arc::new(AtomicUsize::new(0)),
-            counts: Default::default(),
+            counts,
             log_window: AtomicU64::new(0),
         }
     }
 
     pub fn count(&self, outcome: Outcome) -> u64 {
-        self.counts[outcome as usize].load(Ordering::Relaxed)
+        self.counts[outcome as usize].get()
     }
 
     fn record(&self, outcome: Outcome) {
-        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.counts[outcome as usize].inc();
     }
 
     /// Whether `method` is one this shadow mirrors at all.

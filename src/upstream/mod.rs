@@ -115,6 +115,7 @@ pub struct Upstream {
     pub health: Option<HealthSpec>,
     pub outlier: Option<OutlierSpec>,
     pub shared: Arc<UpstreamShared>,
+    pub metrics: crate::metrics::UpstreamMetrics,
     schedule: Box<[u16]>,
     ring: Ring,
     cursor: AtomicUsize,
@@ -147,6 +148,7 @@ impl Upstream {
             health: spec.health.clone(),
             outlier: spec.outlier,
             shared: registry.upstream(&spec.name),
+            metrics: registry.metrics.upstream(&spec.name),
             cursor: AtomicUsize::new(0),
         }
     }
@@ -212,6 +214,7 @@ impl Upstream {
         t.failures.store(state.consecutive, Ordering::Relaxed);
         if let Some(until) = until {
             t.ejected_until.store(until, Ordering::Relaxed);
+            self.metrics.ejected(&t.authority);
             tracing::warn!(
                 upstream = %self.name,
                 target = %t.authority,
@@ -230,6 +233,8 @@ impl Upstream {
 pub struct Registry {
     targets: Mutex<HashMap<(String, String), Weak<Target>>>,
     upstreams: Mutex<HashMap<String, Weak<UpstreamShared>>>,
+    /// The Prometheus metrics whose handles compiled snapshots hold.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Registry {

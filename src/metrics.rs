@@ -1,0 +1,408 @@
+//! Prometheus metrics (SPEC §8), exposed by the admin server at `/metrics`.
+//!
+//! Handles are resolved when a snapshot is compiled: every (route, upstream)
+//! pair a route can send to gets a [`RouteMetrics`] with its histogram,
+//! retry and fallback counters, and a table of request counters by status
+//! code filled on first use; the hot path indexes that table and never looks
+//! a label set up by string. Labels come from the config alone (route,
+//! upstream, target, code, kind, result): no path, no client address.
+//!
+//! Gauges that describe the current table (upstream info, target health,
+//! in-flight) are set from the snapshot at scrape time. When a reload
+//! removes routes or upstreams, [`Metrics::forget`] removes their series, so
+//! dashboards stop showing what no longer exists.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::state::Snapshot;
+
+/// Bucket bounds of `figway_request_duration_seconds`: 1 ms to 30 s
+/// (SPEC §8), dense where a proxy's latencies live.
+pub const DURATION_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+];
+
+/// Status codes whose counters sit in a fixed table; others go through a
+/// small locked map (rare by definition).
+const HOT_CODES: [u16; 26] = [
+    200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 413,
+    429, 431, 499, 500, 502, 503, 504,
+];
+
+/// Every `ErrorKind`, in [`crate::error::ErrorKind::index`] order.
+pub const KINDS: usize = crate::error::ErrorKind::ALL.len();
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_info: IntGaugeVec,
+    target_healthy: IntGaugeVec,
+    upstream_in_flight: IntGaugeVec,
+    upstream_errors: IntCounterVec,
+    ejections: IntCounterVec,
+    retries: IntCounterVec,
+    fallbacks: IntCounterVec,
+    shadow: IntCounterVec,
+    reloads: IntCounterVec,
+    last_reload: Gauge,
+    pub connections: IntGauge,
+    /// Scrapes reset and refill the table gauges; one at a time.
+    scrape: Mutex<()>,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("{name}: {e}"));
+    let _ = registry.register(Box::new(vec.clone()));
+    vec
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let vec = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("{name}: {e}"));
+    let _ = registry.register(Box::new(vec.clone()));
+    vec
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "figway_request_duration_seconds",
+                "Time from request head to the end of the response, by route and upstream.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "upstream"],
+        )
+        .unwrap_or_else(|e| unreachable!("duration: {e}"));
+        let _ = registry.register(Box::new(duration.clone()));
+        let last_reload = Gauge::new(
+            "figway_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load.",
+        )
+        .unwrap_or_else(|e| unreachable!("last_reload: {e}"));
+        let _ = registry.register(Box::new(last_reload.clone()));
+        let connections = IntGauge::new(
+            "figway_connections_active",
+            "Client connections open on the proxy listener.",
+        )
+        .unwrap_or_else(|e| unreachable!("connections: {e}"));
+        let _ = registry.register(Box::new(connections.clone()));
+        Metrics {
+            requests: counter_vec(
+                r,
+                "figway_requests_total",
+                "Requests answered, by route, upstream and status code.",
+                &["route", "upstream", "code"],
+            ),
+            duration,
+            upstream_info: gauge_vec(
+                r,
+                "figway_upstream_info",
+                "1 for each configured upstream; legacy marks the monolith.",
+                &["upstream", "legacy"],
+            ),
+            target_healthy: gauge_vec(
+                r,
+                "figway_upstream_target_healthy",
+                "1 while a target passes its health checks.",
+                &["upstream", "target"],
+            ),
+            upstream_in_flight: gauge_vec(
+                r,
+                "figway_upstream_in_flight",
+                "Requests in flight to an upstream.",
+                &["upstream"],
+            ),
+            upstream_errors: counter_vec(
+                r,
+                "figway_upstream_errors_total",
+                "Failed attempts and refusals, by upstream and x-figway-error kind.",
+                &["upstream", "kind"],
+            ),
+            ejections: counter_vec(
+                r,
+                "figway_outlier_ejections_total",
+                "Outlier ejections, by upstream and target.",
+                &["upstream", "target"],
+            ),
+            retries: counter_vec(
+                r,
+                "figway_retries_total",
+                "Retries, by route and upstream.",
+                &["route", "upstream"],
+            ),
+            fallbacks: counter_vec(
+                r,
+                "figway_fallbacks_total",
+                "Requests a route sent to its fallback, by route, from and to.",
+                &["route", "from", "to"],
+            ),
+            shadow: counter_vec(
+                r,
+                "figway_shadow_requests_total",
+                "Shadow outcomes, by route and result.",
+                &["route", "result"],
+            ),
+            reloads: counter_vec(
+                r,
+                "figway_config_reloads_total",
+                "Config reloads, by result.",
+                &["result"],
+            ),
+            last_reload,
+            connections,
+            registry,
+            scrape: Mutex::new(()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Handles for requests of `route` that go to `upstream`; `fallback` is
+    /// the route's fallback, when it has one and `upstream` is not it.
+    pub fn route(&self, route: &str, upstream: &str, fallback: Option<&str>) -> Arc<RouteMetrics> {
+        Arc::new(RouteMetrics {
+            route: route.into(),
+            upstream: upstream.into(),
+            hot: Default::default(),
+            other: Mutex::new(HashMap::new()),
+            requests: self.requests.clone(),
+            duration: self.duration.with_label_values(&[route, upstream]),
+            retries: self.retries.with_label_values(&[route, upstream]),
+            fallback: fallback.map(|to| {
+                (
+                    to.into(),
+                    self.fallbacks.with_label_values(&[route, upstream, to]),
+                )
+            }),
+        })
+    }
+
+    pub fn upstream(&self, name: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            name: name.into(),
+            errors: self.upstream_errors.clone(),
+            by_kind: Default::default(),
+            ejections: self.ejections.clone(),
+        }
+    }
+
+    /// One counter per shadow outcome, in `shadow::Outcome::ALL` order.
+    pub fn shadow(&self, route: &str) -> [IntCounter; 4] {
+        crate::shadow::Outcome::ALL.map(|o| self.shadow.with_label_values(&[route, o.as_str()]))
+    }
+
+    /// A reload's result; a success also moves the success timestamp.
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "error" }])
+            .inc();
+        if ok {
+            self.loaded_at_start();
+        }
+    }
+
+    /// The first load is a successful load too, though not a reload: the
+    /// timestamp starts at process start and both counters exist at zero.
+    pub fn loaded_at_start(&self) {
+        for result in ["success", "error"] {
+            let _ = self.reloads.with_label_values(&[result]);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_reload.set(now);
+    }
+
+    /// The text exposition, with the table gauges set from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let _one = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.upstream_info.reset();
+        self.target_healthy.reset();
+        self.upstream_in_flight.reset();
+        for u in snapshot.upstreams.iter() {
+            self.upstream_info
+                .with_label_values(&[&*u.name, if u.legacy { "true" } else { "false" }])
+                .set(1);
+            self.upstream_in_flight
+                .with_label_values(&[&*u.name])
+                .set(u.shared.in_flight.load(Ordering::Relaxed) as i64);
+            for t in u.targets.iter() {
+                self.target_healthy
+                    .with_label_values(&[&*u.name, &*t.authority])
+                    .set(i64::from(t.healthy.load(Ordering::Relaxed)));
+            }
+        }
+        let mut out = String::new();
+        let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// Removes the series of routes, route/upstream pairs, shadows and
+    /// upstreams that `old` had and `new` has not.
+    pub fn forget(&self, old: &Snapshot, new: &Snapshot) {
+        for route in old.routes.iter() {
+            let kept = new.routes.iter().find(|r| r.name == route.name);
+            for m in route.metrics.iter().map(|(_, m)| m) {
+                match kept.and_then(|k| k.metrics.iter().find(|(_, n)| n.upstream == m.upstream)) {
+                    None => m.remove(self),
+                    Some((_, n))
+                        if n.fallback.as_ref().map(|f| &f.0)
+                            != m.fallback.as_ref().map(|f| &f.0) =>
+                    {
+                        m.remove_fallback(self)
+                    }
+                    Some(_) => {}
+                }
+            }
+            if route.shadow.is_some() && kept.is_none_or(|k| k.shadow.is_none()) {
+                for o in crate::shadow::Outcome::ALL {
+                    let _ = self.shadow.remove_label_values(&[&*route.name, o.as_str()]);
+                }
+            }
+        }
+        for u in old.upstreams.iter() {
+            let kept = new.upstreams.iter().find(|n| n.name == u.name);
+            if kept.is_none() {
+                u.metrics.remove();
+            }
+            for t in u.targets.iter() {
+                if !kept.is_some_and(|k| k.targets.iter().any(|n| n.authority == t.authority)) {
+                    let _ = self
+                        .ejections
+                        .remove_label_values(&[&*u.name, &*t.authority]);
+                }
+            }
+        }
+    }
+}
+
+/// The handles for one (route, upstream) pair.
+pub struct RouteMetrics {
+    route: Box<str>,
+    pub upstream: Box<str>,
+    hot: [OnceLock<IntCounter>; HOT_CODES.len()],
+    other: Mutex<HashMap<u16, IntCounter>>,
+    requests: IntCounterVec,
+    duration: Histogram,
+    retries: IntCounter,
+    /// The fallback's name and the counter of requests sent to it.
+    fallback: Option<(Box<str>, IntCounter)>,
+}
+
+impl RouteMetrics {
+    /// One finished request: its status code and how long it took.
+    pub fn observe(&self, code: u16, seconds: f64) {
+        self.duration.observe(seconds);
+        match HOT_CODES.binary_search(&code) {
+            Ok(i) => self.hot[i].get_or_init(|| self.counter(code)).inc(),
+            Err(_) => {
+                let mut other = self.other.lock().unwrap_or_else(|e| e.into_inner());
+                other
+                    .entry(code)
+                    .or_insert_with(|| self.counter(code))
+                    .inc();
+            }
+        }
+    }
+
+    fn counter(&self, code: u16) -> IntCounter {
+        let buf = itoa_u16(code);
+        let code = std::str::from_utf8(&buf).unwrap_or("000");
+        self.requests
+            .with_label_values(&[&*self.route, &*self.upstream, code])
+    }
+
+    pub fn retried(&self) {
+        self.retries.inc();
+    }
+
+    pub fn fell_back(&self) {
+        if let Some((_, f)) = &self.fallback {
+            f.inc();
+        }
+    }
+
+    fn remove_fallback(&self, metrics: &Metrics) {
+        if let Some((to, _)) = &self.fallback {
+            let _ = metrics
+                .fallbacks
+                .remove_label_values(&[&*self.route, &*self.upstream, to]);
+        }
+    }
+
+    fn remove(&self, metrics: &Metrics) {
+        let (route, upstream) = (&*self.route, &*self.upstream);
+        let mut codes: Vec<u16> = HOT_CODES
+            .iter()
+            .zip(self.hot.iter())
+            .filter(|(_, c)| c.get().is_some())
+            .map(|(code, _)| *code)
+            .collect();
+        codes.extend(self.other.lock().unwrap_or_else(|e| e.into_inner()).keys());
+        for code in codes {
+            let buf = itoa_u16(code);
+            let code = std::str::from_utf8(&buf).unwrap_or("000");
+            let _ = metrics
+                .requests
+                .remove_label_values(&[route, upstream, code]);
+        }
+        let _ = metrics.duration.remove_label_values(&[route, upstream]);
+        let _ = metrics.retries.remove_label_values(&[route, upstream]);
+        self.remove_fallback(metrics);
+    }
+}
+
+/// Three ASCII digits of a status code, without allocating.
+fn itoa_u16(code: u16) -> [u8; 3] {
+    let code = code.min(999);
+    [
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ]
+}
+
+/// The handles of one upstream.
+pub struct UpstreamMetrics {
+    name: Box<str>,
+    errors: IntCounterVec,
+    by_kind: [OnceLock<IntCounter>; KINDS],
+    ejections: IntCounterVec,
+}
+
+impl UpstreamMetrics {
+    pub fn error(&self, kind: crate::error::ErrorKind) {
+        self.by_kind[kind.index()]
+            .get_or_init(|| self.errors.with_label_values(&[&*self.name, kind.as_str()]))
+            .inc();
+    }
+
+    pub fn ejected(&self, target: &str) {
+        self.ejections
+            .with_label_values(&[&*self.name, target])
+            .inc();
+    }
+
+    fn remove(&self) {
+        for (i, c) in self.by_kind.iter().enumerate() {
+            if c.get().is_some() {
+                let kind = crate::error::ErrorKind::ALL[i];
+                let _ = self
+                    .errors
+                    .remove_label_values(&[&*self.name, kind.as_str()]);
+            }
+        }
+    }
+}
