@@ -344,14 +344,9 @@ impl RouteMetrics {
 
     fn remove(&self, metrics: &Metrics) {
         let (route, upstream) = (&*self.route, &*self.upstream);
-        let mut codes: Vec<u16> = HOT_CODES
-            .iter()
-            .zip(self.hot.iter())
-            .filter(|(_, c)| c.get().is_some())
-            .map(|(code, _)| *code)
-            .collect();
-        codes.extend(self.other.lock().unwrap_or_else(|e| e.into_inner()).keys());
-        for code in codes {
+        // Every code, not only those this snapshot's handles saw: a series
+        // may have been created under an earlier snapshot of the same pair.
+        for code in 100..=599u16 {
             let buf = itoa_u16(code);
             let code = std::str::from_utf8(&buf).unwrap_or("000");
             let _ = metrics
@@ -396,13 +391,11 @@ impl UpstreamMetrics {
     }
 
     fn remove(&self) {
-        for (i, c) in self.by_kind.iter().enumerate() {
-            if c.get().is_some() {
-                let kind = crate::error::ErrorKind::ALL[i];
-                let _ = self
-                    .errors
-                    .remove_label_values(&[&*self.name, kind.as_str()]);
-            }
+        // Every kind, including those counted under earlier snapshots.
+        for kind in crate::error::ErrorKind::ALL {
+            let _ = self
+                .errors
+                .remove_label_values(&[&*self.name, kind.as_str()]);
         }
     }
 }

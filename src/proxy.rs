@@ -96,17 +96,18 @@ pub async fn handle(
             kind.response()
         }
     };
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id);
     if let Some(slot) = compare {
-        // The shadow compares with what the client really got, figway's
-        // own error answers included.
+        // The shadow compares with what the client gets, figway's own error
+        // answers included, but before figway adds its x-request-id: that
+        // header is figway's, not the primary's.
         let _ = slot
             .head
             .send((response.status(), response.headers().clone()));
         response.body_mut().attach_tee(slot.tee);
     }
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id);
     done.status = response.status().as_u16();
     response.body_mut().attach_completion(done);
     Ok(response)

@@ -177,18 +177,26 @@ fn build(
 pub fn describe_changes(old: &Snapshot, new: &Snapshot) -> String {
     let route_desc = |s: &Snapshot, name: &str| {
         s.routes.iter().find(|r| &*r.name == name).map(|r| {
+            let name = |i: usize| &*s.upstreams[i].name;
             format!(
-                "{} {:?} {:?} {} {} {:?}",
+                "{} {:?} {:?} {} {} {:?} sticky={:?} fallback={:?} shadow={:?}",
                 r.prefix,
                 r.host,
                 r.methods,
                 r.sides
                     .iter()
-                    .map(|side| format!("{}:{}", s.upstreams[side.upstream].name, side.weight))
+                    .map(|side| format!("{}:{}", name(side.upstream), side.weight))
                     .collect::<Vec<_>>()
                     .join(","),
                 r.strip_prefix,
-                r.rewrite_prefix
+                r.rewrite_prefix,
+                r.sticky.as_ref().map(|k| k.to_string()),
+                r.fallback.map(name),
+                r.shadow.as_ref().map(|sh| {
+                    let mut spec = sh.spec.clone();
+                    spec.upstream = usize::MAX;
+                    (name(sh.spec.upstream), format!("{spec:?}"))
+                }),
             )
         })
     };

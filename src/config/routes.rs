@@ -93,7 +93,10 @@ fn read_route(
     let fallback = t
         .string("fallback", problems)
         .and_then(|f| match names.get(&f.value) {
-            Some(i) if own(*i) => {
+            // A split may fall back to one of its own sides (the canary's
+            // users go to the monolith side when the canary is down); a
+            // plain route falling back to itself would change nothing.
+            Some(i) if !split && own(*i) => {
                 problems.add(
                     f.span,
                     t.key_path("fallback"),
