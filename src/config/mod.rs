@@ -9,6 +9,7 @@ pub mod model;
 mod parse;
 mod routes;
 pub mod units;
+mod upstreams;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use model::*;
-pub use parse::target_authority;
+pub use upstreams::target_authority;
 
 /// A config that passed validation, with what `check` and `/config` report.
 #[derive(Debug, Clone)]

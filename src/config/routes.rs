@@ -9,8 +9,9 @@ use http::{HeaderName, Method};
 
 use super::doc::{as_string, as_table, Problems, Table};
 use super::model::*;
-use super::parse::{key_source, positive};
+use super::parse::positive;
 use super::units::parse_size;
+use super::upstreams::key_source;
 use crate::path;
 
 pub(super) fn read_routes(

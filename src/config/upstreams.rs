@@ -1,0 +1,313 @@
+//! The `[upstreams.NAME]` tables: targets and weights, balancing, timeouts
+//! and retries (inheriting `[defaults]`), the breaker, and the `health` and
+//! `outlier` sub-tables. Routes refer to upstreams by the names collected
+//! here.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use http::uri::Authority;
+
+use super::doc::{as_string, as_table, Problems, Table};
+use super::model::*;
+use super::parse::{nonzero_duration, positive, read_timeouts};
+
+/// The largest smooth round-robin schedule we precompute for one upstream.
+pub const MAX_SCHEDULE: u64 = 65_536;
+
+pub(super) fn read_retries(t: &mut Table<'_, '_>, inherit: u32, problems: &mut Problems) -> u32 {
+    match t.integer("retries", problems) {
+        Some(n) if (0..=10).contains(&n.value) => n.value as u32,
+        Some(n) => {
+            problems.add(n.span, t.key_path("retries"), "must be between 0 and 10");
+            inherit
+        }
+        None => inherit,
+    }
+}
+
+pub(super) fn read_upstreams(
+    root: &mut Table<'_, '_>,
+    (defaults, default_retries): (Timeouts, u32),
+    problems: &mut Problems,
+) -> (Vec<UpstreamSpec>, HashMap<String, usize>) {
+    let mut upstreams = Vec::new();
+    let mut names = HashMap::new();
+    let Some(value) = root.required("upstreams", problems) else {
+        return (upstreams, names);
+    };
+    let Some(mut table) = as_table(value, "upstreams".into(), problems) else {
+        return (upstreams, names);
+    };
+    let entries = table.entries();
+    if entries.is_empty() {
+        problems.add(
+            table.span.clone(),
+            "upstreams",
+            "at least one upstream is required",
+        );
+    }
+    for (name, value) in entries {
+        let path = format!("upstreams.{}", name.value);
+        // Even a broken upstream is registered, so routes naming it do not
+        // pile a second, misleading error on top of the real one.
+        names.insert(name.value.clone(), upstreams.len());
+        let Some(mut t) = as_table(value, path.clone(), problems) else {
+            continue;
+        };
+        let legacy = t.boolean("legacy", problems).unwrap_or(false);
+        let balance = match t.string("balance", problems) {
+            None => Balance::RoundRobin,
+            Some(b) => match b.value.as_str() {
+                "round_robin" => Balance::RoundRobin,
+                "least_request" => Balance::LeastRequest,
+                "hash" => Balance::Hash,
+                other => {
+                    problems.add(
+                        b.span,
+                        format!("{path}.balance"),
+                        format!("unknown balance {other:?}: expected \"round_robin\", \"least_request\" or \"hash\""),
+                    );
+                    Balance::RoundRobin
+                }
+            },
+        };
+        let hash_key = t.parsed("hash_key", problems, key_source);
+        match (balance, &hash_key) {
+            (Balance::Hash, None) => problems.add(
+                t.span.clone(),
+                format!("{path}.hash_key"),
+                "required when balance = \"hash\"",
+            ),
+            (Balance::RoundRobin | Balance::LeastRequest, Some(_)) => problems.add(
+                t.span.clone(),
+                format!("{path}.hash_key"),
+                "only used with balance = \"hash\"",
+            ),
+            _ => {}
+        }
+        let timeouts = read_timeouts(&mut t, defaults, problems);
+        let retries = read_retries(&mut t, default_retries, problems);
+        let max_in_flight = positive(&mut t, "max_in_flight", problems);
+        let health = t.table("health", problems).and_then(|mut h| {
+            let spec = read_health(&mut h, problems);
+            h.finish(problems);
+            spec
+        });
+        let outlier = t.table("outlier", problems).map(|mut o| {
+            let spec = read_outlier(&mut o, problems);
+            o.finish(problems);
+            spec
+        });
+        let targets = read_targets(&mut t, problems);
+        t.finish(problems);
+        upstreams.push(UpstreamSpec {
+            name: name.value,
+            legacy,
+            balance,
+            hash_key,
+            targets,
+            timeouts,
+            retries,
+            max_in_flight,
+            health,
+            outlier,
+        });
+    }
+    (upstreams, names)
+}
+
+fn read_health(t: &mut Table<'_, '_>, problems: &mut Problems) -> Option<HealthSpec> {
+    let path = t
+        .required("path", problems)
+        .and_then(|_| t.string("path", problems));
+    let path = path.and_then(|p| {
+        if p.value.starts_with('/') && p.value.parse::<http::uri::PathAndQuery>().is_ok() {
+            Some(p.value)
+        } else {
+            problems.add(p.span, t.key_path("path"), "must be a path starting with /");
+            None
+        }
+    });
+    let interval = t
+        .parsed("interval", problems, nonzero_duration)
+        .unwrap_or(Duration::from_secs(5));
+    let timeout = t
+        .parsed("timeout", problems, nonzero_duration)
+        .unwrap_or(Duration::from_secs(1));
+    let unhealthy_after = positive(t, "unhealthy_after", problems).unwrap_or(3) as u32;
+    let healthy_after = positive(t, "healthy_after", problems).unwrap_or(2) as u32;
+    let expect = t
+        .parsed("expect", problems, status_range)
+        .unwrap_or((200, 399));
+    Some(HealthSpec {
+        path: path?,
+        interval,
+        timeout,
+        unhealthy_after,
+        healthy_after,
+        expect,
+    })
+}
+
+fn read_outlier(t: &mut Table<'_, '_>, problems: &mut Problems) -> OutlierSpec {
+    let max_ejected_percent = match t.integer("max_ejected_percent", problems) {
+        Some(n) if (0..=100).contains(&n.value) => n.value as u32,
+        Some(n) => {
+            problems.add(
+                n.span,
+                t.key_path("max_ejected_percent"),
+                "must be between 0 and 100",
+            );
+            50
+        }
+        None => 50,
+    };
+    OutlierSpec {
+        consecutive_failures: positive(t, "consecutive_failures", problems).unwrap_or(5) as u32,
+        eject_for: t
+            .parsed("eject_for", problems, nonzero_duration)
+            .unwrap_or(Duration::from_secs(30)),
+        max_ejected_percent,
+    }
+}
+
+/// `"200-399"` or `"204"`.
+fn status_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("invalid status range {text:?}: expected \"200-399\" or a single status");
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+/// `header:NAME`, `cookie:NAME` or `client_ip`.
+pub(super) fn key_source(text: &str) -> Result<KeySource, String> {
+    let bad = || {
+        format!("invalid key {text:?}: expected \"header:NAME\", \"cookie:NAME\" or \"client_ip\"")
+    };
+    if text == "client_ip" {
+        return Ok(KeySource::ClientIp);
+    }
+    match text.split_once(':') {
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .map(KeySource::Header)
+            .map_err(|_| bad()),
+        Some(("cookie", name)) if !name.is_empty() && !name.contains([';', '=', ' ']) => {
+            Ok(KeySource::Cookie(name.to_string()))
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn read_targets(t: &mut Table<'_, '_>, problems: &mut Problems) -> Vec<TargetSpec> {
+    let path = t.key_path("targets");
+    let Some(items) = t
+        .required("targets", problems)
+        .and_then(|_| t.array("targets", problems))
+    else {
+        return Vec::new();
+    };
+    if items.is_empty() {
+        problems.add(
+            t.span.clone(),
+            path.clone(),
+            "at least one target is required",
+        );
+    }
+    let mut targets: Vec<TargetSpec> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let (url, weight) = match item.get_ref() {
+            toml::de::DeValue::String(_) => (as_string(item, &item_path, problems), 1),
+            toml::de::DeValue::Table(_) => {
+                let Some(mut tt) = as_table(item, item_path.clone(), problems) else {
+                    continue;
+                };
+                let url = tt
+                    .required("url", problems)
+                    .and_then(|_| tt.string("url", problems));
+                let weight = positive(&mut tt, "weight", problems).unwrap_or(1);
+                tt.finish(problems);
+                (url, weight)
+            }
+            _ => {
+                problems.add(
+                    item.span(),
+                    item_path,
+                    "expected a URL string or a table { url, weight }",
+                );
+                continue;
+            }
+        };
+        let Some(url) = url else { continue };
+        let Ok(weight) = u32::try_from(weight) else {
+            problems.add(
+                item.span(),
+                format!("{item_path}.weight"),
+                "weight too large",
+            );
+            continue;
+        };
+        match target_authority(&url.value) {
+            Ok(authority) if targets.iter().any(|t| t.authority == authority) => {
+                problems.add(url.span, item_path, format!("duplicate target {authority}"));
+            }
+            Ok(authority) => targets.push(TargetSpec {
+                url: url.value,
+                authority,
+                weight,
+            }),
+            Err(e) => problems.add(url.span, item_path, e),
+        }
+    }
+    let gcd = targets.iter().fold(0, |g, t| gcd(g, u64::from(t.weight)));
+    let total: u64 = targets
+        .iter()
+        .map(|t| u64::from(t.weight) / gcd.max(1))
+        .sum();
+    if total > MAX_SCHEDULE {
+        problems.add(
+            t.span.clone(),
+            path,
+            format!("target weights too fine-grained: their sum divided by their greatest common divisor is {total}, at most {MAX_SCHEDULE} is supported"),
+        );
+    }
+    targets
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// `http://host:port` → `host:port`.
+pub fn target_authority(url: &str) -> Result<String, String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("invalid target {url:?}: expected http://host:port"));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err(format!(
+            "invalid target {url:?}: no path, query or user info allowed"
+        ));
+    }
+    let authority: Authority = rest
+        .parse()
+        .map_err(|_| format!("invalid target {url:?}: bad host or port"))?;
+    if authority.host().is_empty() {
+        return Err(format!("invalid target {url:?}: missing host"));
+    }
+    let Some(port) = authority.port_u16().filter(|p| *p != 0) else {
+        return Err(format!(
+            "invalid target {url:?}: expected http://host:port with a port"
+        ));
+    };
+    Ok(format!("{}:{port}", authority.host()))
+}
