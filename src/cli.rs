@@ -139,10 +139,26 @@ fn run(path: &Path) -> ExitCode {
             upstreams = config.upstreams.len(),
             "figway serving"
         );
+        warn_without_migrate_req();
         crate::server::run(proxy, admin, shared, shutdown_signal()).await;
         tracing::info!("figway stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// SPEC §9: zero-downtime upgrades start the new binary beside the old
+/// one on the same port (SO_REUSEPORT). Without `tcp_migrate_req`, the
+/// connections still waiting in the old listener's backlog when it closes
+/// are reset instead of moved to the new one.
+fn warn_without_migrate_req() {
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req") {
+        if v.trim() == "0" {
+            tracing::warn!(
+                "net.ipv4.tcp_migrate_req = 0: during a binary upgrade, connections queued on the old \
+                 listener are reset when it closes; set it to 1 (sysctl -w net.ipv4.tcp_migrate_req=1)"
+            );
+        }
+    }
 }
 
 async fn shutdown_signal() {

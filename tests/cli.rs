@@ -787,3 +787,47 @@ fn run_on_a_taken_address_is_exit_1_naming_it() {
     );
     drop(taken);
 }
+
+/// SPEC §9: with `net.ipv4.tcp_migrate_req = 0` figway warns at start that a
+/// binary upgrade would reset the old listener's queued connections; with 1
+/// it says nothing. The test follows whatever this kernel is set to.
+#[test]
+fn warns_at_start_when_tcp_migrate_req_is_off() {
+    let Ok(setting) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req") else {
+        return; // Not Linux 5.14+: nothing to warn about.
+    };
+    let file = ConfigFile::new(&config(
+        "[upstreams.m]\nlegacy = true\ntargets = [\"http://127.0.0.1:9\"]\n[[routes]]\nprefix = \"/\"\nto = \"m\"\n",
+    ));
+    let mut child = Command::new(BIN)
+        .arg(&file.path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The warning, when there is one, follows the startup line at once;
+    // the first line after it that is not the warning ends the wait.
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) => lines.push(line),
+            Err(_) if lines.iter().any(|l| l.contains("figway serving")) => break,
+            Err(_) => {}
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines.iter().any(|l| l.contains("figway serving")), "{lines:#?}");
+    let warned = lines.iter().any(|l| l.contains("tcp_migrate_req") && l.contains("WARN"));
+    assert_eq!(warned, setting.trim() == "0", "setting {setting:?}, stderr {lines:#?}");
+}
