@@ -12,10 +12,11 @@
 //! removes routes or upstreams, [`Metrics::forget`] removes their series, so
 //! dashboards stop showing what no longer exists.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use prometheus::core::Collector;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -35,9 +36,6 @@ const HOT_CODES: [u16; 26] = [
     200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 413,
     429, 431, 499, 500, 502, 503, 504,
 ];
-
-/// Every `ErrorKind`, in [`crate::error::ErrorKind::index`] order.
-pub const KINDS: usize = crate::error::ErrorKind::ALL.len();
 
 pub struct Metrics {
     registry: Registry,
@@ -189,12 +187,17 @@ impl Metrics {
         })
     }
 
-    pub fn upstream(&self, name: &str) -> UpstreamMetrics {
+    /// Handles for upstream `name` with targets `targets` (`host:port`).
+    pub fn upstream(&self, name: &str, targets: &[&str]) -> UpstreamMetrics {
         UpstreamMetrics {
             name: name.into(),
             errors: self.upstream_errors.clone(),
-            by_kind: Default::default(),
-            ejections: self.ejections.clone(),
+            by_kind: UPSTREAM_KINDS
+                .map(|k| self.upstream_errors.with_label_values(&[name, k.as_str()])),
+            ejections: targets
+                .iter()
+                .map(|t| self.ejections.with_label_values(&[name, t]))
+                .collect(),
         }
     }
 
@@ -252,11 +255,18 @@ impl Metrics {
     /// Removes the series of routes, route/upstream pairs, shadows and
     /// upstreams that `old` had and `new` has not.
     pub fn forget(&self, old: &Snapshot, new: &Snapshot) {
+        // Indexed once: a 10,000-route table must not cost 10,000² lookups.
+        let new_routes: HashMap<&str, &crate::state::Route> =
+            new.routes.iter().map(|r| (&*r.name, r)).collect();
+        let mut gone: HashSet<(&str, &str)> = HashSet::new();
         for route in old.routes.iter() {
-            let kept = new.routes.iter().find(|r| r.name == route.name);
+            let kept = new_routes.get(&*route.name);
             for m in route.metrics.iter().map(|(_, m)| m) {
                 match kept.and_then(|k| k.metrics.iter().find(|(_, n)| n.upstream == m.upstream)) {
-                    None => m.remove(self),
+                    None => {
+                        m.remove(self);
+                        gone.insert((&m.route, &m.upstream));
+                    }
                     Some((_, n))
                         if n.fallback.as_ref().map(|f| &f.0)
                             != m.fallback.as_ref().map(|f| &f.0) =>
@@ -272,8 +282,31 @@ impl Metrics {
                 }
             }
         }
+        if !gone.is_empty() {
+            // Every code a removed pair ever counted, also under earlier
+            // snapshots: read them off the series that exist.
+            let family = Collector::collect(&self.requests);
+            for series in family.iter().flat_map(|f| f.get_metric()) {
+                let label = |name: &str| {
+                    series
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map_or("", |l| l.value())
+                };
+                if gone.contains(&(label("route"), label("upstream"))) {
+                    let _ = self.requests.remove_label_values(&[
+                        label("route"),
+                        label("upstream"),
+                        label("code"),
+                    ]);
+                }
+            }
+        }
+        let new_upstreams: HashMap<&str, &crate::upstream::Upstream> =
+            new.upstreams.iter().map(|u| (&*u.name, u)).collect();
         for u in old.upstreams.iter() {
-            let kept = new.upstreams.iter().find(|n| n.name == u.name);
+            let kept = new_upstreams.get(&*u.name);
             if kept.is_none() {
                 u.metrics.remove();
             }
@@ -342,17 +375,10 @@ impl RouteMetrics {
         }
     }
 
+    /// Removes this pair's histogram, retry and fallback series; its
+    /// request counters go in [`Metrics::forget`], which knows every code.
     fn remove(&self, metrics: &Metrics) {
         let (route, upstream) = (&*self.route, &*self.upstream);
-        // Every code, not only those this snapshot's handles saw: a series
-        // may have been created under an earlier snapshot of the same pair.
-        for code in 100..=599u16 {
-            let buf = itoa_u16(code);
-            let code = std::str::from_utf8(&buf).unwrap_or("000");
-            let _ = metrics
-                .requests
-                .remove_label_values(&[route, upstream, code]);
-        }
         let _ = metrics.duration.remove_label_values(&[route, upstream]);
         let _ = metrics.retries.remove_label_values(&[route, upstream]);
         self.remove_fallback(metrics);
@@ -369,30 +395,43 @@ fn itoa_u16(code: u16) -> [u8; 3] {
     ]
 }
 
+/// The kinds an upstream's attempts and refusals can fail with; their
+/// counters exist from the moment the upstream does, at zero, so that the
+/// first failure of each kind shows in `rate()` and `increase()`.
+const UPSTREAM_KINDS: [crate::error::ErrorKind; 5] = [
+    crate::error::ErrorKind::UpstreamConnect,
+    crate::error::ErrorKind::UpstreamReset,
+    crate::error::ErrorKind::UpstreamTimeout,
+    crate::error::ErrorKind::NoHealthyUpstream,
+    crate::error::ErrorKind::CircuitOpen,
+];
+
 /// The handles of one upstream.
 pub struct UpstreamMetrics {
     name: Box<str>,
     errors: IntCounterVec,
-    by_kind: [OnceLock<IntCounter>; KINDS],
-    ejections: IntCounterVec,
+    /// Parallel to [`UPSTREAM_KINDS`].
+    by_kind: [IntCounter; 5],
+    /// Parallel to the upstream's targets; zero until the first ejection.
+    ejections: Box<[IntCounter]>,
 }
 
 impl UpstreamMetrics {
     pub fn error(&self, kind: crate::error::ErrorKind) {
-        self.by_kind[kind.index()]
-            .get_or_init(|| self.errors.with_label_values(&[&*self.name, kind.as_str()]))
-            .inc();
+        if let Some(i) = UPSTREAM_KINDS.iter().position(|k| *k == kind) {
+            self.by_kind[i].inc();
+        }
     }
 
-    pub fn ejected(&self, target: &str) {
-        self.ejections
-            .with_label_values(&[&*self.name, target])
-            .inc();
+    /// Target `index` (in the upstream's target order) was ejected.
+    pub fn ejected(&self, index: usize) {
+        if let Some(c) = self.ejections.get(index) {
+            c.inc();
+        }
     }
 
     fn remove(&self) {
-        // Every kind, including those counted under earlier snapshots.
-        for kind in crate::error::ErrorKind::ALL {
+        for kind in UPSTREAM_KINDS {
             let _ = self
                 .errors
                 .remove_label_values(&[&*self.name, kind.as_str()]);

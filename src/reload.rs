@@ -14,6 +14,7 @@
 //! reload, and a file-change reload is skipped when the content hash is the
 //! one already in service.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -104,8 +105,20 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
     // moment they can be picked; those that stay keep theirs.
     crate::upstream::health::sync(&snapshot);
     let old = shared.snapshot.swap(snapshot.clone());
+    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
     shared.registry.metrics.reloaded(true);
-    shared.registry.metrics.forget(&old, &snapshot);
+    // In service now; what is left is bookkeeping, linear in the table
+    // size but still milliseconds for 10,000 routes: off the workers.
+    let (worker, new) = (shared.clone(), snapshot.clone());
+    let describe = tracing::enabled!(tracing::Level::INFO);
+    let changes = tokio::task::spawn_blocking(move || {
+        worker.registry.metrics.forget(&old, &new);
+        describe.then(|| describe_changes(&old, &new))
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
     let version = snapshot.version.clone();
     {
         let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -119,8 +132,8 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
     tracing::info!(
         trigger = trigger.as_str(),
         version = %version,
-        changes = %describe_changes(&old, &snapshot),
-        took_ms = started.elapsed().as_secs_f64() * 1000.0,
+        changes = %changes,
+        took_ms,
         "config reloaded"
     );
     Outcome::Applied { version }
@@ -174,50 +187,29 @@ fn build(
 
 /// One line for the log that lets an operator read a migration's history:
 /// `routes +[search] -[old] ~[orders]; upstreams +[search]; weights orders/127.0.0.1:9001 3->5`.
+/// Long lists are cut after [`LISTED`] names. Linear in the table size.
 pub fn describe_changes(old: &Snapshot, new: &Snapshot) -> String {
-    let route_desc = |s: &Snapshot, name: &str| {
-        s.routes.iter().find(|r| &*r.name == name).map(|r| {
-            let name = |i: usize| &*s.upstreams[i].name;
-            format!(
-                "{} {:?} {:?} {} {} {:?} sticky={:?} fallback={:?} shadow={:?}",
-                r.prefix,
-                r.host,
-                r.methods,
-                r.sides
-                    .iter()
-                    .map(|side| format!("{}:{}", name(side.upstream), side.weight))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                r.strip_prefix,
-                r.rewrite_prefix,
-                r.sticky.as_ref().map(|k| k.to_string()),
-                r.fallback.map(name),
-                r.shadow.as_ref().map(|sh| {
-                    let mut spec = sh.spec.clone();
-                    spec.upstream = usize::MAX;
-                    (name(sh.spec.upstream), format!("{spec:?}"))
-                }),
-            )
-        })
-    };
-    let mut parts = Vec::new();
-    let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+    let before: HashMap<&str, String> = old
+        .routes
+        .iter()
+        .map(|r| (&*r.name, route_desc(old, r)))
+        .collect();
+    let (mut added, mut changed) = (Vec::new(), Vec::new());
     for r in new.routes.iter() {
-        match route_desc(old, &r.name) {
+        match before.get(&*r.name) {
             None => added.push(&*r.name),
-            Some(before) if Some(before.clone()) != route_desc(new, &r.name) => {
-                changed.push(&*r.name)
-            }
+            Some(desc) if *desc != route_desc(new, r) => changed.push(&*r.name),
             Some(_) => {}
         }
     }
-    for r in old.routes.iter() {
-        if !new.routes.iter().any(|n| n.name == r.name) {
-            removed.push(&*r.name);
-        }
-    }
-    let list =
-        |sign: &str, v: &[&str]| (!v.is_empty()).then(|| format!("{sign}[{}]", v.join(", ")));
+    let now: HashSet<&str> = new.routes.iter().map(|r| &*r.name).collect();
+    let removed: Vec<&str> = old
+        .routes
+        .iter()
+        .map(|r| &*r.name)
+        .filter(|n| !now.contains(n))
+        .collect();
+    let mut parts = Vec::new();
     let routes: Vec<String> = [list("+", &added), list("-", &removed), list("~", &changed)]
         .into_iter()
         .flatten()
@@ -225,10 +217,11 @@ pub fn describe_changes(old: &Snapshot, new: &Snapshot) -> String {
     if !routes.is_empty() {
         parts.push(format!("routes {}", routes.join(" ")));
     }
-    let (mut up_added, mut up_removed, mut weights, mut targets) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let old_upstreams: HashMap<&str, &crate::upstream::Upstream> =
+        old.upstreams.iter().map(|u| (&*u.name, u)).collect();
+    let (mut up_added, mut weights, mut targets) = (Vec::new(), Vec::new(), Vec::new());
     for u in new.upstreams.iter() {
-        let Some(before) = old.upstreams.iter().find(|o| o.name == u.name) else {
+        let Some(before) = old_upstreams.get(&*u.name) else {
             up_added.push(&*u.name);
             continue;
         };
@@ -252,11 +245,13 @@ pub fn describe_changes(old: &Snapshot, new: &Snapshot) -> String {
             }
         }
     }
-    for o in old.upstreams.iter() {
-        if !new.upstreams.iter().any(|u| u.name == o.name) {
-            up_removed.push(&*o.name);
-        }
-    }
+    let kept: HashSet<&str> = new.upstreams.iter().map(|u| &*u.name).collect();
+    let up_removed: Vec<&str> = old
+        .upstreams
+        .iter()
+        .map(|u| &*u.name)
+        .filter(|n| !kept.contains(n))
+        .collect();
     let ups: Vec<String> = [list("+", &up_added), list("-", &up_removed)]
         .into_iter()
         .flatten()
@@ -264,17 +259,60 @@ pub fn describe_changes(old: &Snapshot, new: &Snapshot) -> String {
     if !ups.is_empty() {
         parts.push(format!("upstreams {}", ups.join(" ")));
     }
-    if !targets.is_empty() {
-        parts.push(format!("targets {}", targets.join(" ")));
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    if let Some(t) = list("", &targets) {
+        parts.push(format!("targets {t}"));
     }
-    if !weights.is_empty() {
-        parts.push(format!("weights {}", weights.join(" ")));
+    let weights: Vec<&str> = weights.iter().map(String::as_str).collect();
+    if let Some(w) = list("", &weights) {
+        parts.push(format!("weights {w}"));
     }
     if parts.is_empty() {
         "no routing change".to_string()
     } else {
         parts.join("; ")
     }
+}
+
+/// Names listed per kind of change before the rest is summed up.
+const LISTED: usize = 20;
+
+fn list(sign: &str, names: &[&str]) -> Option<String> {
+    match names.len() {
+        0 => None,
+        n if n <= LISTED => Some(format!("{sign}[{}]", names.join(", "))),
+        n => Some(format!(
+            "{sign}[{}, and {} more]",
+            names[..LISTED].join(", "),
+            n - LISTED
+        )),
+    }
+}
+
+/// Everything about a route that a reload can change, as one comparable
+/// string (upstreams by name, since indices move between configs).
+fn route_desc(s: &Snapshot, r: &crate::state::Route) -> String {
+    let name = |i: usize| &*s.upstreams[i].name;
+    format!(
+        "{} {:?} {:?} {} {} {:?} sticky={:?} fallback={:?} shadow={:?}",
+        r.prefix,
+        r.host,
+        r.methods,
+        r.sides
+            .iter()
+            .map(|side| format!("{}:{}", name(side.upstream), side.weight))
+            .collect::<Vec<_>>()
+            .join(","),
+        r.strip_prefix,
+        r.rewrite_prefix,
+        r.sticky.as_ref().map(|k| k.to_string()),
+        r.fallback.map(name),
+        r.shadow.as_ref().map(|sh| {
+            let mut spec = sh.spec.clone();
+            spec.upstream = usize::MAX;
+            (name(sh.spec.upstream), format!("{spec:?}"))
+        }),
+    )
 }
 
 /// Quiet time that ends a burst of file events, and the longest a burst may
@@ -335,9 +373,13 @@ fn watch_dirs(path: &Path) -> Vec<PathBuf> {
             parent(path).join(link)
         };
         let dir = parent(&target);
-        // `..data/figway.toml` lives under the watched directory, whose own
-        // events already show the swap; only a link elsewhere needs a watch.
-        if !dir.starts_with(&dirs[0]) && dir.is_dir() {
+        // A non-recursive watch on the config's directory does not see
+        // writes inside a subdirectory the link points into (a hand-made
+        // `figway.toml -> conf/current.toml`), so that directory is watched
+        // too. For Kubernetes' `..data/figway.toml` this watches the current
+        // `..2026_...` directory, which the swap, seen in the first
+        // directory, retires.
+        if dir != dirs[0] && dir.is_dir() {
             dirs.push(dir);
         }
     }

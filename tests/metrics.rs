@@ -263,6 +263,16 @@ fn series(s: &Scrape, name: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The series of `name` that have counted something: upstream error and
+/// ejection counters exist at zero from the start, so that the first event
+/// shows in `rate()`.
+fn counted(s: &Scrape, name: &str) -> BTreeMap<String, f64> {
+    series(s, name)
+        .into_iter()
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
 /// `labels` written as the parser prints them (sorted, `k="v"`).
 fn key(labels: &[(&str, &str)]) -> String {
     let sorted: BTreeMap<&str, &str> = labels.iter().copied().collect();
@@ -697,7 +707,22 @@ to = "dead"
     )]
     .into_iter()
     .collect();
-    assert_eq!(series(&s, ERRORS), want, "{ERRORS}");
+    assert_eq!(counted(&s, ERRORS), want, "{ERRORS}");
+    // Every failure kind of every upstream exists from the start, at zero.
+    for upstream in ["orders", "dead", "monolith"] {
+        for kind in [
+            "upstream_connect",
+            "upstream_reset",
+            "upstream_timeout",
+            "no_healthy_upstream",
+            "circuit_open",
+        ] {
+            assert!(
+                value(&s, ERRORS, &[("upstream", upstream), ("kind", kind)]).is_some(),
+                "{ERRORS}{{{upstream},{kind}}} missing"
+            );
+        }
+    }
 
     // No retries: the only failing upstream has a single target.
     assert_eq!(
@@ -844,7 +869,7 @@ to = "orders"
         "each refused connect is retried once: {RETRIES} vs {ERRORS}"
     );
     assert_eq!(good.count(), N, "every request reached the good target");
-    assert_eq!(series(&s, ERRORS).len(), 1, "{:?}", series(&s, ERRORS));
+    assert_eq!(counted(&s, ERRORS).len(), 1, "{:?}", counted(&s, ERRORS));
     assert_eq!(
         total(&s, RETRIES, &[]),
         retries,
@@ -990,12 +1015,17 @@ to = "orders"
         N as f64
     );
     // Both targets fail; max_ejected_percent = 50 of two lets one out.
-    let ejections = series(&s, EJECTIONS);
+    let ejections = counted(&s, EJECTIONS);
     assert_eq!(ejections.len(), 1, "one target ejected: {ejections:?}");
+    assert_eq!(
+        series(&s, EJECTIONS).len(),
+        2,
+        "both targets have a counter"
+    );
     let ejected = s
         .samples
         .iter()
-        .find(|x| x.metric == EJECTIONS)
+        .find(|x| x.metric == EJECTIONS && scalar(x) > 0.0)
         .unwrap()
         .clone();
     assert_eq!(scalar(&ejected), 1.0);

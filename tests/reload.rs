@@ -914,3 +914,25 @@ async fn reload_logs_what_changed() {
     assert!(changes.contains("-[old]"), "removed route missing: {line}");
     assert_eq!(line["trigger"], "file", "{line}");
 }
+
+/// A config that is a symlink into a subdirectory (`figway.toml ->
+/// conf/current.toml`, laid out by hand rather than by Kubernetes): an
+/// in-place edit of the target is seen, though the non-recursive watch on
+/// the config's own directory cannot see inside `conf/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_edit_behind_a_symlink_into_a_subdirectory_is_seen() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let dir = support::tempdir::Dir::new();
+    std::fs::create_dir(dir.path().join("conf")).unwrap();
+    let target = dir.path().join("conf/current.toml");
+    std::fs::write(&target, two_backends(&a, &b, "a", "first")).unwrap();
+    let link = dir.path().join("figway.toml");
+    std::os::unix::fs::symlink("conf/current.toml", &link).unwrap();
+    let f = tokio::task::block_in_place(|| FigwayProcess::spawn_at(&link, dir));
+    assert_eq!(body_at(f.addr, "/").await, "a");
+    let next = two_backends(&a, &b, "b", "second");
+    write_in_place(&target, &next);
+    wait_version(f.admin, &sha256_hex(&next)).await;
+    assert_eq!(body_at(f.addr, "/").await, "b");
+}

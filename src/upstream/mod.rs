@@ -148,7 +148,7 @@ impl Upstream {
             health: spec.health.clone(),
             outlier: spec.outlier,
             shared: registry.upstream(&spec.name),
-            metrics: registry.metrics.upstream(&spec.name),
+            metrics: registry.metrics.upstream(&spec.name, &authorities),
             cursor: AtomicUsize::new(0),
         }
     }
@@ -214,7 +214,7 @@ impl Upstream {
         t.failures.store(state.consecutive, Ordering::Relaxed);
         if let Some(until) = until {
             t.ejected_until.store(until, Ordering::Relaxed);
-            self.metrics.ejected(&t.authority);
+            self.metrics.ejected(target);
             tracing::warn!(
                 upstream = %self.name,
                 target = %t.authority,
