@@ -4,7 +4,9 @@
 //! outside the measured closure). `file_to_service_10k` runs the real reload
 //! path: a `Shared` built from a file on disk, `reload::watch` on it inside a
 //! tokio runtime, and each iteration writes the file (in place, alternating
-//! between two different 10,000-route tables) and measures until the
+//! between two 10,000-route tables that differ in 1% of their routes, a big
+//! migration edit, or in every route, the worst case in which every metric
+//! series is new) and measures until the
 //! snapshot in service carries the new file's sha256, polling every 1 ms. The
 //! watcher's quiet period for coalescing event bursts is part of that figure;
 //! the rest of the previous reload (it keeps the reload lock while it logs
@@ -24,9 +26,9 @@ const UPSTREAMS: usize = 50;
 /// A config shaped like a real migration table: a legacy catch-all, `n - 1`
 /// service prefixes two segments deep (every fifth with a host, every
 /// seventh with methods) spread over 50 upstreams of two targets each;
-/// `shift` moves every route to another upstream, so two shifts make two
-/// different tables.
-fn generate(n: usize, shift: usize) -> String {
+/// `shift` moves every `every`-th route to another upstream, so two shifts
+/// make two different tables.
+fn generate(n: usize, shift: usize, every: usize) -> String {
     use std::fmt::Write;
     let mut s = String::from(
         "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[log]\naccess_log = false\n\n[upstreams.legacy]\ntargets = [\"http://127.0.0.1:9000\"]\nlegacy = true\n",
@@ -44,7 +46,7 @@ fn generate(n: usize, shift: usize) -> String {
         let _ = write!(
             s,
             "\n[[routes]]\nname = \"r{i}\"\nprefix = \"/api/svc{i}\"\nto = \"svc{}\"\n",
-            (i + shift) % UPSTREAMS
+            (i + if i % every == 0 { shift } else { 0 }) % UPSTREAMS
         );
         if i % 5 == 0 {
             let _ = writeln!(s, "host = \"tenant{i}.example.com\"");
@@ -61,7 +63,7 @@ fn sha256_hex(text: &str) -> String {
 }
 
 fn compile_10k(c: &mut Criterion) {
-    let text = generate(ROUTES, 0);
+    let text = generate(ROUTES, 0, 1);
     let path = Path::new("figway.toml");
     let registry = figway::upstream::Registry::default();
     let loaded = figway::config::load_str(&text, path).expect("generated config is valid");
@@ -84,6 +86,13 @@ impl Drop for TempDir {
 }
 
 fn file_to_service_10k(c: &mut Criterion) {
+    // A migration edit moves a few routes; 1% of 10,000 is a big one.
+    file_to_service(c, "one_percent_of_routes_moved", 100);
+    // Every route to another upstream: every metric series is new.
+    file_to_service(c, "every_route_moved", 1);
+}
+
+fn file_to_service(c: &mut Criterion, name: &str, every: usize) {
     let dir = TempDir(std::env::temp_dir().join(format!(
         "figway-bench-reload-{}-{:x}",
         std::process::id(),
@@ -91,7 +100,7 @@ fn file_to_service_10k(c: &mut Criterion) {
     )));
     std::fs::create_dir_all(&dir.0).unwrap();
     let path = dir.0.join("figway.toml");
-    let tables = [generate(ROUTES, 1), generate(ROUTES, 2)];
+    let tables = [generate(ROUTES, 1, every), generate(ROUTES, 2, every)];
     let versions = [sha256_hex(&tables[0]), sha256_hex(&tables[1])];
     std::fs::write(&path, &tables[1]).unwrap();
 
@@ -115,7 +124,7 @@ fn file_to_service_10k(c: &mut Criterion) {
     group
         .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(2));
-    group.bench_function("in_place_write", |b| {
+    group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {

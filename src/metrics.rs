@@ -335,6 +335,11 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// Whether these handles count fallbacks to `to` (reusable as they are).
+    pub fn falls_back_to(&self, to: Option<&str>) -> bool {
+        self.fallback.as_ref().map(|(t, _)| &**t) == to
+    }
+
     /// One finished request: its status code and how long it took.
     pub fn observe(&self, code: u16, seconds: f64) {
         self.duration.observe(seconds);

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -84,17 +84,17 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
                 version: shared.snapshot.load().version.clone(),
             };
         }
-        *last = Some(hash);
+        *last = Some(hash.clone());
     } else {
         *shared
             .last_file_hash
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(hash);
+            .unwrap_or_else(|e| e.into_inner()) = Some(hash.clone());
     }
     // Parsing and compiling 10,000 routes is milliseconds of CPU: keep it off
     // the runtime's workers, which are serving requests.
     let worker = shared.clone();
-    let built = tokio::task::spawn_blocking(move || build(&worker, &path, bytes)).await;
+    let built = tokio::task::spawn_blocking(move || build(&worker, &path, bytes, hash)).await;
     let (snapshot, warnings) = match built {
         Ok(Ok(b)) => b,
         Ok(Err(errors)) => return reject(shared, trigger, errors),
@@ -158,10 +158,12 @@ fn build(
     shared: &Shared,
     path: &Path,
     bytes: Vec<u8>,
+    version: String,
 ) -> Result<(Snapshot, Vec<String>), Vec<String>> {
     let text = String::from_utf8(bytes)
         .map_err(|_| vec![format!("{}: config is not valid UTF-8", path.display())])?;
-    let mut loaded: Loaded = config::load_str(&text, path).map_err(|e| e.messages)?;
+    let mut loaded: Loaded =
+        config::load_versioned(&text, path, version).map_err(|e| e.messages)?;
     let mut warnings = Vec::new();
     let c = &mut loaded.config;
     if c.listen != shared.listen {
@@ -181,7 +183,8 @@ fn build(
         warnings
             .push("log.format changed: it needs a restart; the running format is kept".to_string());
     }
-    let snapshot = config::compile::compile(&loaded, &shared.registry);
+    let previous = shared.snapshot.load_full();
+    let snapshot = config::compile::compile_after(&loaded, &shared.registry, Some(&previous));
     Ok((snapshot, warnings))
 }
 
@@ -315,9 +318,9 @@ fn route_desc(s: &Snapshot, r: &crate::state::Route) -> String {
     )
 }
 
-/// Quiet time that ends a burst of file events, and the longest a burst may
-/// delay its reload.
-const SETTLE: Duration = Duration::from_millis(25);
+/// Quiet time that ends a burst of file events that did not end with a
+/// close or a rename, and the longest a burst may delay its reload.
+const SETTLE: Duration = Duration::from_millis(10);
 const MAX_DELAY: Duration = Duration::from_millis(250);
 
 /// Watches the config file's directory (and, when the path is a symlink
@@ -325,19 +328,25 @@ const MAX_DELAY: Duration = Duration::from_millis(250);
 /// returned watcher must be kept alive.
 pub fn watch(shared: Arc<Shared>) -> notify::Result<notify::RecommendedWatcher> {
     let path = shared.config_path();
-    let (tx, mut rx) = mpsc::channel::<()>(1);
+    // `true` marks an event that ends a save: nothing more is coming.
+    let (tx, mut rx) = mpsc::channel::<bool>(64);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Our own reads of the file show up as open and metadata (atime)
         // events; only writes, creations, renames and removals can change
         // what the file says.
         if let Ok(e) = event {
-            let relevant = match e.kind {
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-                EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
-                _ => true,
+            let signal = match e.kind {
+                // The writer closed the file, or a rename put a new file (or
+                // Kubernetes' new `..data` link) in place: the save is done.
+                EventKind::Access(AccessKind::Close(AccessMode::Write))
+                | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+                    Some(true)
+                }
+                EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => None,
+                _ => Some(false),
             };
-            if relevant {
-                let _ = tx.try_send(());
+            if let Some(done) = signal {
+                let _ = tx.try_send(done);
             }
         }
     })?;
@@ -345,11 +354,13 @@ pub fn watch(shared: Arc<Shared>) -> notify::Result<notify::RecommendedWatcher> 
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     }
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
+        while let Some(mut done) = rx.recv().await {
+            // A write in progress (truncate, then writes) is waited out until
+            // the events stop; an event that ends a save reloads at once.
             let burst = Instant::now();
-            while burst.elapsed() < MAX_DELAY {
+            while !done && burst.elapsed() < MAX_DELAY {
                 match tokio::time::timeout(SETTLE, rx.recv()).await {
-                    Ok(Some(())) => continue,
+                    Ok(Some(d)) => done = d,
                     Ok(None) => return,
                     Err(_) => break,
                 }

@@ -149,7 +149,15 @@ impl<'a, 'i> Table<'a, 'i> {
 
     pub fn string(&mut self, key: &str, problems: &mut Problems) -> Option<At<String>> {
         let value = self.get(key)?;
-        as_string(value, &self.key_path(key), problems)
+        // The key path is only built for an error: a 10,000-route file reads
+        // tens of thousands of strings that are fine.
+        match value.get_ref() {
+            DeValue::String(s) => Some(At {
+                value: s.to_string(),
+                span: value.span(),
+            }),
+            _ => as_string(value, &self.key_path(key), problems),
+        }
     }
 
     pub fn boolean(&mut self, key: &str, problems: &mut Problems) -> Option<bool> {
@@ -211,13 +219,18 @@ impl<'a, 'i> Table<'a, 'i> {
 
     /// An array of strings; bad items are reported one by one and skipped.
     pub fn strings(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<At<String>>> {
-        let path = self.key_path(key);
         let items = self.array(key, problems)?;
         Some(
             items
                 .iter()
                 .enumerate()
-                .filter_map(|(i, item)| as_string(item, &format!("{path}[{i}]"), problems))
+                .filter_map(|(i, item)| match item.get_ref() {
+                    DeValue::String(s) => Some(At {
+                        value: s.to_string(),
+                        span: item.span(),
+                    }),
+                    _ => as_string(item, &format!("{}[{i}]", self.key_path(key)), problems),
+                })
                 .collect(),
         )
     }

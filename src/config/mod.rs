@@ -60,6 +60,12 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Validates `text` as if read from `path` (which only names it in messages).
 pub fn load_str(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    load_versioned(text, path, hex(&Sha256::digest(text.as_bytes())))
+}
+
+/// As [`load_str`], for a caller that already hashed the text (a reload
+/// hashes it first to skip unchanged files).
+pub fn load_versioned(text: &str, path: &Path, version: String) -> Result<Loaded, ConfigError> {
     let name = path.display().to_string();
     let position = |span: &std::ops::Range<usize>| {
         let (line, col) = doc::line_col(text, span.start);
@@ -87,7 +93,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
             Ok(Loaded {
                 config,
                 warnings,
-                version: hex(&Sha256::digest(text.as_bytes())),
+                version,
                 path: path.to_path_buf(),
             })
         }

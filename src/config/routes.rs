@@ -3,9 +3,10 @@
 //! `[routes.shadow]`, and path rewriting. Cross-references to upstreams are
 //! checked here, against the names the upstream tables defined.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use http::{HeaderName, Method};
+use rustc_hash::FxHashSet;
 
 use super::doc::{as_string, as_table, Problems, Table};
 use super::model::*;
@@ -13,6 +14,9 @@ use super::parse::positive;
 use super::units::parse_size;
 use super::upstreams::key_source;
 use crate::path;
+
+/// What makes two routes the same route to the router.
+type MatchKey<'a> = (&'a str, Option<&'a HostPattern>, Option<&'a [Method]>);
 
 pub(super) fn read_routes(
     root: &mut Table<'_, '_>,
@@ -23,38 +27,36 @@ pub(super) fn read_routes(
     let Some(items) = root.array("routes", problems) else {
         return routes;
     };
-    let mut seen_names: HashSet<String> = HashSet::new();
-    let mut seen_keys: HashSet<(String, Option<HostPattern>, Option<Vec<Method>>)> = HashSet::new();
+    // Duplicates are found after the loop, by reference: no key is cloned.
+    let mut read: Vec<(usize, std::ops::Range<usize>, RouteSpec)> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let path = format!("routes[{i}]");
-        let Some(mut t) = as_table(item, path.clone(), problems) else {
+        let Some(mut t) = as_table(item, format!("routes[{i}]"), problems) else {
             continue;
         };
         if let Some(route) = read_route(&mut t, names, problems) {
-            let at = t.span.clone();
-            if !seen_names.insert(route.name.clone()) {
-                problems.add(
-                    at.clone(),
-                    format!("{path}.name"),
-                    format!("duplicate route name {:?}", route.name),
-                );
-            }
-            let key = (
-                route.prefix.clone(),
-                route.host.clone(),
-                route.methods.clone(),
-            );
-            if !seen_keys.insert(key) {
-                problems.add(
-                    at,
-                    path,
-                    "another route has the same prefix, host and methods",
-                );
-            }
-            routes.push(route);
+            read.push((i, t.span.clone(), route));
         }
         t.finish(problems);
     }
+    let mut seen_names: FxHashSet<&str> = FxHashSet::default();
+    let mut seen_keys: FxHashSet<MatchKey<'_>> = FxHashSet::default();
+    for (i, at, route) in &read {
+        if !seen_names.insert(&route.name) {
+            problems.add(
+                at.clone(),
+                format!("routes[{i}].name"),
+                format!("duplicate route name {:?}", route.name),
+            );
+        }
+        if !seen_keys.insert((&route.prefix, route.host.as_ref(), route.methods.as_deref())) {
+            problems.add(
+                at.clone(),
+                format!("routes[{i}]"),
+                "another route has the same prefix, host and methods",
+            );
+        }
+    }
+    routes.extend(read.into_iter().map(|(_, _, r)| r));
     routes
 }
 

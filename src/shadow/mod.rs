@@ -80,6 +80,11 @@ impl Shadow {
         }
     }
 
+    /// The outcome counters, for a recompiled route to keep.
+    pub fn counters(&self) -> &[IntCounter; 4] {
+        &self.counts
+    }
+
     pub fn count(&self, outcome: Outcome) -> u64 {
         self.counts[outcome as usize].get()
     }
