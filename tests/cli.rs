@@ -827,7 +827,16 @@ fn warns_at_start_when_tcp_migrate_req_is_off() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(lines.iter().any(|l| l.contains("figway serving")), "{lines:#?}");
-    let warned = lines.iter().any(|l| l.contains("tcp_migrate_req") && l.contains("WARN"));
-    assert_eq!(warned, setting.trim() == "0", "setting {setting:?}, stderr {lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("figway serving")),
+        "{lines:#?}"
+    );
+    let warned = lines
+        .iter()
+        .any(|l| l.contains("tcp_migrate_req") && l.contains("WARN"));
+    assert_eq!(
+        warned,
+        setting.trim() == "0",
+        "setting {setting:?}, stderr {lines:#?}"
+    );
 }
