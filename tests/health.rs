@@ -1030,66 +1030,6 @@ to = "monolith"
 
 // === 7. health state survives a reload ===
 
-/// figway's real server on a real config file, so that `reload` can reread it.
-struct FileServer {
-    /// Holds the config file for the server's lifetime.
-    _dir: tempdir::Dir,
-    path: std::path::PathBuf,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    shared: Arc<figway::state::Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
-}
-
-impl FileServer {
-    fn start(toml: &str) -> FileServer {
-        let dir = tempdir::Dir::new();
-        let path = dir.path().join("figway.toml");
-        std::fs::write(&path, toml).unwrap();
-        let loaded = figway::config::load(&path).unwrap_or_else(|e| panic!("invalid:\n{e}"));
-        let shared = figway::state::Shared::new(&loaded);
-        let proxy = figway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let admin = figway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = proxy.local_addr().unwrap();
-        let admin_addr = admin.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let done = tokio::spawn(figway::server::run(
-            proxy,
-            admin,
-            shared.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        FileServer {
-            _dir: dir,
-            path,
-            addr,
-            admin: admin_addr,
-            shared,
-            stop: Some(stop),
-            done,
-        }
-    }
-
-    async fn reload_with(&self, toml: &str) {
-        std::fs::write(&self.path, toml).unwrap();
-        let outcome = figway::reload::reload(&self.shared, figway::reload::Trigger::Admin).await;
-        assert!(
-            matches!(outcome, figway::reload::Outcome::Applied { .. }),
-            "reload not applied: {outcome:?}"
-        );
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.done).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_ejection_survive_a_reload() {
     let a = Flip::start("a").await;
@@ -1127,7 +1067,7 @@ to = "passive"
         d.url(),
         extra.url()
     );
-    let s = FileServer::start(&config(&base));
+    let s = Figway::start_file(&config(&base)).await;
 
     // a fails its checks and goes out.
     a.set_health(503);
@@ -1163,7 +1103,7 @@ to = "passive"
 
     // Reload: same upstreams, one more route.
     let with_extra = format!("{base}\n[[routes]]\nprefix = \"/extra\"\nto = \"extra\"\n");
-    s.reload_with(&config(&with_extra)).await;
+    s.reload_ok(&config(&with_extra)).await;
     // The reload is in service...
     let r = get(s.addr, "/extra/1", &[]).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1191,7 +1131,7 @@ to = "passive"
     // the targets keep their state.
     let retuned = with_extra.replace("timeout = \"100ms\"", "timeout = \"150ms\"");
     assert_ne!(retuned, with_extra);
-    s.reload_with(&config(&retuned)).await;
+    s.reload_ok(&config(&retuned)).await;
     let v = upstreams(s.admin).await;
     assert_eq!(target(&v, "checked", &a.url())["healthy"], false, "{v}");
     assert_ejected_until(target(&v, "passive", &c.url()), 7.5, 10.5);
@@ -1216,7 +1156,7 @@ to = "passive"
         );
         sleep_ms(20).await;
     }
-    s.stop().await;
+    s.shutdown().await;
 }
 
 // === 8. validation ===

@@ -19,13 +19,11 @@ use support::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{Response, StatusCode};
 use prometheus_parse::{LineInfo, Sample, SampleType, Scrape, Value};
-use tokio::sync::oneshot;
 
 // === the SPEC §8 contract ===
 
@@ -375,68 +373,6 @@ async fn deterministic() -> Backend {
         b.body(full(format!("order {}", seen.uri.path()))).unwrap()
     })
     .await
-}
-
-/// figway served from a real config file, so a reload can re-read it.
-struct FileFigway {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    shared: Arc<figway::state::Shared>,
-    path: PathBuf,
-    _dir: tempdir::Dir,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl FileFigway {
-    async fn start(toml: &str) -> FileFigway {
-        let dir = tempdir::Dir::new();
-        let path = dir.path().join("figway.toml");
-        std::fs::write(&path, toml).unwrap();
-        let loaded = figway::config::load(&path).unwrap_or_else(|e| panic!("invalid:\n{e}"));
-        let shared = figway::state::Shared::new(&loaded);
-        let proxy = figway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let admin = figway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = proxy.local_addr().unwrap();
-        let admin_addr = admin.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(figway::server::run(
-            proxy,
-            admin,
-            shared.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        FileFigway {
-            addr,
-            admin: admin_addr,
-            shared,
-            path,
-            _dir: dir,
-            stop: Some(stop),
-        }
-    }
-
-    async fn reload(&self, toml: &str) -> figway::reload::Outcome {
-        std::fs::write(&self.path, toml).unwrap();
-        figway::reload::reload(&self.shared, figway::reload::Trigger::Admin).await
-    }
-
-    async fn reload_ok(&self, toml: &str) {
-        let outcome = self.reload(toml).await;
-        assert!(
-            matches!(outcome, figway::reload::Outcome::Applied { .. }),
-            "reload: {outcome:?}"
-        );
-    }
-}
-
-impl Drop for FileFigway {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 // === 1. the exposition ===
@@ -1136,7 +1072,7 @@ fn reload_config(backend: &Backend, extra_route: bool) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_are_counted_by_result_and_a_success_moves_the_timestamp() {
     let monolith = app("monolith", 200).await;
-    let f = FileFigway::start(&reload_config(&monolith, false)).await;
+    let f = Figway::start_file(&reload_config(&monolith, false)).await;
     let s = scrape(f.admin).await;
     assert_eq!(must(&s, RELOADS, &[("result", "success")]), 0.0);
     assert_eq!(must(&s, RELOADS, &[("result", "error")]), 0.0);
@@ -1229,7 +1165,7 @@ fn mentions_of_orders(s: &Scrape) -> Vec<String> {
 }
 
 /// Traffic to both routes; checks that orders' series exist.
-async fn orders_and_shop_traffic(f: &FileFigway) {
+async fn orders_and_shop_traffic(f: &Figway) {
     send_n(f.addr, "/api/orders/1", 4, 200).await;
     send_n(f.addr, "/shop/1", 3, 200).await;
     let s = scrape_until(f.admin, "7 requests, the shadows, the ejection", |s| {
@@ -1261,7 +1197,7 @@ async fn orders_and_shop_traffic(f: &FileFigway) {
 
 /// After orders was removed: nothing names it, and shop keeps counting from
 /// its 3 requests.
-async fn orders_gone_and_shop_counts_on(f: &FileFigway) {
+async fn orders_gone_and_shop_counts_on(f: &Figway) {
     let s = scrape(f.admin).await;
     assert_eq!(
         mentions_of_orders(&s),
@@ -1285,7 +1221,7 @@ async fn orders_gone_and_shop_counts_on(f: &FileFigway) {
 async fn series_of_a_removed_route_and_upstream_disappear_and_kept_ones_keep_counting() {
     let good = app("good", 200).await;
     let refused = refused_port().await;
-    let f = FileFigway::start(&removal_config(&good, refused, true, false)).await;
+    let f = Figway::start_file(&removal_config(&good, refused, true, false)).await;
     orders_and_shop_traffic(&f).await;
     f.reload_ok(&removal_config(&good, refused, false, false))
         .await;
@@ -1298,7 +1234,7 @@ async fn series_of_a_removed_route_and_upstream_disappear_and_kept_ones_keep_cou
 async fn series_recorded_before_an_earlier_reload_disappear_too() {
     let good = app("good", 200).await;
     let refused = refused_port().await;
-    let f = FileFigway::start(&removal_config(&good, refused, true, false)).await;
+    let f = Figway::start_file(&removal_config(&good, refused, true, false)).await;
     orders_and_shop_traffic(&f).await;
     f.reload_ok(&removal_config(&good, refused, true, true))
         .await;

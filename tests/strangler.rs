@@ -19,7 +19,7 @@ mod support;
 use support::*;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use figway::shadow::Outcome;
 
@@ -160,61 +159,6 @@ fn decided_side(shared: &figway::state::Shared, name: &str, key: &[u8]) -> Strin
     snapshot.upstreams[route.sides[side].upstream]
         .name
         .to_string()
-}
-
-/// figway served from a real config file, so `reload` can re-read it.
-struct FileFigway {
-    addr: SocketAddr,
-    shared: Arc<figway::state::Shared>,
-    path: PathBuf,
-    _dir: tempdir::Dir,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl FileFigway {
-    async fn start(toml: &str) -> FileFigway {
-        let dir = tempdir::Dir::new();
-        let path = dir.path().join("figway.toml");
-        std::fs::write(&path, toml).unwrap();
-        let loaded = figway::config::load(&path).unwrap_or_else(|e| panic!("invalid:\n{e}"));
-        let shared = figway::state::Shared::new(&loaded);
-        let proxy = figway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let admin = figway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = proxy.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(figway::server::run(
-            proxy,
-            admin,
-            shared.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        FileFigway {
-            addr,
-            shared,
-            path,
-            _dir: dir,
-            stop: Some(stop),
-        }
-    }
-
-    async fn rewrite_and_reload(&self, toml: &str) {
-        std::fs::write(&self.path, toml).unwrap();
-        let outcome = figway::reload::reload(&self.shared, figway::reload::Trigger::Admin).await;
-        assert!(
-            matches!(outcome, figway::reload::Outcome::Applied { .. }),
-            "reload: {outcome:?}"
-        );
-    }
-}
-
-impl Drop for FileFigway {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 // === helpers: shadow ===
@@ -462,14 +406,14 @@ async fn raising_the_weight_by_reload_keeps_every_new_side_key() {
             &split_route("users", "/api/users", w, Some("header:x-user-id")),
         )
     };
-    let f = FileFigway::start(&at(10)).await;
+    let f = Figway::start_file(&at(10)).await;
     let keys = user_keys(2000);
     let requests = header_requests("x-user-id", &keys);
     let before = sides(f.addr, "/api/users/me", requests.clone(), 4).await;
     let pct = share(&before, "new");
     assert!((7.0..=13.0).contains(&pct), "at 10: {pct:.1}% new");
 
-    f.rewrite_and_reload(&at(30)).await;
+    f.reload_ok(&at(30)).await;
     let weights: Vec<u32> = f.shared.snapshot.load().routes[0]
         .sides
         .iter()

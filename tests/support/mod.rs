@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,8 @@ pub struct Figway {
     pub shared: Arc<figway::state::Shared>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
+    /// The config file and its directory, for [`Figway::start_file`].
+    file: Option<(PathBuf, tempdir::Dir)>,
 }
 
 impl Figway {
@@ -49,11 +51,43 @@ impl Figway {
     pub async fn start(toml: &str) -> Figway {
         let loaded = figway::config::load_str(toml, Path::new("test.toml"))
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        Figway::serve(&loaded, None)
+    }
+
+    /// As [`Figway::start`], from a real config file, so that
+    /// [`Figway::reload`] can rewrite and re-read it.
+    pub async fn start_file(toml: &str) -> Figway {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("figway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let loaded =
+            figway::config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        Figway::serve(&loaded, Some((path, dir)))
+    }
+
+    /// Writes `toml` over the config file and reloads it, as `POST /reload`
+    /// would. Only for servers made by [`Figway::start_file`].
+    pub async fn reload(&self, toml: &str) -> figway::reload::Outcome {
+        let (path, _) = self.file.as_ref().expect("reload needs Figway::start_file");
+        std::fs::write(path, toml).unwrap();
+        figway::reload::reload(&self.shared, figway::reload::Trigger::Admin).await
+    }
+
+    /// [`Figway::reload`], which must be applied.
+    pub async fn reload_ok(&self, toml: &str) {
+        let outcome = self.reload(toml).await;
+        assert!(
+            matches!(outcome, figway::reload::Outcome::Applied { .. }),
+            "reload not applied: {outcome:?}"
+        );
+    }
+
+    fn serve(loaded: &figway::config::Loaded, file: Option<(PathBuf, tempdir::Dir)>) -> Figway {
         let proxy = figway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let admin = figway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = proxy.local_addr().unwrap();
         let admin_addr = admin.local_addr().unwrap();
-        let shared = figway::state::Shared::new(&loaded);
+        let shared = figway::state::Shared::new(loaded);
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(figway::server::run(
             proxy,
@@ -69,6 +103,7 @@ impl Figway {
             shared,
             stop: Some(stop),
             done: Some(done),
+            file,
         }
     }
 
