@@ -840,3 +840,13 @@ fn warns_at_start_when_tcp_migrate_req_is_off() {
         "setting {setting:?}, stderr {lines:#?}"
     );
 }
+
+/// The README's first command runs figway on config/example.toml: it must
+/// stay valid, without warnings, as the code and the schema move on.
+#[test]
+fn the_example_config_is_valid_and_warning_free() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let run = figway(&["check", example]);
+    assert_eq!(run.code(), Some(0), "stderr:\n{}", run.stderr);
+    assert!(!run.stdout.contains("warning:"), "stdout:\n{}", run.stdout);
+}
