@@ -156,20 +156,23 @@ pub fn upstreams_json(snapshot: &Snapshot) -> Value {
 }
 
 /// Routes in the order the router tries them at one path: longer prefix
-/// first; at equal prefixes exact host, wildcard, none; then routes listing
-/// methods before those without; config order last.
+/// first; at equal prefixes exact host, wildcard (longer suffix first),
+/// none; then routes listing methods before those without; config order
+/// last.
 pub fn match_order(snapshot: &Snapshot) -> Vec<&Route> {
     use crate::config::HostPattern;
     let mut routes: Vec<&Route> = snapshot.routes.iter().collect();
     routes.sort_by_key(|r| {
-        let host_rank = match &r.host {
-            Some(HostPattern::Exact(_)) => 0,
-            Some(HostPattern::Wildcard(_)) => 1,
-            None => 2,
+        // Between wildcards the router tries the longer suffix first.
+        let (host_rank, suffix) = match &r.host {
+            Some(HostPattern::Exact(_)) => (0, 0),
+            Some(HostPattern::Wildcard(s)) => (1, s.len()),
+            None => (2, 0),
         };
         (
             std::cmp::Reverse(r.prefix.len()),
             host_rank,
+            std::cmp::Reverse(suffix),
             r.methods.is_none(),
         )
     });

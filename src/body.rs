@@ -27,6 +27,11 @@ pub enum RequestBody {
         /// Bytes read ahead while deciding whether the body fits the replay
         /// buffer; sent before the rest.
         prefix: Option<Bytes>,
+        /// Trailers read ahead with it; the body then ended.
+        trailers: Option<Box<http::HeaderMap>>,
+        /// How far the upload has got, for `request_timeout` to wait on a
+        /// slow but moving upload rather than cut it.
+        progress: Arc<Progress>,
         inner: Incoming,
         /// Shared with the access-log record; `None` when nobody reads it.
         received: Option<Arc<AtomicU64>>,
@@ -43,6 +48,8 @@ impl RequestBody {
     pub fn stream(inner: Incoming, received: Option<Arc<AtomicU64>>) -> Self {
         RequestBody::Stream {
             prefix: None,
+            trailers: None,
+            progress: Arc::default(),
             inner,
             received,
             tee: None,
@@ -63,28 +70,37 @@ impl RequestBody {
             return Ok(RequestBody::stream(inner, received));
         }
         let mut kept = bytes::BytesMut::new();
-        while kept.len() <= MAX_REPLAY {
+        // The end is when `frame()` says so: a chunked body's
+        // `is_end_stream()` stays false until then.
+        let mut ended = false;
+        let mut trailers = None;
+        while kept.len() <= MAX_REPLAY && !ended {
             match inner.frame().await {
-                None => break,
-                Some(frame) => {
-                    if let Ok(data) = frame?.into_data() {
+                None => ended = true,
+                Some(frame) => match frame?.into_data() {
+                    Ok(data) => {
                         if let Some(r) = &received {
                             r.fetch_add(data.len() as u64, Ordering::Relaxed);
                         }
                         kept.extend_from_slice(&data);
+                        ended = inner.is_end_stream();
                     }
-                }
-            }
-            if inner.is_end_stream() {
-                break;
+                    // Trailers end a body; they go on, unreplayed.
+                    Err(frame) => {
+                        trailers = frame.into_trailers().ok().map(Box::new);
+                        ended = true;
+                    }
+                },
             }
         }
         let kept = kept.freeze();
-        if kept.len() <= MAX_REPLAY && inner.is_end_stream() {
+        if ended && trailers.is_none() && kept.len() <= MAX_REPLAY {
             return Ok(RequestBody::Replay((!kept.is_empty()).then_some(kept)));
         }
         Ok(RequestBody::Stream {
             prefix: Some(kept),
+            trailers,
+            progress: Arc::default(),
             inner,
             received,
             tee: None,
@@ -122,6 +138,26 @@ impl RequestBody {
         }
     }
 
+    /// How far a streamed upload has got; `None` when the body is held
+    /// whole (it goes out at once).
+    pub fn progress(&self) -> Option<Arc<Progress>> {
+        match self {
+            RequestBody::Stream {
+                progress,
+                inner,
+                prefix,
+                trailers,
+                ..
+            } => {
+                if inner.is_end_stream() && prefix.is_none() && trailers.is_none() {
+                    return None;
+                }
+                Some(progress.clone())
+            }
+            RequestBody::Replay(_) => None,
+        }
+    }
+
     /// A copy for one more attempt, when the body is held whole.
     pub fn replay(&self) -> Option<RequestBody> {
         match self {
@@ -143,14 +179,31 @@ impl Body for RequestBody {
             RequestBody::Replay(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Stream {
                 prefix,
+                trailers,
+                progress,
                 inner,
                 received,
                 tee,
             } => {
                 if let Some(p) = prefix.take().filter(|p| !p.is_empty()) {
+                    progress.moved();
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
+                if let Some(t) = trailers.take() {
+                    if let Some(tee) = tee {
+                        tee.finish();
+                    }
+                    progress.finished();
+                    return Poll::Ready(Some(Ok(Frame::trailers(*t))));
+                }
                 let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+                match &frame {
+                    None | Some(Err(_)) => progress.finished(),
+                    Some(Ok(_)) => progress.moved(),
+                }
+                if inner.is_end_stream() {
+                    progress.finished();
+                }
                 if let Some(Ok(f)) = &frame {
                     if let Some(data) = f.data_ref() {
                         if let Some(received) = received {
@@ -174,8 +227,15 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Replay(b) => b.is_none(),
-            RequestBody::Stream { prefix, inner, .. } => {
-                prefix.as_ref().is_none_or(|p| p.is_empty()) && inner.is_end_stream()
+            RequestBody::Stream {
+                prefix,
+                trailers,
+                inner,
+                ..
+            } => {
+                prefix.as_ref().is_none_or(|p| p.is_empty())
+                    && trailers.is_none()
+                    && inner.is_end_stream()
             }
         }
     }
@@ -196,6 +256,36 @@ impl Body for RequestBody {
                 out
             }
         }
+    }
+}
+
+/// When a request body last moved toward the upstream, and whether it has
+/// ended.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// `upstream::clock` milliseconds of the last frame; 0 before the first.
+    last_ms: AtomicU64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    fn moved(&self) {
+        self.last_ms
+            .store(crate::upstream::clock::now_ms(), Ordering::Relaxed);
+    }
+
+    fn finished(&self) {
+        self.moved();
+        self.done.store(true, Ordering::Relaxed);
+    }
+
+    /// Clock milliseconds of the last movement, 0 before the first.
+    pub fn last_ms(&self) -> u64 {
+        self.last_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
     }
 }
 

@@ -260,7 +260,7 @@ fn explain(
         &crate::upstream::Registry::default(),
     ));
     let decision = decide(&snapshot, &method, &uri, &headers);
-    let mut out = match &decision {
+    let out = match &decision {
         Ok(d) => {
             let route = d.route;
             let name = |i: usize| &*snapshot.upstreams[i].name;
@@ -319,10 +319,13 @@ fn explain(
             "shadow": null,
         }),
     };
-    // A request figway would refuse outright says so; "no route" needs no
-    // extra key (route is null).
+    // The object keeps SPEC §1's shape; a request figway would refuse
+    // outright is said on stderr.
     if let Err(kind @ crate::error::ErrorKind::BadRequest) = decision {
-        out["error"] = json!(kind.as_str());
+        eprintln!(
+            "note: figway answers this request itself: 400 {}",
+            kind.as_str()
+        );
     }
     if as_json {
         println!("{out}");

@@ -105,6 +105,24 @@ pub fn set_forwarded(
     }
 }
 
+/// HTTP/2 clients may split `cookie` into several fields; an HTTP/1.1
+/// upstream must get them as one, joined by `; ` (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(_), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let joined = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +163,16 @@ mod tests {
         set_forwarded(&mut h2, "3.3.3.3".parse().unwrap(), true, None, "http");
         assert_eq!(h2["x-forwarded-proto"], "https");
         assert_eq!(h2["x-forwarded-for"], "3.3.3.3");
+    }
+
+    #[test]
+    fn cookies_from_h2_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
     }
 
     #[test]

@@ -32,9 +32,9 @@ pub const DURATION_BUCKETS: [f64; 15] = [
 
 /// Status codes whose counters sit in a fixed table; others go through a
 /// small locked map (rare by definition).
-const HOT_CODES: [u16; 26] = [
-    200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 413,
-    429, 431, 499, 500, 502, 503, 504,
+const HOT_CODES: [u16; 32] = [
+    200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 410,
+    412, 413, 415, 422, 429, 431, 499, 500, 501, 502, 503, 504, 505,
 ];
 
 pub struct Metrics {

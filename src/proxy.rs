@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{HeaderName, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
@@ -15,14 +15,14 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::access_log::{self, AccessRecord, Completion};
-use crate::body::{RequestBody, ResponseBody, Reuse};
+use crate::body::{Progress, RequestBody, ResponseBody, Reuse};
 use crate::decision::{choose_side, decide};
 use crate::error::ErrorKind;
 use crate::framing::ConnFlags;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::keys;
 use crate::net;
-use crate::shadow::{CompareSlot, Mirror, Tee};
+use crate::shadow::{CompareSlot, Mirror, Tee, X_FIGWAY_SHADOW};
 use crate::state::{Route, Shared, Snapshot};
 use crate::upstream::balance::Tried;
 use crate::upstream::pool::{self, Sender};
@@ -136,8 +136,9 @@ async fn forward(
     }
     let now = clock::now_ms();
     let (upstream_index, upstream_guard) = choose_upstream(snapshot, route, side_upstream, now)
-        .inspect_err(|kind| {
-            snapshot.upstreams[side_upstream].metrics.error(*kind);
+        .map_err(|(kind, refused)| {
+            snapshot.upstreams[refused].metrics.error(kind);
+            kind
         })?;
     let upstream = &snapshot.upstreams[upstream_index];
     if upstream_index != side_upstream {
@@ -155,6 +156,12 @@ async fn forward(
         None => parts.headers.get(HOST).cloned(),
     };
     headers::remove_hop_by_hop(&mut parts.headers);
+    // Only figway marks a request as a shadow copy: a client's own marker
+    // would make the new service skip the side effects of a real request.
+    parts.headers.remove(&X_FIGWAY_SHADOW);
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(&mut parts.headers);
+    }
     let trusted = net::is_trusted(&snapshot.trusted_proxies, peer);
     headers::set_forwarded(&mut parts.headers, peer, trusted, host.as_ref(), "http");
     if let Some(h) = host {
@@ -169,7 +176,10 @@ async fn forward(
         .and_then(|k| keys::key_hash(k, &parts.headers, client));
     let bytes_in = done.record.as_ref().map(|r| r.bytes_in.clone());
     // Only a request that may be sent twice keeps its body (SPEC §4).
-    let idempotent = upstream.retries > 0 && is_idempotent(&parts.method, &parts.headers);
+    // An upstream of one target has nowhere else to retry: no copy then.
+    let idempotent = upstream.retries > 0
+        && upstream.targets.len() > 1
+        && is_idempotent(&parts.method, &parts.headers);
     let mut body = if idempotent {
         RequestBody::buffered(body, bytes_in)
             .await
@@ -246,7 +256,14 @@ async fn forward(
             }
             Err(failure) => {
                 last_error = failure.kind();
-                if !matches!(failure, Failure::ClientBody) {
+                let upstreams_fault = !matches!(
+                    failure,
+                    Failure::ClientBody
+                        | Failure::Timeout {
+                            upload_unfinished: true
+                        }
+                );
+                if upstreams_fault {
                     upstream.observe(index, true, clock::now_ms());
                     upstream.metrics.error(last_error);
                 }
@@ -279,12 +296,13 @@ async fn forward(
 /// The route's upstream, or its fallback when the upstream has no usable
 /// target or its breaker is open (SPEC §5). The guard holds the request's
 /// place in the chosen upstream's in-flight count.
+/// On failure, the error and the upstream that refused (counted there).
 fn choose_upstream(
     snapshot: &Snapshot,
     route: &Route,
     chosen: usize,
     now: u64,
-) -> Result<(usize, UpstreamGuard), ErrorKind> {
+) -> Result<(usize, UpstreamGuard), (ErrorKind, usize)> {
     let primary = &snapshot.upstreams[chosen];
     let reason = if !primary.has_available(now) {
         ErrorKind::NoHealthyUpstream
@@ -294,14 +312,14 @@ fn choose_upstream(
             None => ErrorKind::CircuitOpen,
         }
     };
-    let Some(fallback) = route.fallback else {
-        return Err(reason);
+    let Some(fallback) = route.fallback.filter(|f| *f != chosen) else {
+        return Err((reason, chosen));
     };
     let standby = &snapshot.upstreams[fallback];
     if !standby.has_available(now) {
-        return Err(ErrorKind::NoHealthyUpstream);
+        return Err((ErrorKind::NoHealthyUpstream, fallback));
     }
-    let guard = standby.enter().ok_or(ErrorKind::CircuitOpen)?;
+    let guard = standby.enter().ok_or((ErrorKind::CircuitOpen, fallback))?;
     route.metrics_for(chosen).fell_back();
     tracing::debug!(route = %route.name, from = %primary.name, to = %standby.name, reason = reason.as_str(), "fallback");
     Ok((fallback, guard))
@@ -327,8 +345,10 @@ pub(crate) enum Failure {
     Connect(Request<RequestBody>),
     /// The connection closed or reset before the response head.
     Reset,
-    /// No response head within `request_timeout`.
-    Timeout,
+    /// No response head within `request_timeout` (of the request's last
+    /// upload progress). While the upload was unfinished, the client may as
+    /// well be the slow one.
+    Timeout { upload_unfinished: bool },
     /// The client's own body broke while it was being forwarded.
     ClientBody,
 }
@@ -338,7 +358,7 @@ impl Failure {
         match self {
             Failure::Connect(_) => ErrorKind::UpstreamConnect,
             Failure::Reset => ErrorKind::UpstreamReset,
-            Failure::Timeout => ErrorKind::UpstreamTimeout,
+            Failure::Timeout { .. } => ErrorKind::UpstreamTimeout,
             Failure::ClientBody => ErrorKind::BadRequest,
         }
     }
@@ -352,7 +372,7 @@ pub(crate) async fn send(
     request: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, Reuse), Failure> {
     let timeouts = upstream.timeouts;
-    let (mut sender, mut reused) = match target.pool.checkout(timeouts.idle) {
+    let (mut sender, mut reused) = match target.pool.checkout() {
         Some(s) => (s, true),
         None => match connect(target, upstream).await {
             Ok(s) => (s, false),
@@ -361,10 +381,19 @@ pub(crate) async fn send(
     };
     let mut request = request;
     loop {
-        let attempt =
-            tokio::time::timeout(timeouts.request, sender.try_send_request(request)).await;
+        let progress = request.body().progress();
+        let attempt = head_within(
+            timeouts.request,
+            progress.as_deref(),
+            sender.try_send_request(request),
+        )
+        .await;
         match attempt {
-            Err(_) => return Err(Failure::Timeout),
+            Err(()) => {
+                return Err(Failure::Timeout {
+                    upload_unfinished: progress.is_some_and(|p| !p.is_done()),
+                })
+            }
             Ok(Ok(response)) => {
                 let reuse = Reuse {
                     sender,
@@ -395,6 +424,34 @@ pub(crate) async fn send(
                     });
                 }
             },
+        }
+    }
+}
+
+/// `request_timeout` runs from the last progress of the request body, not
+/// from the start: a large upload that keeps moving is not cut, and the
+/// wait for the head is measured from its last byte (SPEC §2: per attempt,
+/// until the response head arrives).
+async fn head_within<F: std::future::Future>(
+    limit: Duration,
+    progress: Option<&Progress>,
+    response: F,
+) -> Result<F::Output, ()> {
+    let Some(progress) = progress else {
+        return tokio::time::timeout(limit, response).await.map_err(|_| ());
+    };
+    tokio::pin!(response);
+    let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    let start = clock::now_ms();
+    loop {
+        let due = progress.last_ms().max(start).saturating_add(limit_ms);
+        let now = clock::now_ms();
+        if now >= due {
+            return Err(());
+        }
+        if let Ok(out) = tokio::time::timeout(Duration::from_millis(due - now), &mut response).await
+        {
+            return Ok(out);
         }
     }
 }

@@ -63,6 +63,13 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
     let path = shared.config_path();
     let bytes = match tokio::fs::read(&path).await {
         Ok(b) => b,
+        // Mid-rename the file can be briefly missing; the event that puts
+        // the new one in place follows. Not an error worth reporting.
+        Err(e) if trigger == Trigger::FileChange && e.kind() == std::io::ErrorKind::NotFound => {
+            return Outcome::Unchanged {
+                version: shared.snapshot.load().version.clone(),
+            };
+        }
         Err(e) => {
             return reject(
                 shared,

@@ -47,6 +47,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone()));
+    // Idle upstream connections are closed after idle_timeout even when no
+    // request comes to take them.
+    let sweeper = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                shared.registry.sweep_idle();
+            }
+        })
+    };
     let builder = Arc::new(http_builder(&shared));
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(shared.listen.max_connections));
@@ -100,6 +112,7 @@ pub async fn run(
         tracing::warn!(timeout = ?shared.listen.drain_timeout, "drain timeout reached; cutting remaining connections");
     }
     admin_task.abort();
+    sweeper.abort();
 }
 
 fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {

@@ -60,7 +60,11 @@ pub fn compile_after(
                 let mut pairs: Vec<(usize, _)> = r
                     .sides
                     .iter()
-                    .map(|s| (s.upstream, handles(&r.name, name(s.upstream), fallback)))
+                    .map(|s| {
+                        // A side that is itself the fallback never falls back.
+                        let to = fallback.filter(|f| *f != name(s.upstream));
+                        (s.upstream, handles(&r.name, name(s.upstream), to))
+                    })
                     .collect();
                 match r.fallback {
                     Some(f) if !pairs.iter().any(|(u, _)| *u == f) => {

@@ -31,6 +31,26 @@ pub fn read(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Config>
     };
     let (upstreams, names) = super::upstreams::read_upstreams(root, defaults, problems);
     let routes = super::routes::read_routes(root, &names, problems);
+    if let (Some(l), a) = (&listen, &admin) {
+        // Port 0 asks the kernel for a free port: two of those never clash.
+        let overlap = l.address.port() != 0
+            && l.address.port() == a.address.port()
+            && (l.address.ip() == a.address.ip()
+                || l.address.ip().is_unspecified()
+                || a.address.ip().is_unspecified());
+        if overlap {
+            // Both sockets set SO_REUSEPORT, so the kernel would let them
+            // share the port and hand client connections to the admin API.
+            problems.add(
+                root.span.clone(),
+                "admin.address",
+                format!(
+                    "overlaps listen.address {}: the admin API needs a port of its own",
+                    l.address
+                ),
+            );
+        }
+    }
     if problems.list.len() > before {
         return None;
     }
@@ -52,7 +72,7 @@ fn read_listen(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<List
         None => None,
     };
     let header_read_timeout = t
-        .parsed("header_read_timeout", problems, parse_duration)
+        .parsed("header_read_timeout", problems, nonzero_duration)
         .unwrap_or(Duration::from_secs(10));
     let max_header_bytes = match t.integer("max_header_bytes", problems) {
         Some(n) if (8192..=1 << 24).contains(&n.value) => n.value as usize,
@@ -66,7 +86,18 @@ fn read_listen(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<List
         }
         None => 65536,
     };
-    let max_connections = positive(&mut t, "max_connections", problems).unwrap_or(10_000);
+    let max_connections = match t.integer("max_connections", problems) {
+        Some(n) if (1..=1_000_000).contains(&n.value) => n.value as usize,
+        Some(n) => {
+            problems.add(
+                n.span,
+                t.key_path("max_connections"),
+                "must be between 1 and 1000000",
+            );
+            10_000
+        }
+        None => 10_000,
+    };
     let drain_timeout = t
         .parsed("drain_timeout", problems, parse_duration)
         .unwrap_or(Duration::from_secs(30));

@@ -56,6 +56,18 @@ pub(super) fn read_upstreams(
             continue;
         };
         let legacy = t.boolean("legacy", problems).unwrap_or(false);
+        // HTTP/1.1 is the one upstream protocol so far; h2c (gRPC) is the
+        // SPEC's other value and is refused by name rather than ignored.
+        if let Some(p) = t.string("protocol", problems) {
+            if p.value != "http1" {
+                let message = if p.value == "h2c" {
+                    "\"h2c\" upstreams are not supported yet; use \"http1\"".to_string()
+                } else {
+                    format!("unknown protocol {:?}: expected \"http1\"", p.value)
+                };
+                problems.add(p.span, format!("{path}.protocol"), message);
+            }
+        }
         let balance = match t.string("balance", problems) {
             None => Balance::RoundRobin,
             Some(b) => match b.value.as_str() {
@@ -135,8 +147,8 @@ fn read_health(t: &mut Table<'_, '_>, problems: &mut Problems) -> Option<HealthS
     let timeout = t
         .parsed("timeout", problems, nonzero_duration)
         .unwrap_or(Duration::from_secs(1));
-    let unhealthy_after = positive(t, "unhealthy_after", problems).unwrap_or(3) as u32;
-    let healthy_after = positive(t, "healthy_after", problems).unwrap_or(2) as u32;
+    let unhealthy_after = count(t, "unhealthy_after", problems).unwrap_or(3);
+    let healthy_after = count(t, "healthy_after", problems).unwrap_or(2);
     let expect = t
         .parsed("expect", problems, status_range)
         .unwrap_or((200, 399));
@@ -164,7 +176,7 @@ fn read_outlier(t: &mut Table<'_, '_>, problems: &mut Problems) -> OutlierSpec {
         None => 50,
     };
     OutlierSpec {
-        consecutive_failures: positive(t, "consecutive_failures", problems).unwrap_or(5) as u32,
+        consecutive_failures: count(t, "consecutive_failures", problems).unwrap_or(5),
         eject_for: t
             .parsed("eject_for", problems, nonzero_duration)
             .unwrap_or(Duration::from_secs(30)),
@@ -310,4 +322,20 @@ pub fn target_authority(url: &str) -> Result<String, String> {
         ));
     };
     Ok(format!("{}:{port}", authority.host()))
+}
+
+/// A positive count that fits the `u32` counters it feeds.
+fn count(t: &mut Table<'_, '_>, key: &str, problems: &mut Problems) -> Option<u32> {
+    let n = t.integer(key, problems)?;
+    match u32::try_from(n.value) {
+        Ok(v) if v > 0 && v <= 1_000_000 => Some(v),
+        _ => {
+            problems.add(
+                n.span,
+                t.key_path(key),
+                "must be an integer between 1 and 1000000",
+            );
+            None
+        }
+    }
 }

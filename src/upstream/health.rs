@@ -74,9 +74,12 @@ pub fn sync(snapshot: &Snapshot) {
             if let Some(old) = checker.take() {
                 old.task.abort();
             }
+            // An aborted checker may be between its check and its write;
+            // the new generation makes that write a no-op.
+            let generation = target.health_generation.fetch_add(1, Ordering::SeqCst) + 1;
             match &upstream.health {
                 Some(spec) => {
-                    let task = runtime.spawn(run(Arc::downgrade(target), spec.clone()));
+                    let task = runtime.spawn(run(Arc::downgrade(target), spec.clone(), generation));
                     *checker = Some(Checker {
                         spec: spec.clone(),
                         task: task.abort_handle(),
@@ -100,7 +103,7 @@ impl Drop for Checker {
     }
 }
 
-async fn run(target: Weak<Target>, spec: HealthSpec) {
+async fn run(target: Weak<Target>, spec: HealthSpec, generation: u64) {
     let mut tick = tokio::time::interval(spec.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut counter = match target.upgrade() {
@@ -125,7 +128,14 @@ async fn run(target: Weak<Target>, spec: HealthSpec) {
                 tracing::warn!(target = %authority, path = %spec.path, "target unhealthy: failed {} checks in a row", spec.unhealthy_after);
             }
         }
+        // Under the checker lock, so that `sync` cannot switch generations
+        // between the check and the write.
+        let current = t.checker.lock().unwrap_or_else(|e| e.into_inner());
+        if t.health_generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
         t.healthy.store(next.healthy, Ordering::Relaxed);
+        drop(current);
         counter = next;
     }
 }

@@ -39,6 +39,9 @@ pub struct Target {
     /// Attempts in flight to this target (least_request compares these).
     pub in_flight: AtomicUsize,
     checker: Mutex<Option<health::Checker>>,
+    /// Bumped whenever the checker is replaced or removed; a checker only
+    /// writes `healthy` while it is still the current generation.
+    health_generation: AtomicU64,
 }
 
 impl Target {
@@ -52,6 +55,7 @@ impl Target {
             outlier: Mutex::new(OutlierState::default()),
             in_flight: AtomicUsize::new(0),
             checker: Mutex::new(None),
+            health_generation: AtomicU64::new(0),
         }
     }
 
@@ -72,6 +76,9 @@ pub struct UpstreamShared {
     /// `max_in_flight`.
     pub in_flight: AtomicUsize,
     pub budget: budget::RetryBudget,
+    /// Held while an ejection is decided, so two targets failing at once
+    /// cannot both pass the `max_ejected_percent` check. Failure path only.
+    ejecting: Mutex<()>,
 }
 
 /// Holds one request's place in an upstream's in-flight count.
@@ -133,7 +140,11 @@ impl Upstream {
             targets: spec
                 .targets
                 .iter()
-                .map(|t| registry.target(&spec.name, &t.authority))
+                .map(|t| {
+                    let target = registry.target(&spec.name, &t.authority);
+                    target.pool.set_idle_timeout(spec.timeouts.idle);
+                    target
+                })
                 .collect(),
             urls: spec.targets.iter().map(|t| t.url.as_str().into()).collect(),
             schedule: balance::smooth_schedule(&weights),
@@ -204,6 +215,11 @@ impl Upstream {
             }
             return;
         }
+        let _one_at_a_time = self
+            .shared
+            .ejecting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let ejected = self.targets.iter().filter(|o| o.is_ejected(now)).count();
         let mut state = t.outlier.lock().unwrap_or_else(|e| e.into_inner());
         if t.is_ejected(now) {
@@ -257,6 +273,21 @@ impl Registry {
         let shared = Arc::new(UpstreamShared::default());
         map.insert(name.to_string(), Arc::downgrade(&shared));
         shared
+    }
+
+    /// Closes pooled connections idle past their upstream's `idle_timeout`,
+    /// for pools no request has touched lately.
+    pub fn sweep_idle(&self) {
+        let targets: Vec<Arc<Target>> = self
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for t in targets {
+            t.pool.sweep();
+        }
     }
 
     /// Forgets what no snapshot holds any more.

@@ -7,6 +7,7 @@
 //! which closes it. The stack's lock is held for a push or a pop, never across
 //! an await, and only requests to this target take it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,14 +22,30 @@ pub type Sender = SendRequest<RequestBody>;
 /// Idle connections beyond this many per target are closed rather than kept.
 const MAX_IDLE: usize = 512;
 
-#[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
+    /// The upstream's `idle_timeout` in milliseconds; set by each compile.
+    idle_timeout_ms: AtomicU64,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            idle_timeout_ms: AtomicU64::new(90_000),
+        }
+    }
 }
 
 struct Idle {
     sender: Sender,
     since: Instant,
+}
+
+/// The stack is oldest first: the expired ones are a prefix.
+fn evict_expired(idle: &mut Vec<Idle>, idle_timeout: Duration) {
+    let keep_from = idle.partition_point(|entry| entry.since.elapsed() > idle_timeout);
+    idle.drain(..keep_from);
 }
 
 #[derive(Debug)]
@@ -49,34 +66,50 @@ impl std::fmt::Display for ConnectError {
 }
 
 impl Pool {
-    /// The most recent idle connection that is still usable. Connections idle
-    /// longer than `idle_timeout` are closed on the way.
-    pub fn checkout(&self, idle_timeout: Duration) -> Option<Sender> {
+    /// The most recent idle connection that is ready for a request.
+    /// Connections idle longer than `idle_timeout`, or closed by the
+    /// upstream, are dropped on the way; one that is open but not ready yet
+    /// (its previous response has only just ended) stays for later.
+    pub fn checkout(&self) -> Option<Sender> {
+        let idle_timeout = self.idle_timeout();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() > idle_timeout {
-                // Everything below is older still.
-                idle.clear();
-                return None;
-            }
-            if entry.sender.is_ready() && !entry.sender.is_closed() {
-                return Some(entry.sender);
-            }
-        }
-        None
+        evict_expired(&mut idle, idle_timeout);
+        idle.retain(|entry| !entry.sender.is_closed());
+        let ready = idle.iter().rposition(|entry| entry.sender.is_ready())?;
+        Some(idle.remove(ready).sender)
     }
 
     pub fn checkin(&self, sender: Sender) {
         if sender.is_closed() {
             return;
         }
+        let idle_timeout = self.idle_timeout();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        evict_expired(&mut idle, idle_timeout);
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
             });
         }
+    }
+
+    /// Closes the connections idle longer than `idle_timeout`, for the
+    /// sweeper that runs while no request touches the pool.
+    pub fn sweep(&self) {
+        let idle_timeout = self.idle_timeout();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        evict_expired(&mut idle, idle_timeout);
+        idle.retain(|entry| !entry.sender.is_closed());
+    }
+
+    pub fn set_idle_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.idle_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
     }
 
     pub fn idle_count(&self) -> usize {
