@@ -30,7 +30,19 @@ fn hop_by_hop() -> [&'static HeaderName; 7] {
 
 /// Drops hop-by-hop headers, including every header `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
+    // `Connection: keep-alive` / `close` name nothing beyond the static list
+    // below; only other tokens are worth collecting (and allocating for).
+    let names_others = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|t| {
+            let t = t.trim_ascii();
+            !(t.is_empty()
+                || t.eq_ignore_ascii_case(b"keep-alive")
+                || t.eq_ignore_ascii_case(b"close")
+                || t.eq_ignore_ascii_case(b"upgrade")
+                || t.eq_ignore_ascii_case(b"te"))
+        })
+    });
+    if names_others {
         // Collected first: the names borrow the header map we remove from.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
