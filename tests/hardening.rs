@@ -11,6 +11,7 @@
 //! over loopback against real upstreams.
 
 mod support;
+use support::rogue::{Misbehaviour, Rogue};
 use support::*;
 
 use std::convert::Infallible;
@@ -30,8 +31,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 // === helpers ===
 
@@ -138,143 +138,6 @@ async fn slow_upload(
 }
 
 // === raw upstreams ===
-
-/// A request a [`Resetter`] read completely.
-#[derive(Debug, Clone)]
-struct Read {
-    line: String,
-    body: Vec<u8>,
-}
-
-/// A raw TCP upstream that reads one whole request per connection (head,
-/// then a Content-Length or chunked body) and then resets the connection
-/// (RST, via a zero linger) without a byte of answer.
-struct Resetter {
-    addr: SocketAddr,
-    read: Arc<Mutex<Vec<Read>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Resetter {
-    async fn start() -> Resetter {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let read = Arc::new(Mutex::new(Vec::new()));
-        let log = read.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let log = log.clone();
-                conns.spawn(async move {
-                    let Some(req) = read_request(&mut stream).await else {
-                        return;
-                    };
-                    log.lock().unwrap().push(req);
-                    let _ = stream.set_zero_linger();
-                    drop(stream);
-                });
-            }
-        });
-        Resetter { addr, read, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn count(&self) -> usize {
-        self.read.lock().unwrap().len()
-    }
-
-    fn last(&self) -> Read {
-        self.read
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("no request")
-    }
-}
-
-impl Drop for Resetter {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reads one request: its head, then its whole body. `None` when the peer
-/// closed (or sent garbage) before the request was complete.
-async fn read_request(stream: &mut TcpStream) -> Option<Read> {
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    let (head_len, line, length, chunked) = loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        if let httparse::Status::Complete(len) = req.parse(&buf).ok()? {
-            let line = format!("{} {}", req.method?, req.path?);
-            let (mut length, mut chunked) = (0usize, false);
-            for h in req.headers.iter() {
-                let value = std::str::from_utf8(h.value).ok()?.trim();
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    length = value.parse().ok()?;
-                } else if h.name.eq_ignore_ascii_case("transfer-encoding")
-                    && value.to_ascii_lowercase().contains("chunked")
-                {
-                    chunked = true;
-                }
-            }
-            break (len, line, length, chunked);
-        }
-    };
-    let mut rest = buf.split_off(head_len);
-    let body = loop {
-        if chunked {
-            if let Some(body) = dechunk(&rest) {
-                break body;
-            }
-        } else if rest.len() >= length {
-            rest.truncate(length);
-            break rest;
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        rest.extend_from_slice(&chunk[..n]);
-    };
-    Some(Read { line, body })
-}
-
-/// The decoded body once `b` holds a complete chunked body, else `None`.
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let crlf = |b: &[u8]| b.windows(2).position(|w| w == b"\r\n");
-    let mut out = Vec::new();
-    loop {
-        let eol = crlf(b)?;
-        let size = std::str::from_utf8(&b[..eol]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            loop {
-                let eol = crlf(b)?;
-                if eol == 0 {
-                    return Some(out);
-                }
-                b = &b[eol + 2..];
-            }
-        }
-        if b.len() < size + 2 {
-            return None;
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
-}
 
 /// A hyper HTTP/1.1 upstream answering `ok` that counts the connections it
 /// accepted and records when each one was closed by its peer.
@@ -521,7 +384,7 @@ to = "hang"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_idempotent_body_is_retried_on_another_target() {
-    let rogue = Resetter::start().await;
+    let rogue = Rogue::start(Misbehaviour::Reset).await;
     let good = Backend::start("good").await;
     let f = Figway::start(&config(&format!(
         "[upstreams.m]\ntargets = [\"{}\", \"{}\"]\nretries = 1\n[[routes]]\nprefix = \"/\"\nto = \"m\"\n",
