@@ -10,8 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use figway::clock;
 use figway::upstream::balance::Tried;
-use figway::upstream::{clock, Registry, Upstream};
+use figway::upstream::{Registry, Upstream};
 
 const ALGORITHMS: [&str; 3] = ["round_robin", "least_request", "hash"];
 const SIZES: [usize; 3] = [2, 16, 256];

@@ -7,7 +7,7 @@
 //! status, a fixed-table counter), `observe(418, 0.0042)` (a rare status,
 //! the locked-map path), and, off the hot path, `Metrics::render` of a
 //! snapshot of 50 routes and 3 upstreams (compiled from a config string with
-//! `config::load_str` and `config::compile::compile`, every route having
+//! `config::load_str` and `state::compile::compile`, every route having
 //! counted a 200 and a 404), which is what one scrape of `/metrics` costs.
 //! `cargo bench --bench metrics`.
 
@@ -56,7 +56,7 @@ fn observe(c: &mut Criterion) {
     let registry = Registry::default();
     let loaded = figway::config::load_str(&config(), Path::new("bench.toml"))
         .unwrap_or_else(|e| panic!("bench config invalid:\n{e}"));
-    let snapshot = figway::config::compile::compile(&loaded, &registry);
+    let snapshot = figway::state::compile::compile(&loaded, &registry);
     assert_eq!(snapshot.routes.len(), ROUTES);
     registry.metrics.loaded_at_start();
     for r in snapshot.routes.iter() {
@@ -65,9 +65,9 @@ fn observe(c: &mut Criterion) {
             m.observe(404, 0.003);
         }
     }
-    let size = registry.metrics.render(&snapshot).len();
+    let size = snapshot.render_metrics(&registry.metrics).len();
     group.bench_function(format!("render_{ROUTES}_routes_{size}_bytes"), |b| {
-        b.iter(|| black_box(registry.metrics.render(black_box(&snapshot))))
+        b.iter(|| black_box(black_box(&snapshot).render_metrics(&registry.metrics)))
     });
     group.finish();
 }

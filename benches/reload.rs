@@ -71,7 +71,7 @@ fn compile_10k(c: &mut Criterion) {
     c.bench_function("compile_10k", |b| {
         b.iter(|| {
             let loaded = figway::config::load_str(black_box(&text), path).unwrap();
-            figway::config::compile::compile(&loaded, &registry)
+            figway::state::compile::compile(&loaded, &registry)
         })
     });
 }

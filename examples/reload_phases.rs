@@ -48,8 +48,7 @@ fn main() {
         let load = t.elapsed();
         let t = Instant::now();
         // As a reload does: handles of routes that stay are reused.
-        let snapshot =
-            figway::config::compile::compile_after(&loaded, &registry, previous.as_ref());
+        let snapshot = figway::state::compile::compile_after(&loaded, &registry, previous.as_ref());
         let compile = t.elapsed();
         let t = Instant::now();
         drop(previous.replace(snapshot));

@@ -1,157 +1,372 @@
-//! The end of an exchange: [`Completion`] records the request's metrics and,
-//! when access logging is on, carries its [`AccessRecord`].
+//! The access log (SPEC §2 `[log] access_log`): one line per request on
+//! stdout, diagnostics on stderr, so the access log can be shipped alone.
 //!
-//! One line per request (SPEC §2 `[log] access_log`). The record is created
-//! when the request arrives and written when it is dropped, which is when the
-//! response body has been sent, or when the client went away first (status
-//! 499, as nginx logs it). Lines go to stdout, diagnostics to stderr, so the
-//! access log can be shipped on its own.
+//! Off the request path: a worker formats its line into a buffer of its
+//! own thread (no allocation, no lock another worker takes), and a writer
+//! thread swaps the buffers out and writes them in batches, every
+//! [`FLUSH_EVERY`] or sooner when a buffer fills. It is bounded: a buffer
+//! that reaches [`MAX_BUFFERED`] because the writer fell behind (a slow
+//! disk, a stdout pipe nobody reads) drops further lines and counts them
+//! (`figway_access_log_dropped_total`); a request never waits on the log.
+//! The timestamp is rendered at most once per millisecond per thread.
 //!
-//! The line is emitted at INFO under target `figway::access`, so `RUST_LOG`
-//! can silence it (`figway::access=off`).
+//! Lines are written only when `RUST_LOG` lets target `figway::access`
+//! through at INFO (`figway::access=off` silences them).
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
-
-use http::{HeaderValue, Method, Uri};
-use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::LogFormat;
-use crate::error::ErrorKind;
-use crate::metrics::RouteMetrics;
-use crate::state::Snapshot;
-use crate::upstream::Target;
 
-/// Travels with the response body; dropped when the exchange is over (the
-/// body was sent, or the client left), it counts the request in the metrics
-/// and lets the access-log record write its line.
-pub struct Completion {
-    pub metrics: Arc<RouteMetrics>,
-    pub start: Instant,
-    /// 499 until a response is produced.
+/// How long a line may wait in a buffer when traffic is light.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(10);
+
+/// Bytes a thread's buffer may hold before lines are dropped.
+pub const MAX_BUFFERED: usize = 1 << 20;
+
+/// A buffer this full wakes the writer before its tick.
+const WAKE_AT: usize = 64 * 1024;
+
+/// Lines dropped since the process started (all servers in it share
+/// stdout, and so this count).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// What one line says. Borrowed from the request's context: nothing is
+/// copied to build it.
+pub struct Line<'a> {
+    pub format: LogFormat,
+    /// When the request ended; the line shows when it started.
+    pub end: SystemTime,
+    pub request_id: &'a [u8],
+    pub client: IpAddr,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: Option<&'a str>,
+    pub route: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    pub target: Option<&'a str>,
     pub status: u16,
-    pub record: Option<Box<AccessRecord>>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration: Duration,
+    pub retries: u32,
+    pub error: Option<&'static str>,
 }
 
-impl Drop for Completion {
-    fn drop(&mut self) {
-        self.metrics
-            .observe(self.status, self.start.elapsed().as_secs_f64());
-        if let Some(r) = self.record.as_mut() {
-            r.status = self.status;
+/// Whether access lines are written at all (config and `RUST_LOG`).
+pub fn enabled(configured: bool) -> bool {
+    configured && tracing::enabled!(target: "figway::access", tracing::Level::INFO)
+}
+
+/// Lines dropped so far because the writer fell behind.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Queues one line for the writer.
+pub fn write(line: &Line<'_>) {
+    let writer = writer();
+    LOCAL.with(|local| {
+        let buffer = local.get_or_init(|| writer.register());
+        let mut buf = buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if buf.len() >= MAX_BUFFERED {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match line.format {
+            LogFormat::Json => json(&mut buf, line),
+            LogFormat::Pretty => pretty(&mut buf, line),
+        }
+        buf.push(b'\n');
+        if buf.len() >= WAKE_AT && !writer.woken.swap(true, Ordering::Relaxed) {
+            writer.thread.unpark();
+        }
+    });
+}
+
+/// Writes out every buffered line now; for the end of the process.
+pub fn flush() {
+    if let Some(w) = WRITER.get() {
+        w.drain();
+    }
+}
+
+// === impl Writer ===
+
+struct Writer {
+    /// One buffer per thread that has logged; the writer swaps them out.
+    buffers: Mutex<Vec<Arc<Mutex<Vec<u8>>>>>,
+    thread: Thread,
+    /// Set by a worker that woke the writer early; cleared by the writer.
+    woken: AtomicBool,
+    /// Serialises draining (the writer thread and [`flush`]), so lines keep
+    /// their order per thread.
+    draining: Mutex<Vec<u8>>,
+}
+
+static WRITER: OnceLock<Writer> = OnceLock::new();
+
+thread_local! {
+    static LOCAL: OnceLock<Arc<Mutex<Vec<u8>>>> = const { OnceLock::new() };
+    /// The last rendered timestamp: (unix milliseconds, its text).
+    static STAMP: RefCell<(u64, [u8; 24])> = const { RefCell::new((u64::MAX, [0; 24])) };
+}
+
+fn writer() -> &'static Writer {
+    WRITER.get_or_init(|| {
+        let handle = std::thread::Builder::new()
+            .name("figway-access-log".into())
+            .spawn(|| loop {
+                std::thread::park_timeout(FLUSH_EVERY);
+                if let Some(w) = WRITER.get() {
+                    w.woken.store(false, Ordering::Relaxed);
+                    w.drain();
+                }
+            });
+        let thread = match handle {
+            Ok(h) => h.thread().clone(),
+            // No thread: lines wait for `flush`, and overflow is counted.
+            Err(_) => std::thread::current(),
+        };
+        Writer {
+            buffers: Mutex::new(Vec::new()),
+            thread,
+            woken: AtomicBool::new(false),
+            draining: Mutex::new(Vec::with_capacity(WAKE_AT)),
+        }
+    })
+}
+
+impl Writer {
+    fn register(&self) -> Arc<Mutex<Vec<u8>>> {
+        let buffer = Arc::new(Mutex::new(Vec::with_capacity(4096)));
+        self.buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(buffer.clone());
+        buffer
+    }
+
+    /// Takes every thread's lines and writes them, one buffer at a time.
+    fn drain(&self) {
+        let mut out = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        let buffers: Vec<_> = {
+            let mut list = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+            // Threads that ended leave their buffer to us alone.
+            list.retain(|b| Arc::strong_count(b) > 1 || !b.lock().map_or(true, |b| b.is_empty()));
+            list.clone()
+        };
+        let stdout = std::io::stdout();
+        for buffer in buffers {
+            {
+                let mut lines = buffer.lock().unwrap_or_else(|e| e.into_inner());
+                if lines.is_empty() {
+                    continue;
+                }
+                std::mem::swap(&mut *lines, &mut *out);
+            }
+            // One write per batch under stdout's lock, so batches never
+            // interleave with each other.
+            let _ = stdout.lock().write_all(&out);
+            out.clear();
+            // A burst's buffer is not kept at its peak size.
+            if out.capacity() > 4 * WAKE_AT {
+                out.shrink_to(WAKE_AT);
+            }
         }
     }
 }
 
-pub struct AccessRecord {
-    pub format: LogFormat,
-    pub start: Instant,
-    pub ts: SystemTime,
-    pub request_id: HeaderValue,
-    pub client: IpAddr,
-    pub method: Method,
-    pub uri: Uri,
-    pub host: Option<HeaderValue>,
-    /// Names are read from the snapshot at write time, not copied per request.
-    pub snapshot: Arc<Snapshot>,
-    pub route: Option<usize>,
-    pub upstream: Option<usize>,
-    pub target: Option<Arc<Target>>,
-    /// 499 until a response is produced.
-    pub status: u16,
-    pub bytes_in: Arc<AtomicU64>,
-    pub bytes_out: u64,
-    pub retries: u32,
-    pub error: Option<ErrorKind>,
+// === formatting ===
+
+fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
+    buf.extend_from_slice(b"{\"ts\":\"");
+    stamp(buf, l.end, l.duration);
+    buf.extend_from_slice(b"\",\"request_id\":");
+    string(buf, l.request_id);
+    buf.extend_from_slice(b",\"client\":\"");
+    let _ = write!(buf, "{}", l.client);
+    buf.extend_from_slice(b"\",\"method\":");
+    string(buf, l.method.as_bytes());
+    buf.extend_from_slice(b",\"path\":");
+    string(buf, l.path.as_bytes());
+    for (key, value) in [
+        (&b",\"host\":"[..], l.host),
+        (b",\"route\":", l.route),
+        (b",\"upstream\":", l.upstream),
+        (b",\"target\":", l.target),
+    ] {
+        buf.extend_from_slice(key);
+        match value {
+            Some(v) => string(buf, v.as_bytes()),
+            None => buf.extend_from_slice(b"null"),
+        }
+    }
+    let micros = l.duration.as_micros();
+    let _ = write!(
+        buf,
+        ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{}.{:03},\"retries\":{},\"error\":",
+        l.status,
+        l.bytes_in,
+        l.bytes_out,
+        micros / 1000,
+        micros % 1000,
+        l.retries
+    );
+    match l.error {
+        Some(e) => string(buf, e.as_bytes()),
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.push(b'}');
 }
 
-/// Whether access lines would be written at all (config and `RUST_LOG`).
-pub fn enabled(snapshot: &Snapshot) -> bool {
-    snapshot.access_log && tracing::enabled!(target: "figway::access", tracing::Level::INFO)
+fn pretty(buf: &mut Vec<u8>, l: &Line<'_>) {
+    stamp(buf, l.end, l.duration);
+    let micros = l.duration.as_micros();
+    let _ = write!(
+        buf,
+        " {} {} {}{} -> {} {}/{} ",
+        l.status,
+        l.method,
+        l.host.unwrap_or(""),
+        l.path,
+        l.route.unwrap_or("-"),
+        l.upstream.unwrap_or("-"),
+        l.target.unwrap_or("-"),
+    );
+    if l.retries > 0 {
+        let _ = write!(buf, "retries={} ", l.retries);
+    }
+    let _ = write!(
+        buf,
+        "{}.{:03}ms in={} out={} client={} id=",
+        micros / 1000,
+        micros % 1000,
+        l.bytes_in,
+        l.bytes_out,
+        l.client
+    );
+    buf.extend_from_slice(l.request_id);
+    if let Some(e) = l.error {
+        let _ = write!(buf, " error={e}");
+    }
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    ts: String,
-    request_id: &'a str,
-    client: String,
-    method: &'a str,
-    path: &'a str,
-    host: Option<&'a str>,
-    route: Option<&'a str>,
-    upstream: Option<&'a str>,
-    target: Option<&'a str>,
-    status: u16,
-    bytes_in: u64,
-    bytes_out: u64,
-    duration_ms: f64,
-    retries: u32,
-    error: Option<&'static str>,
+/// A JSON string: quoted, with `"`, `\` and control bytes escaped, and any
+/// byte that is not UTF-8 replaced (header values may carry obs-text).
+fn string(buf: &mut Vec<u8>, value: &[u8]) {
+    buf.push(b'"');
+    match std::str::from_utf8(value) {
+        Ok(text) => escape(buf, text),
+        Err(_) => escape(buf, &String::from_utf8_lossy(value)),
+    }
+    buf.push(b'"');
 }
 
-impl Drop for AccessRecord {
-    fn drop(&mut self) {
-        let duration_ms = (self.start.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        let route = self.route.map(|r| &*self.snapshot.routes[r].name);
-        let upstream = self.upstream.map(|u| &*self.snapshot.upstreams[u].name);
-        let host = self
-            .host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| self.uri.authority().map(|a| a.as_str()));
-        let line = Line {
-            ts: crate::timefmt::rfc3339_millis(self.ts),
-            request_id: self.request_id.to_str().unwrap_or("-"),
-            client: self.client.to_string(),
-            method: self.method.as_str(),
-            path: self.uri.path(),
-            host,
-            route,
-            upstream,
-            target: self.target.as_deref().map(|t| &*t.authority),
-            status: self.status,
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out,
-            duration_ms,
-            retries: self.retries,
-            error: self.error.map(ErrorKind::as_str),
+fn escape(buf: &mut Vec<u8>, text: &str) {
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        buf.extend_from_slice(&text.as_bytes()[start..i]);
+        match b {
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            _ => {
+                let _ = write!(buf, "\\u{b:04x}");
+            }
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&text.as_bytes()[start..]);
+}
+
+/// The request's start as RFC 3339 with milliseconds, rendered once per
+/// millisecond per thread.
+fn stamp(buf: &mut Vec<u8>, end: SystemTime, duration: Duration) {
+    let start = end.checked_sub(duration).unwrap_or(end);
+    let ms = start
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    STAMP.with_borrow_mut(|(last, text)| {
+        if *last != ms {
+            let rendered = crate::timefmt::rfc3339_millis(start);
+            let n = rendered.len().min(text.len());
+            text[..n].copy_from_slice(&rendered.as_bytes()[..n]);
+            *last = ms;
+        }
+        buf.extend_from_slice(&text[..]);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(format: LogFormat) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let l = Line {
+            format,
+            end: UNIX_EPOCH + Duration::from_micros(1_764_480_000_123_000 + 2_500_250),
+            request_id: b"id-\"1\"",
+            client: "10.0.0.1".parse().unwrap(),
+            method: "GET",
+            path: "/a\\b",
+            host: Some("shop.test"),
+            route: Some("api"),
+            upstream: None,
+            target: None,
+            status: 200,
+            bytes_in: 5,
+            bytes_out: 7,
+            duration: Duration::from_micros(2_500_250),
+            retries: 1,
+            error: None,
         };
-        let mut out = match self.format {
-            LogFormat::Json => match serde_json::to_vec(&line) {
-                Ok(v) => v,
-                Err(_) => return,
-            },
-            LogFormat::Pretty => format!(
-                "{} {} {} {}{} -> {} {}/{} {} {:.3}ms in={} out={} client={} id={}{}",
-                line.ts,
-                line.status,
-                line.method,
-                line.host.unwrap_or(""),
-                line.path,
-                line.route.unwrap_or("-"),
-                line.upstream.unwrap_or("-"),
-                line.target.unwrap_or("-"),
-                if line.retries > 0 {
-                    format!("retries={}", line.retries)
-                } else {
-                    String::new()
-                },
-                line.duration_ms,
-                line.bytes_in,
-                line.bytes_out,
-                line.client,
-                line.request_id,
-                line.error
-                    .map(|e| format!(" error={e}"))
-                    .unwrap_or_default(),
-            )
-            .into_bytes(),
-        };
-        out.push(b'\n');
-        // One write per line under stdout's lock, so lines never interleave.
-        let _ = std::io::stdout().lock().write_all(&out);
+        match format {
+            LogFormat::Json => json(&mut buf, &l),
+            LogFormat::Pretty => pretty(&mut buf, &l),
+        }
+        buf
+    }
+
+    #[test]
+    fn json_lines_parse_and_keep_their_fields() {
+        let text = String::from_utf8(line(LogFormat::Json)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["ts"], "2025-11-30T05:20:00.123Z", "{text}");
+        assert_eq!(v["request_id"], "id-\"1\"");
+        assert_eq!(v["path"], "/a\\b");
+        assert_eq!(v["duration_ms"], 2500.25);
+        assert_eq!(v["upstream"], serde_json::Value::Null);
+        assert_eq!(v.as_object().unwrap().len(), 15);
+    }
+
+    #[test]
+    fn control_bytes_and_bad_utf8_are_escaped() {
+        let mut buf = Vec::new();
+        string(&mut buf, b"a\x01b\n\xff");
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v, "a\u{1}b\n\u{fffd}");
+    }
+
+    #[test]
+    fn pretty_lines_read_left_to_right() {
+        let text = String::from_utf8(line(LogFormat::Pretty)).unwrap();
+        assert!(
+            text.starts_with(
+                "2025-11-30T05:20:00.123Z 200 GET shop.test/a\\b -> api -/- retries=1 2500.250ms"
+            ),
+            "{text}"
+        );
     }
 }

@@ -27,9 +27,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::clock;
 use crate::reload;
 use crate::state::{Route, Shared, Snapshot};
-use crate::upstream::clock;
 
 /// Serves the admin API until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -110,7 +110,10 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
         }
         "/upstreams" => json_response(&upstreams_json(&shared.snapshot.load())),
         "/metrics" => {
-            let body = shared.registry.metrics.render(&shared.snapshot.load());
+            let body = shared
+                .snapshot
+                .load()
+                .render_metrics(&shared.registry.metrics);
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,
@@ -155,33 +158,17 @@ pub fn upstreams_json(snapshot: &Snapshot) -> Value {
     Value::Object(out)
 }
 
-/// Routes in the order the router tries them at one path: longer prefix
-/// first; at equal prefixes exact host, wildcard (longer suffix first),
-/// none; then routes listing methods before those without; config order
-/// last.
-pub fn match_order(snapshot: &Snapshot) -> Vec<&Route> {
-    use crate::config::HostPattern;
-    let mut routes: Vec<&Route> = snapshot.routes.iter().collect();
-    routes.sort_by_key(|r| {
-        // Between wildcards the router tries the longer suffix first.
-        let (host_rank, suffix) = match &r.host {
-            Some(HostPattern::Exact(_)) => (0, 0),
-            Some(HostPattern::Wildcard(s)) => (1, s.len()),
-            None => (2, 0),
-        };
-        (
-            std::cmp::Reverse(r.prefix.len()),
-            host_rank,
-            std::cmp::Reverse(suffix),
-            r.methods.is_none(),
-        )
-    });
-    routes
+/// Routes in the order the router tries them (its precedence rule).
+pub fn match_order(snapshot: &Snapshot) -> impl Iterator<Item = &Route> {
+    snapshot
+        .router
+        .match_order()
+        .iter()
+        .map(|i| &snapshot.routes[*i])
 }
 
 pub fn routes_json(snapshot: &Snapshot) -> Value {
     let routes: Vec<Value> = match_order(snapshot)
-        .into_iter()
         .map(|r| {
             json!({
                 "name": &*r.name,

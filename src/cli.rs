@@ -141,6 +141,8 @@ fn run(path: &Path) -> ExitCode {
         );
         warn_without_migrate_req();
         crate::server::run(proxy, admin, shared, shutdown_signal()).await;
+        // Lines of requests that ended in the drain, cut ones included.
+        crate::access_log::flush();
         tracing::info!("figway stopped");
         ExitCode::SUCCESS
     })
@@ -209,7 +211,7 @@ fn check(path: &Path) -> ExitCode {
     for w in &loaded.warnings {
         println!("{w}");
     }
-    let snapshot = crate::config::compile::compile(&loaded, &crate::upstream::Registry::default());
+    let snapshot = crate::state::compile::compile(&loaded, &crate::upstream::Registry::default());
     println!("{}: ok (version {})", path.display(), loaded.version);
     print!("{}", crate::table::render_routes(&snapshot));
     ExitCode::SUCCESS
@@ -255,7 +257,7 @@ fn explain(
             return ExitCode::from(1);
         }
     };
-    let snapshot = Arc::new(crate::config::compile::compile(
+    let snapshot = Arc::new(crate::state::compile::compile(
         &loaded,
         &crate::upstream::Registry::default(),
     ));
@@ -278,13 +280,9 @@ fn explain(
                     )
                     .map(|v| v.to_vec()),
                 };
-                let chosen = value.as_ref().map(|v| {
-                    let side = crate::decision::side_for_bucket(
-                        route,
-                        crate::decision::sticky_bucket(route, v),
-                    );
-                    name(route.sides[side].upstream)
-                });
+                let chosen = value
+                    .as_ref()
+                    .map(|v| name(route.sides[crate::decision::sticky_side(route, v)].upstream));
                 json!({
                     "key": source.to_string(),
                     "value": value.map(|v| String::from_utf8_lossy(&v).into_owned()),
@@ -303,7 +301,7 @@ fn explain(
                     "host": route.host.as_ref().map(|h| h.to_string()),
                     "methods": route.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
                 },
-                "path_forwarded": d.path_forwarded,
+                "path_forwarded": d.path_forwarded_str(&uri),
                 "upstreams": route.sides.iter().map(|side| json!({"name": name(side.upstream), "weight": side.weight})).collect::<Vec<_>>(),
                 "sticky": sticky,
                 "fallback": route.fallback.map(name),

@@ -1,15 +1,18 @@
-//! The answers figway gives itself when it cannot or will not forward a
-//! request (SPEC §4). Every kind maps to its status in one exhaustive match,
-//! so a new kind without a status does not compile; the kind's name goes out
-//! in `x-figway-error` and into logs.
+//! Why figway answers a request itself (SPEC §4). Every kind maps to its
+//! status in one exhaustive match, so a new kind without a status does not
+//! compile; the kind's name goes out in `x-figway-error` and into logs. The
+//! answers themselves are built in `proxy::respond`.
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{Response, StatusCode};
-
-use crate::body::ResponseBody;
+use http::header::HeaderName;
+use http::StatusCode;
 
 pub static X_FIGWAY_ERROR: HeaderName = HeaderName::from_static("x-figway-error");
+
+/// The status logged for requests cut at `drain_timeout` (nginx's 444).
+pub const DRAIN_CUT: StatusCode = match StatusCode::from_u16(444) {
+    Ok(s) => s,
+    Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -28,10 +31,15 @@ pub enum ErrorKind {
     NoHealthyUpstream,
     /// The upstream's `max_in_flight` is reached and no fallback took over.
     CircuitOpen,
+    /// figway cut the request when its drain ran out of `drain_timeout`.
+    /// Never an answer (the connection is closed); logged with status 444,
+    /// nginx's "closed without response", so that dashboards tell a drain
+    /// from a client that left (499).
+    DrainTimeout,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamReset,
         ErrorKind::UpstreamTimeout,
@@ -40,6 +48,7 @@ impl ErrorKind {
         ErrorKind::NoRoute,
         ErrorKind::NoHealthyUpstream,
         ErrorKind::CircuitOpen,
+        ErrorKind::DrainTimeout,
     ];
 
     /// Position in [`ErrorKind::ALL`], for per-kind tables.
@@ -53,6 +62,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => 5,
             ErrorKind::NoHealthyUpstream => 6,
             ErrorKind::CircuitOpen => 7,
+            ErrorKind::DrainTimeout => 8,
         }
     }
 
@@ -66,6 +76,7 @@ impl ErrorKind {
             ErrorKind::NoHealthyUpstream | ErrorKind::CircuitOpen => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ErrorKind::DrainTimeout => DRAIN_CUT,
         }
     }
 
@@ -79,10 +90,12 @@ impl ErrorKind {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
             ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::DrainTimeout => "drain_timeout",
         }
     }
 
-    fn body(self) -> &'static str {
+    /// The short text body of figway's own answer.
+    pub fn message(self) -> &'static str {
         match self {
             ErrorKind::UpstreamConnect => "bad gateway: could not connect to the upstream\n",
             ErrorKind::UpstreamReset => {
@@ -96,29 +109,7 @@ impl ErrorKind {
             ErrorKind::CircuitOpen => {
                 "service unavailable: too many requests in flight to the upstream\n"
             }
+            ErrorKind::DrainTimeout => "",
         }
-    }
-
-    pub fn response(self) -> Response<ResponseBody> {
-        let mut response = Response::new(ResponseBody::full(Bytes::from_static(
-            self.body().as_bytes(),
-        )));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            X_FIGWAY_ERROR.clone(),
-            HeaderValue::from_static(self.as_str()),
-        );
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        if self == ErrorKind::MethodNotAllowed {
-            headers.insert(
-                http::header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
-            );
-        }
-        response
     }
 }

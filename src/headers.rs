@@ -3,7 +3,6 @@
 //! built once as statics.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -79,42 +78,23 @@ fn fresh_request_id() -> HeaderValue {
     HeaderValue::try_from(s).unwrap_or(HeaderValue::from_static("0"))
 }
 
-/// Sets `X-Forwarded-For` (incoming list + socket peer, as nginx's
-/// `$proxy_add_x_forwarded_for`), and `X-Forwarded-Proto`/`-Host`, which a
-/// trusted proxy may have set already and anybody else may not.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    peer: IpAddr,
-    peer_trusted: bool,
-    host: Option<&HeaderValue>,
-    proto: &'static str,
-) {
-    let peer = peer.to_canonical();
-    let mut list = String::new();
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(v) = v.to_str() {
-            if !list.is_empty() {
-                list.push_str(", ");
-            }
-            list.push_str(v.trim());
+/// The `X-Forwarded-For` list the upstream gets: the incoming entries, then
+/// `peer` (already rendered once per connection).
+pub fn append_forwarded_for<'a>(
+    incoming: impl IntoIterator<Item = &'a HeaderValue>,
+    peer: &HeaderValue,
+) -> HeaderValue {
+    let mut list: Vec<u8> = Vec::with_capacity(64);
+    for v in incoming {
+        let v = v.as_bytes().trim_ascii();
+        if v.is_empty() {
+            continue;
         }
+        list.extend_from_slice(v);
+        list.extend_from_slice(b", ");
     }
-    if !list.is_empty() {
-        list.push_str(", ");
-    }
-    let _ = write!(list, "{peer}");
-    if let Ok(v) = HeaderValue::try_from(list) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
-    }
+    list.extend_from_slice(peer.as_bytes());
+    HeaderValue::from_bytes(&list).unwrap_or_else(|_| peer.clone())
 }
 
 /// HTTP/2 clients may split `cookie` into several fields; an HTTP/1.1
@@ -155,26 +135,14 @@ mod tests {
 
     #[test]
     fn forwarded_appends_peer() {
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
-        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let host = HeaderValue::from_static("shop.example.com");
-        set_forwarded(
-            &mut h,
-            "3.3.3.3".parse().unwrap(),
-            false,
-            Some(&host),
-            "http",
+        let peer = HeaderValue::from_static("3.3.3.3");
+        let a = HeaderValue::from_static("1.1.1.1");
+        let b = HeaderValue::from_static(" 2.2.2.2 ");
+        assert_eq!(
+            append_forwarded_for([&a, &b], &peer),
+            "1.1.1.1, 2.2.2.2, 3.3.3.3"
         );
-        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "shop.example.com");
-        let mut h2 = HeaderMap::new();
-        h2.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(&mut h2, "3.3.3.3".parse().unwrap(), true, None, "http");
-        assert_eq!(h2["x-forwarded-proto"], "https");
-        assert_eq!(h2["x-forwarded-for"], "3.3.3.3");
+        assert_eq!(append_forwarded_for([], &peer), "3.3.3.3");
     }
 
     #[test]

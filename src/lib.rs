@@ -4,29 +4,44 @@
 //!
 //! # Layout
 //!
-//! A request walks one way through the code:
+//! Modules form layers: each imports only modules below it (a test,
+//! `tests/layers.rs`, fails on any import cycle). From the bottom:
 //!
-//! - [`server`] accepts connections (HTTP/1.1 and h2c), caps their number and
-//!   drains them on shutdown; [`framing`] watches client bytes for smuggling; [`admin`] serves the admin API beside it.
-//! - [`proxy`] handles one request: it loads the current [`state::Snapshot`]
-//!   once, asks [`decision`] for the route (which uses [`path`] to normalise
-//!   and [`router`] to match), picks a target from the [`upstream`], rewrites
-//!   headers with [`headers`], forwards over a pooled connection
-//!   ([`upstream::pool`]) and streams the answer back through [`body`].
-//!   Failures become [`error::ErrorKind`] answers; [`access_log`] writes one
-//!   line per request.
-//! - [`config`] reads the file (every error at once, with file:line:col),
-//!   validates it into [`config::model`] and compiles it into a snapshot;
-//!   [`reload`] does the same on a file change, SIGHUP or `POST /reload`
-//!   and swaps the new snapshot in.
-//! - [`cli`] is the command line: run, check, explain; [`table`] renders its
-//!   text output. [`net`] holds CIDRs and client-address rules, [`timefmt`]
-//!   RFC 3339 timestamps.
+//! - Leaves: [`clock`] (milliseconds on tokio's clock, for atomics),
+//!   [`hash`] (the stable hash), [`path`] (normalisation), [`net`] (CIDRs,
+//!   the client address rule), [`timefmt`] (RFC 3339), [`headers`]
+//!   (hop-by-hop, `X-Forwarded-For`, `x-request-id`), [`error`] (why figway
+//!   answers itself, with status and `x-figway-error` kind), [`framing`]
+//!   (the smuggling guard over client bytes), [`sticky`] (split buckets).
+//! - [`config`] reads the file (every error at once, with file:line:col)
+//!   and validates it into [`config::model`] types. It knows nothing of the
+//!   runtime.
+//! - [`body`] (request bodies going upstream, bounded copies), [`keys`]
+//!   (hash and sticky keys), [`router`] (the segment trie and the match
+//!   order), [`metrics`] (the registry and pre-resolved handles),
+//!   [`access_log`] (lines formatted per worker, written by a writer thread).
+//! - [`upstream`]: targets (health, ejection, in-flight), balancing, the
+//!   retry budget, per-worker connection pools, active health checks, and
+//!   `upstream::client`, which makes one attempt at one target for the
+//!   proxy and the shadow alike.
+//! - [`shadow`]: mirrored requests and the compare of their answers.
+//! - [`state`]: the compiled [`state::Snapshot`] (`state::compile` builds it
+//!   from a config) and [`state::Shared`], the process state around it.
+//! - [`decision`]: the routing decision (route, forwarded path, split side),
+//!   shared by the proxy and `figway explain`.
+//! - [`proxy`]: one request, top to bottom, as phases over one context:
+//!   `route` → `rewrite` → `attempt` (with `mirror`) → `respond` →
+//!   `finish`; `proxy::context` holds what a connection and a request know.
+//! - [`reload`] (file watch, SIGHUP, `POST /reload` → parse, compile, swap),
+//!   [`admin`] (the admin API), [`server`] (listeners, connection cap,
+//!   per-connection context, drain), [`table`] (text renderings) and at the
+//!   top [`cli`]: run, check, explain.
 
 pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod error;
@@ -43,6 +58,7 @@ pub mod router;
 pub mod server;
 pub mod shadow;
 pub mod state;
+pub mod sticky;
 pub mod table;
 pub mod timefmt;
 pub mod upstream;

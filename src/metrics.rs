@@ -13,7 +13,6 @@
 //! dashboards stop showing what no longer exists.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::core::Collector;
@@ -22,7 +21,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::state::Snapshot;
+use crate::error::ErrorKind;
 
 /// Bucket bounds of `figway_request_duration_seconds`: 1 ms to 30 s
 /// (SPEC §8), dense where a proxy's latencies live.
@@ -52,6 +51,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     last_reload: Gauge,
     pub connections: IntGauge,
+    access_log_dropped: IntCounter,
     /// Scrapes reset and refill the table gauges; one at a time.
     scrape: Mutex<()>,
 }
@@ -96,6 +96,12 @@ impl Default for Metrics {
         )
         .unwrap_or_else(|e| unreachable!("connections: {e}"));
         let _ = registry.register(Box::new(connections.clone()));
+        let access_log_dropped = IntCounter::new(
+            "figway_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind.",
+        )
+        .unwrap_or_else(|e| unreachable!("access_log_dropped: {e}"));
+        let _ = registry.register(Box::new(access_log_dropped.clone()));
         Metrics {
             requests: counter_vec(
                 r,
@@ -160,6 +166,7 @@ impl Default for Metrics {
             ),
             last_reload,
             connections,
+            access_log_dropped,
             registry,
             scrape: Mutex::new(()),
         }
@@ -201,9 +208,9 @@ impl Metrics {
         }
     }
 
-    /// One counter per shadow outcome, in `shadow::Outcome::ALL` order.
+    /// One counter per shadow outcome, in [`ShadowOutcome::ALL`] order.
     pub fn shadow(&self, route: &str) -> [IntCounter; 4] {
-        crate::shadow::Outcome::ALL.map(|o| self.shadow.with_label_values(&[route, o.as_str()]))
+        ShadowOutcome::ALL.map(|o| self.shadow.with_label_values(&[route, o.as_str()]))
     }
 
     /// A reload's result; a success also moves the success timestamp.
@@ -228,102 +235,132 @@ impl Metrics {
         self.last_reload.set(now);
     }
 
-    /// The text exposition, with the table gauges set from `snapshot`.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// The text exposition; `fill` sets the gauges that describe the
+    /// current table (upstream info, target health, in-flight) first.
+    pub fn render(&self, fill: impl FnOnce(&TableGauges)) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.upstream_info.reset();
         self.target_healthy.reset();
         self.upstream_in_flight.reset();
-        for u in snapshot.upstreams.iter() {
-            self.upstream_info
-                .with_label_values(&[&*u.name, if u.legacy { "true" } else { "false" }])
-                .set(1);
-            self.upstream_in_flight
-                .with_label_values(&[&*u.name])
-                .set(u.shared.in_flight.load(Ordering::Relaxed) as i64);
-            for t in u.targets.iter() {
-                self.target_healthy
-                    .with_label_values(&[&*u.name, &*t.authority])
-                    .set(i64::from(t.healthy.load(Ordering::Relaxed)));
-            }
-        }
+        fill(&TableGauges(self));
         let mut out = String::new();
         let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
         out
     }
 
-    /// Removes the series of routes, route/upstream pairs, shadows and
-    /// upstreams that `old` had and `new` has not.
-    pub fn forget(&self, old: &Snapshot, new: &Snapshot) {
-        // Indexed once: a 10,000-route table must not cost 10,000² lookups.
-        let new_routes: HashMap<&str, &crate::state::Route> =
-            new.routes.iter().map(|r| (&*r.name, r)).collect();
-        let mut gone: HashSet<(&str, &str)> = HashSet::new();
-        for route in old.routes.iter() {
-            let kept = new_routes.get(&*route.name);
-            for m in route.metrics.iter().map(|(_, m)| m) {
-                match kept.and_then(|k| k.metrics.iter().find(|(_, n)| n.upstream == m.upstream)) {
-                    None => {
-                        m.remove(self);
-                        gone.insert((&m.route, &m.upstream));
-                    }
-                    Some((_, n))
-                        if n.fallback.as_ref().map(|f| &f.0)
-                            != m.fallback.as_ref().map(|f| &f.0) =>
-                    {
-                        m.remove_fallback(self)
-                    }
-                    Some(_) => {}
-                }
-            }
-            if route.shadow.is_some() && kept.is_none_or(|k| k.shadow.is_none()) {
-                for o in crate::shadow::Outcome::ALL {
-                    let _ = self.shadow.remove_label_values(&[&*route.name, o.as_str()]);
-                }
+    /// Removes the series of (route, upstream) pairs that a reload
+    /// dropped: their histograms, retry and fallback counters, and request
+    /// counters of every code they ever counted (read off the series that
+    /// exist, so codes counted under earlier snapshots go too).
+    pub fn forget_pairs(&self, gone: &[&RouteMetrics]) {
+        if gone.is_empty() {
+            return;
+        }
+        let mut pairs: HashSet<(&str, &str)> = HashSet::new();
+        for m in gone {
+            m.remove(self);
+            pairs.insert((&m.route, &m.upstream));
+        }
+        let family = Collector::collect(&self.requests);
+        for series in family.iter().flat_map(|f| f.get_metric()) {
+            let label = |name: &str| {
+                series
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map_or("", |l| l.value())
+            };
+            if pairs.contains(&(label("route"), label("upstream"))) {
+                let _ = self.requests.remove_label_values(&[
+                    label("route"),
+                    label("upstream"),
+                    label("code"),
+                ]);
             }
         }
-        if !gone.is_empty() {
-            // Every code a removed pair ever counted, also under earlier
-            // snapshots: read them off the series that exist.
-            let family = Collector::collect(&self.requests);
-            for series in family.iter().flat_map(|f| f.get_metric()) {
-                let label = |name: &str| {
-                    series
-                        .get_label()
-                        .iter()
-                        .find(|l| l.name() == name)
-                        .map_or("", |l| l.value())
-                };
-                if gone.contains(&(label("route"), label("upstream"))) {
-                    let _ = self.requests.remove_label_values(&[
-                        label("route"),
-                        label("upstream"),
-                        label("code"),
-                    ]);
-                }
-            }
+    }
+
+    /// Removes the fallback counter of a pair whose fallback changed.
+    pub fn forget_fallback(&self, pair: &RouteMetrics) {
+        pair.remove_fallback(self);
+    }
+
+    /// Removes a route's shadow outcome counters.
+    pub fn forget_shadow(&self, route: &str) {
+        for o in ShadowOutcome::ALL {
+            let _ = self.shadow.remove_label_values(&[route, o.as_str()]);
         }
-        let new_upstreams: HashMap<&str, &crate::upstream::Upstream> =
-            new.upstreams.iter().map(|u| (&*u.name, u)).collect();
-        for u in old.upstreams.iter() {
-            let kept = new_upstreams.get(&*u.name);
-            if kept.is_none() {
-                u.metrics.remove();
-            }
-            for t in u.targets.iter() {
-                if !kept.is_some_and(|k| k.targets.iter().any(|n| n.authority == t.authority)) {
-                    let _ = self
-                        .ejections
-                        .remove_label_values(&[&*u.name, &*t.authority]);
-                }
-            }
+    }
+
+    /// Removes the ejection counter of one target of an upstream.
+    pub fn forget_target(&self, upstream: &str, target: &str) {
+        let _ = self.ejections.remove_label_values(&[upstream, target]);
+    }
+}
+
+/// The gauges a scrape sets from the current table.
+pub struct TableGauges<'m>(&'m Metrics);
+
+impl TableGauges<'_> {
+    /// Brings `figway_access_log_dropped_total` up to the access log's own
+    /// count (kept by the log, which knows nothing of metrics).
+    pub fn access_log_dropped(&self, total: u64) {
+        let counter = &self.0.access_log_dropped;
+        let counted = counter.get();
+        if total > counted {
+            counter.inc_by(total - counted);
+        }
+    }
+
+    pub fn upstream(&self, name: &str, legacy: bool, in_flight: usize) {
+        let m = self.0;
+        m.upstream_info
+            .with_label_values(&[name, if legacy { "true" } else { "false" }])
+            .set(1);
+        m.upstream_in_flight
+            .with_label_values(&[name])
+            .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+    }
+
+    pub fn target(&self, upstream: &str, target: &str, healthy: bool) {
+        self.0
+            .target_healthy
+            .with_label_values(&[upstream, target])
+            .set(i64::from(healthy));
+    }
+}
+
+/// What became of one shadow request (SPEC §4), the `result` label of
+/// `figway_shadow_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowOutcome {
+    Match,
+    Mismatch,
+    Error,
+    Skipped,
+}
+
+impl ShadowOutcome {
+    pub const ALL: [ShadowOutcome; 4] = [
+        ShadowOutcome::Match,
+        ShadowOutcome::Mismatch,
+        ShadowOutcome::Error,
+        ShadowOutcome::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowOutcome::Match => "match",
+            ShadowOutcome::Mismatch => "mismatch",
+            ShadowOutcome::Error => "error",
+            ShadowOutcome::Skipped => "skipped",
         }
     }
 }
 
 /// The handles for one (route, upstream) pair.
 pub struct RouteMetrics {
-    route: Box<str>,
+    pub route: Box<str>,
     pub upstream: Box<str>,
     hot: [OnceLock<IntCounter>; HOT_CODES.len()],
     other: Mutex<HashMap<u16, IntCounter>>,
@@ -337,7 +374,11 @@ pub struct RouteMetrics {
 impl RouteMetrics {
     /// Whether these handles count fallbacks to `to` (reusable as they are).
     pub fn falls_back_to(&self, to: Option<&str>) -> bool {
-        self.fallback.as_ref().map(|(t, _)| &**t) == to
+        self.fallback_name() == to
+    }
+
+    pub fn fallback_name(&self) -> Option<&str> {
+        self.fallback.as_ref().map(|(t, _)| &**t)
     }
 
     /// One finished request: its status code and how long it took.
@@ -403,12 +444,12 @@ fn itoa_u16(code: u16) -> [u8; 3] {
 /// The kinds an upstream's attempts and refusals can fail with; their
 /// counters exist from the moment the upstream does, at zero, so that the
 /// first failure of each kind shows in `rate()` and `increase()`.
-const UPSTREAM_KINDS: [crate::error::ErrorKind; 5] = [
-    crate::error::ErrorKind::UpstreamConnect,
-    crate::error::ErrorKind::UpstreamReset,
-    crate::error::ErrorKind::UpstreamTimeout,
-    crate::error::ErrorKind::NoHealthyUpstream,
-    crate::error::ErrorKind::CircuitOpen,
+const UPSTREAM_KINDS: [ErrorKind; 5] = [
+    ErrorKind::UpstreamConnect,
+    ErrorKind::UpstreamReset,
+    ErrorKind::UpstreamTimeout,
+    ErrorKind::NoHealthyUpstream,
+    ErrorKind::CircuitOpen,
 ];
 
 /// The handles of one upstream.
@@ -422,7 +463,7 @@ pub struct UpstreamMetrics {
 }
 
 impl UpstreamMetrics {
-    pub fn error(&self, kind: crate::error::ErrorKind) {
+    pub fn error(&self, kind: ErrorKind) {
         if let Some(i) = UPSTREAM_KINDS.iter().position(|k| *k == kind) {
             self.by_kind[i].inc();
         }
@@ -435,7 +476,7 @@ impl UpstreamMetrics {
         }
     }
 
-    fn remove(&self) {
+    pub fn remove(&self) {
         for kind in UPSTREAM_KINDS {
             let _ = self
                 .errors

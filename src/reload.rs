@@ -110,7 +110,7 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
     let snapshot = Arc::new(snapshot);
     // Checkers first: targets new in this snapshot are checked from the
     // moment they can be picked; those that stay keep theirs.
-    crate::upstream::health::sync(&snapshot);
+    crate::upstream::health::sync(&snapshot.upstreams);
     let old = shared.snapshot.swap(snapshot.clone());
     let took_ms = started.elapsed().as_secs_f64() * 1000.0;
     shared.registry.metrics.reloaded(true);
@@ -119,7 +119,7 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
     let (worker, new) = (shared.clone(), snapshot.clone());
     let describe = tracing::enabled!(tracing::Level::INFO);
     let changes = tokio::task::spawn_blocking(move || {
-        worker.registry.metrics.forget(&old, &new);
+        crate::state::compile::forget(&worker.registry.metrics, &old, &new);
         describe.then(|| describe_changes(&old, &new))
     })
     .await
@@ -191,7 +191,7 @@ fn build(
             .push("log.format changed: it needs a restart; the running format is kept".to_string());
     }
     let previous = shared.snapshot.load_full();
-    let snapshot = config::compile::compile_after(&loaded, &shared.registry, Some(&previous));
+    let snapshot = crate::state::compile::compile_after(&loaded, &shared.registry, Some(&previous));
     Ok((snapshot, warnings))
 }
 

@@ -19,6 +19,7 @@ use http::Method;
 use crate::config::HostPattern;
 
 /// What the router needs to know of a route.
+#[derive(Clone, Copy)]
 pub struct RouteKey<'a> {
     pub prefix: &'a str,
     pub host: Option<&'a HostPattern>,
@@ -36,6 +37,28 @@ pub struct Match {
 #[derive(Debug, Default)]
 pub struct Router {
     nodes: Vec<Node>,
+    /// Route indices in match order (see [`precedence`]), for `/routes`
+    /// and `figway check`.
+    order: Box<[usize]>,
+}
+
+/// The match order (SPEC §3, §7) as a sort key: longer prefix (in bytes)
+/// first; at equal prefixes exact host, then wildcard (longer suffix
+/// first), then no host; then routes listing methods before those without.
+/// A stable sort by it leaves config order last. `build` orders each
+/// node's candidates by it, so lookups and listings cannot disagree.
+fn precedence(route: &RouteKey<'_>) -> impl Ord {
+    let (host_rank, suffix) = match route.host {
+        Some(HostPattern::Exact(_)) => (0u8, 0),
+        Some(HostPattern::Wildcard(s)) => (1, s.len()),
+        None => (2, 0),
+    };
+    (
+        std::cmp::Reverse(route.prefix.len()),
+        host_rank,
+        std::cmp::Reverse(suffix),
+        route.methods.is_none(),
+    )
 }
 
 #[derive(Debug, Default)]
@@ -69,8 +92,13 @@ impl Router {
     pub fn build<'a>(routes: impl IntoIterator<Item = RouteKey<'a>>) -> Router {
         let mut router = Router {
             nodes: vec![Node::default()],
+            order: Box::default(),
         };
-        for (index, route) in routes.into_iter().enumerate() {
+        let routes: Vec<RouteKey<'a>> = routes.into_iter().collect();
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        order.sort_by_key(|i| precedence(&routes[*i]));
+        router.order = order.into_boxed_slice();
+        for (index, route) in routes.iter().enumerate() {
             let node = router.insert_path(route.prefix);
             let entry = Entry {
                 methods: route.methods.map(|m| m.to_vec().into_boxed_slice()),
@@ -85,11 +113,25 @@ impl Router {
                 None => &mut node.any_host,
             };
             list.push(entry);
-            // Routes that list methods are tried first; stable, so config
-            // order decides among the rest.
-            list.sort_by_key(|e| e.methods.is_none());
+        }
+        // Within one list prefix and host are equal: the precedence puts
+        // routes listing methods first, config order among the rest.
+        for node in &mut router.nodes {
+            let lists = node
+                .exact
+                .values_mut()
+                .chain(node.wildcard.values_mut())
+                .chain(std::iter::once(&mut node.any_host));
+            for list in lists {
+                list.sort_by_key(|e| precedence(&routes[e.route]));
+            }
         }
         router
+    }
+
+    /// Route indices in match order.
+    pub fn match_order(&self) -> &[usize] {
+        &self.order
     }
 
     fn insert_path(&mut self, prefix: &str) -> usize {

@@ -19,8 +19,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::framing::{ConnFlags, Guarded};
+use crate::proxy::ConnCtx;
 use crate::state::Shared;
 
 /// Binds a listening socket with SO_REUSEPORT (SPEC §9).
@@ -47,18 +49,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone()));
-    // Idle upstream connections are closed after idle_timeout even when no
-    // request comes to take them.
-    let sweeper = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                shared.registry.sweep_idle();
-            }
-        })
-    };
+    // Connection tasks, so that the drain can cut what outlives it.
+    let mut connections = JoinSet::new();
     let builder = Arc::new(http_builder(&shared));
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(shared.listen.max_connections));
@@ -83,18 +75,18 @@ pub async fn run(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let shared_conn = shared.clone();
         let flags = ConnFlags::new();
         let io = Guarded::new(stream, flags.clone(), shared.listen.max_header_bytes);
-        let service = service_fn(move |req| {
-            crate::proxy::handle(req, peer, flags.clone(), shared_conn.clone())
-        });
+        let conn_ctx = Arc::new(ConnCtx::new(shared.clone(), peer, flags));
+        let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
         let active = ActiveConnection::new(&shared.registry.metrics.connections);
-        tokio::spawn(async move {
+        // Reap the finished ones as we go; the set holds only live tasks.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "client connection ended with an error");
             }
@@ -110,9 +102,13 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!(timeout = ?shared.listen.drain_timeout, "drain timeout reached; cutting remaining connections");
+        // Requests dropped from here on are logged as drain cuts, not as
+        // clients that left.
+        shared.cutting.store(true, Ordering::SeqCst);
+        connections.abort_all();
     }
+    while connections.join_next().await.is_some() {}
     admin_task.abort();
-    sweeper.abort();
 }
 
 fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {

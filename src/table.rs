@@ -16,7 +16,12 @@ pub fn render_routes(snapshot: &Snapshot) -> String {
         "TO".into(),
         "FORWARDS".into(),
     ]];
-    for r in crate::admin::match_order(snapshot) {
+    let ordered = snapshot
+        .router
+        .match_order()
+        .iter()
+        .map(|i| &snapshot.routes[*i]);
+    for r in ordered {
         let forwards = match (&r.rewrite_prefix, r.strip_prefix) {
             (Some(p), _) => format!("{} -> {p}", r.prefix),
             (None, true) => format!("{} -> /", r.prefix),

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use figway::upstream::clock;
+use figway::clock;
 use http::{Response, StatusCode};
 use serde_json::Value;
 

@@ -28,7 +28,7 @@ use prometheus_parse::{LineInfo, Sample, SampleType, Scrape, Value};
 // === the SPEC §8 contract ===
 
 /// Every metric of SPEC §8: name, type and label names.
-const SPEC: [(&str, SampleType, &[&str]); 13] = [
+const SPEC: [(&str, SampleType, &[&str]); 14] = [
     (
         "figway_requests_total",
         SampleType::Counter,
@@ -90,6 +90,7 @@ const SPEC: [(&str, SampleType, &[&str]); 13] = [
         &[],
     ),
     ("figway_connections_active", SampleType::Gauge, &[]),
+    ("figway_access_log_dropped_total", SampleType::Counter, &[]),
 ];
 
 const REQUESTS: &str = "figway_requests_total";

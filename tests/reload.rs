@@ -751,9 +751,12 @@ async fn traffic(addr: SocketAddr) {
 async fn pooled_upstream_connections_survive_a_reload() {
     let (m, accepted, _task) = counting_backend().await;
     let other = Backend::start("other").await;
+    // One worker: upstream pools are per worker thread, and which worker
+    // a connection lands on is the kernel's and tokio's choice; with one,
+    // the count of upstream connections measures pooling alone.
     let table = |other_prefix: &str| {
         config(&format!(
-            "[upstreams.m]\ntargets = [\"http://{m}\"]\nlegacy = true\n[upstreams.o]\ntargets = [\"{}\"]\n[[routes]]\nname = \"root\"\nprefix = \"/\"\nto = \"m\"\n[[routes]]\nname = \"other\"\nprefix = \"{other_prefix}\"\nto = \"o\"\n",
+            "[runtime]\nworkers = 1\n[upstreams.m]\ntargets = [\"http://{m}\"]\nlegacy = true\n[upstreams.o]\ntargets = [\"{}\"]\n[[routes]]\nname = \"root\"\nprefix = \"/\"\nto = \"m\"\n[[routes]]\nname = \"other\"\nprefix = \"{other_prefix}\"\nto = \"o\"\n",
             other.url()
         ))
     };

@@ -154,8 +154,7 @@ fn route_index(shared: &figway::state::Shared, name: &str) -> usize {
 fn decided_side(shared: &figway::state::Shared, name: &str, key: &[u8]) -> String {
     let snapshot = shared.snapshot.load();
     let route = &snapshot.routes[route_index(shared, name)];
-    let side =
-        figway::decision::side_for_bucket(route, figway::decision::sticky_bucket(route, key));
+    let side = figway::decision::sticky_side(route, key);
     snapshot.upstreams[route.sides[side].upstream]
         .name
         .to_string()

@@ -8,10 +8,6 @@ mod support;
 use support::*;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -110,74 +106,6 @@ async fn download_of_50_mib_streams_through() {
 }
 
 // === access log ===
-
-/// The binary with stdout piped: its access-log lines arrive on `lines`.
-struct LoggingFigway {
-    child: Child,
-    addr: SocketAddr,
-    lines: mpsc::Receiver<String>,
-    _dir: tempdir::Dir,
-}
-
-impl LoggingFigway {
-    fn spawn(toml: &str) -> LoggingFigway {
-        let dir = tempdir::Dir::new();
-        let path = dir.path().join("figway.toml");
-        std::fs::write(&path, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_figway"))
-            .arg("run")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = child.stderr.take().unwrap();
-        let mut err_lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = err_lines
-                .next()
-                .expect("figway exited before serving")
-                .unwrap();
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["message"] == "figway serving" {
-                    break v["listen"].as_str().unwrap().parse().unwrap();
-                }
-            }
-        };
-        std::thread::spawn(move || for _ in err_lines {});
-        LoggingFigway {
-            child,
-            addr,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    fn next_line(&self) -> String {
-        self.lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("no access-log line on stdout within 10s")
-    }
-}
-
-impl Drop for LoggingFigway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_lines_have_the_contracted_fields() {

@@ -1,10 +1,11 @@
 //! The config file: read (`doc`), validated (`parse`) into the [`model`]
-//! types, then compiled into a runtime snapshot by `compile`. Loading never
+//! types. This module knows nothing of the runtime: `state::compile` turns
+//! a [`Loaded`] config into the snapshot the proxy reads. Loading never
 //! stops at the first mistake: [`ConfigError`] carries every problem as a
 //! `file:line:col: key.path: message` line.
 
-pub mod compile;
 mod doc;
+mod fields;
 pub mod model;
 mod parse;
 mod routes;

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::doc::{as_string, as_table, Problems, Table, Value};
+use super::fields::{nonzero_duration, read_timeouts};
 use super::model::*;
 use super::units::parse_duration;
 use crate::net::Cidr;
@@ -23,7 +24,7 @@ pub fn read(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Config>
     let defaults = match root.table("defaults", problems) {
         Some(mut t) => {
             let d = read_timeouts(&mut t, Timeouts::default(), problems);
-            let retries = super::upstreams::read_retries(&mut t, 1, problems);
+            let retries = super::fields::read_retries(&mut t, 1, problems);
             t.finish(problems);
             (d, retries)
         }
@@ -179,40 +180,6 @@ fn read_log(root: &mut Table<'_, '_>, problems: &mut Problems) -> Log {
     }
     t.finish(problems);
     log
-}
-
-pub(super) fn read_timeouts(
-    t: &mut Table<'_, '_>,
-    inherit: Timeouts,
-    problems: &mut Problems,
-) -> Timeouts {
-    Timeouts {
-        connect: t
-            .parsed("connect_timeout", problems, nonzero_duration)
-            .unwrap_or(inherit.connect),
-        request: t
-            .parsed("request_timeout", problems, nonzero_duration)
-            .unwrap_or(inherit.request),
-        idle: t
-            .parsed("idle_timeout", problems, parse_duration)
-            .unwrap_or(inherit.idle),
-    }
-}
-
-pub(super) fn nonzero_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        Duration::ZERO => Err("must be greater than zero".into()),
-        d => Ok(d),
-    }
-}
-
-pub(super) fn positive(t: &mut Table<'_, '_>, key: &str, problems: &mut Problems) -> Option<usize> {
-    let n = t.integer(key, problems)?;
-    if n.value <= 0 {
-        problems.add(n.span, t.key_path(key), "must be a positive integer");
-        return None;
-    }
-    Some(n.value as usize)
 }
 
 fn socket_addr(value: &Value<'_>, path: &str, problems: &mut Problems) -> Option<SocketAddr> {

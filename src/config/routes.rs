@@ -9,10 +9,9 @@ use http::{HeaderName, Method};
 use rustc_hash::FxHashSet;
 
 use super::doc::{as_string, as_table, Problems, Table};
+use super::fields::{key_source, positive};
 use super::model::*;
-use super::parse::positive;
 use super::units::parse_size;
-use super::upstreams::key_source;
 use crate::path;
 
 /// What makes two routes the same route to the router.

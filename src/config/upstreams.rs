@@ -9,22 +9,11 @@ use std::time::Duration;
 use http::uri::Authority;
 
 use super::doc::{as_string, as_table, Problems, Table};
+use super::fields::{key_source, nonzero_duration, positive, read_retries, read_timeouts};
 use super::model::*;
-use super::parse::{nonzero_duration, positive, read_timeouts};
 
 /// The largest smooth round-robin schedule we precompute for one upstream.
 pub const MAX_SCHEDULE: u64 = 65_536;
-
-pub(super) fn read_retries(t: &mut Table<'_, '_>, inherit: u32, problems: &mut Problems) -> u32 {
-    match t.integer("retries", problems) {
-        Some(n) if (0..=10).contains(&n.value) => n.value as u32,
-        Some(n) => {
-            problems.add(n.span, t.key_path("retries"), "must be between 0 and 10");
-            inherit
-        }
-        None => inherit,
-    }
-}
 
 pub(super) fn read_upstreams(
     root: &mut Table<'_, '_>,
@@ -194,25 +183,6 @@ fn status_range(text: &str) -> Result<(u16, u16), String> {
         return Err(bad());
     }
     Ok((lo, hi))
-}
-
-/// `header:NAME`, `cookie:NAME` or `client_ip`.
-pub(super) fn key_source(text: &str) -> Result<KeySource, String> {
-    let bad = || {
-        format!("invalid key {text:?}: expected \"header:NAME\", \"cookie:NAME\" or \"client_ip\"")
-    };
-    if text == "client_ip" {
-        return Ok(KeySource::ClientIp);
-    }
-    match text.split_once(':') {
-        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
-            .map(KeySource::Header)
-            .map_err(|_| bad()),
-        Some(("cookie", name)) if !name.is_empty() && !name.contains([';', '=', ' ']) => {
-            Ok(KeySource::Cookie(name.to_string()))
-        }
-        _ => Err(bad()),
-    }
 }
 
 fn read_targets(t: &mut Table<'_, '_>, problems: &mut Problems) -> Vec<TargetSpec> {

@@ -16,46 +16,22 @@ pub mod compare;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
-use crate::body::RequestBody;
+use crate::body::{BodyCopy, RequestBody, Tee};
+use crate::clock;
 use crate::config::ShadowSpec;
-use crate::state::Snapshot;
+use crate::headers::X_REQUEST_ID;
+pub use crate::metrics::ShadowOutcome as Outcome;
 use crate::upstream::balance::Tried;
-use crate::upstream::{clock, TargetGuard};
+use crate::upstream::{client, TargetGuard, Upstream};
 use compare::Answer;
 
 pub static X_FIGWAY_SHADOW: HeaderName = HeaderName::from_static("x-figway-shadow");
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Match,
-    Mismatch,
-    Error,
-    Skipped,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 4] = [
-        Outcome::Match,
-        Outcome::Mismatch,
-        Outcome::Error,
-        Outcome::Skipped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Match => "match",
-            Outcome::Mismatch => "mismatch",
-            Outcome::Error => "error",
-            Outcome::Skipped => "skipped",
-        }
-    }
-}
 
 /// A route's shadow as compiled into a snapshot.
 pub struct Shadow {
@@ -146,59 +122,11 @@ impl Drop for Permit {
     }
 }
 
-/// Copies a body as it streams past, up to a limit; the copy (or `None`
-/// when the body was larger) is sent when the body ends. Dropped before the
-/// end, it sends nothing and the receiver learns the body never completed.
-pub struct Tee {
-    buf: BytesMut,
-    limit: u64,
-    over: bool,
-    done: Option<oneshot::Sender<Option<Bytes>>>,
-}
-
-impl Tee {
-    pub fn new(limit: u64) -> (Tee, oneshot::Receiver<Option<Bytes>>) {
-        let (tx, rx) = oneshot::channel();
-        let tee = Tee {
-            buf: BytesMut::new(),
-            limit,
-            over: false,
-            done: Some(tx),
-        };
-        (tee, rx)
-    }
-
-    pub fn push(&mut self, data: &[u8]) {
-        if self.over {
-            return;
-        }
-        if self.buf.len() as u64 + data.len() as u64 > self.limit {
-            self.over = true;
-            self.buf = BytesMut::new();
-        } else {
-            self.buf.extend_from_slice(data);
-        }
-    }
-
-    pub fn finish(&mut self) {
-        if let Some(done) = self.done.take() {
-            let copy = (!self.over).then(|| std::mem::take(&mut self.buf).freeze());
-            let _ = done.send(copy);
-        }
-    }
-}
-
 /// The primary's side of a compare: its answer head goes out as soon as it
 /// is known, its body through the tee as it streams to the client.
 pub struct CompareSlot {
     pub head: oneshot::Sender<(StatusCode, HeaderMap)>,
     pub tee: Tee,
-}
-
-/// Where the mirrored request's body will come from.
-pub enum BodySource {
-    Known(Bytes),
-    Pending(oneshot::Receiver<Option<Bytes>>),
 }
 
 /// Where the shadow task receives the primary's answer head and body copy.
@@ -209,28 +137,23 @@ pub type PrimaryReceivers = (
 
 /// Everything the shadow task needs, taken from the primary's request.
 pub struct Mirror {
-    pub route: usize,
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
-    pub body: BodySource,
+    pub body: BodyCopy,
     /// The primary's answer head and body, when comparing.
     pub primary: Option<PrimaryReceivers>,
     pub permit: Permit,
 }
 
-/// Sends the copy and settles its outcome. Runs on its own task; nothing
-/// here can touch the client's exchange.
-pub async fn run(snapshot: Arc<Snapshot>, mirror: Mirror) {
-    let route = &snapshot.routes[mirror.route];
-    let Some(shadow) = route.shadow.as_ref() else {
-        return;
-    };
-    let outcome = exchange(&snapshot, shadow, &route.name, mirror).await;
+/// Sends the copy to `upstream` and settles its outcome. Runs on its own
+/// task (the proxy spawns it); nothing here can touch the client's exchange.
+pub async fn run(shadow: &Shadow, upstream: &Upstream, route: &str, mirror: Mirror) {
+    let outcome = exchange(shadow, upstream, route, mirror).await;
     shadow.record(outcome);
 }
 
-async fn exchange(snapshot: &Snapshot, shadow: &Shadow, route: &str, mirror: Mirror) -> Outcome {
+async fn exchange(shadow: &Shadow, upstream: &Upstream, route: &str, mirror: Mirror) -> Outcome {
     let Mirror {
         method,
         uri,
@@ -238,33 +161,36 @@ async fn exchange(snapshot: &Snapshot, shadow: &Shadow, route: &str, mirror: Mir
         body,
         primary,
         permit,
-        ..
     } = mirror;
     let _permit = permit;
     let body = match body {
-        BodySource::Known(b) => b,
+        BodyCopy::Known(b) => b,
         // Larger than max_body, or the client gave up mid-body: no copy.
-        BodySource::Pending(rx) => match rx.await {
+        BodyCopy::TooLarge => return Outcome::Skipped,
+        BodyCopy::Pending(rx) => match rx.await {
             Ok(Some(b)) => b,
             _ => return Outcome::Skipped,
         },
     };
     headers.insert(X_FIGWAY_SHADOW.clone(), HeaderValue::from_static("1"));
-    let request_id = headers.get(&crate::headers::X_REQUEST_ID).cloned();
-    let upstream = &snapshot.upstreams[shadow.spec.upstream];
+    let request_id = headers.get(&X_REQUEST_ID).cloned();
     let Some(index) = upstream.pick(None, &Tried::default(), clock::now_ms()) else {
         return Outcome::Error;
     };
     let target = &upstream.targets[index];
     let _guard = TargetGuard::new(target.clone());
-    let mut request = Request::new(RequestBody::Replay((!body.is_empty()).then_some(body)));
+    let body = match body.is_empty() {
+        true => RequestBody::Empty,
+        false => RequestBody::Replay(Some(body)),
+    };
+    let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     // One deadline for the whole exchange, head and body: a slow shadow
     // holds only its own task and its place under max_in_flight.
     let answer = tokio::time::timeout(upstream.timeouts.request, async {
-        let (response, reuse) = crate::proxy::send(upstream, target, request)
+        let (response, lease) = client::send(upstream, target, request)
             .await
             .map_err(|_| ())?;
         let (parts, mut body) = response.into_parts();
@@ -276,7 +202,7 @@ async fn exchange(snapshot: &Snapshot, shadow: &Shadow, route: &str, mirror: Mir
             }
         }
         tee.finish();
-        reuse.target.pool.checkin(reuse.sender);
+        lease.release();
         let copy = copy.await.ok().flatten();
         Ok::<_, ()>((parts.status, parts.headers, copy))
     })

@@ -17,9 +17,9 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::Target;
+use super::target::{Checker, Target};
+use super::Upstream;
 use crate::config::HealthSpec;
-use crate::state::Snapshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthCounter {
@@ -57,14 +57,14 @@ pub fn observe(c: HealthCounter, ok: bool, spec: &HealthSpec) -> HealthCounter {
     }
 }
 
-/// Starts, restarts or stops the checkers of every target in `snapshot` to
-/// match its upstreams' `[health]` tables.
-pub fn sync(snapshot: &Snapshot) {
+/// Starts, restarts or stops the checkers of every target of `upstreams`
+/// (one compiled snapshot's) to match their `[health]` tables.
+pub fn sync(upstreams: &[Upstream]) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::warn!("no runtime: health checks not started");
         return;
     };
-    for upstream in snapshot.upstreams.iter() {
+    for upstream in upstreams {
         for target in upstream.targets.iter() {
             let mut checker = target.checker.lock().unwrap_or_else(|e| e.into_inner());
             let current = checker.as_ref().map(|c| &c.spec);
@@ -89,17 +89,6 @@ pub fn sync(snapshot: &Snapshot) {
                 None => target.healthy.store(true, Ordering::Relaxed),
             }
         }
-    }
-}
-
-pub struct Checker {
-    spec: HealthSpec,
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for Checker {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -1,73 +1,34 @@
 //! Upstreams as the hot path sees them. A compiled [`Upstream`] (targets,
-//! weights, balancing tables, limits) lives in one snapshot. [`Target`]s and
-//! [`UpstreamShared`] (pooled connections, health, ejection, in-flight
-//! counts, the retry budget) outlive snapshots: the [`Registry`] hands the
-//! same ones to every snapshot that keeps them, so a reload forgets neither
-//! connections nor health.
+//! weights, balancing tables, limits) lives in one snapshot. [`Target`]s
+//! (health, ejection, in-flight counts) and [`UpstreamShared`] (the breaker's
+//! in-flight count, the retry budget) outlive snapshots: the [`Registry`]
+//! hands the same ones to every snapshot that keeps them, so a reload
+//! forgets neither health nor ejections, and pooled connections (kept per
+//! thread by target id, see [`pool`]) stay usable.
+//!
+//! Layers inside: `target`, `outlier`, `balance`, `budget` and `pool` know
+//! nothing of this file; this file compiles upstreams from them; `client`
+//! (one attempt at one target) and `health` (active checks) build on it.
 //!
 //! Nothing here takes a lock on the way to a pick; the outlier mutex is
 //! taken only after a failure, or after a success that ends a failure streak.
 
 pub mod balance;
 pub mod budget;
-pub mod clock;
+pub mod client;
 pub mod health;
 pub mod outlier;
 pub mod pool;
+pub mod target;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use balance::{Ring, Tried};
-use outlier::OutlierState;
+pub use target::{Target, TargetGuard};
 
 use crate::config::{Balance, HealthSpec, KeySource, OutlierSpec, Timeouts, UpstreamSpec};
-
-/// One upstream server; shared by every snapshot that lists it.
-pub struct Target {
-    /// `host:port`: what we dial and what logs and metrics call it.
-    pub authority: Box<str>,
-    pub pool: pool::Pool,
-    /// Set by active health checks; true when the upstream has none.
-    pub healthy: AtomicBool,
-    /// Clock milliseconds (see [`clock`]) until which the target is ejected.
-    pub ejected_until: AtomicU64,
-    /// Mirrors `outlier.consecutive` so a success can skip the lock.
-    failures: AtomicU32,
-    outlier: Mutex<OutlierState>,
-    /// Attempts in flight to this target (least_request compares these).
-    pub in_flight: AtomicUsize,
-    checker: Mutex<Option<health::Checker>>,
-    /// Bumped whenever the checker is replaced or removed; a checker only
-    /// writes `healthy` while it is still the current generation.
-    health_generation: AtomicU64,
-}
-
-impl Target {
-    fn new(authority: &str) -> Target {
-        Target {
-            authority: authority.into(),
-            pool: pool::Pool::default(),
-            healthy: AtomicBool::new(true),
-            ejected_until: AtomicU64::new(0),
-            failures: AtomicU32::new(0),
-            outlier: Mutex::new(OutlierState::default()),
-            in_flight: AtomicUsize::new(0),
-            checker: Mutex::new(None),
-            health_generation: AtomicU64::new(0),
-        }
-    }
-
-    pub fn is_ejected(&self, now: u64) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > now
-    }
-
-    /// Healthy and not ejected.
-    pub fn available(&self, now: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.is_ejected(now)
-    }
-}
 
 /// Per-upstream state that outlives snapshots.
 #[derive(Default)]
@@ -85,22 +46,6 @@ pub struct UpstreamShared {
 pub struct UpstreamGuard(Arc<UpstreamShared>);
 
 impl Drop for UpstreamGuard {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Holds one attempt's place in a target's in-flight count.
-pub struct TargetGuard(Arc<Target>);
-
-impl TargetGuard {
-    pub fn new(target: Arc<Target>) -> TargetGuard {
-        target.in_flight.fetch_add(1, Ordering::Relaxed);
-        TargetGuard(target)
-    }
-}
-
-impl Drop for TargetGuard {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -142,7 +87,7 @@ impl Upstream {
                 .iter()
                 .map(|t| {
                     let target = registry.target(&spec.name, &t.authority);
-                    target.pool.set_idle_timeout(spec.timeouts.idle);
+                    target.set_idle_timeout(spec.timeouts.idle);
                     target
                 })
                 .collect(),
@@ -273,21 +218,6 @@ impl Registry {
         let shared = Arc::new(UpstreamShared::default());
         map.insert(name.to_string(), Arc::downgrade(&shared));
         shared
-    }
-
-    /// Closes pooled connections idle past their upstream's `idle_timeout`,
-    /// for pools no request has touched lately.
-    pub fn sweep_idle(&self) {
-        let targets: Vec<Arc<Target>> = self
-            .targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for t in targets {
-            t.pool.sweep();
-        }
     }
 
     /// Forgets what no snapshot holds any more.

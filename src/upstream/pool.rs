@@ -1,140 +1,123 @@
-//! Upstream HTTP/1.1 connections, kept alive and reused. Each target owns a
-//! LIFO stack of idle connections: the most recently used one is the most
-//! likely to still be open, and the ones at the bottom age out.
+//! Idle upstream HTTP/1.1 connections, kept per worker thread.
 //!
-//! A connection goes back on the stack only when its response body has been
-//! read to the end (see `body::ResponseBody`); one abandoned midway is dropped,
-//! which closes it. The stack's lock is held for a push or a pop, never across
-//! an await, and only requests to this target take it.
+//! Each thread holds its own LIFO stack of idle connections per target, in
+//! a thread-local map: checkout pops the most recently used connection (the
+//! one most likely still open), checkin pushes, both O(1), and no lock is
+//! shared between workers. A task that moves between threads simply returns
+//! its connection to the pool of the thread it ends on.
+//!
+//! Expiry is lazy: checkin drops the expired connections at the bottom of
+//! the stack, checkout skips closed ones. A connection that nobody checks
+//! out is closed by its own driver task once `idle_timeout` passes (see
+//! `client.rs`), using the [`ConnState`] mark set here, so no sweeper has to
+//! reach into other threads' pools.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::client::conn::http1::SendRequest;
+use rustc_hash::FxHashMap;
 
 use crate::body::RequestBody;
 
 pub type Sender = SendRequest<RequestBody>;
 
-/// Idle connections beyond this many per target are closed rather than kept.
+/// Idle connections beyond this many per target and thread are closed
+/// rather than kept.
 const MAX_IDLE: usize = 512;
 
-pub struct Pool {
-    idle: Mutex<Vec<Idle>>,
-    /// The upstream's `idle_timeout` in milliseconds; set by each compile.
-    idle_timeout_ms: AtomicU64,
+/// A connection as the pool and its driver task see it.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// `clock` milliseconds since which the connection sits idle in a pool;
+    /// 0 while a request uses it.
+    idle_since: AtomicU64,
 }
 
-impl Default for Pool {
-    fn default() -> Self {
-        Pool {
-            idle: Mutex::new(Vec::new()),
-            idle_timeout_ms: AtomicU64::new(90_000),
+impl ConnState {
+    /// Milliseconds of idleness at `now`, or `None` while in use.
+    pub fn idle_for(&self, now: u64) -> Option<u64> {
+        match self.idle_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(now.saturating_sub(since)),
         }
     }
+}
+
+/// An upstream connection: the handle that sends on it and its state.
+pub struct Conn {
+    pub sender: Sender,
+    pub state: Arc<ConnState>,
 }
 
 struct Idle {
-    sender: Sender,
-    since: Instant,
+    conn: Conn,
 }
 
-/// The stack is oldest first: the expired ones are a prefix.
-fn evict_expired(idle: &mut Vec<Idle>, idle_timeout: Duration) {
-    let keep_from = idle.partition_point(|entry| entry.since.elapsed() > idle_timeout);
-    idle.drain(..keep_from);
+thread_local! {
+    /// Idle connections by target id, most recently used last.
+    static IDLE: RefCell<FxHashMap<u64, VecDeque<Idle>>> = RefCell::new(FxHashMap::default());
 }
 
-#[derive(Debug)]
-pub enum ConnectError {
-    Timeout,
-    Io(std::io::Error),
-    Handshake(hyper::Error),
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Timeout => f.write_str("connect timed out"),
-            ConnectError::Io(e) => write!(f, "connect failed: {e}"),
-            ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+/// The most recently used idle connection to `target` on this thread that
+/// can take a request now. Closed ones are dropped on the way; one still
+/// finishing its previous exchange stays for later.
+pub fn checkout(target: u64, idle_timeout_ms: u64, now: u64) -> Option<Conn> {
+    IDLE.with_borrow_mut(|map| {
+        let stack = map.get_mut(&target)?;
+        // Only the top few: the ones deeper down are older still.
+        let mut i = stack.len();
+        while i > 0 && stack.len() - i < 4 {
+            i -= 1;
+            let idle = &stack[i];
+            let expired = idle
+                .conn
+                .state
+                .idle_for(now)
+                .is_some_and(|t| t >= idle_timeout_ms);
+            if idle.conn.sender.is_closed() || expired {
+                stack.remove(i);
+                continue;
+            }
+            if idle.conn.sender.is_ready() {
+                let idle = stack.remove(i)?;
+                idle.conn.state.idle_since.store(0, Ordering::Relaxed);
+                return Some(idle.conn);
+            }
         }
-    }
+        None
+    })
 }
 
-impl Pool {
-    /// The most recent idle connection that is ready for a request.
-    /// Connections idle longer than `idle_timeout`, or closed by the
-    /// upstream, are dropped on the way; one that is open but not ready yet
-    /// (its previous response has only just ended) stays for later.
-    pub fn checkout(&self) -> Option<Sender> {
-        let idle_timeout = self.idle_timeout();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        evict_expired(&mut idle, idle_timeout);
-        idle.retain(|entry| !entry.sender.is_closed());
-        let ready = idle.iter().rposition(|entry| entry.sender.is_ready())?;
-        Some(idle.remove(ready).sender)
+/// Puts a connection whose exchange is complete back for reuse.
+pub fn checkin(target: u64, idle_timeout_ms: u64, conn: Conn, now: u64) {
+    if conn.sender.is_closed() {
+        return;
     }
-
-    pub fn checkin(&self, sender: Sender) {
-        if sender.is_closed() {
-            return;
+    conn.state.idle_since.store(now.max(1), Ordering::Relaxed);
+    IDLE.with_borrow_mut(|map| {
+        let stack = map.entry(target).or_default();
+        while let Some(oldest) = stack.front() {
+            let expired = oldest
+                .conn
+                .state
+                .idle_for(now)
+                .is_some_and(|t| t >= idle_timeout_ms);
+            if !(expired || oldest.conn.sender.is_closed()) {
+                break;
+            }
+            stack.pop_front();
         }
-        let idle_timeout = self.idle_timeout();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        evict_expired(&mut idle, idle_timeout);
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
-    }
-
-    /// Closes the connections idle longer than `idle_timeout`, for the
-    /// sweeper that runs while no request touches the pool.
-    pub fn sweep(&self) {
-        let idle_timeout = self.idle_timeout();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        evict_expired(&mut idle, idle_timeout);
-        idle.retain(|entry| !entry.sender.is_closed());
-    }
-
-    pub fn set_idle_timeout(&self, timeout: Duration) {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.idle_timeout_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
-    }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().map_or(0, |i| i.len())
-    }
-}
-
-/// Opens a new connection to `authority` (`host:port`; names are resolved
-/// here, on each new connection).
-pub async fn connect(authority: &str, timeout: Duration) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
-        Err(_) => return Err(ConnectError::Timeout),
-        Ok(Err(e)) => return Err(ConnectError::Io(e)),
-        Ok(Ok(s)) => s,
-    };
-    // Small requests and responses must not wait for Nagle.
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
+        if stack.len() < MAX_IDLE {
+            stack.push_back(Idle { conn });
         }
     });
-    Ok(sender)
+}
+
+/// Idle connections to `target` held by this thread (tests and the admin
+/// API's curiosity; not on the request path).
+pub fn idle_here(target: u64) -> usize {
+    IDLE.with_borrow(|map| map.get(&target).map_or(0, VecDeque::len))
 }

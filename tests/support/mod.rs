@@ -9,10 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub mod rogue;
 
@@ -171,21 +171,7 @@ impl FigwayProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let (addr, admin) = loop {
-            let line = lines.next().expect("figway exited before serving").unwrap();
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["message"] == "figway serving" {
-                    break (
-                        v["listen"].as_str().unwrap().parse().unwrap(),
-                        v["admin"].as_str().unwrap().parse().unwrap(),
-                    );
-                }
-            }
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (addr, admin, _) = await_serving(&mut child);
         FigwayProcess {
             child,
             addr,
@@ -206,6 +192,180 @@ impl FigwayProcess {
 }
 
 impl Drop for FigwayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the child's stderr up to its "figway serving" line and returns the
+/// proxy and admin addresses it names. The rest of stderr keeps being read
+/// (so the child never blocks on a full pipe) into the returned tail, the
+/// last [`STDERR_TAIL`] lines, for failure messages.
+fn await_serving(child: &mut Child) -> (SocketAddr, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let stderr = child.stderr.take().expect("stderr must be piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut before = Vec::new();
+    let (addr, admin) = loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!(
+                "figway exited before serving; stderr:\n{}",
+                before.join("\n")
+            );
+        };
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v["message"] == "figway serving" {
+                break (
+                    v["listen"].as_str().unwrap().parse().unwrap(),
+                    v["admin"].as_str().unwrap().parse().unwrap(),
+                );
+            }
+        }
+        before.push(line);
+    };
+    let tail = Arc::new(Mutex::new(before));
+    let keep = tail.clone();
+    std::thread::spawn(move || {
+        for line in lines {
+            let Ok(line) = line else { break };
+            let mut t = keep.lock().unwrap();
+            if t.len() == STDERR_TAIL {
+                t.remove(0);
+            }
+            t.push(line);
+        }
+    });
+    (addr, admin, tail)
+}
+
+/// How many of the child's last stderr lines [`LoggingFigway`] keeps.
+pub const STDERR_TAIL: usize = 200;
+
+// === impl LoggingFigway (the binary, access log on stdout) ===
+
+/// The real `figway` binary with stdout piped: its access-log lines arrive,
+/// one `String` each, on [`LoggingFigway::lines`]. It can be stopped with
+/// SIGTERM as an orchestrator would, and is killed when dropped.
+pub struct LoggingFigway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    /// stdout, line by line; disconnected once the child closed stdout.
+    pub lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    /// stdout held open but never read ([`LoggingFigway::spawn_unread`]).
+    _unread: Option<ChildStdout>,
+    _dir: tempdir::Dir,
+}
+
+impl LoggingFigway {
+    /// Starts the binary on `toml` (listen and admin on port 0, say) and
+    /// reads its stdout in a thread.
+    pub fn spawn(toml: &str) -> LoggingFigway {
+        LoggingFigway::start(toml, true)
+    }
+
+    /// As [`LoggingFigway::spawn`], but nobody ever reads stdout: the pipe
+    /// fills (64 KiB on Linux) and stays full, as when the log shipper
+    /// behind figway stalls. [`LoggingFigway::lines`] stays empty.
+    pub fn spawn_unread(toml: &str) -> LoggingFigway {
+        LoggingFigway::start(toml, false)
+    }
+
+    fn start(toml: &str, read: bool) -> LoggingFigway {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("figway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_figway"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let unread = if read {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            None
+        } else {
+            Some(stdout)
+        };
+        let (addr, admin, stderr) = await_serving(&mut child);
+        LoggingFigway {
+            child,
+            addr,
+            admin,
+            lines,
+            stderr,
+            _unread: unread,
+            _dir: dir,
+        }
+    }
+
+    /// The next stdout line; panics after 10 s without one.
+    pub fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no access-log line on stdout within 10s")
+    }
+
+    /// The stdout lines not yet taken, up to the child closing stdout (its
+    /// exit) or 5 s without a line, whichever comes first.
+    pub fn remaining_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            out.push(line);
+        }
+        out
+    }
+
+    /// The last [`STDERR_TAIL`] lines of stderr (figway's own log).
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping figway would.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
+    /// Waits up to `limit` for the child to exit; None if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// [`LoggingFigway::sigterm`], then [`LoggingFigway::wait_exit`].
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.sigterm();
+        self.wait_exit(limit)
+    }
+}
+
+impl Drop for LoggingFigway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

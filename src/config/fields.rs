@@ -1,0 +1,74 @@
+//! Readers of the fields that several config sections share: timeouts,
+//! retries, positive counts and request keys. The section readers
+//! (`parse`, `upstreams`, `routes`) build on these, never on each other's
+//! helpers, so the config modules stay layered.
+
+use std::time::Duration;
+
+use super::doc::{Problems, Table};
+use super::model::*;
+use super::units::parse_duration;
+
+pub(super) fn read_timeouts(
+    t: &mut Table<'_, '_>,
+    inherit: Timeouts,
+    problems: &mut Problems,
+) -> Timeouts {
+    Timeouts {
+        connect: t
+            .parsed("connect_timeout", problems, nonzero_duration)
+            .unwrap_or(inherit.connect),
+        request: t
+            .parsed("request_timeout", problems, nonzero_duration)
+            .unwrap_or(inherit.request),
+        idle: t
+            .parsed("idle_timeout", problems, parse_duration)
+            .unwrap_or(inherit.idle),
+    }
+}
+
+pub(super) fn nonzero_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
+pub(super) fn positive(t: &mut Table<'_, '_>, key: &str, problems: &mut Problems) -> Option<usize> {
+    let n = t.integer(key, problems)?;
+    if n.value <= 0 {
+        problems.add(n.span, t.key_path(key), "must be a positive integer");
+        return None;
+    }
+    Some(n.value as usize)
+}
+
+pub(super) fn read_retries(t: &mut Table<'_, '_>, inherit: u32, problems: &mut Problems) -> u32 {
+    match t.integer("retries", problems) {
+        Some(n) if (0..=10).contains(&n.value) => n.value as u32,
+        Some(n) => {
+            problems.add(n.span, t.key_path("retries"), "must be between 0 and 10");
+            inherit
+        }
+        None => inherit,
+    }
+}
+
+/// `header:NAME`, `cookie:NAME` or `client_ip`.
+pub(super) fn key_source(text: &str) -> Result<KeySource, String> {
+    let bad = || {
+        format!("invalid key {text:?}: expected \"header:NAME\", \"cookie:NAME\" or \"client_ip\"")
+    };
+    if text == "client_ip" {
+        return Ok(KeySource::ClientIp);
+    }
+    match text.split_once(':') {
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .map(KeySource::Header)
+            .map_err(|_| bad()),
+        Some(("cookie", name)) if !name.is_empty() && !name.contains([';', '=', ' ']) => {
+            Ok(KeySource::Cookie(name.to_string()))
+        }
+        _ => Err(bad()),
+    }
+}

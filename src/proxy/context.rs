@@ -1,0 +1,138 @@
+//! The two contexts the phases share. [`ConnCtx`] holds the facts of a
+//! client connection, computed once at accept: the canonical peer address,
+//! whether it is a trusted proxy, the `X-Forwarded-For` entry it adds, and
+//! the framing guard's flags. [`RequestCtx`] is one request's state from its
+//! head to the end of its answer: the snapshot it runs on, what was decided
+//! (route, upstream, target), what happened (retries, error, status, bytes)
+//! and the guards it holds. It travels inside the response body, and its
+//! `Drop` (in `finish.rs`) is the one end-of-request step.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Method, Uri};
+
+use crate::body::{Tee, Upload};
+use crate::error::ErrorKind;
+use crate::framing::ConnFlags;
+use crate::net;
+use crate::shadow::CompareSlot;
+use crate::state::{Shared, Snapshot};
+use crate::upstream::client::Lease;
+use crate::upstream::{TargetGuard, Upstream, UpstreamGuard};
+
+/// One client connection's facts.
+pub struct ConnCtx {
+    pub shared: Arc<Shared>,
+    /// The socket peer, IPv4-mapped addresses made plain.
+    pub peer: IpAddr,
+    /// Whether the peer is in `trusted_proxies` (a `[listen]` setting, so
+    /// fixed for the life of the process and of this connection).
+    pub trusted: bool,
+    /// The peer as the entry `X-Forwarded-For` gets appended.
+    pub forwarded_for: HeaderValue,
+    /// Which request on this connection had both framing headers.
+    pub framing: Arc<ConnFlags>,
+}
+
+impl ConnCtx {
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr, framing: Arc<ConnFlags>) -> ConnCtx {
+        let peer = peer.ip().to_canonical();
+        let trusted = net::is_trusted(&shared.listen.trusted_proxies, peer);
+        let forwarded_for = HeaderValue::try_from(peer.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ConnCtx {
+            shared,
+            peer,
+            trusted,
+            forwarded_for,
+            framing,
+        }
+    }
+}
+
+/// One request, from its head to the end of its answer.
+pub struct RequestCtx {
+    pub conn: Arc<ConnCtx>,
+    /// Loaded once: the request finishes on this table whatever reloads do.
+    pub snapshot: Arc<Snapshot>,
+    pub start: Instant,
+    pub request_id: HeaderValue,
+    /// The client address for keys and the log (SPEC §3).
+    pub client: IpAddr,
+    /// Index into the snapshot's routes, once one matched.
+    pub route: Option<usize>,
+    /// The upstream serving the request (the fallback, when it took over).
+    pub upstream: Option<usize>,
+    /// The place in the upstream's in-flight count (breaker, `/upstreams`).
+    pub upstream_guard: Option<UpstreamGuard>,
+    /// The target of the last attempt, holding its in-flight count.
+    pub target: Option<TargetGuard>,
+    pub retries: u32,
+    /// Why figway answered itself, or cut the answer.
+    pub error: Option<ErrorKind>,
+    /// The status sent to the client; `None` until the answer's head exists
+    /// (a request dropped before is a client that left, or a drain cut).
+    pub status: Option<u16>,
+    /// Body bytes read from the client before the upstream took over
+    /// (a body held for replay), plus what `upload` counts after.
+    pub bytes_in: u64,
+    pub upload: Option<Arc<Upload>>,
+    pub bytes_out: u64,
+    /// Whether the answer's body was sent to its end.
+    pub complete: bool,
+    /// The upstream connection, returned to its pool when the answer ends.
+    pub lease: Option<Lease>,
+    /// The primary's side of a shadow compare: its head is sent when the
+    /// answer is known, its body copied by `tee` as it streams.
+    pub compare: Option<CompareSlot>,
+    pub tee: Option<Tee>,
+    /// What the access log needs of the request head; `None` when the log
+    /// is off, so nothing is kept for it.
+    pub log: Option<LogFacts>,
+}
+
+/// The parts of the request head the access log shows, kept from before
+/// the head is rewritten and sent.
+pub struct LogFacts {
+    pub method: Method,
+    /// The path as the client sent it.
+    pub uri: Uri,
+    /// The host the request was routed by.
+    pub host: Option<HeaderValue>,
+}
+
+impl RequestCtx {
+    pub fn new(conn: Arc<ConnCtx>, start: Instant) -> RequestCtx {
+        let snapshot = conn.shared.snapshot.load_full();
+        let client = conn.peer;
+        RequestCtx {
+            conn,
+            snapshot,
+            start,
+            request_id: HeaderValue::from_static(""),
+            client,
+            route: None,
+            upstream: None,
+            upstream_guard: None,
+            target: None,
+            retries: 0,
+            error: None,
+            status: None,
+            bytes_in: 0,
+            upload: None,
+            bytes_out: 0,
+            complete: false,
+            lease: None,
+            compare: None,
+            tee: None,
+            log: None,
+        }
+    }
+
+    /// The upstream chosen for this request, once chosen.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        self.upstream.map(|u| &self.snapshot.upstreams[u])
+    }
+}

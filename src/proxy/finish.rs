@@ -1,0 +1,163 @@
+//! The end of a request, in one place. [`ResponseBody`] streams the answer
+//! to the client carrying the request's [`RequestCtx`]; when the answer's
+//! last byte is out, the upstream connection goes back to its pool and a
+//! shadow compare gets its copy. When the context is dropped (the body was
+//! sent, or the client left, or the drain cut it), its `Drop` counts the
+//! request in the metrics and writes the access-log line; the in-flight
+//! guards it holds are released with it.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{ready, Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::context::RequestCtx;
+use crate::access_log::{self, Line};
+use crate::error::{ErrorKind, DRAIN_CUT};
+
+/// Where the answer's bytes come from.
+pub enum Source {
+    /// figway's own answer.
+    Full(Option<Bytes>),
+    /// The upstream's body, streamed untouched.
+    Upstream(Incoming),
+}
+
+/// What figway sends back to the client: the answer's bytes and, with
+/// them, the request they end.
+pub struct ResponseBody {
+    source: Source,
+    ctx: RequestCtx,
+}
+
+impl ResponseBody {
+    pub fn new(source: Source, ctx: RequestCtx) -> ResponseBody {
+        ResponseBody { source, ctx }
+    }
+
+    fn source_ended(&self) -> bool {
+        match &self.source {
+            Source::Full(b) => b.is_none(),
+            Source::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    /// The answer is complete: its connection may serve again, and a
+    /// compare has the whole answer.
+    fn ended(&mut self) {
+        let ctx = &mut self.ctx;
+        ctx.complete = true;
+        if let Some(lease) = ctx.lease.take() {
+            lease.release();
+        }
+        if let Some(tee) = ctx.tee.as_mut() {
+            tee.finish();
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = match &mut this.source {
+            Source::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+            Source::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
+        };
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    this.ctx.bytes_out += data.len() as u64;
+                    if let Some(tee) = this.ctx.tee.as_mut() {
+                        tee.push(data);
+                    }
+                }
+                if this.source_ended() {
+                    this.ended();
+                }
+            }
+            None => this.ended(),
+            // A broken upstream body: the connection is not reusable.
+            Some(Err(_)) => this.ctx.lease = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.source_ended()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Source::Full(None) => SizeHint::with_exact(0),
+            Source::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // HEAD and 204/304 answers are never polled; they are still complete.
+        if !self.ctx.complete && self.source_ended() {
+            self.ended();
+        }
+    }
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        let cut = self.conn.shared.cutting.load(Ordering::Relaxed);
+        let status = match self.status {
+            Some(status) => {
+                if cut && !self.complete {
+                    self.error.get_or_insert(ErrorKind::DrainTimeout);
+                }
+                status
+            }
+            None if cut => {
+                self.error = Some(ErrorKind::DrainTimeout);
+                DRAIN_CUT.as_u16()
+            }
+            // Dropped before an answer: the client left (nginx's 499).
+            None => 499,
+        };
+        let elapsed = self.start.elapsed();
+        let snapshot = &self.snapshot;
+        let route = self.route.map(|r| &snapshot.routes[r]);
+        let metrics = match (route, self.upstream) {
+            (Some(route), Some(upstream)) => route.metrics_for(upstream),
+            _ => &snapshot.no_route,
+        };
+        metrics.observe(status, elapsed.as_secs_f64());
+        let Some(log) = &self.log else { return };
+        let bytes_in = self.bytes_in + self.upload.as_ref().map_or(0, |u| u.bytes());
+        access_log::write(&Line {
+            format: self.conn.shared.log.format,
+            end: SystemTime::now(),
+            request_id: self.request_id.as_bytes(),
+            client: self.client,
+            method: log.method.as_str(),
+            path: log.uri.path(),
+            host: log.host.as_ref().and_then(|h| h.to_str().ok()),
+            route: route.map(|r| &*r.name),
+            upstream: self.upstream().map(|u| &*u.name),
+            target: self.target.as_ref().map(|t| &*t.target().authority),
+            status,
+            bytes_in,
+            bytes_out: self.bytes_out,
+            duration: elapsed,
+            retries: self.retries,
+            error: self.error.map(ErrorKind::as_str),
+        });
+    }
+}

@@ -1,0 +1,77 @@
+//! The request path, as phases over one per-request context, in the order
+//! a request meets them (Pingora's `ProxyHttp` is the model):
+//!
+//! 1. [`route`]: refuse what must not be forwarded, find the route, pick the
+//!    split side and the upstream (or its fallback), take its in-flight place;
+//! 2. [`rewrite`]: the head as the upstream gets it (hop-by-hop, `Host`,
+//!    `X-Forwarded-*`, the forwarded path);
+//! 3. [`attempt`]: the body policy, the shadow copy ([`mirror`]), then
+//!    attempts at targets with retries, through `upstream::client`;
+//! 4. [`respond`]: the answer's head, or figway's own error answer;
+//! 5. [`finish`]: the answer streams back, and when it is over the one
+//!    end-of-request step runs: pool return, compare copy, metrics, log line.
+//!
+//! [`context`] holds the per-connection facts (computed once at accept) and
+//! the per-request state the phases share. Nothing a client or an upstream
+//! does can make this path panic or affect other requests: every failure is
+//! an [`ErrorKind`] answer.
+
+pub mod attempt;
+pub mod context;
+pub mod finish;
+pub mod mirror;
+pub mod respond;
+pub mod rewrite;
+pub mod route;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::request::Parts;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::access_log;
+use crate::decision;
+use crate::error::ErrorKind;
+use crate::headers;
+use crate::net;
+pub use context::{ConnCtx, LogFacts, RequestCtx};
+pub use finish::ResponseBody;
+
+/// Serves one client request. Never fails: errors are answered.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnCtx>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let mut ctx = RequestCtx::new(conn, Instant::now());
+    let (mut parts, body) = req.into_parts();
+    ctx.request_id = headers::request_id(&mut parts.headers);
+    if ctx.conn.trusted {
+        let trusted = &ctx.conn.shared.listen.trusted_proxies;
+        ctx.client = net::client_address(trusted, ctx.conn.peer, &parts.headers);
+    }
+    if access_log::enabled(ctx.snapshot.access_log) {
+        ctx.log = Some(LogFacts {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            host: decision::request_host_value(&parts.uri, &parts.headers),
+        });
+    }
+    let outcome = forward(&mut ctx, parts, body).await;
+    Ok(respond::respond(ctx, outcome))
+}
+
+/// Phases 1 to 3: from the request head to the upstream's answer head.
+async fn forward(
+    ctx: &mut RequestCtx,
+    mut parts: Parts,
+    body: Incoming,
+) -> Result<Response<Incoming>, ErrorKind> {
+    let path = route::route(ctx, &parts)?;
+    rewrite::request(&ctx.conn, &mut parts, path);
+    let mut body = attempt::body(ctx, &parts, body).await?;
+    mirror::start(ctx, &parts, &mut body);
+    attempt::send(ctx, parts, body).await
+}

@@ -1,0 +1,70 @@
+//! Phase 4, respond: the answer's head as the client gets it. An upstream's
+//! answer loses its hop-by-hop headers and goes out as HTTP/1.1 whatever the
+//! upstream spoke (an HTTP/1.0 upstream must not downgrade the client's
+//! connection); a failure becomes figway's own short answer with
+//! `x-figway-error`. Either way the answer carries `x-request-id`, and a
+//! shadow compare learns the head the client got.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::{Response, Version};
+use hyper::body::Incoming;
+
+use super::context::RequestCtx;
+use super::finish::{ResponseBody, Source};
+use crate::error::{ErrorKind, X_FIGWAY_ERROR};
+use crate::headers::{self, X_REQUEST_ID};
+
+pub fn respond(
+    mut ctx: RequestCtx,
+    outcome: Result<Response<Incoming>, ErrorKind>,
+) -> Response<ResponseBody> {
+    let (mut parts, source) = match outcome {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers);
+            parts.version = Version::HTTP_11;
+            (parts, Source::Upstream(body))
+        }
+        Err(kind) => {
+            ctx.error = Some(kind);
+            let (parts, body) = own_answer(kind).into_parts();
+            (parts, Source::Full(Some(body)))
+        }
+    };
+    if let Some(slot) = ctx.compare.take() {
+        // The shadow compares with what the client gets, figway's own error
+        // answers included, but before figway adds its x-request-id: that
+        // header is figway's, not the primary's.
+        let _ = slot.head.send((parts.status, parts.headers.clone()));
+        ctx.tee = Some(slot.tee);
+    }
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    ctx.status = Some(parts.status.as_u16());
+    Response::from_parts(parts, ResponseBody::new(source, ctx))
+}
+
+/// figway's own answer for `kind` (SPEC §4): its status, `x-figway-error`
+/// and a short text body.
+pub fn own_answer(kind: ErrorKind) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(kind.message().as_bytes()));
+    *response.status_mut() = kind.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        X_FIGWAY_ERROR.clone(),
+        HeaderValue::from_static(kind.as_str()),
+    );
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if kind == ErrorKind::MethodNotAllowed {
+        headers.insert(
+            ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+        );
+    }
+    response
+}

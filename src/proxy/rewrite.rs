@@ -1,0 +1,75 @@
+//! Phase 2, rewrite: the request head as the upstream gets it (SPEC §4).
+//! Hop-by-hop headers go, the client's shadow marker goes, HTTP/2 cookie
+//! fields are joined, `Host` carries the host the request was routed by,
+//! `X-Forwarded-*` are set, the path is the forwarded one, and the version
+//! is HTTP/1.1 whatever the client spoke.
+
+use http::header::HOST;
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Uri, Version};
+
+use super::context::ConnCtx;
+use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::shadow::X_FIGWAY_SHADOW;
+
+/// Headers figway may add: the map grows once, not once per insert.
+const ADDED: usize = 4;
+
+pub fn request(conn: &ConnCtx, parts: &mut Parts, path: Option<PathAndQuery>) {
+    let headers = &mut parts.headers;
+    headers.reserve(ADDED);
+    headers::remove_hop_by_hop(headers);
+    // Only figway marks a request as a shadow copy: a client's own marker
+    // would make the new service skip the side effects of a real request.
+    headers.remove(&X_FIGWAY_SHADOW);
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(headers);
+    }
+    // An HTTP/2 or absolute-form request carries its host in the URI, and
+    // that is the host it was routed by (`decision::request_host`): the
+    // upstream hears of the same one. Otherwise `Host` passes through.
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(HOST, v);
+        }
+    }
+    forwarded(conn, headers);
+    // Origin form upstream: the path and query only.
+    match path {
+        Some(p) => parts.uri = Uri::from(p),
+        None if parts.uri.scheme().is_some() || parts.uri.authority().is_some() => {
+            let p = parts.uri.path_and_query().cloned();
+            parts.uri = p.map_or_else(|| Uri::from_static("/"), Uri::from);
+        }
+        None => {}
+    }
+    parts.version = Version::HTTP_11;
+}
+
+/// `X-Forwarded-For` gets the peer appended (as nginx's
+/// `$proxy_add_x_forwarded_for`); `X-Forwarded-Proto` and `-Host` are set,
+/// unless a trusted proxy set them already.
+fn forwarded(conn: &ConnCtx, headers: &mut http::HeaderMap) {
+    let peer = &conn.forwarded_for;
+    let mut incoming = headers.get_all(&X_FORWARDED_FOR).iter();
+    let value = match (incoming.next(), incoming.next()) {
+        // The common case: the per-connection value as it is.
+        (None, _) => peer.clone(),
+        (Some(first), None) => headers::append_forwarded_for([first], peer),
+        (Some(first), Some(second)) => {
+            let rest = headers.get_all(&X_FORWARDED_FOR).iter().skip(2);
+            headers::append_forwarded_for([first, second].into_iter().chain(rest), peer)
+        }
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), value);
+    if !(conn.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if !(conn.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match headers.get(HOST).cloned() {
+            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+}

@@ -1,0 +1,86 @@
+//! What a request reads: the [`Snapshot`] (route table and upstreams compiled
+//! from one config file, by [`compile`]), and [`Shared`], the process-wide
+//! state around it. The snapshot sits behind one `ArcSwap`: a request loads
+//! it once and keeps that `Arc` to the end, so a reload that swaps in a new
+//! table never changes the rules under a request already in flight.
+
+pub mod compile;
+pub mod snapshot;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Listen, Loaded, Log, Runtime};
+use crate::upstream::Registry;
+pub use snapshot::{Route, Snapshot};
+
+/// What `GET /config` reports.
+#[derive(Debug, Clone)]
+pub struct ConfigStatus {
+    pub version: String,
+    pub loaded_at: SystemTime,
+    pub path: PathBuf,
+    pub last_error: Option<String>,
+}
+
+/// State shared by the proxy listener, the admin server and (later) the
+/// reloader. Only `snapshot` is read per request.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Registry,
+    pub status: Mutex<ConfigStatus>,
+    /// Set on SIGTERM/SIGINT; `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
+    /// Set when the drain ran out of `drain_timeout`: requests still open
+    /// are being cut, and are logged as such rather than as 499.
+    pub cutting: AtomicBool,
+    /// Fixed at start: `[listen]` and `[log]` need a restart to change.
+    pub listen: Listen,
+    pub log: Log,
+    pub admin_address: SocketAddr,
+    pub runtime: Runtime,
+    /// Serialises reloads; only reloads take it.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// sha256 of the file as last read by a reload, accepted or not.
+    pub last_file_hash: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub fn new(loaded: &Loaded) -> Arc<Shared> {
+        let registry = Registry::default();
+        let snapshot = compile::compile(loaded, &registry);
+        crate::upstream::health::sync(&snapshot.upstreams);
+        registry.metrics.loaded_at_start();
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            status: Mutex::new(ConfigStatus {
+                version: loaded.version.clone(),
+                loaded_at: SystemTime::now(),
+                path: loaded.path.clone(),
+                last_error: None,
+            }),
+            draining: AtomicBool::new(false),
+            cutting: AtomicBool::new(false),
+            listen: loaded.config.listen.clone(),
+            log: loaded.config.log.clone(),
+            admin_address: loaded.config.admin.address,
+            runtime: loaded.config.runtime.clone(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            last_file_hash: Mutex::new(Some(loaded.version.clone())),
+        })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .path
+            .clone()
+    }
+}

@@ -1,0 +1,240 @@
+//! The upstream client: one attempt at one target. It takes a pooled
+//! connection or opens one (within `connect_timeout`), sends the request,
+//! and waits for the response head (within `request_timeout`, counted from
+//! the upload's last progress). The proxy and the shadow both send through
+//! [`send`]; this module imports neither.
+//!
+//! A connection goes back to its pool only when its response body has been
+//! read to the end ([`Lease::release`]); one abandoned midway is dropped,
+//! which closes it. Each connection's driver task also closes it once it
+//! has sat idle in a pool for `idle_timeout`, or once its target has left
+//! every snapshot.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::pool::{self, Conn, ConnState};
+use super::{Target, Upstream};
+use crate::body::{RequestBody, Upload};
+use crate::clock;
+use crate::error::ErrorKind;
+
+/// Why one attempt failed, and what is left to retry with.
+// The big variant hands the unsent request back for the next attempt; it is
+// moved once per failed attempt, which a Box would not make cheaper.
+#[allow(clippy::large_enum_variant)]
+pub enum Failure {
+    /// No connection; the request was never sent and comes back whole.
+    Connect(Request<RequestBody>),
+    /// The connection closed or reset before the response head.
+    Reset,
+    /// No response head within `request_timeout` (of the request's last
+    /// upload progress). While the upload was unfinished, the client may as
+    /// well be the slow one.
+    Timeout { upload_unfinished: bool },
+    /// The client's own body broke while it was being forwarded.
+    ClientBody,
+}
+
+impl Failure {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Failure::Connect(_) => ErrorKind::UpstreamConnect,
+            Failure::Reset => ErrorKind::UpstreamReset,
+            Failure::Timeout { .. } => ErrorKind::UpstreamTimeout,
+            Failure::ClientBody => ErrorKind::BadRequest,
+        }
+    }
+
+    /// Whether the target is to blame (for outlier detection and the
+    /// upstream's error counters): not when the client's upload broke or
+    /// was still under way when time ran out.
+    pub fn is_upstreams_fault(&self) -> bool {
+        !matches!(
+            self,
+            Failure::ClientBody
+                | Failure::Timeout {
+                    upload_unfinished: true
+                }
+        )
+    }
+}
+
+/// A connection lent to one exchange; give it back with [`Lease::release`]
+/// once the response has been read to its end.
+pub struct Lease {
+    conn: Conn,
+    target: Arc<Target>,
+}
+
+impl Lease {
+    pub fn release(self) {
+        pool::checkin(
+            self.target.id,
+            self.target.idle_timeout_ms(),
+            self.conn,
+            clock::now_ms(),
+        );
+    }
+}
+
+/// One attempt at one target: a pooled or new connection, the request, and
+/// the response head within `request_timeout`.
+pub async fn send(
+    upstream: &Upstream,
+    target: &Arc<Target>,
+    request: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Lease), Failure> {
+    let timeouts = upstream.timeouts;
+    let pooled = pool::checkout(target.id, target.idle_timeout_ms(), clock::now_ms());
+    let (mut conn, mut reused) = match pooled {
+        Some(c) => (c, true),
+        None => match connect(target, timeouts.connect).await {
+            Some(c) => (c, false),
+            None => return Err(Failure::Connect(request)),
+        },
+    };
+    let mut request = request;
+    loop {
+        let upload = request.body().upload().cloned();
+        let attempt = head_within(
+            timeouts.request,
+            upload.as_deref(),
+            conn.sender.try_send_request(request),
+        )
+        .await;
+        match attempt {
+            Err(()) => {
+                return Err(Failure::Timeout {
+                    upload_unfinished: upload.is_some_and(|u| !u.is_done()),
+                })
+            }
+            Ok(Ok(response)) => {
+                let lease = Lease {
+                    conn,
+                    target: target.clone(),
+                };
+                return Ok((response, lease));
+            }
+            Ok(Err(mut e)) => match e.take_message() {
+                // A pooled connection the upstream closed while it sat idle:
+                // nothing was written, so a fresh connection may carry the
+                // very same request. Not a retry: no target failed.
+                Some(unsent) if reused => {
+                    request = unsent;
+                    conn = match connect(target, timeouts.connect).await {
+                        Some(c) => c,
+                        None => return Err(Failure::Connect(request)),
+                    };
+                    reused = false;
+                }
+                Some(unsent) => return Err(Failure::Connect(unsent)),
+                None => {
+                    let error = e.into_error();
+                    tracing::debug!(target = %target.authority, error = %error, "upstream request failed");
+                    return Err(if error.is_user() {
+                        Failure::ClientBody
+                    } else {
+                        Failure::Reset
+                    });
+                }
+            },
+        }
+    }
+}
+
+/// `request_timeout` runs from the last progress of the request body, not
+/// from the start: a large upload that keeps moving is not cut, and the
+/// wait for the head is measured from its last byte (SPEC §2: per attempt,
+/// until the response head arrives).
+async fn head_within<F: std::future::Future>(
+    limit: Duration,
+    upload: Option<&Upload>,
+    response: F,
+) -> Result<F::Output, ()> {
+    let Some(upload) = upload else {
+        return tokio::time::timeout(limit, response).await.map_err(|_| ());
+    };
+    tokio::pin!(response);
+    let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    let start = clock::now_ms();
+    loop {
+        let due = upload.last_ms().max(start).saturating_add(limit_ms);
+        let now = clock::now_ms();
+        if now >= due {
+            return Err(());
+        }
+        if let Ok(out) = tokio::time::timeout(Duration::from_millis(due - now), &mut response).await
+        {
+            return Ok(out);
+        }
+    }
+}
+
+/// Opens a new connection to the target (`host:port`; names are resolved
+/// here, on each new connection) and starts its driver.
+async fn connect(target: &Arc<Target>, timeout: Duration) -> Option<Conn> {
+    let authority = &*target.authority;
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(target = %authority, error = %e, "upstream connect failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(target = %authority, "upstream connect timed out");
+            return None;
+        }
+    };
+    // Small requests and responses must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::debug!(target = %authority, error = %e, "upstream handshake failed");
+            return None;
+        }
+    };
+    let state = Arc::new(ConnState::default());
+    tokio::spawn(drive(connection, state.clone(), Arc::downgrade(target)));
+    Some(Conn { sender, state })
+}
+
+/// Runs one upstream connection until it ends, or until it has sat idle in
+/// a pool for its target's `idle_timeout`, or its target is gone.
+async fn drive(
+    connection: http1::Connection<TokioIo<TcpStream>, RequestBody>,
+    state: Arc<ConnState>,
+    target: Weak<Target>,
+) {
+    tokio::pin!(connection);
+    let mut wait = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            ended = &mut connection => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(wait) => {
+                let idle = state.idle_for(clock::now_ms());
+                let timeout = target.upgrade().map(|t| t.idle_timeout_ms());
+                wait = match (idle, timeout) {
+                    // A target no snapshot lists any more: its idle
+                    // connections close; one still in use finishes first.
+                    (Some(_), None) => return,
+                    (Some(idle), Some(timeout)) if idle >= timeout => return,
+                    (Some(idle), Some(timeout)) => Duration::from_millis(timeout - idle),
+                    (None, timeout) => Duration::from_millis(timeout.unwrap_or(1000).max(1)),
+                };
+            }
+        }
+    }
+}

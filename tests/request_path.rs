@@ -1,0 +1,621 @@
+//! The request path's contract at its edges, over real loopback HTTP (SPEC
+//! §2 `[log] access_log`, §4, §8, §9): a client keeps its HTTP/1.1
+//! keep-alive connection whatever HTTP version the upstream speaks; a
+//! request cut at `drain_timeout` is logged as a drain cut (status 444,
+//! error `drain_timeout`), unlike a client that left (499); an
+//! absolute-form request is logged with the host it was routed by; and the
+//! access log never holds a request up: when its reader stalls, lines are
+//! dropped and counted in `figway_access_log_dropped_total` instead.
+
+mod support;
+use support::*;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use prometheus_parse::{Scrape, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// How long a test waits for any one thing before it fails.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The binary's config: listen and admin on port 0, the access log on, a
+/// short drain, and `body` (upstreams and routes).
+fn logging_config(body: &str) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\ndrain_timeout = \"300ms\"\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n[log]\naccess_log = true\n{body}\n"
+    )
+}
+
+/// One upstream `m` at `url` behind a catch-all route `all`.
+fn route_all(url: &str) -> String {
+    format!("[upstreams.m]\ntargets = [\"{url}\"]\n[[routes]]\nname = \"all\"\nprefix = \"/\"\nto = \"m\"\n")
+}
+
+/// Starts the binary without blocking the runtime's other tasks.
+fn spawn_logging(toml: &str) -> LoggingFigway {
+    tokio::task::block_in_place(|| LoggingFigway::spawn(toml))
+}
+
+fn parse_line(line: &str) -> serde_json::Value {
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("access-log line is not JSON ({e}): {line}"))
+}
+
+/// Polls `cond` every 10 ms; panics naming `what` after [`WAIT`].
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out after {WAIT:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Aborts the tasks when dropped, so a failing test leaves none behind.
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+// === a raw HTTP/1.1 client ===
+
+/// One response as read off the wire.
+struct RawAnswer {
+    /// The minor version of the status line: 1 for `HTTP/1.1`.
+    version: u8,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// No Content-Length and not chunked: the body ran to the connection's end.
+    close_delimited: bool,
+    /// The head as received, for failure messages.
+    head: String,
+}
+
+impl RawAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a Connection header names `close`.
+    fn says_close(&self) -> bool {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("close"))
+    }
+}
+
+/// An HTTP/1.1 client connection that writes requests as raw bytes and
+/// parses answers with httparse, so the status line's version and the
+/// body's framing are seen exactly as sent.
+struct RawClient {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl RawClient {
+    async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| format!("writing the request failed: {e}"))
+    }
+
+    /// Reads more bytes into the buffer; false at the connection's end.
+    async fn fill(&mut self) -> Result<bool, String> {
+        if self.eof {
+            return Ok(false);
+        }
+        let mut chunk = [0u8; 16 << 10];
+        match tokio::time::timeout(WAIT, self.stream.read(&mut chunk)).await {
+            Err(_) => Err(format!("no bytes from figway within {WAIT:?}")),
+            Ok(Err(e)) => Err(format!("reading failed: {e}")),
+            Ok(Ok(0)) => {
+                self.eof = true;
+                Ok(false)
+            }
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Reads one whole response (head and body, by its framing).
+    async fn answer(&mut self) -> Result<RawAnswer, String> {
+        let (len, version, status, headers) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut res = httparse::Response::new(&mut slots);
+            match res.parse(&self.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let headers = res
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect::<Vec<_>>();
+                    break (len, res.version.unwrap(), res.code.unwrap(), headers);
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "unparsable response ({e}): {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    ))
+                }
+            }
+            if !self.fill().await? {
+                return Err(format!(
+                    "connection closed before a whole response head; got {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ));
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..len]).into_owned();
+        self.buf.drain(..len);
+        let mut answer = RawAnswer {
+            version,
+            status,
+            headers,
+            body: Vec::new(),
+            close_delimited: false,
+            head,
+        };
+        let chunked = answer
+            .header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let length = answer.header("content-length").map(|v| v.trim().parse());
+        if chunked {
+            answer.body = self.chunked().await?;
+        } else if let Some(length) = length {
+            let length: usize = length.map_err(|e| format!("bad content-length ({e})"))?;
+            while self.buf.len() < length {
+                if !self.fill().await? {
+                    return Err(format!(
+                        "connection closed after {} of {length} body bytes",
+                        self.buf.len()
+                    ));
+                }
+            }
+            answer.body = self.buf.drain(..length).collect();
+        } else {
+            answer.close_delimited = true;
+            while self.fill().await? {}
+            answer.body = std::mem::take(&mut self.buf);
+        }
+        Ok(answer)
+    }
+
+    /// Decodes a chunked body (RFC 9112 §7.1), trailers skipped.
+    async fn chunked(&mut self) -> Result<Vec<u8>, String> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.line().await?;
+            let size = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|e| format!("bad chunk size {line:?} ({e})"))?;
+            if size == 0 {
+                while !self.line().await?.is_empty() {}
+                return Ok(body);
+            }
+            while self.buf.len() < size + 2 {
+                if !self.fill().await? {
+                    return Err("connection closed inside a chunk".into());
+                }
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+        }
+    }
+
+    /// One CRLF-terminated line, without its CRLF.
+    async fn line(&mut self) -> Result<String, String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Ok(line);
+            }
+            if !self.fill().await? {
+                return Err("connection closed inside chunked framing".into());
+            }
+        }
+    }
+}
+
+// === HTTP/1.0 upstreams ===
+
+/// An upstream that behaves like Python's `http.server`: for every
+/// connection it reads one request head, writes `answer` and closes. It
+/// returns its address and the number of connections it has accepted.
+async fn http10_upstream(answer: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>, Tasks) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s.write_all(answer).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, accepted, Tasks(vec![task]))
+}
+
+/// Two requests in sequence on one client keep-alive connection through
+/// figway to an HTTP/1.0 upstream answering `answer`: both come back as
+/// HTTP/1.1 with body `hello`, neither closes the connection.
+async fn client_stays_on_http11_keep_alive(answer: &'static [u8]) {
+    let (upstream, accepted, _upstream_task) = http10_upstream(answer).await;
+    let f = Figway::start(&config(&route_all(&format!("http://{upstream}")))).await;
+    let mut client = RawClient::connect(f.addr).await;
+    for (i, path) in ["/a", "/b"].into_iter().enumerate() {
+        let n = i + 1;
+        client
+            .send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("request {n} on the kept-alive connection: {e}"));
+        let a = client
+            .answer()
+            .await
+            .unwrap_or_else(|e| panic!("response {n} on the kept-alive connection: {e}"));
+        assert_eq!(
+            a.version, 1,
+            "response {n}: status line is HTTP/1.{} where the client spoke HTTP/1.1:\n{}",
+            a.version, a.head
+        );
+        assert_eq!(a.status, 200, "response {n}:\n{}", a.head);
+        assert_eq!(
+            String::from_utf8_lossy(&a.body),
+            "hello",
+            "response {n} body:\n{}",
+            a.head
+        );
+        assert!(
+            !a.says_close(),
+            "response {n} closes the client's keep-alive connection:\n{}",
+            a.head
+        );
+        assert!(
+            !a.close_delimited,
+            "response {n} has a close-delimited body (neither Content-Length nor chunked), \
+             so the client's connection ends with it:\n{}",
+            a.head
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the HTTP/1.0 upstream takes one request per connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_upstream_keeps_client_on_http11_keep_alive() {
+    client_stays_on_http11_keep_alive(
+        b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6 Python/3.11\r\n\
+          Content-Type: text/plain\r\n\r\nhello",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_upstream_with_content_length_keeps_client_on_http11_keep_alive() {
+    client_stays_on_http11_keep_alive(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+}
+
+// === drain cuts and clients that leave ===
+
+/// A backend that takes the request and answers only after 30 s.
+async fn stalling_backend() -> Backend {
+    Backend::with(|_| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Response::new(full("late"))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cut_at_drain_timeout_are_logged_as_drain_cuts() {
+    let b = stalling_backend().await;
+    let mut f = spawn_logging(&logging_config(&route_all(&b.url())));
+    let client = tokio::spawn(raw(
+        f.addr,
+        b"GET /slow HTTP/1.1\r\nHost: t\r\nx-request-id: cut-1\r\n\r\n",
+        Duration::from_secs(10),
+    ));
+    wait_until("the upstream to receive the request", || b.count() == 1).await;
+
+    let exit = tokio::task::block_in_place(|| f.terminate(WAIT));
+    let exit = exit.unwrap_or_else(|| {
+        panic!(
+            "figway still runs {WAIT:?} after SIGTERM with drain_timeout 300ms; stderr:\n{}",
+            f.stderr_tail().join("\n")
+        )
+    });
+    assert!(
+        exit.success(),
+        "figway exited with {exit} after SIGTERM; stderr:\n{}",
+        f.stderr_tail().join("\n")
+    );
+    let lines = tokio::task::block_in_place(|| f.remaining_lines());
+    let cut: Vec<_> = lines
+        .iter()
+        .map(|l| (l, parse_line(l)))
+        .filter(|(_, v)| v["request_id"] == "cut-1")
+        .collect();
+    assert_eq!(
+        cut.len(),
+        1,
+        "want exactly one access line for cut-1; stdout:\n{}",
+        lines.join("\n")
+    );
+    let (line, v) = &cut[0];
+    assert_eq!(
+        v["status"], 444,
+        "a request cut at drain_timeout before its head went out: {line}"
+    );
+    assert_eq!(
+        v["error"], "drain_timeout",
+        "a request cut at drain_timeout: {line}"
+    );
+    assert_eq!(v["route"], "all", "{line}");
+    let got = tokio::time::timeout(WAIT, client)
+        .await
+        .expect("the client's connection still open after figway exited")
+        .unwrap();
+    assert!(
+        !got.starts_with("HTTP/"),
+        "a request logged 444 (closed without response) got a response: {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_leaves_is_logged_499() {
+    let b = stalling_backend().await;
+    let f = spawn_logging(&logging_config(&route_all(&b.url())));
+    let mut s = TcpStream::connect(f.addr).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\nx-request-id: leave-1\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until("the upstream to receive the request", || b.count() == 1).await;
+    drop(s);
+
+    let line = tokio::task::block_in_place(|| f.next_line());
+    let v = parse_line(&line);
+    assert_eq!(v["request_id"], "leave-1", "{line}");
+    assert_eq!(v["status"], 499, "a client that left: {line}");
+    assert!(v["error"].is_null(), "a client that left: {line}");
+    assert_eq!(v["route"], "all", "{line}");
+}
+
+// === absolute form ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_request_is_logged_with_the_host_it_was_routed_by() {
+    let routed = Backend::start("routed").await;
+    let other = Backend::start("other").await;
+    let f = spawn_logging(&logging_config(&format!(
+        "[upstreams.m]\ntargets = [\"{}\"]\n[upstreams.o]\ntargets = [\"{}\"]\n\
+         [[routes]]\nname = \"routed\"\nprefix = \"/\"\nhost = \"routed.example\"\nto = \"m\"\n\
+         [[routes]]\nname = \"other\"\nprefix = \"/\"\nto = \"o\"\n",
+        routed.url(),
+        other.url()
+    )));
+    let mut client = RawClient::connect(f.addr).await;
+    client
+        .send(b"GET http://routed.example/x HTTP/1.1\r\nHost: other.example\r\nx-request-id: abs-1\r\n\r\n")
+        .await
+        .unwrap();
+    let a = client.answer().await.unwrap();
+    assert_eq!(a.status, 200, "{}", a.head);
+    assert_eq!(
+        String::from_utf8_lossy(&a.body),
+        "routed",
+        "answered by the wrong route:\n{}",
+        a.head
+    );
+    assert_eq!(routed.count(), 1);
+    assert_eq!(other.count(), 0);
+
+    let line = tokio::task::block_in_place(|| f.next_line());
+    let v = parse_line(&line);
+    assert_eq!(v["request_id"], "abs-1", "{line}");
+    assert_eq!(v["route"], "routed", "{line}");
+    assert_eq!(v["path"], "/x", "{line}");
+    assert_eq!(
+        v["host"], "routed.example",
+        "the log names a host other than the one the request was routed by: {line}"
+    );
+}
+
+// === the access log stays off the request path ===
+
+/// The value of the unlabelled metric `name` on `/metrics`, or None when it
+/// is not listed; the second value is the exposition, for messages.
+async fn metric(admin: SocketAddr, name: &str) -> (Option<f64>, String) {
+    let a = tokio::time::timeout(WAIT, get(admin, "/metrics", &[]))
+        .await
+        .unwrap_or_else(|_| panic!("GET /metrics did not answer within {WAIT:?}"));
+    assert_eq!(a.status, 200, "GET /metrics: {}", a.text());
+    let text = a.text();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("/metrics does not parse ({e}):\n{text}"));
+    let value = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name)
+        .map(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("{name} is not a plain number:\n{text}"),
+        });
+    (value, text)
+}
+
+const DROPPED: &str = "figway_access_log_dropped_total";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_dropped_counter_exists_at_zero() {
+    let b = Backend::start("m").await;
+    let f = spawn_logging(&logging_config(&route_all(&b.url())));
+    let (value, text) = metric(f.admin, DROPPED).await;
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    assert_eq!(
+        value,
+        Some(0.0),
+        "{DROPPED} on a fresh figway; listed families: {families:?}"
+    );
+}
+
+/// Small GETs on keep-alive connections while nobody reads figway's stdout:
+/// every one is answered 200 and none stalls. Once the log is saturated (the
+/// pipe and figway's own buffer are full, so lines are being dropped and
+/// counted), `AFTER_DROPS` more answers show requests keep flowing past it
+/// and the test stops; `REQUESTS` is the most it sends (20,000 take ~20 s
+/// on a debug build, so stopping early keeps the test short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_never_wait_on_a_stalled_access_log() {
+    const REQUESTS: usize = 20_000;
+    const AFTER_DROPS: usize = 2_000;
+    const CONNECTIONS: usize = 8;
+    /// No answer at all for this long: the request path is stuck.
+    const STALL: Duration = Duration::from_secs(10);
+    const TOTAL: Duration = Duration::from_secs(60);
+
+    let b = Backend::start("fast").await;
+    // Two workers, whatever the machine: what figway may buffer before it
+    // drops lines grows with its threads, and REQUESTS must exceed it.
+    let toml = logging_config(&format!("[runtime]\nworkers = 2\n{}", route_all(&b.url())));
+    let f = tokio::task::block_in_place(|| LoggingFigway::spawn_unread(&toml));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Tasks(
+        (0..CONNECTIONS)
+            .map(|_| {
+                let (sent, answered, stop) = (sent.clone(), answered.clone(), stop.clone());
+                let addr = f.addr;
+                tokio::spawn(async move {
+                    let mut conn = H1::connect(addr).await;
+                    while !stop.load(Ordering::Relaxed)
+                        && sent.fetch_add(1, Ordering::Relaxed) < REQUESTS
+                    {
+                        let req = Request::get("/small")
+                            .header("host", "t")
+                            .body(full(""))
+                            .unwrap();
+                        let a = conn.send(req).await;
+                        assert_eq!(a.status, 200, "{}", a.text());
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect(),
+    );
+
+    let start = Instant::now();
+    let (mut last, mut last_progress) = (0, Instant::now());
+    let mut last_scrape = Instant::now();
+    let mut drops_began_at: Option<usize> = None;
+    while !tasks.0.is_empty() {
+        let n = answered.load(Ordering::Relaxed);
+        // A task ends when it is told to stop or has sent its share; one
+        // that panicked failed a request: say how.
+        let mut i = 0;
+        while i < tasks.0.len() {
+            if tasks.0[i].is_finished() {
+                if let Err(e) = tasks.0.swap_remove(i).await {
+                    panic!("a client connection failed after {n} answers: {e}");
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if drops_began_at.is_none() && last_scrape.elapsed() > Duration::from_millis(250) {
+            last_scrape = Instant::now();
+            // A figway stuck on its log may not answer /metrics either; the
+            // stall check below reports that.
+            if let Ok((Some(d), _)) =
+                tokio::time::timeout(Duration::from_secs(1), metric(f.admin, DROPPED)).await
+            {
+                if d > 0.0 {
+                    drops_began_at = Some(n);
+                }
+            }
+        }
+        if drops_began_at.is_some_and(|at| n >= at + AFTER_DROPS) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if n > last {
+            (last, last_progress) = (n, Instant::now());
+        }
+        assert!(
+            last_progress.elapsed() < STALL,
+            "requests stalled behind the unread access log: {n} answered, \
+             none in the last {STALL:?}"
+        );
+        assert!(
+            start.elapsed() < TOTAL,
+            "only {n} of {REQUESTS} answered in {TOTAL:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let n = answered.load(Ordering::Relaxed);
+    println!(
+        "{n} requests with stdout unread in {:.1}s; drops counted from answer {drops_began_at:?}",
+        start.elapsed().as_secs_f64()
+    );
+
+    let (dropped, _) = metric(f.admin, DROPPED).await;
+    assert!(
+        dropped.is_some_and(|d| d > 0.0),
+        "{DROPPED} after {n} requests with stdout never read: {dropped:?}"
+    );
+    drop(f);
+}
