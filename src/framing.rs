@@ -9,7 +9,7 @@
 //! headers; the proxy answers that request 400 without forwarding it.
 //!
 //! It only observes: bytes pass to hyper unchanged. Anything it cannot follow
-//! (the HTTP/2 preface, a head httparse rejects, an upgraded stream) turns it
+//! (the HTTP/2 preface, a header line it cannot read, an upgraded stream) turns it
 //! off for the rest of the connection, and hyper's own handling applies.
 
 use std::io;
@@ -251,31 +251,38 @@ impl Scanner {
         }
     }
 
+    /// Reads the two framing headers off a complete head. Only the header
+    /// lines are scanned (no parser, no header array to fill): hyper parses
+    /// the head for real, and a line this scan cannot read is one hyper
+    /// rejects, closing the connection, so the guard turns off.
     fn parse_head(&mut self, head: &[u8], conflict: &mut Option<u64>) {
         if head.starts_with(b"PRI * HTTP/2.0") {
             self.state = State::Off;
             return;
         }
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut request = httparse::Request::new(&mut headers);
-        if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
-            self.state = State::Off;
-            return;
-        }
         let (mut length, mut chunked, mut te) = (None, false, false);
-        for h in request.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                length = std::str::from_utf8(h.value)
+        // The request line first, then one header per line.
+        for line in head.split(|b| *b == b'\n').skip(1) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                break;
+            }
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                self.state = State::Off;
+                return;
+            };
+            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            if name.eq_ignore_ascii_case(b"content-length") {
+                length = std::str::from_utf8(value)
                     .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok());
+                    .and_then(|v| v.parse::<u64>().ok());
                 if length.is_none() {
                     self.state = State::Off;
                     return;
                 }
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 te = true;
-                chunked = h
-                    .value
+                chunked = value
                     .rsplit(|b| *b == b',')
                     .next()
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));

@@ -8,32 +8,29 @@
 //! upstream, target, code, kind, result): no path, no client address.
 //!
 //! Gauges that describe the current table (upstream info, target health,
-//! in-flight) are set from the snapshot at scrape time. When a reload
-//! removes routes or upstreams, [`Metrics::forget`] removes their series, so
-//! dashboards stop showing what no longer exists.
+//! in-flight) are set from the snapshot at scrape time ([`Metrics::render`]
+//! with [`TableGauges`]). When a reload removes routes or upstreams,
+//! `state::compile::forget` works out which, and the `forget_*` methods here
+//! remove their series, so dashboards stop showing what no longer exists.
+//! This module knows nothing of snapshots.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-use crate::error::ErrorKind;
+mod handles;
+
+pub use handles::{RouteMetrics, UpstreamMetrics};
 
 /// Bucket bounds of `figway_request_duration_seconds`: 1 ms to 30 s
 /// (SPEC §8), dense where a proxy's latencies live.
 pub const DURATION_BUCKETS: [f64; 15] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
-];
-
-/// Status codes whose counters sit in a fixed table; others go through a
-/// small locked map (rare by definition).
-const HOT_CODES: [u16; 32] = [
-    200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 410,
-    412, 413, 415, 422, 429, 431, 499, 500, 501, 502, 503, 504, 505,
 ];
 
 pub struct Metrics {
@@ -177,35 +174,25 @@ impl Metrics {
     /// Handles for requests of `route` that go to `upstream`; `fallback` is
     /// the route's fallback, when it has one and `upstream` is not it.
     pub fn route(&self, route: &str, upstream: &str, fallback: Option<&str>) -> Arc<RouteMetrics> {
-        Arc::new(RouteMetrics {
-            route: route.into(),
-            upstream: upstream.into(),
-            hot: Default::default(),
-            other: Mutex::new(HashMap::new()),
-            requests: self.requests.clone(),
-            duration: self.duration.with_label_values(&[route, upstream]),
-            retries: self.retries.with_label_values(&[route, upstream]),
-            fallback: fallback.map(|to| {
-                (
-                    to.into(),
-                    self.fallbacks.with_label_values(&[route, upstream, to]),
-                )
-            }),
-        })
+        Arc::new(RouteMetrics::new(
+            (route, upstream),
+            self.requests.clone(),
+            self.duration.with_label_values(&[route, upstream]),
+            self.retries.with_label_values(&[route, upstream]),
+            fallback.map(|to| (to, self.fallbacks.with_label_values(&[route, upstream, to]))),
+        ))
     }
 
     /// Handles for upstream `name` with targets `targets` (`host:port`).
     pub fn upstream(&self, name: &str, targets: &[&str]) -> UpstreamMetrics {
-        UpstreamMetrics {
-            name: name.into(),
-            errors: self.upstream_errors.clone(),
-            by_kind: UPSTREAM_KINDS
-                .map(|k| self.upstream_errors.with_label_values(&[name, k.as_str()])),
-            ejections: targets
+        UpstreamMetrics::new(
+            name,
+            self.upstream_errors.clone(),
+            targets
                 .iter()
                 .map(|t| self.ejections.with_label_values(&[name, t]))
                 .collect(),
-        }
+        )
     }
 
     /// One counter per shadow outcome, in [`ShadowOutcome::ALL`] order.
@@ -258,8 +245,11 @@ impl Metrics {
         }
         let mut pairs: HashSet<(&str, &str)> = HashSet::new();
         for m in gone {
-            m.remove(self);
-            pairs.insert((&m.route, &m.upstream));
+            let (route, upstream) = (&*m.route, &*m.upstream);
+            let _ = self.duration.remove_label_values(&[route, upstream]);
+            let _ = self.retries.remove_label_values(&[route, upstream]);
+            self.forget_fallback(m);
+            pairs.insert((route, upstream));
         }
         let family = Collector::collect(&self.requests);
         for series in family.iter().flat_map(|f| f.get_metric()) {
@@ -282,7 +272,11 @@ impl Metrics {
 
     /// Removes the fallback counter of a pair whose fallback changed.
     pub fn forget_fallback(&self, pair: &RouteMetrics) {
-        pair.remove_fallback(self);
+        if let Some(to) = pair.fallback_name() {
+            let _ = self
+                .fallbacks
+                .remove_label_values(&[&*pair.route, &*pair.upstream, to]);
+        }
     }
 
     /// Removes a route's shadow outcome counters.
@@ -354,133 +348,6 @@ impl ShadowOutcome {
             ShadowOutcome::Mismatch => "mismatch",
             ShadowOutcome::Error => "error",
             ShadowOutcome::Skipped => "skipped",
-        }
-    }
-}
-
-/// The handles for one (route, upstream) pair.
-pub struct RouteMetrics {
-    pub route: Box<str>,
-    pub upstream: Box<str>,
-    hot: [OnceLock<IntCounter>; HOT_CODES.len()],
-    other: Mutex<HashMap<u16, IntCounter>>,
-    requests: IntCounterVec,
-    duration: Histogram,
-    retries: IntCounter,
-    /// The fallback's name and the counter of requests sent to it.
-    fallback: Option<(Box<str>, IntCounter)>,
-}
-
-impl RouteMetrics {
-    /// Whether these handles count fallbacks to `to` (reusable as they are).
-    pub fn falls_back_to(&self, to: Option<&str>) -> bool {
-        self.fallback_name() == to
-    }
-
-    pub fn fallback_name(&self) -> Option<&str> {
-        self.fallback.as_ref().map(|(t, _)| &**t)
-    }
-
-    /// One finished request: its status code and how long it took.
-    pub fn observe(&self, code: u16, seconds: f64) {
-        self.duration.observe(seconds);
-        match HOT_CODES.binary_search(&code) {
-            Ok(i) => self.hot[i].get_or_init(|| self.counter(code)).inc(),
-            Err(_) => {
-                let mut other = self.other.lock().unwrap_or_else(|e| e.into_inner());
-                other
-                    .entry(code)
-                    .or_insert_with(|| self.counter(code))
-                    .inc();
-            }
-        }
-    }
-
-    fn counter(&self, code: u16) -> IntCounter {
-        let buf = itoa_u16(code);
-        let code = std::str::from_utf8(&buf).unwrap_or("000");
-        self.requests
-            .with_label_values(&[&*self.route, &*self.upstream, code])
-    }
-
-    pub fn retried(&self) {
-        self.retries.inc();
-    }
-
-    pub fn fell_back(&self) {
-        if let Some((_, f)) = &self.fallback {
-            f.inc();
-        }
-    }
-
-    fn remove_fallback(&self, metrics: &Metrics) {
-        if let Some((to, _)) = &self.fallback {
-            let _ = metrics
-                .fallbacks
-                .remove_label_values(&[&*self.route, &*self.upstream, to]);
-        }
-    }
-
-    /// Removes this pair's histogram, retry and fallback series; its
-    /// request counters go in [`Metrics::forget`], which knows every code.
-    fn remove(&self, metrics: &Metrics) {
-        let (route, upstream) = (&*self.route, &*self.upstream);
-        let _ = metrics.duration.remove_label_values(&[route, upstream]);
-        let _ = metrics.retries.remove_label_values(&[route, upstream]);
-        self.remove_fallback(metrics);
-    }
-}
-
-/// Three ASCII digits of a status code, without allocating.
-fn itoa_u16(code: u16) -> [u8; 3] {
-    let code = code.min(999);
-    [
-        b'0' + (code / 100) as u8,
-        b'0' + (code / 10 % 10) as u8,
-        b'0' + (code % 10) as u8,
-    ]
-}
-
-/// The kinds an upstream's attempts and refusals can fail with; their
-/// counters exist from the moment the upstream does, at zero, so that the
-/// first failure of each kind shows in `rate()` and `increase()`.
-const UPSTREAM_KINDS: [ErrorKind; 5] = [
-    ErrorKind::UpstreamConnect,
-    ErrorKind::UpstreamReset,
-    ErrorKind::UpstreamTimeout,
-    ErrorKind::NoHealthyUpstream,
-    ErrorKind::CircuitOpen,
-];
-
-/// The handles of one upstream.
-pub struct UpstreamMetrics {
-    name: Box<str>,
-    errors: IntCounterVec,
-    /// Parallel to [`UPSTREAM_KINDS`].
-    by_kind: [IntCounter; 5],
-    /// Parallel to the upstream's targets; zero until the first ejection.
-    ejections: Box<[IntCounter]>,
-}
-
-impl UpstreamMetrics {
-    pub fn error(&self, kind: ErrorKind) {
-        if let Some(i) = UPSTREAM_KINDS.iter().position(|k| *k == kind) {
-            self.by_kind[i].inc();
-        }
-    }
-
-    /// Target `index` (in the upstream's target order) was ejected.
-    pub fn ejected(&self, index: usize) {
-        if let Some(c) = self.ejections.get(index) {
-            c.inc();
-        }
-    }
-
-    pub fn remove(&self) {
-        for kind in UPSTREAM_KINDS {
-            let _ = self
-                .errors
-                .remove_label_values(&[&*self.name, kind.as_str()]);
         }
     }
 }
