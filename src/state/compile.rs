@@ -106,7 +106,6 @@ pub fn compile_after(
         router,
         routes,
         upstreams,
-        trusted_proxies: config.listen.trusted_proxies.clone().into_boxed_slice(),
         access_log: config.log.access_log,
         version: loaded.version.clone(),
         no_route: registry.metrics.route("", "", None),

@@ -9,7 +9,6 @@ use http::Method;
 
 use crate::config::{HostPattern, KeySource, Side};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::net::Cidr;
 use crate::router::Router;
 use crate::shadow::Shadow;
 use crate::upstream::Upstream;
@@ -20,7 +19,6 @@ pub struct Snapshot {
     /// In config order; the router's indices point here.
     pub routes: Box<[Route]>,
     pub upstreams: Box<[Upstream]>,
-    pub trusted_proxies: Box<[Cidr]>,
     pub access_log: bool,
     pub version: String,
     /// Requests that match no route count as route="", upstream="".
