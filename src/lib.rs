@@ -12,7 +12,8 @@
 //!   the client address rule), [`timefmt`] (RFC 3339), [`headers`]
 //!   (hop-by-hop, `X-Forwarded-For`, `x-request-id`), [`error`] (why figway
 //!   answers itself, with status and `x-figway-error` kind), [`framing`]
-//!   (the smuggling guard over client bytes), [`sticky`] (split buckets).
+//!   (the smuggling guard over client bytes), [`sticky`] (split buckets),
+//!   [`trim`] (free memory back to the OS after connections leave).
 //! - [`config`] reads the file (every error at once, with file:line:col)
 //!   and validates it into [`config::model`] types. It knows nothing of the
 //!   runtime.
@@ -61,4 +62,5 @@ pub mod state;
 pub mod sticky;
 pub mod table;
 pub mod timefmt;
+pub mod trim;
 pub mod upstream;

@@ -54,6 +54,10 @@ pub async fn run(
     let builder = Arc::new(http_builder(&shared));
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(shared.listen.max_connections));
+    let trimmer = tokio::spawn(trim_after_crowds(
+        limit.clone(),
+        shared.listen.max_connections,
+    ));
     tokio::pin!(shutdown);
     loop {
         // Past the cap we stop calling accept; new connections wait in the
@@ -109,6 +113,23 @@ pub async fn run(
     }
     while connections.join_next().await.is_some() {}
     admin_task.abort();
+    trimmer.abort();
+}
+
+/// Returns freed memory to the OS once many connections have closed (see
+/// `trim`): checked every two seconds, off the request path.
+async fn trim_after_crowds(limit: Arc<Semaphore>, max: usize) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut peak = 0;
+    loop {
+        tick.tick().await;
+        let open = max.saturating_sub(limit.available_permits());
+        peak = peak.max(open);
+        if crate::trim::worth_trimming(peak, open) {
+            peak = open;
+            let _ = tokio::task::spawn_blocking(crate::trim::release_free_memory).await;
+        }
+    }
 }
 
 fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
