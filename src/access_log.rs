@@ -3,7 +3,7 @@
 //!
 //! Off the request path: a worker formats its line into a buffer of its
 //! own thread (no allocation, no lock another worker takes), and a writer
-//! thread swaps the buffers out and writes them in batches, every
+//! thread copies the buffers out and writes them in batches, every
 //! [`FLUSH_EVERY`] or sooner when a buffer fills. It is bounded: a buffer
 //! that reaches [`MAX_BUFFERED`] because the writer fell behind (a slow
 //! disk, a stdout pipe nobody reads) drops further lines and counts them
@@ -104,8 +104,8 @@ struct Writer {
     thread: Thread,
     /// Set by a worker that woke the writer early; cleared by the writer.
     woken: AtomicBool,
-    /// Serialises draining (the writer thread and [`flush`]), so lines keep
-    /// their order per thread.
+    /// The batch being written; its lock serialises draining (the writer
+    /// thread and [`flush`]), so lines keep their order per thread.
     draining: Mutex<Vec<u8>>,
 }
 
@@ -152,32 +152,31 @@ impl Writer {
         buffer
     }
 
-    /// Takes every thread's lines and writes them, one buffer at a time.
+    /// Takes every thread's lines and writes them in one batch. The lines
+    /// are copied out under each buffer's lock (a memcpy, never I/O), so a
+    /// worker waits at most for that copy, and keeps its buffer's capacity.
     fn drain(&self) {
         let mut out = self.draining.lock().unwrap_or_else(|e| e.into_inner());
-        let buffers: Vec<_> = {
+        {
             let mut list = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
-            // Threads that ended leave their buffer to us alone.
-            list.retain(|b| Arc::strong_count(b) > 1 || !b.lock().map_or(true, |b| b.is_empty()));
-            list.clone()
-        };
-        let stdout = std::io::stdout();
-        for buffer in buffers {
-            {
+            for buffer in list.iter() {
                 let mut lines = buffer.lock().unwrap_or_else(|e| e.into_inner());
-                if lines.is_empty() {
-                    continue;
-                }
-                std::mem::swap(&mut *lines, &mut *out);
+                out.extend_from_slice(&lines);
+                lines.clear();
             }
-            // One write per batch under stdout's lock, so batches never
-            // interleave with each other.
-            let _ = stdout.lock().write_all(&out);
-            out.clear();
-            // A burst's buffer is not kept at its peak size.
-            if out.capacity() > 4 * WAKE_AT {
-                out.shrink_to(WAKE_AT);
-            }
+            // Threads that ended leave their (now empty) buffer to us alone.
+            list.retain(|b| Arc::strong_count(b) > 1);
+        }
+        if out.is_empty() {
+            return;
+        }
+        // One write per batch under stdout's lock, so batches never
+        // interleave with each other.
+        let _ = std::io::stdout().lock().write_all(&out);
+        out.clear();
+        // A burst's batch is not kept at its peak size.
+        if out.capacity() > 4 * WAKE_AT {
+            out.shrink_to(WAKE_AT);
         }
     }
 }
@@ -299,9 +298,7 @@ fn stamp(buf: &mut Vec<u8>, end: SystemTime, duration: Duration) {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     STAMP.with_borrow_mut(|(last, text)| {
         if *last != ms {
-            let rendered = crate::timefmt::rfc3339_millis(start);
-            let n = rendered.len().min(text.len());
-            text[..n].copy_from_slice(&rendered.as_bytes()[..n]);
+            crate::timefmt::rfc3339_millis_into(start, text);
             *last = ms;
         }
         buf.extend_from_slice(&text[..]);
