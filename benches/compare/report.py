@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Summarise the raw results of benches/compare.sh.
+
+Reads RESULTS/{meta.env,runs.tsv,rate.tsv,mem.tsv} and prints a plain-text
+table, then the same figures as markdown (to paste into docs/benchmarks.md).
+Throughput rows: median over the rounds, with min-max when there was more
+than one round.
+"""
+import os
+import statistics
+import sys
+
+DASH = "\u2013"  # en dash for ranges
+
+
+def read_tsv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = [l.rstrip("\n").split("\t") for l in f if l.strip()]
+    if not lines:
+        return []
+    head, rows = lines[0], lines[1:]
+    return [dict(zip(head, r)) for r in rows]
+
+
+def read_meta(path):
+    meta = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.rstrip("\n").partition("=")
+            meta[k] = v
+    return meta
+
+
+def num(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def fmt(v, digits):
+    if v is None:
+        return "-"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def spread(values, digits):
+    """'median (min-max)' or just the value for a single round."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-", None
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(med, digits), med
+    return f"{fmt(med, digits)} ({fmt(min(vals), digits)}{DASH}{fmt(max(vals), digits)})", med
+
+
+def ratio(v, ref):
+    if v is None or ref is None or ref == 0:
+        return "-"
+    return f"{v / ref:.2f}\u00d7"
+
+
+def table(headers, rows, markdown):
+    if markdown:
+        out = ["| " + " | ".join(headers) + " |",
+               "|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [line(headers), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def throughput_rows(runs, order):
+    rows = []
+    by = {}
+    for r in runs:
+        by.setdefault((r["proxy"], r["path"]), []).append(r)
+    paths = []
+    for r in runs:
+        if r["path"] not in paths:
+            paths.append(r["path"])
+    medians = {}
+    cells = {}
+    for key, rs in by.items():
+        c = {}
+        for field, digits in (("rps", 0), ("p50_ms", 2), ("p99_ms", 2), ("cpu_us_per_req", 1)):
+            c[field], medians[key + (field,)] = spread([num(x[field]) for x in rs], digits)
+        errs = sum(int(x["errors"]) + int(x["non2xx"]) for x in rs)
+        c["flag"] = f" [{errs} errors/non-2xx]" if errs else ""
+        cells[key] = c
+    for path in paths:
+        for proxy in order:
+            key = (proxy, path)
+            if key not in cells:
+                continue
+            c = cells[key]
+            nginx_cpu = medians.get(("nginx", path, "cpu_us_per_req"))
+            nginx_p99 = medians.get(("nginx", path, "p99_ms"))
+            rows.append([
+                proxy + c["flag"], path, c["rps"], c["p50_ms"], c["p99_ms"], c["cpu_us_per_req"],
+                ratio(medians.get(key + ("cpu_us_per_req",)), nginx_cpu) if proxy != "direct" else "-",
+                ratio(medians.get(key + ("p99_ms",)), nginx_p99),
+            ])
+    return rows
+
+
+def rate_rows(rate, order):
+    by = {}
+    for r in rate:
+        by.setdefault(r["proxy"], []).append(r)
+    nginx_p99 = None
+    if "nginx" in by:
+        nginx_p99 = statistics.median(num(x["p99_ms"]) for x in by["nginx"])
+    rows = []
+    for proxy in order:
+        if proxy not in by:
+            continue
+        rs = by[proxy]
+        bad = sum(int(x["non200"]) for x in rs)
+        p99, p99_med = spread([num(x["p99_ms"]) for x in rs], 2)
+        rows.append([
+            proxy + (f" [{bad} non-200]" if bad else ""), rs[0]["path"],
+            spread([num(x["actual_rps"]) for x in rs], 0)[0],
+            spread([num(x["p50_ms"]) for x in rs], 2)[0], p99,
+            spread([num(x["cpu_us_per_req"]) for x in rs], 1)[0] if proxy != "direct" else "-",
+            ratio(p99_med, nginx_p99),
+        ])
+    return rows
+
+
+def mem_rows(mem, order):
+    rows = []
+    by = {r["proxy"]: r for r in mem}
+    for proxy in order:
+        if proxy not in by:
+            continue
+        r = by[proxy]
+        mib = lambda k: f"{int(r[k]) / 1024:.1f}"
+        after = int(r["rss_after_kib"]) - int(r["rss_before_kib"])
+        note = ""
+        if int(r["failed"]):
+            note += f" [{r['failed']} failed]"
+        if int(r["closed_by_peer"]):
+            note += f" [{r['closed_by_peer']} closed by proxy while held]"
+        rows.append([
+            proxy + note, r["held"], mib("rss_before_kib"), mib("rss_held_kib"),
+            f"{float(r['kib_per_conn']):.2f}", mib("rss_after_kib"), f"{after / 1024:+.1f}",
+        ])
+    return rows
+
+
+def main():
+    d = sys.argv[1]
+    meta = read_meta(os.path.join(d, "meta.env"))
+    runs = read_tsv(os.path.join(d, "runs.tsv"))
+    rate = read_tsv(os.path.join(d, "rate.tsv"))
+    mem = read_tsv(os.path.join(d, "mem.tsv"))
+    order = meta.get("proxies", "").split()
+    for r in runs + rate + mem:
+        if r["proxy"] not in order:
+            order.append(r["proxy"])
+
+    th = ["proxy", "path", "req/s", "p50 ms", "p99 ms", "CPU \u00b5s/req", "CPU vs nginx", "p99 vs nginx"]
+    rh = ["proxy", "path", "req/s", "p50 ms", "p99 ms", "CPU \u00b5s/req", "p99 vs nginx"]
+    mh = ["proxy", "idle conns", "RSS before MiB", "RSS held MiB", "KiB/conn", "RSS after close MiB", "after \u2212 before MiB"]
+    tr, rr, mr = throughput_rows(runs, order), rate_rows(rate, order), mem_rows(mem, order)
+
+    rounds = meta.get("rounds", "?")
+    spread_note = f"median over {rounds} rounds (min{DASH}max)" if rounds != "1" else "one round"
+    wrk_note = f"wrk -t1 -c{meta.get('conns')} -d{meta.get('duration')}s --latency, {spread_note}"
+    rate_note = (f"hey -z {meta.get('rate_duration')}s -c {meta.get('rate_workers')} -q {meta.get('rate_qps')} "
+                 f"(target {int(meta.get('rate_workers', 0)) * int(meta.get('rate_qps', 0)):,} req/s)")
+    mem_note = (f"{meta.get('idle_conns')} idle keep-alive client connections, each after one GET /; "
+                f"'after' = {meta.get('settle')} s after closing them all")
+
+    for markdown in (False, True):
+        if markdown:
+            print("\n----- markdown (paste into docs/benchmarks.md) -----\n")
+            print(f"- date: {meta.get('date')}")
+            print(f"- machine: {meta.get('cpu')}, {meta.get('ncpu')} cores, kernel {meta.get('kernel')}")
+            print(f"- figway: {meta.get('figway_version')} ({meta.get('figway_bin')})")
+            print(f"- nginx {meta.get('nginx_version')}, HAProxy {meta.get('haproxy_version')}, {meta.get('wrk_version')}")
+            print(f"- command: `{meta.get('command')}`")
+            print(f"- pinning: proxies on CPU {meta.get('proxy_cpu')}, upstream + load generator on CPU {meta.get('load_cpu')}")
+            if meta.get("notes"):
+                print(f"- notes: {meta.get('notes')}")
+            print()
+        else:
+            print()
+            print(f"figway side-by-side benchmark  {meta.get('date')}")
+            print(f"{meta.get('cpu')}, {meta.get('ncpu')} cores, kernel {meta.get('kernel')}")
+            print(f"command: {meta.get('command')}")
+            if meta.get("notes"):
+                print(f"notes: {meta.get('notes')}")
+            print()
+        for title, headers, rows in ((f"Throughput and latency: {wrk_note}", th, tr),
+                                     (f"Fixed rate: {rate_note}", rh, rr),
+                                     (f"Memory: {mem_note}", mh, mr)):
+            if not rows:
+                continue
+            print(f"**{title}**\n" if markdown else f"{title}\n")
+            print(table(headers, rows, markdown))
+            print()
+
+
+if __name__ == "__main__":
+    main()
