@@ -88,11 +88,20 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     init_tracing(loaded.config.log.format);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime, which skips the work-stealing
+    // scheduler's cross-thread bookkeeping (measured in docs/benchmarks.md).
+    // More: the multi-thread runtime with that many workers.
+    let mut runtime = match loaded.config.runtime.workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                builder.worker_threads(n);
+            }
+            builder
+        }
+    };
     runtime.enable_all();
-    if loaded.config.runtime.workers > 0 {
-        runtime.worker_threads(loaded.config.runtime.workers);
-    }
     let runtime = match runtime.build() {
         Ok(r) => r,
         Err(e) => {
