@@ -18,7 +18,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::framing::{ConnFlags, Guarded};
@@ -48,16 +47,38 @@ pub async fn run(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_with_workers(proxy, admin, shared, shutdown, async {}).await;
+}
+
+/// [`run`] as the first of several workers: the admin API keeps answering
+/// until `others_drained` resolves too (the other workers' drains), so
+/// `/readyz` says 503 and `/metrics` answers for as long as any request is
+/// in flight anywhere in the process.
+pub async fn run_with_workers(
+    proxy: TcpListener,
+    admin: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+    others_drained: impl Future<Output = ()>,
+) {
     let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone()));
+    let trimmer = tokio::spawn(trim_after_crowds(shared.clone()));
+    serve(proxy, shared, shutdown).await;
+    others_drained.await;
+    admin_task.abort();
+    trimmer.abort();
+}
+
+/// The proxy side of [`run`] on one listener: accepts and serves client
+/// connections until `shutdown` resolves, then drains them. Each worker
+/// thread of the binary runs one, on a listener of its own (SO_REUSEPORT);
+/// they share the connection cap.
+pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     // Connection tasks, so that the drain can cut what outlives it.
     let mut connections = JoinSet::new();
     let builder = Arc::new(http_builder(&shared));
     let graceful = GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(shared.listen.max_connections));
-    let trimmer = tokio::spawn(trim_after_crowds(
-        limit.clone(),
-        shared.listen.max_connections,
-    ));
+    let limit = shared.connection_slots.clone();
     tokio::pin!(shutdown);
     loop {
         // Past the cap we stop calling accept; new connections wait in the
@@ -112,18 +133,17 @@ pub async fn run(
         connections.abort_all();
     }
     while connections.join_next().await.is_some() {}
-    admin_task.abort();
-    trimmer.abort();
 }
 
 /// Returns freed memory to the OS once many connections have closed (see
 /// `trim`): checked every two seconds, off the request path.
-async fn trim_after_crowds(limit: Arc<Semaphore>, max: usize) {
+async fn trim_after_crowds(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut peak = 0;
+    let max = shared.listen.max_connections;
     loop {
         tick.tick().await;
-        let open = max.saturating_sub(limit.available_permits());
+        let open = max.saturating_sub(shared.connection_slots.available_permits());
         peak = peak.max(open);
         if crate::trim::worth_trimming(peak, open) {
             peak = open;

@@ -619,3 +619,63 @@ async fn requests_never_wait_on_a_stalled_access_log() {
     );
     drop(f);
 }
+
+// === workers: one runtime and one listener per worker ===
+
+/// Names of the binary's threads, from /proc.
+fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_serves_on_its_own_listener_and_all_drain_on_sigterm() {
+    let b = Backend::start("mono").await;
+    let toml = format!("[runtime]\nworkers = 3\n{}", route_all(&b.url()));
+    let mut f = spawn_logging(&logging_config(&toml));
+    let pid = f.child.id();
+    // A thread takes its name as it starts, just after "figway serving".
+    wait_until("threads figway-worker-1 and -2", || {
+        let names = thread_names(pid);
+        ["figway-worker-1", "figway-worker-2"]
+            .iter()
+            .all(|w| names.iter().any(|n| n == w))
+    })
+    .await;
+    // Three listeners on one port: the kernel spreads new connections over
+    // them, and every one is answered whichever worker took it.
+    let mut answers = Vec::new();
+    for i in 0..60 {
+        let addr = f.addr;
+        answers.push(tokio::spawn(async move {
+            get(addr, &format!("/w/{i}"), &[]).await.status
+        }));
+    }
+    for a in answers {
+        assert_eq!(a.await.unwrap(), 200);
+    }
+    let status = tokio::task::block_in_place(|| f.terminate(WAIT));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "figway with three workers did not drain and exit 0: {status:?}\n{}",
+        f.stderr_tail().join("\n")
+    );
+    let lines = tokio::task::block_in_place(|| f.remaining_lines());
+    let served = lines
+        .iter()
+        .map(|l| parse_line(l))
+        .filter(|v| v["status"] == 200)
+        .count();
+    assert_eq!(
+        served,
+        60,
+        "access lines after the drain:\n{}",
+        lines.join("\n")
+    );
+}

@@ -44,6 +44,9 @@ pub struct Shared {
     pub log: Log,
     pub admin_address: SocketAddr,
     pub runtime: Runtime,
+    /// Places under `[listen] max_connections`, shared by every worker's
+    /// listener.
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
     /// Serialises reloads; only reloads take it.
     pub reload_lock: tokio::sync::Mutex<()>,
     /// sha256 of the file as last read by a reload, accepted or not.
@@ -71,6 +74,9 @@ impl Shared {
             log: loaded.config.log.clone(),
             admin_address: loaded.config.admin.address,
             runtime: loaded.config.runtime.clone(),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(
+                loaded.config.listen.max_connections,
+            )),
             reload_lock: tokio::sync::Mutex::new(()),
             last_file_hash: Mutex::new(Some(loaded.version.clone())),
         })
