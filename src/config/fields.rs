@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use http::Method;
+
 use super::doc::{Problems, Table};
 use super::model::*;
 use super::units::parse_duration;
@@ -71,4 +73,43 @@ pub(super) fn key_source(text: &str) -> Result<KeySource, String> {
         }
         _ => Err(bad()),
     }
+}
+
+/// A list of HTTP methods under `key`: upper-case tokens, sorted, no
+/// duplicates; an empty list is an error (leave the key out instead).
+pub(super) fn read_methods_key(
+    t: &mut Table<'_, '_>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<Vec<Method>> {
+    let list = t.strings(key, problems)?;
+    if list.is_empty() {
+        problems.add(
+            t.span.clone(),
+            t.key_path(key),
+            "list at least one method, or leave the key out to match all",
+        );
+        return None;
+    }
+    let mut methods = Vec::with_capacity(list.len());
+    for m in list {
+        let valid = !m.value.is_empty()
+            && m.value
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+        match Method::from_bytes(m.value.as_bytes()) {
+            Ok(method) if valid => methods.push(method),
+            _ => problems.add(
+                m.span,
+                t.key_path(key),
+                format!(
+                    "invalid method {:?}: methods are upper-case tokens such as \"GET\"",
+                    m.value
+                ),
+            ),
+        }
+    }
+    methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    methods.dedup();
+    Some(methods)
 }

@@ -9,6 +9,7 @@ mod fields;
 pub mod model;
 mod parse;
 mod routes;
+mod shadow;
 pub mod units;
 mod upstreams;
 
