@@ -81,23 +81,33 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
     let limit = shared.connection_slots.clone();
     tokio::pin!(shutdown);
     loop {
+        // Finished connection tasks are reaped as they end, while waiting
+        // for a permit or a connection: a task's memory (sized for the
+        // connection's future) is only freed once its handle goes, and
+        // after a crowd leaves nobody may connect again for a long while.
         // Past the cap we stop calling accept; new connections wait in the
         // kernel's backlog rather than being taken and then starved.
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            Some(_) = connections.join_next() => continue,
             _ = &mut shutdown => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = proxy.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
+        let accepted = loop {
+            tokio::select! {
+                accepted = proxy.accept() => break Some(accepted),
+                Some(_) = connections.join_next() => {}
+                _ = &mut shutdown => break None,
+            }
+        };
+        let (stream, peer) = match accepted {
+            None => break,
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let flags = ConnFlags::new();
@@ -109,8 +119,6 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
             .into_owned();
         let conn = graceful.watch(conn);
         let active = ActiveConnection::new(&shared.registry.metrics.connections);
-        // Reap the finished ones as we go; the set holds only live tasks.
-        while connections.try_join_next().is_some() {}
         connections.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "client connection ended with an error");

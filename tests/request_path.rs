@@ -679,3 +679,57 @@ async fn each_worker_serves_on_its_own_listener_and_all_drain_on_sigterm() {
         lines.join("\n")
     );
 }
+
+// === memory comes back after a crowd of connections leaves ===
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_returns_after_many_idle_connections_close() {
+    const CROWD: usize = 3000;
+    let b = Backend::start("mono").await;
+    let toml = format!("[runtime]\nworkers = 1\n{}", route_all(&b.url()));
+    let f = spawn_logging(&logging_config(&toml));
+    let pid = f.child.id();
+    // Warm: pools, buffers and counters exist before the baseline.
+    for _ in 0..50 {
+        assert_eq!(get(f.addr, "/warm", &[]).await.status, 200);
+    }
+    let before = rss_kib(pid);
+    let mut crowd = Vec::with_capacity(CROWD);
+    for _ in 0..CROWD {
+        let mut s = TcpStream::connect(f.addr).await.unwrap();
+        s.write_all(b"GET /idle HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        crowd.push(s);
+    }
+    let held = rss_kib(pid);
+    drop(crowd);
+    // The server notices within 2 s that the crowd left, and trims.
+    let start = Instant::now();
+    let mut after = rss_kib(pid);
+    while after > before + 12 * 1024 && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = rss_kib(pid);
+    }
+    assert!(
+        after <= before + 12 * 1024,
+        "RSS {before} KiB before {CROWD} idle connections, {held} KiB with them, \
+         {after} KiB 10 s after they closed"
+    );
+}
