@@ -27,6 +27,12 @@ fn hop_by_hop() -> [&'static HeaderName; 7] {
 
 /// Drops hop-by-hop headers, including every header `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over their few names is cheaper
+    // than hashing the seven names below for removal.
+    let hop = hop_by_hop();
+    if !headers.keys().any(|name| hop.contains(&name)) {
+        return;
+    }
     // `Connection: keep-alive` / `close` name nothing beyond the static list
     // below; only other tokens are worth collecting (and allocating for).
     let names_others = headers.get_all(header::CONNECTION).iter().any(|v| {
@@ -154,6 +160,17 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_left_alone() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a"));
+        h.append("x-kept", HeaderValue::from_static("1"));
+        h.append("x-kept", HeaderValue::from_static("2"));
+        let before = h.clone();
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]
