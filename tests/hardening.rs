@@ -474,6 +474,41 @@ async fn idle_upstream_connections_close_without_traffic() {
     assert_eq!(b.accepted(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_to_a_removed_target_close_at_once() {
+    let gone = ConnTracker::start().await;
+    let stays = ConnTracker::start().await;
+    let table = |target: SocketAddr| {
+        config(&format!(
+            "[upstreams.m]\ntargets = [\"http://{target}\"]\n[[routes]]\nprefix = \"/\"\nto = \"m\"\n"
+        ))
+    };
+    let f = Figway::start_file(&table(gone.addr)).await;
+    let a = get(f.addr, "/first", &[]).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(gone.accepted(), 1);
+    // Long enough for the connection's driver to have settled into its
+    // idle_timeout wait.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        gone.closed().is_empty(),
+        "closed with its response, not pooled"
+    );
+
+    // The target leaves the table: its idle connection closes now, not
+    // after the default 90 s idle_timeout.
+    f.reload_ok(&table(stays.addr)).await;
+    wait_for(
+        Duration::from_secs(3),
+        "figway to close the pooled connection to the removed target",
+        || !gone.closed().is_empty(),
+    )
+    .await;
+    let a = get(f.addr, "/second", &[]).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(stays.accepted(), 1);
+}
+
 // === 6. protocol ===
 
 #[test]

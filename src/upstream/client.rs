@@ -202,20 +202,44 @@ async fn connect(target: &Arc<Target>, timeout: Duration) -> Option<Conn> {
         }
     };
     let state = Arc::new(ConnState::default());
-    tokio::spawn(drive(connection, state.clone(), Arc::downgrade(target)));
+    let retired = target.retired();
+    tokio::spawn(drive(
+        connection,
+        state.clone(),
+        Arc::downgrade(target),
+        retired,
+    ));
     Some(Conn { sender, state })
 }
 
 /// Runs one upstream connection until it ends, or until it has sat idle in
-/// a pool for its target's `idle_timeout`, or its target is gone.
+/// a pool for its target's `idle_timeout`, or its target is gone (then an
+/// idle connection closes at once, one in use once its exchange is over).
 async fn drive(
     connection: http1::Connection<TokioIo<TcpStream>, RequestBody>,
     state: Arc<ConnState>,
     target: Weak<Target>,
+    retired: Arc<tokio::sync::Notify>,
 ) {
     tokio::pin!(connection);
-    let mut wait = Duration::from_secs(1);
+    let gone = retired.notified();
+    tokio::pin!(gone);
+    // Registered before the target can be checked, so a drop in between is
+    // not missed.
+    gone.as_mut().enable();
+    let mut retired = false;
     loop {
+        let idle = state.idle_for(clock::now_ms());
+        let timeout = target.upgrade().map(|t| t.idle_timeout_ms());
+        let wait = match (idle, timeout) {
+            // No snapshot lists the target any more: an idle connection
+            // closes; one still in use finishes its exchange first.
+            (Some(_), None) => return,
+            (None, None) => Duration::from_millis(100),
+            (Some(idle), Some(timeout)) if idle >= timeout => return,
+            (Some(idle), Some(timeout)) => Duration::from_millis(timeout - idle),
+            (None, Some(timeout)) => Duration::from_millis(timeout.max(1)),
+        };
         tokio::select! {
             ended = &mut connection => {
                 if let Err(e) = ended {
@@ -223,18 +247,8 @@ async fn drive(
                 }
                 return;
             }
-            _ = tokio::time::sleep(wait) => {
-                let idle = state.idle_for(clock::now_ms());
-                let timeout = target.upgrade().map(|t| t.idle_timeout_ms());
-                wait = match (idle, timeout) {
-                    // A target no snapshot lists any more: its idle
-                    // connections close; one still in use finishes first.
-                    (Some(_), None) => return,
-                    (Some(idle), Some(timeout)) if idle >= timeout => return,
-                    (Some(idle), Some(timeout)) => Duration::from_millis(timeout - idle),
-                    (None, timeout) => Duration::from_millis(timeout.unwrap_or(1000).max(1)),
-                };
-            }
+            _ = &mut gone, if !retired => retired = true,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

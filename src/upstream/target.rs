@@ -37,6 +37,9 @@ pub struct Target {
     /// Bumped whenever the checker is replaced or removed; a checker only
     /// writes `healthy` while it is still the current generation.
     pub(super) health_generation: AtomicU64,
+    /// Woken when the target is dropped (no snapshot lists it any more), so
+    /// the drivers of its pooled connections close them at once.
+    retired: Arc<tokio::sync::Notify>,
 }
 
 impl Target {
@@ -52,7 +55,13 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             checker: Mutex::new(None),
             health_generation: AtomicU64::new(0),
+            retired: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// What a connection's driver waits on to learn the target is gone.
+    pub(super) fn retired(&self) -> Arc<tokio::sync::Notify> {
+        self.retired.clone()
     }
 
     pub fn is_ejected(&self, now: u64) -> bool {
@@ -71,6 +80,12 @@ impl Target {
     pub(super) fn set_idle_timeout(&self, timeout: Duration) {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         self.idle_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.retired.notify_waiters();
     }
 }
 
