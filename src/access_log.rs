@@ -43,7 +43,8 @@ pub struct Line<'a> {
     /// When the request ended; the line shows when it started.
     pub end: SystemTime,
     pub request_id: &'a [u8],
-    pub client: IpAddr,
+    /// The client address as text.
+    pub client: &'a [u8],
     pub method: &'a str,
     pub path: &'a str,
     pub host: Option<&'a str>,
@@ -182,6 +183,10 @@ impl Writer {
 }
 
 // === formatting ===
+//
+// By hand, not with `write!`: `core::fmt` costs several times more per
+// line than copying bytes and rendering integers with `itoa`, and this runs
+// once per request.
 
 fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
     buf.extend_from_slice(b"{\"ts\":\"");
@@ -189,11 +194,11 @@ fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
     buf.extend_from_slice(b"\",\"request_id\":");
     string(buf, l.request_id);
     buf.extend_from_slice(b",\"client\":\"");
-    let _ = write!(buf, "{}", l.client);
+    buf.extend_from_slice(l.client);
     buf.extend_from_slice(b"\",\"method\":");
-    string(buf, l.method.as_bytes());
+    text(buf, l.method);
     buf.extend_from_slice(b",\"path\":");
-    string(buf, l.path.as_bytes());
+    text(buf, l.path);
     for (key, value) in [
         (&b",\"host\":"[..], l.host),
         (b",\"route\":", l.route),
@@ -202,23 +207,23 @@ fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
     ] {
         buf.extend_from_slice(key);
         match value {
-            Some(v) => string(buf, v.as_bytes()),
+            Some(v) => text(buf, v),
             None => buf.extend_from_slice(b"null"),
         }
     }
-    let micros = l.duration.as_micros();
-    let _ = write!(
-        buf,
-        ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{}.{:03},\"retries\":{},\"error\":",
-        l.status,
-        l.bytes_in,
-        l.bytes_out,
-        micros / 1000,
-        micros % 1000,
-        l.retries
-    );
+    buf.extend_from_slice(b",\"status\":");
+    number(buf, l.status);
+    buf.extend_from_slice(b",\"bytes_in\":");
+    number(buf, l.bytes_in);
+    buf.extend_from_slice(b",\"bytes_out\":");
+    number(buf, l.bytes_out);
+    buf.extend_from_slice(b",\"duration_ms\":");
+    millis(buf, l.duration);
+    buf.extend_from_slice(b",\"retries\":");
+    number(buf, l.retries);
+    buf.extend_from_slice(b",\"error\":");
     match l.error {
-        Some(e) => string(buf, e.as_bytes()),
+        Some(e) => text(buf, e),
         None => buf.extend_from_slice(b"null"),
     }
     buf.push(b'}');
@@ -226,54 +231,103 @@ fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
 
 fn pretty(buf: &mut Vec<u8>, l: &Line<'_>) {
     stamp(buf, l.end, l.duration);
-    let micros = l.duration.as_micros();
-    let _ = write!(
-        buf,
-        " {} {} {}{} -> {} {}/{} ",
-        l.status,
-        l.method,
-        l.host.unwrap_or(""),
-        l.path,
-        l.route.unwrap_or("-"),
-        l.upstream.unwrap_or("-"),
-        l.target.unwrap_or("-"),
-    );
-    if l.retries > 0 {
-        let _ = write!(buf, "retries={} ", l.retries);
+    buf.push(b' ');
+    number(buf, l.status);
+    for part in [
+        b" ",
+        l.method.as_bytes(),
+        b" ",
+        l.host.unwrap_or("").as_bytes(),
+        l.path.as_bytes(),
+        b" -> ",
+        l.route.unwrap_or("-").as_bytes(),
+        b" ",
+        l.upstream.unwrap_or("-").as_bytes(),
+        b"/",
+        l.target.unwrap_or("-").as_bytes(),
+        b" ",
+    ] {
+        buf.extend_from_slice(part);
     }
-    let _ = write!(
-        buf,
-        "{}.{:03}ms in={} out={} client={} id=",
-        micros / 1000,
-        micros % 1000,
-        l.bytes_in,
-        l.bytes_out,
-        l.client
-    );
+    if l.retries > 0 {
+        buf.extend_from_slice(b"retries=");
+        number(buf, l.retries);
+        buf.push(b' ');
+    }
+    millis(buf, l.duration);
+    buf.extend_from_slice(b"ms in=");
+    number(buf, l.bytes_in);
+    buf.extend_from_slice(b" out=");
+    number(buf, l.bytes_out);
+    buf.extend_from_slice(b" client=");
+    buf.extend_from_slice(l.client);
+    buf.extend_from_slice(b" id=");
     buf.extend_from_slice(l.request_id);
     if let Some(e) = l.error {
-        let _ = write!(buf, " error={e}");
+        buf.extend_from_slice(b" error=");
+        buf.extend_from_slice(e.as_bytes());
     }
+}
+
+fn number(buf: &mut Vec<u8>, n: impl itoa::Integer) {
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Milliseconds with three decimals (microsecond precision).
+fn millis(buf: &mut Vec<u8>, d: Duration) {
+    let micros = d.as_micros();
+    number(buf, micros / 1000);
+    let frac = (micros % 1000) as u16;
+    buf.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+/// Renders an address for a line; the connection's own peer is rendered
+/// once per connection instead (`ConnCtx::forwarded_for`).
+pub fn ip_text(ip: IpAddr, out: &mut [u8; 46]) -> &[u8] {
+    let mut cursor = std::io::Cursor::new(&mut out[..]);
+    // 46 bytes hold the longest IPv6 text (45), so this cannot fail.
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    &out[..len]
 }
 
 /// A JSON string: quoted, with `"`, `\` and control bytes escaped, and any
 /// byte that is not UTF-8 replaced (header values may carry obs-text).
 fn string(buf: &mut Vec<u8>, value: &[u8]) {
-    buf.push(b'"');
     match std::str::from_utf8(value) {
-        Ok(text) => escape(buf, text),
-        Err(_) => escape(buf, &String::from_utf8_lossy(value)),
+        Ok(t) => text(buf, t),
+        Err(_) => text(buf, &String::from_utf8_lossy(value)),
     }
+}
+
+fn text(buf: &mut Vec<u8>, t: &str) {
+    buf.push(b'"');
+    escape(buf, t);
     buf.push(b'"');
 }
 
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
 fn escape(buf: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    // Nearly every value is plain: one pass to see it, one copy.
+    if !bytes.iter().any(|b| needs_escape(*b)) {
+        buf.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
-    for (i, b) in text.bytes().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
+    for (i, b) in bytes.iter().copied().enumerate() {
+        if !needs_escape(b) {
             continue;
         }
-        buf.extend_from_slice(&text.as_bytes()[start..i]);
+        buf.extend_from_slice(&bytes[start..i]);
         match b {
             b'"' => buf.extend_from_slice(b"\\\""),
             b'\\' => buf.extend_from_slice(b"\\\\"),
@@ -281,12 +335,15 @@ fn escape(buf: &mut Vec<u8>, text: &str) {
             b'\r' => buf.extend_from_slice(b"\\r"),
             b'\t' => buf.extend_from_slice(b"\\t"),
             _ => {
-                let _ = write!(buf, "\\u{b:04x}");
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                buf.extend_from_slice(b"\\u00");
+                buf.push(HEX[usize::from(b >> 4)]);
+                buf.push(HEX[usize::from(b & 15)]);
             }
         }
         start = i + 1;
     }
-    buf.extend_from_slice(&text.as_bytes()[start..]);
+    buf.extend_from_slice(&bytes[start..]);
 }
 
 /// The request's start as RFC 3339 with milliseconds, rendered once per
@@ -315,7 +372,7 @@ mod tests {
             format,
             end: UNIX_EPOCH + Duration::from_micros(1_764_480_000_123_000 + 2_500_250),
             request_id: b"id-\"1\"",
-            client: "10.0.0.1".parse().unwrap(),
+            client: b"10.0.0.1",
             method: "GET",
             path: "/a\\b",
             host: Some("shop.test"),
@@ -354,6 +411,15 @@ mod tests {
         string(&mut buf, b"a\x01b\n\xff");
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v, "a\u{1}b\n\u{fffd}");
+    }
+
+    #[test]
+    fn addresses_render_whole() {
+        let mut out = [0; 46];
+        for ip in ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:10.0.0.1", "10.0.0.1"] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(addr, &mut out), ip.as_bytes());
+        }
     }
 
     #[test]

@@ -227,20 +227,32 @@ impl Scanner {
             if skip > 0 {
                 return skip;
             }
-            if let Some(end) = head_end(bytes) {
-                self.parse_head(&bytes[..end], conflict);
-                return end;
+            match scan(bytes) {
+                Scan::Head(end, framing) => {
+                    self.framed(framing, conflict);
+                    return end;
+                }
+                Scan::Off => {
+                    self.state = State::Off;
+                    return bytes.len();
+                }
+                Scan::Incomplete => {}
             }
         }
         let had = self.partial.len();
         self.partial.extend_from_slice(bytes);
-        match head_end(&self.partial) {
-            Some(end) => {
-                let head = std::mem::take(&mut self.partial);
-                self.parse_head(&head[..end], conflict);
+        match scan(&self.partial) {
+            Scan::Head(end, framing) => {
+                self.partial = Vec::new();
+                self.framed(framing, conflict);
                 end - had
             }
-            None => {
+            Scan::Off => {
+                self.state = State::Off;
+                self.partial = Vec::new();
+                bytes.len()
+            }
+            Scan::Incomplete => {
                 if self.partial.len() > self.max_head {
                     // hyper answers 431; nothing more to follow.
                     self.state = State::Off;
@@ -251,48 +263,13 @@ impl Scanner {
         }
     }
 
-    /// Reads the two framing headers off a complete head. Only the header
-    /// lines are scanned (no parser, no header array to fill): hyper parses
-    /// the head for real, and a line this scan cannot read is one hyper
-    /// rejects, closing the connection, so the guard turns off.
-    fn parse_head(&mut self, head: &[u8], conflict: &mut Option<u64>) {
-        if head.starts_with(b"PRI * HTTP/2.0") {
-            self.state = State::Off;
-            return;
-        }
-        let (mut length, mut chunked, mut te) = (None, false, false);
-        // The request line first, then one header per line.
-        for line in head.split(|b| *b == b'\n').skip(1) {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                break;
-            }
-            let Some(colon) = line.iter().position(|b| *b == b':') else {
-                self.state = State::Off;
-                return;
-            };
-            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-            if name.eq_ignore_ascii_case(b"content-length") {
-                length = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok());
-                if length.is_none() {
-                    self.state = State::Off;
-                    return;
-                }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                te = true;
-                chunked = value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            }
-        }
-        if te && length.is_some() {
+    /// Moves past a complete head to what its framing headers say follows.
+    fn framed(&mut self, f: Framing, conflict: &mut Option<u64>) {
+        if f.te && f.length.is_some() {
             *conflict = Some(self.heads);
         }
         self.heads += 1;
-        self.state = match (te, chunked, length) {
+        self.state = match (f.te, f.chunked, f.length) {
             (true, true, _) => State::ChunkSize {
                 size: 0,
                 ext: false,
@@ -305,26 +282,80 @@ impl Scanner {
     }
 }
 
+/// The framing headers of one head.
+struct Framing {
+    length: Option<u64>,
+    te: bool,
+    chunked: bool,
+}
+
+enum Scan {
+    /// No blank line yet.
+    Incomplete,
+    /// Something this guard does not follow (see the module doc).
+    Off,
+    /// The head's length, blank line included, and its framing.
+    Head(usize, Framing),
+}
+
+/// Finds the end of a head and reads its two framing headers in one pass
+/// over its lines (`memchr` finds the line ends). Only lines that could be
+/// `Content-Length` or `Transfer-Encoding` are looked into: hyper parses
+/// the head for real, and a line it rejects closes the connection, so no
+/// other line can change what comes next on it.
+fn scan(bytes: &[u8]) -> Scan {
+    if bytes.starts_with(b"PRI * HTTP/2.0") {
+        return Scan::Off;
+    }
+    let mut framing = Framing {
+        length: None,
+        te: false,
+        chunked: false,
+    };
+    let mut lines = memchr::memchr_iter(b'\n', bytes);
+    // The request line.
+    let Some(first) = lines.next() else {
+        return Scan::Incomplete;
+    };
+    let mut start = first + 1;
+    for end in lines {
+        let line = &bytes[start..end];
+        start = end + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(first) = line.first() else {
+            return Scan::Head(start, framing);
+        };
+        if !matches!(first | 0x20, b'c' | b't') {
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return Scan::Off;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            framing.length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            if framing.length.is_none() {
+                return Scan::Off;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            framing.te = true;
+            framing.chunked = value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    Scan::Incomplete
+}
+
 fn end_of_size_line(size: u64) -> State {
     if size == 0 {
         State::Trailer { line: 0 }
     } else {
         State::ChunkData(size)
     }
-}
-
-/// The length of the head including its blank line, if `bytes` holds one.
-fn head_end(bytes: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(n) = bytes[i..].iter().position(|b| *b == b'\n') {
-        let at = i + n;
-        match bytes.get(at + 1) {
-            Some(b'\n') => return Some(at + 2),
-            Some(b'\r') if bytes.get(at + 2) == Some(&b'\n') => return Some(at + 3),
-            _ => i = at + 1,
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -27,10 +27,17 @@ fn hop_by_hop() -> [&'static HeaderName; 7] {
 
 /// Drops hop-by-hop headers, including every header `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over their few names is cheaper
-    // than hashing the seven names below for removal.
+    // One pass over the message's few names notes which of the seven it
+    // carries (most carry none, a response often only `Connection`), so
+    // only those are hashed for removal.
     let hop = hop_by_hop();
-    if !headers.keys().any(|name| hop.contains(&name)) {
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = hop.iter().position(|h| *h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     // `Connection: keep-alive` / `close` name nothing beyond the static list
@@ -58,8 +65,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in hop_by_hop() {
-        headers.remove(name);
+    for (i, name) in hop.into_iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 

@@ -472,6 +472,44 @@ async fn absolute_form_request_is_logged_with_the_host_it_was_routed_by() {
     );
 }
 
+/// The connection's own peer is rendered once per connection; a client
+/// address taken from a trusted proxy's `X-Forwarded-For` is rendered per
+/// request. Both must reach the line as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_names_the_client_a_trusted_proxy_forwarded() {
+    let b = Backend::start("m").await;
+    let toml = logging_config(&route_all(&b.url())).replace(
+        "drain_timeout = \"300ms\"\n",
+        "drain_timeout = \"300ms\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+    );
+    let f = spawn_logging(&toml);
+    for (id, xff) in [
+        ("xff-v6", Some("198.51.100.9, 2001:db8::7")),
+        ("xff-none", None),
+    ] {
+        let mut headers = vec![("x-request-id", id)];
+        if let Some(xff) = xff {
+            headers.push(("x-forwarded-for", xff));
+        }
+        assert_eq!(get(f.addr, "/", &headers).await.status, 200);
+    }
+    let mut by_id = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let v = parse_line(&tokio::task::block_in_place(|| f.next_line()));
+        by_id.insert(v["request_id"].as_str().unwrap_or("").to_string(), v);
+    }
+    assert_eq!(
+        by_id["xff-v6"]["client"], "2001:db8::7",
+        "{:?}",
+        by_id["xff-v6"]
+    );
+    assert_eq!(
+        by_id["xff-none"]["client"], "127.0.0.1",
+        "{:?}",
+        by_id["xff-none"]
+    );
+}
+
 // === the access log stays off the request path ===
 
 /// The value of the unlabelled metric `name` on `/metrics`, or None when it

@@ -141,11 +141,17 @@ impl Drop for RequestCtx {
         metrics.observe(status, elapsed.as_secs_f64());
         let Some(log) = &self.log else { return };
         let bytes_in = self.bytes_in + self.upload.as_ref().map_or(0, |u| u.bytes());
+        let mut text = [0; 46];
+        let client = if self.client == self.conn.peer {
+            self.conn.forwarded_for.as_bytes()
+        } else {
+            access_log::ip_text(self.client, &mut text)
+        };
         access_log::write(&Line {
             format: self.conn.shared.log.format,
             end: SystemTime::now(),
             request_id: self.request_id.as_bytes(),
-            client: self.client,
+            client,
             method: log.method.as_str(),
             path: log.uri.path(),
             host: log.host.as_ref().and_then(|h| h.to_str().ok()),

@@ -32,7 +32,6 @@ use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::access_log;
 use crate::decision;
 use crate::error::ErrorKind;
 use crate::headers;
@@ -52,7 +51,7 @@ pub async fn handle(
         let trusted = &ctx.conn.shared.listen.trusted_proxies;
         ctx.client = net::client_address(trusted, ctx.conn.peer, &parts.headers);
     }
-    if access_log::enabled(ctx.snapshot.access_log) {
+    if ctx.snapshot.access_log {
         ctx.log = Some(LogFacts {
             method: parts.method.clone(),
             uri: parts.uri.clone(),

@@ -106,7 +106,7 @@ pub fn compile_after(
         router,
         routes,
         upstreams,
-        access_log: config.log.access_log,
+        access_log: crate::access_log::enabled(config.log.access_log),
         version: loaded.version.clone(),
         no_route: registry.metrics.route("", "", None),
     }

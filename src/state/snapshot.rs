@@ -19,6 +19,8 @@ pub struct Snapshot {
     /// In config order; the router's indices point here.
     pub routes: Box<[Route]>,
     pub upstreams: Box<[Upstream]>,
+    /// Whether lines are written: the config says so and `RUST_LOG` lets
+    /// `figway::access` through (decided here, not per request).
     pub access_log: bool,
     pub version: String,
     /// Requests that match no route count as route="", upstream="".

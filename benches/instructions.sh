@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# User-space instructions and system calls per proxied request: nginx, the
+# floor proxy (examples/baseline_proxy.rs) and figway, each under valgrind's
+# callgrind while wrk drives it.
+#
+#   benches/instructions.sh          # about 3 minutes
+#
+# Why this exists beside compare.sh: on a shared VM the CPU time per request
+# moves ±15% between rounds, more than most single changes to the request
+# path are worth. Instructions retired in user space do not move (two runs
+# agree within 0.5%), and the kernel's share is the same for every row when
+# their system calls per request are the same (this script shows both), so
+# an A/B of one change reads here in minutes. It is not a speed figure:
+# instructions differ in cost (cache misses, branch mispredictions) and
+# compare.sh stays the judge of CPU time and latency.
+#
+# Knobs (environment): FIGWAY_BIN (default: cargo build --release),
+# ROWS (default "nginx baseline figway-nolog figway"), SECONDS_EACH (8),
+# BASE_PORT (19300), SKIP_INSTALL=1.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+ROWS="${ROWS:-nginx baseline figway-nolog figway}"
+SECONDS_EACH="${SECONDS_EACH:-8}"
+BASE_PORT="${BASE_PORT:-19300}"
+
+die() { echo "instructions.sh: error: $*" >&2; exit 1; }
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+need=()
+for t in nginx wrk valgrind strace curl; do command -v "$t" >/dev/null || need+=("$t"); done
+if (( ${#need[@]} )); then
+  [[ "${SKIP_INSTALL:-0}" == 1 ]] && die "missing: ${need[*]}"
+  log "installing ${need[*]}"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
+    || die "apt-get install ${need[*]} failed"
+fi
+
+if [[ -z "${FIGWAY_BIN:-}" ]]; then
+  log "building figway and examples/baseline_proxy (release)"
+  (cd "$ROOT" && cargo build --release --quiet --bin figway --example baseline_proxy) || die "cargo build failed"
+  FIGWAY_BIN="$ROOT/target/release/figway"
+fi
+BASELINE_BIN="${BASELINE_BIN:-$(dirname "$FIGWAY_BIN")/examples/baseline_proxy}"
+
+WORK="$(mktemp -d /tmp/figway-instructions.XXXXXX)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP=$BASE_PORT PROXY=$((BASE_PORT + 1)) ADMIN=$((BASE_PORT + 2))
+render() { # template output KEY=VALUE...
+  local tpl="$1" out="$2"; shift 2
+  local args=() kv
+  for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+  sed "${args[@]}" "$tpl" > "$out"
+}
+mkdir -p "$WORK/www" "$WORK/nginx-tmp" "$WORK/upstream-tmp"
+common=(WORK="$WORK" NOFILE=4096 WORKER_CONNECTIONS=4096 UPSTREAM_PORT="$UP")
+render "$HERE/compare/upstream-nginx.conf" "$WORK/upstream.conf" "${common[@]}" PORT="$UP"
+# One process, so callgrind sees the worker.
+render "$HERE/compare/nginx.conf" "$WORK/nginx.conf" "${common[@]}" PORT="$PROXY"
+sed -i 's/master_process on;/master_process off;/' "$WORK/nginx.conf"
+for log_on in true false; do
+  render "$HERE/compare/figway.toml" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
+    ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on"
+done
+
+taskset -c 0 nginx -p "$WORK/" -c "$WORK/upstream.conf" >/dev/null 2>&1 &
+PIDS+=($!)
+
+ready() { # pid row
+  local i
+  for i in $(seq 1 200); do
+    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$PROXY/" 2>/dev/null && return 0
+    kill -0 "$1" 2>/dev/null || { tail "$WORK/$2.stderr" >&2; die "$2 exited"; }
+    sleep 0.1
+  done
+  die "$2 did not answer on port $PROXY"
+}
+
+requests() { # wrk output -> requests completed
+  awk '/requests in/ {print $1}'
+}
+
+measure() { # row cmd...: prints one line of figures
+  local row="$1"; shift
+  local out="$WORK/$row.callgrind" pid n ir calls
+  # Instructions: under callgrind, counters zeroed after a warm-up (pools,
+  # caches, lazily built state), dumped after a window of wrk.
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$WORK/$row.stdout" 2>"$WORK/$row.stderr" &
+  pid=$!
+  PIDS+=("$pid")
+  ready "$pid" "$row"
+  wrk -t1 -c16 -d2s "http://127.0.0.1:$PROXY/" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  n="$(wrk -t1 -c16 -d"${SECONDS_EACH}s" "http://127.0.0.1:$PROXY/" | requests)"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  [[ -n "$n" && "$n" -gt 0 ]] || die "$row: no requests counted"
+  ir="$(cat "$out".* 2>/dev/null | awk '/^summary:/ {s += $2} END {print s + 0}')"
+  # System calls: natively, under strace -c (which slows every call, so the
+  # window counts fewer requests; the ratio is what matters).
+  "$@" >"$WORK/$row.stdout" 2>"$WORK/$row.stderr" &
+  pid=$!
+  PIDS+=("$pid")
+  ready "$pid" "$row"
+  wrk -t1 -c16 -d1s "http://127.0.0.1:$PROXY/" >/dev/null
+  strace -c -f -p "$pid" -o "$WORK/$row.strace" 2>/dev/null &
+  local tracer=$!
+  sleep 0.5
+  local m
+  m="$(wrk -t1 -c16 -d3s "http://127.0.0.1:$PROXY/" | requests)"
+  sleep 0.2
+  kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  calls="$(awk '$NF == "total" {print $4}' "$WORK/$row.strace")"
+  awk -v ir="$ir" -v n="$n" -v c="${calls:-0}" -v m="${m:-1}" -v row="$row" \
+    'BEGIN { printf "%-14s %9.0f instructions/request (%d requests)  %5.2f syscalls/request\n", row, ir / n, n, c / m }'
+}
+
+log "callgrind, ${SECONDS_EACH}s of wrk -t1 -c16 per row, then strace -c for 3s"
+for row in $ROWS; do
+  case "$row" in
+    nginx) measure nginx nginx -p "$WORK/" -c "$WORK/nginx.conf" ;;
+    baseline) measure baseline "$BASELINE_BIN" "127.0.0.1:$PROXY" "127.0.0.1:$UP" ;;
+    figway) measure figway "$FIGWAY_BIN" run --config "$WORK/figway-true.toml" ;;
+    figway-nolog) measure figway-nolog "$FIGWAY_BIN" run --config "$WORK/figway-false.toml" ;;
+    *) die "unknown row $row" ;;
+  esac
+done
