@@ -17,6 +17,8 @@
 //! - [`config`] reads the file (every error at once, with file:line:col)
 //!   and validates it into [`config::model`] types. It knows nothing of the
 //!   runtime.
+//! - [`tls`]: the certificates handshakes present (swapped on reload),
+//!   SNI choice, the acceptor, and the client stream, plain or TLS.
 //! - [`body`] (request bodies going upstream, bounded copies), [`keys`]
 //!   (hash and sticky keys), [`router`] (the segment trie and the match
 //!   order), [`metrics`] (the registry and pre-resolved handles),
@@ -62,5 +64,6 @@ pub mod state;
 pub mod sticky;
 pub mod table;
 pub mod timefmt;
+pub mod tls;
 pub mod trim;
 pub mod upstream;

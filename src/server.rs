@@ -1,7 +1,7 @@
 //! Listeners and connections: binding (with SO_REUSEPORT so a new binary can
-//! start beside an old one), the `max_connections` cap, HTTP/1.1 and h2c
-//! from clients through hyper-util's auto builder, the admin server beside
-//! it, and the drain on shutdown.
+//! start beside an old one), the `max_connections` cap, TLS termination,
+//! HTTP/1.1 and h2 (h2c on plain TCP) from clients through hyper-util's auto
+//! builder, the admin server beside it, and the drain on shutdown.
 //!
 //! [`run`] takes bound listeners and a shutdown future, so tests and the CLI
 //! bind wherever they like (port 0 in tests) and stop it how they like.
@@ -16,13 +16,15 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpSocket};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::framing::{ConnFlags, Guarded};
 use crate::proxy::ConnCtx;
 use crate::state::Shared;
+use crate::tls::ClientStream;
 
 /// Binds a listening socket with SO_REUSEPORT (SPEC §9).
 pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
@@ -77,6 +79,16 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
     // Connection tasks, so that the drain can cut what outlives it.
     let mut connections = JoinSet::new();
     let builder = Arc::new(http_builder(&shared));
+    let tls = match &shared.tls {
+        Some(certs) => match crate::tls::acceptor(certs.clone()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up TLS; not serving");
+                return;
+            }
+        },
+        None => None,
+    };
     let graceful = GracefulShutdown::new();
     let limit = shared.connection_slots.clone();
     tokio::pin!(shutdown);
@@ -110,19 +122,15 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
             }
         };
         let _ = stream.set_nodelay(true);
-        let flags = ConnFlags::new();
-        let io = Guarded::new(stream, flags.clone(), shared.listen.max_header_bytes);
-        let conn_ctx = Arc::new(ConnCtx::new(shared.clone(), peer, flags));
-        let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
         let active = ActiveConnection::new(&shared.registry.metrics.connections);
+        let conn = Connection {
+            shared: shared.clone(),
+            builder: builder.clone(),
+            tls: tls.clone(),
+            watcher: graceful.watcher(),
+        };
         connections.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "client connection ended with an error");
-            }
+            conn.serve(stream, peer).await;
             drop((permit, active));
         });
     }
@@ -141,6 +149,57 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
         connections.abort_all();
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// What serving one client connection needs, cloned per connection.
+struct Connection {
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// The TLS handshake when there is one, then HTTP/1.1 or h2 until the
+    /// client or the drain ends it. The handshake runs here, on the
+    /// connection's own task, so a slow one holds up nobody else; it has
+    /// `header_read_timeout` to finish (a client that connects and sends
+    /// nothing is cut off), and the request head then has its own.
+    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+        let shared = self.shared;
+        let stream = match &self.tls {
+            None => ClientStream::Plain(stream),
+            Some(acceptor) => {
+                let deadline = shared.listen.header_read_timeout;
+                match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+        };
+        let flags = ConnFlags::new();
+        let io = Guarded::new(stream, flags.clone(), shared.listen.max_header_bytes);
+        let ctx = Arc::new(ConnCtx::new(
+            shared.clone(),
+            peer,
+            flags,
+            self.tls.is_some(),
+        ));
+        let service = service_fn(move |req| crate::proxy::handle(req, ctx.clone()));
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
+            tracing::debug!(error = %e, %peer, "client connection ended with an error");
+        }
+    }
 }
 
 /// Returns freed memory to the OS once many connections have closed (see
@@ -168,10 +227,23 @@ fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(listen.header_read_timeout)
         .max_buf_size(listen.max_header_bytes);
+    // h2 limits, set here rather than left to hyper's defaults so that they
+    // are documented where they apply (docs/configuration.md, "HTTP/2"):
+    // 256 concurrent streams a connection (nginx: 128, Envoy: 2^31), 1 MiB
+    // of window per stream and 4 MiB per connection, and the rapid-reset
+    // guard (CVE-2023-44487): a client whose streams are reset before
+    // figway has taken them up, more than 20 at a time, or whose streams
+    // figway had to reset for errors more than 256 times, gets GOAWAY
+    // (ENHANCE_YOUR_CALM) and loses only its own connection.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(listen.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(listen.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(256);
     builder
 }
 

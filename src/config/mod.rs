@@ -10,6 +10,7 @@ pub mod model;
 mod parse;
 mod routes;
 mod shadow;
+pub mod tls;
 pub mod units;
 mod upstreams;
 
@@ -86,7 +87,11 @@ pub fn load_versioned(text: &str, path: &Path, version: String) -> Result<Loaded
     }
     let mut problems = doc::Problems::default();
     let mut table = doc::Table::new(String::new(), root.span(), root.get_ref());
-    let config = parse::read(&mut table, &mut problems);
+    let base = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let config = parse::read(&mut table, base, &mut problems);
     table.finish(&mut problems);
     problems.list.sort_by_key(|p| p.span.start);
     match config {

@@ -13,6 +13,10 @@ use crate::net::Cidr;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Listen,
+    /// `listen.tls`, kept apart from [`Listen`]: the certificates are read
+    /// again on every reload, while the rest of `[listen]` needs a restart.
+    /// Empty for plain TCP.
+    pub tls: Vec<super::tls::Certificate>,
     pub admin: Admin,
     pub runtime: Runtime,
     pub log: Log,

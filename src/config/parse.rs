@@ -6,18 +6,20 @@
 //! next to the key they belong to.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use super::doc::{as_string, as_table, Problems, Table, Value};
 use super::fields::{nonzero_duration, read_timeouts};
 use super::model::*;
+use super::tls::Certificate;
 use super::units::parse_duration;
 use crate::net::Cidr;
 
 /// Reads the whole document. Returns the config only when no problem was found.
-pub fn read(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Config> {
+pub fn read(root: &mut Table<'_, '_>, base: &Path, problems: &mut Problems) -> Option<Config> {
     let before = problems.list.len();
-    let listen = read_listen(root, problems);
+    let (listen, tls) = read_listen(root, base, problems);
     let admin = read_admin(root, problems);
     let runtime = read_runtime(root, problems);
     let log = read_log(root, problems);
@@ -57,6 +59,7 @@ pub fn read(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Config>
     }
     Some(Config {
         listen: listen?,
+        tls,
         admin,
         runtime,
         log,
@@ -65,9 +68,18 @@ pub fn read(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Config>
     })
 }
 
-fn read_listen(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<Listen> {
-    let value = root.required("listen", problems)?;
-    let mut t = as_table(value, "listen".into(), problems)?;
+fn read_listen(
+    root: &mut Table<'_, '_>,
+    base: &Path,
+    problems: &mut Problems,
+) -> (Option<Listen>, Vec<Certificate>) {
+    let Some(value) = root.required("listen", problems) else {
+        return (None, Vec::new());
+    };
+    let Some(mut t) = as_table(value, "listen".into(), problems) else {
+        return (None, Vec::new());
+    };
+    let tls = super::tls::read_tls(&mut t, base, problems);
     let address = match t.required("address", problems) {
         Some(v) => socket_addr(v, &t.key_path("address"), problems),
         None => None,
@@ -117,14 +129,15 @@ fn read_listen(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<List
         None => Vec::new(),
     };
     t.finish(problems);
-    Some(Listen {
-        address: address?,
+    let listen = address.map(|address| Listen {
+        address,
         header_read_timeout,
         max_header_bytes,
         max_connections,
         drain_timeout,
         trusted_proxies,
-    })
+    });
+    (listen, tls)
 }
 
 fn read_admin(root: &mut Table<'_, '_>, problems: &mut Problems) -> Admin {

@@ -34,10 +34,17 @@ pub struct ConnCtx {
     pub forwarded_for: HeaderValue,
     /// Which request on this connection had both framing headers.
     pub framing: Arc<ConnFlags>,
+    /// Whether the client came over TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
 }
 
 impl ConnCtx {
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr, framing: Arc<ConnFlags>) -> ConnCtx {
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        framing: Arc<ConnFlags>,
+        tls: bool,
+    ) -> ConnCtx {
         let peer = peer.ip().to_canonical();
         let trusted = net::is_trusted(&shared.listen.trusted_proxies, peer);
         let forwarded_for = HeaderValue::try_from(peer.to_string())
@@ -48,6 +55,7 @@ impl ConnCtx {
             trusted,
             forwarded_for,
             framing,
+            tls,
         }
     }
 }

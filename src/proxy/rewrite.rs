@@ -64,7 +64,8 @@ fn forwarded(conn: &ConnCtx, headers: &mut http::HeaderMap) {
     };
     headers.insert(X_FORWARDED_FOR.clone(), value);
     if !(conn.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        let proto = if conn.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !(conn.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match headers.get(HOST).cloned() {

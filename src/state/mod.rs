@@ -49,8 +49,13 @@ pub struct Shared {
     pub connection_slots: Arc<tokio::sync::Semaphore>,
     /// Serialises reloads; only reloads take it.
     pub reload_lock: tokio::sync::Mutex<()>,
-    /// sha256 of the file as last read by a reload, accepted or not.
+    /// sha256 of the file as last read by a reload, accepted or not (with
+    /// the certificate files' own digest after it when TLS is on, so that a
+    /// renewed certificate is not taken for an unchanged config).
     pub last_file_hash: Mutex<Option<String>>,
+    /// The certificates handshakes present, when `listen.tls` is set;
+    /// whether TLS is on at all is fixed at start.
+    pub tls: Option<Arc<crate::tls::Certs>>,
 }
 
 impl Shared {
@@ -78,7 +83,12 @@ impl Shared {
                 loaded.config.listen.max_connections,
             )),
             reload_lock: tokio::sync::Mutex::new(()),
-            last_file_hash: Mutex::new(Some(loaded.version.clone())),
+            last_file_hash: Mutex::new(Some(crate::tls::fingerprint(
+                &loaded.version,
+                &loaded.config.tls,
+            ))),
+            tls: (!loaded.config.tls.is_empty())
+                .then(|| crate::tls::Certs::new(loaded.config.tls.clone())),
         })
     }
 
