@@ -138,7 +138,13 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
     shared.draining.store(true, Ordering::SeqCst);
     let open = graceful.count();
     tracing::info!(connections = open, "draining");
-    if tokio::time::timeout(shared.listen.drain_timeout, graceful.shutdown())
+    // Upgraded connections (WebSockets) left hyper with their 101; they
+    // are waited for beside it and cut with the rest.
+    let drained = async {
+        graceful.shutdown().await;
+        shared.tunnels.drained().await;
+    };
+    if tokio::time::timeout(shared.listen.drain_timeout, drained)
         .await
         .is_err()
     {
@@ -146,6 +152,7 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
         // Requests dropped from here on are logged as drain cuts, not as
         // clients that left.
         shared.cutting.store(true, Ordering::SeqCst);
+        shared.tunnels.cut_all();
         connections.abort_all();
     }
     while connections.join_next().await.is_some() {}

@@ -99,6 +99,9 @@ pub struct RequestCtx {
     /// What the access log needs of the request head; `None` when the log
     /// is off, so nothing is kept for it.
     pub log: Option<LogFacts>,
+    /// A `Connection: upgrade` request's client side, until the target
+    /// answers (`upgrade`).
+    pub upgrade: Option<super::upgrade::Pending>,
 }
 
 /// The parts of the request head the access log shows, kept from before
@@ -136,6 +139,7 @@ impl RequestCtx {
             compare: None,
             tee: None,
             log: None,
+            upgrade: None,
         }
     }
 

@@ -31,12 +31,21 @@ pub enum Source {
 /// them, the request they end.
 pub struct ResponseBody {
     source: Source,
-    ctx: RequestCtx,
+    /// `None` for a 101, whose request goes on in its tunnel.
+    ctx: Option<RequestCtx>,
 }
 
 impl ResponseBody {
     pub fn new(source: Source, ctx: RequestCtx) -> ResponseBody {
-        ResponseBody { source, ctx }
+        ResponseBody {
+            source,
+            ctx: Some(ctx),
+        }
+    }
+
+    /// An answer whose request ends elsewhere (an upgrade's tunnel).
+    pub fn detached(source: Source) -> ResponseBody {
+        ResponseBody { source, ctx: None }
     }
 
     fn source_ended(&self) -> bool {
@@ -49,7 +58,9 @@ impl ResponseBody {
     /// The answer is complete: its connection may serve again, and a
     /// compare has the whole answer.
     fn ended(&mut self) {
-        let ctx = &mut self.ctx;
+        let Some(ctx) = self.ctx.as_mut() else {
+            return;
+        };
         ctx.complete = true;
         if let Some(lease) = ctx.lease.take() {
             lease.release();
@@ -73,11 +84,14 @@ impl Body for ResponseBody {
             Source::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
             Source::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
         };
+        let Some(ctx) = this.ctx.as_mut() else {
+            return Poll::Ready(frame);
+        };
         match &frame {
             Some(Ok(f)) => {
                 if let Some(data) = f.data_ref() {
-                    this.ctx.bytes_out += data.len() as u64;
-                    if let Some(tee) = this.ctx.tee.as_mut() {
+                    ctx.bytes_out += data.len() as u64;
+                    if let Some(tee) = ctx.tee.as_mut() {
                         tee.push(data);
                     }
                 }
@@ -87,7 +101,7 @@ impl Body for ResponseBody {
             }
             None => this.ended(),
             // A broken upstream body: the connection is not reusable.
-            Some(Err(_)) => this.ctx.lease = None,
+            Some(Err(_)) => ctx.lease = None,
         }
         Poll::Ready(frame)
     }
@@ -108,7 +122,8 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // HEAD and 204/304 answers are never polled; they are still complete.
-        if !self.ctx.complete && self.source_ended() {
+        let complete = self.ctx.as_ref().is_none_or(|c| c.complete);
+        if !complete && self.source_ended() {
             self.ended();
         }
     }

@@ -11,6 +11,10 @@
 //! 5. [`finish`]: the answer streams back, and when it is over the one
 //!    end-of-request step runs: pool return, compare copy, metrics, log line.
 //!
+//! An `Upgrade` request (WebSocket) takes the same phases; on the target's
+//! 101, [`upgrade`] splices the two connections and the end-of-request step
+//! runs when the tunnel closes.
+//!
 //! [`context`] holds the per-connection facts (computed once at accept) and
 //! the per-request state the phases share. Nothing a client or an upstream
 //! does can make this path panic or affect other requests: every failure is
@@ -23,6 +27,7 @@ pub mod mirror;
 pub mod respond;
 pub mod rewrite;
 pub mod route;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -47,6 +52,7 @@ pub async fn handle(
     let mut ctx = RequestCtx::new(conn, Instant::now());
     let (mut parts, body) = req.into_parts();
     ctx.request_id = headers::request_id(&mut parts.headers);
+    ctx.upgrade = upgrade::requested(&mut parts);
     if ctx.conn.trusted {
         let trusted = &ctx.conn.shared.listen.trusted_proxies;
         ctx.client = net::client_address(trusted, ctx.conn.peer, &parts.headers);
@@ -74,6 +80,9 @@ async fn forward(
 ) -> Result<Response<Incoming>, ErrorKind> {
     let path = route::route(ctx, &parts)?;
     rewrite::request(&ctx.conn, &mut parts, path);
+    if let Some(pending) = &ctx.upgrade {
+        upgrade::restore_request(&mut parts.headers, pending);
+    }
     let mut body = attempt::body(ctx, &parts, body).await?;
     mirror::start(ctx, &parts, &mut body);
     attempt::send(ctx, parts, body).await

@@ -7,11 +7,12 @@
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use http::{Response, Version};
+use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::context::RequestCtx;
 use super::finish::{ResponseBody, Source};
+use super::upgrade;
 use crate::error::{ErrorKind, X_FIGWAY_ERROR};
 use crate::headers::{self, X_REQUEST_ID};
 
@@ -43,6 +44,11 @@ pub fn respond(
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     ctx.status = Some(parts.status.as_u16());
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS && ctx.upgrade.is_some() {
+        // The request goes on in the tunnel, and ends there.
+        upgrade::splice(ctx, &mut parts);
+        return Response::from_parts(parts, ResponseBody::detached(source));
+    }
     Response::from_parts(parts, ResponseBody::new(source, ctx))
 }
 

@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod snapshot;
+pub mod tunnels;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub struct Shared {
     /// The certificates handshakes present, when `listen.tls` is set;
     /// whether TLS is on at all is fixed at start.
     pub tls: Option<Arc<crate::tls::Certs>>,
+    /// Upgraded connections, which the drain waits for and cuts.
+    pub tunnels: Arc<tunnels::Tunnels>,
 }
 
 impl Shared {
@@ -89,6 +92,7 @@ impl Shared {
             ))),
             tls: (!loaded.config.tls.is_empty())
                 .then(|| crate::tls::Certs::new(loaded.config.tls.clone())),
+            tunnels: Arc::default(),
         })
     }
 

@@ -203,8 +203,11 @@ async fn connect(target: &Arc<Target>, timeout: Duration) -> Option<Conn> {
     };
     let state = Arc::new(ConnState::default());
     let retired = target.retired();
+    // Upgradeable, so that a 101 hands the connection to the proxy's
+    // tunnel (which never returns it to a pool); a plain exchange is
+    // unaffected.
     tokio::spawn(drive(
-        connection,
+        connection.with_upgrades(),
         state.clone(),
         Arc::downgrade(target),
         retired,
@@ -216,7 +219,8 @@ async fn connect(target: &Arc<Target>, timeout: Duration) -> Option<Conn> {
 /// a pool for its target's `idle_timeout`, or its target is gone (then an
 /// idle connection closes at once, one in use once its exchange is over).
 async fn drive(
-    connection: http1::Connection<TokioIo<TcpStream>, RequestBody>,
+    // hyper's upgradeable connection, a type it does not name.
+    connection: impl std::future::Future<Output = hyper::Result<()>>,
     state: Arc<ConnState>,
     target: Weak<Target>,
     retired: Arc<tokio::sync::Notify>,

@@ -1,0 +1,123 @@
+//! Upgrades (SPEC §4): WebSocket and other HTTP/1.1 `Upgrade` requests pass
+//! through to the chosen target. The request is routed and sent like any
+//! other, with `Connection: upgrade` and its `Upgrade` put back after the
+//! hop-by-hop rewrite; when the target answers 101, the client gets the 101
+//! and the two connections are spliced, bytes copied both ways, until
+//! either side closes. The splice carries the request's context, so the
+//! upgrade is one request in the access log and metrics, logged when it
+//! ends with the bytes of both directions. It holds no snapshot-bound
+//! state, so reloads leave it alone; on drain it is tracked by
+//! [`Tunnels`](crate::state::Tunnels) and cut at `drain_timeout`.
+//!
+//! `Upgrade: h2c` is not passed on (figway itself speaks h2c by prior
+//! knowledge; an upstream has no business taking over the client's
+//! connection in another HTTP version). RFC 8441's extended CONNECT over
+//! HTTP/2 is not supported: h2 clients get 405 for CONNECT, as before.
+
+use http::header::{CONNECTION, UPGRADE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::context::RequestCtx;
+use crate::state::tunnels::Tunnels;
+
+/// An upgrade the client asked for, until the target answers.
+pub struct Pending {
+    /// The client side: resolves once hyper has sent the 101 to it.
+    client: OnUpgrade,
+    protocol: HeaderValue,
+}
+
+/// Whether the request asks for an upgrade figway passes through; if so,
+/// takes the client connection's upgrade handle out of the request.
+pub fn requested(parts: &mut Parts) -> Option<Pending> {
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = parts.headers.get(UPGRADE)?;
+    if protocol.as_bytes().eq_ignore_ascii_case(b"h2c") || !names_upgrade(&parts.headers) {
+        return None;
+    }
+    let protocol = protocol.clone();
+    let client = parts.extensions.remove::<OnUpgrade>()?;
+    Some(Pending { client, protocol })
+}
+
+/// Whether `Connection` lists the `upgrade` token.
+fn names_upgrade(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    })
+}
+
+/// Puts the upgrade headers back on a head the hop-by-hop rewrite cleaned.
+fn restore(headers: &mut HeaderMap, protocol: &HeaderValue) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, protocol.clone());
+}
+
+/// The request head as the target gets it.
+pub fn restore_request(headers: &mut HeaderMap, pending: &Pending) {
+    restore(headers, &pending.protocol);
+}
+
+/// The target answered 101: the client gets the target's `Upgrade` back,
+/// and a task splices the two connections, taking the request's context
+/// with it. `upstream` is the target side's upgrade handle.
+pub fn splice(mut ctx: RequestCtx, response: &mut http::response::Parts) {
+    let Some(pending) = ctx.upgrade.take() else {
+        return;
+    };
+    let Some(upstream) = response.extensions.remove::<OnUpgrade>() else {
+        return;
+    };
+    let protocol = response
+        .headers
+        .get(UPGRADE)
+        .cloned()
+        .unwrap_or(pending.protocol);
+    restore(&mut response.headers, &protocol);
+    // The target's connection now belongs to the tunnel, never to a pool.
+    ctx.lease = None;
+    let tunnels = ctx.conn.shared.tunnels.clone();
+    let open = tunnels.open();
+    tokio::spawn(async move {
+        let _open = open;
+        let (client, target) = match tokio::try_join!(pending.client, upstream) {
+            Ok(sides) => sides,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        carry(&mut ctx, client, target, &tunnels).await;
+    });
+}
+
+/// Copies both ways until either side closes, or the drain cuts the tunnel
+/// (then the context's drop logs the cut).
+async fn carry(
+    ctx: &mut RequestCtx,
+    client: hyper::upgrade::Upgraded,
+    target: hyper::upgrade::Upgraded,
+    tunnels: &Tunnels,
+) {
+    let mut client = TokioIo::new(client);
+    let mut target = TokioIo::new(target);
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut target) => {
+            // A reset loses the counts (copy_bidirectional keeps them to
+            // itself); the tunnel is still logged, with what came before.
+            if let Ok((up, down)) = copied {
+                ctx.bytes_in += up;
+                ctx.bytes_out += down;
+            }
+            ctx.complete = true;
+        }
+        _ = tunnels.cut() => {}
+    }
+}
