@@ -24,6 +24,11 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// The request itself is unacceptable (path above root, bad escapes).
     BadRequest,
+    /// The request's body framing is ambiguous (both Content-Length and
+    /// Transfer-Encoding, or a Transfer-Encoding other than `chunked`).
+    /// Reported as `bad_request`; the answer closes the connection, since
+    /// where this request ends, and so where the next begins, is unknown.
+    BadFraming,
     /// CONNECT: figway is not a forward proxy. Reported as `bad_request`.
     MethodNotAllowed,
     NoRoute,
@@ -39,11 +44,12 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamReset,
         ErrorKind::UpstreamTimeout,
         ErrorKind::BadRequest,
+        ErrorKind::BadFraming,
         ErrorKind::MethodNotAllowed,
         ErrorKind::NoRoute,
         ErrorKind::NoHealthyUpstream,
@@ -58,11 +64,12 @@ impl ErrorKind {
             ErrorKind::UpstreamReset => 1,
             ErrorKind::UpstreamTimeout => 2,
             ErrorKind::BadRequest => 3,
-            ErrorKind::MethodNotAllowed => 4,
-            ErrorKind::NoRoute => 5,
-            ErrorKind::NoHealthyUpstream => 6,
-            ErrorKind::CircuitOpen => 7,
-            ErrorKind::DrainTimeout => 8,
+            ErrorKind::BadFraming => 4,
+            ErrorKind::MethodNotAllowed => 5,
+            ErrorKind::NoRoute => 6,
+            ErrorKind::NoHealthyUpstream => 7,
+            ErrorKind::CircuitOpen => 8,
+            ErrorKind::DrainTimeout => 9,
         }
     }
 
@@ -70,7 +77,7 @@ impl ErrorKind {
         match self {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest | ErrorKind::BadFraming => StatusCode::BAD_REQUEST,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::NoHealthyUpstream | ErrorKind::CircuitOpen => {
@@ -86,7 +93,9 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect => "upstream_connect",
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
-            ErrorKind::BadRequest | ErrorKind::MethodNotAllowed => "bad_request",
+            ErrorKind::BadRequest | ErrorKind::BadFraming | ErrorKind::MethodNotAllowed => {
+                "bad_request"
+            }
             ErrorKind::NoRoute => "no_route",
             ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
             ErrorKind::CircuitOpen => "circuit_open",
@@ -103,6 +112,7 @@ impl ErrorKind {
             }
             ErrorKind::UpstreamTimeout => "gateway timeout: the upstream did not answer in time\n",
             ErrorKind::BadRequest => "bad request\n",
+            ErrorKind::BadFraming => "bad request: ambiguous message framing\n",
             ErrorKind::MethodNotAllowed => "method not allowed: figway is not a forward proxy\n",
             ErrorKind::NoRoute => "not found: no route matches this request\n",
             ErrorKind::NoHealthyUpstream => "service unavailable: no healthy upstream target\n",

@@ -1,12 +1,16 @@
 //! Request smuggling guard (SPEC §4): a request carrying both
-//! `Content-Length` and `Transfer-Encoding` is answered 400.
+//! `Content-Length` and `Transfer-Encoding` is answered 400, and the
+//! connection closed.
 //!
 //! hyper's parser resolves that conflict itself (chunked wins, the length is
 //! dropped, keep-alive is turned off) before the service sees the request,
 //! so the service cannot tell. This wrapper watches the bytes a client
 //! connection reads, follows HTTP/1.1 message framing (heads, fixed-length
 //! and chunked bodies) and notes which request on the connection had both
-//! headers; the proxy answers that request 400 without forwarding it.
+//! headers, whatever the length says (after Transfer-Encoding hyper skips a
+//! Content-Length without reading it, so even `abc` must count); the proxy
+//! answers that request 400 without forwarding it. No head after that one
+//! is read as a request, so the guard stops there.
 //!
 //! It only observes: bytes pass to hyper unchanged. Anything it cannot follow
 //! (the HTTP/2 preface, a header line it cannot read, an upgraded stream) turns it
@@ -23,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Shared between a connection's reader and the requests served on it.
 #[derive(Debug)]
 pub struct ConnFlags {
-    /// Index of the request head that had both framing headers.
+    /// Index of the first request head that had both framing headers.
     conflict: AtomicU64,
     /// Requests the service has seen on this connection.
     served: AtomicU64,
@@ -265,28 +269,45 @@ impl Scanner {
 
     /// Moves past a complete head to what its framing headers say follows.
     fn framed(&mut self, f: Framing, conflict: &mut Option<u64>) {
-        if f.te && f.length.is_some() {
-            *conflict = Some(self.heads);
-        }
+        let index = self.heads;
         self.heads += 1;
         self.state = match (f.te, f.chunked, f.length) {
-            (true, true, _) => State::ChunkSize {
+            // Answered 400 and the connection closed (hyper also stops
+            // keep-alive for it): nothing after it is a request. Stopping
+            // here also keeps a later conflict from overwriting this one
+            // before the service has asked about it.
+            (true, _, Length::Is(_) | Length::Invalid) => {
+                *conflict = Some(index);
+                State::Off
+            }
+            (true, true, Length::Absent) => State::ChunkSize {
                 size: 0,
                 ext: false,
             },
-            // hyper rejects a final coding other than chunked and closes.
-            (true, false, _) => State::Off,
-            (false, _, Some(0)) | (false, _, None) => State::Head,
-            (false, _, Some(n)) => State::Fixed(n),
+            // hyper rejects a final coding other than chunked, and a length
+            // that is not one number, and closes.
+            (true, false, Length::Absent) | (false, _, Length::Invalid) => State::Off,
+            (false, _, Length::Absent | Length::Is(0)) => State::Head,
+            (false, _, Length::Is(n)) => State::Fixed(n),
         };
     }
 }
 
 /// The framing headers of one head.
 struct Framing {
-    length: Option<u64>,
+    length: Length,
     te: bool,
     chunked: bool,
+}
+
+/// What a head's Content-Length lines say.
+#[derive(Clone, Copy)]
+enum Length {
+    Absent,
+    /// Every line is the same plain decimal number.
+    Is(u64),
+    /// Not a number (`+5`, `-1`, `1, 2`), or lines that differ.
+    Invalid,
 }
 
 enum Scan {
@@ -308,7 +329,7 @@ fn scan(bytes: &[u8]) -> Scan {
         return Scan::Off;
     }
     let mut framing = Framing {
-        length: None,
+        length: Length::Absent,
         te: false,
         chunked: false,
     };
@@ -333,12 +354,11 @@ fn scan(bytes: &[u8]) -> Scan {
         };
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if name.eq_ignore_ascii_case(b"content-length") {
-            framing.length = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok());
-            if framing.length.is_none() {
-                return Scan::Off;
-            }
+            framing.length = match (framing.length, decimal(value)) {
+                (Length::Absent, Some(n)) => Length::Is(n),
+                (Length::Is(was), Some(n)) if was == n => Length::Is(n),
+                _ => Length::Invalid,
+            };
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             framing.te = true;
             framing.chunked = value
@@ -348,6 +368,18 @@ fn scan(bytes: &[u8]) -> Scan {
         }
     }
     Scan::Incomplete
+}
+
+/// A Content-Length value as hyper reads one: ASCII digits only (no sign,
+/// no list), within u64.
+fn decimal(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, b| match b {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+        _ => None,
+    })
 }
 
 fn end_of_size_line(size: u64) -> State {
@@ -411,6 +443,50 @@ mod tests {
             format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         s.extend_from_slice(body);
         assert_eq!(conflicts(&s), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_length_that_is_not_a_number_still_conflicts() {
+        for length in ["abc", "1, 2", "+5", "-1", ""] {
+            let s = format!(
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: {length}\r\n\r\n0\r\n\r\n"
+            );
+            assert_eq!(conflicts(s.as_bytes()), vec![0], "{length:?}");
+        }
+    }
+
+    #[test]
+    fn the_first_conflict_is_the_one_reported() {
+        // The service asks after the guard has read both heads: the first,
+        // which closes the connection, must not be overwritten.
+        let one =
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(conflicts(&one.repeat(2)), vec![0]);
+    }
+
+    #[test]
+    fn lengths_are_read_as_hyper_reads_them() {
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"0012"), Some(12));
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-5",
+            b"1, 2",
+            b"5 5",
+            b"0x5",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(decimal(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn differing_lengths_turn_it_off() {
+        // hyper refuses such a head and closes: there is nothing to follow.
+        let s = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhelloPOST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(conflicts(s), Vec::<u64>::new());
     }
 
     #[test]

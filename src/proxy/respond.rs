@@ -6,7 +6,7 @@
 //! shadow compare learns the head the client got.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 
@@ -66,11 +66,21 @@ pub fn own_answer(kind: ErrorKind) -> Response<Bytes> {
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if kind == ErrorKind::MethodNotAllowed {
-        headers.insert(
-            ALLOW,
-            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
-        );
+    match kind {
+        ErrorKind::MethodNotAllowed => {
+            headers.insert(
+                ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+            );
+        }
+        // With the framing in doubt, the bytes after this head may be the
+        // rest of its body or a request smuggled behind it: none may be
+        // read as a request (RFC 9112 §6.3). hyper closes the connection
+        // after an answer that says so, without parsing another head.
+        ErrorKind::BadFraming => {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
     }
     response
 }

@@ -24,7 +24,7 @@ pub fn route(
     // Asked for every request, so the per-connection count stays aligned
     // with the heads the framing guard counted.
     if ctx.conn.framing.next_request_conflicts() {
-        return Err(ErrorKind::BadRequest);
+        return Err(ErrorKind::BadFraming);
     }
     if parts.method == Method::CONNECT {
         return Err(ErrorKind::MethodNotAllowed);
@@ -84,14 +84,16 @@ fn choose_upstream(
 /// (SPEC §4, no smuggling). hyper already rejects a final coding other than
 /// chunked, and drops Content-Length when both are present (the framing
 /// guard in `framing.rs` catches that case); this catches what hyper lets
-/// through, such as `gzip, chunked`.
+/// through with chunked last, such as `gzip, chunked`, `chunked, chunked`
+/// or two Transfer-Encoding lines. Either way the answer closes the
+/// connection (see `respond::own_answer`).
 fn check_framing(headers: &HeaderMap) -> Result<(), ErrorKind> {
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {
         let chunked_only =
             first.as_bytes().eq_ignore_ascii_case(b"chunked") && codings.next().is_none();
         if !chunked_only || headers.contains_key(CONTENT_LENGTH) {
-            return Err(ErrorKind::BadRequest);
+            return Err(ErrorKind::BadFraming);
         }
     }
     Ok(())
