@@ -100,8 +100,17 @@ pub struct RequestCtx {
     /// is off, so nothing is kept for it.
     pub log: Option<LogFacts>,
     /// A `Connection: upgrade` request's client side, until the target
-    /// answers (`upgrade`).
-    pub upgrade: Option<super::upgrade::Pending>,
+    /// answers (`upgrade`). Boxed: rare, and every request's context (and
+    /// hyper's per-connection slot) would carry its size.
+    pub upgrade: Option<Box<Pending>>,
+}
+
+/// An upgrade the client asked for, until the target answers.
+pub struct Pending {
+    /// The client side: resolves once hyper has sent the 101 to it.
+    pub client: hyper::upgrade::OnUpgrade,
+    /// The client's `Upgrade` value.
+    pub protocol: HeaderValue,
 }
 
 /// The parts of the request head the access log shows, kept from before

@@ -20,19 +20,12 @@ use http::{HeaderMap, HeaderValue, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::context::RequestCtx;
+use super::context::{Pending, RequestCtx};
 use crate::state::tunnels::Tunnels;
-
-/// An upgrade the client asked for, until the target answers.
-pub struct Pending {
-    /// The client side: resolves once hyper has sent the 101 to it.
-    client: OnUpgrade,
-    protocol: HeaderValue,
-}
 
 /// Whether the request asks for an upgrade figway passes through; if so,
 /// takes the client connection's upgrade handle out of the request.
-pub fn requested(parts: &mut Parts) -> Option<Pending> {
+pub fn requested(parts: &mut Parts) -> Option<Box<Pending>> {
     if parts.version != Version::HTTP_11 {
         return None;
     }
@@ -42,7 +35,7 @@ pub fn requested(parts: &mut Parts) -> Option<Pending> {
     }
     let protocol = protocol.clone();
     let client = parts.extensions.remove::<OnUpgrade>()?;
-    Some(Pending { client, protocol })
+    Some(Box::new(Pending { client, protocol }))
 }
 
 /// Whether `Connection` lists the `upgrade` token.
@@ -72,14 +65,14 @@ pub fn splice(mut ctx: RequestCtx, response: &mut http::response::Parts) {
     let Some(pending) = ctx.upgrade.take() else {
         return;
     };
+    let Pending {
+        client,
+        protocol: asked,
+    } = *pending;
     let Some(upstream) = response.extensions.remove::<OnUpgrade>() else {
         return;
     };
-    let protocol = response
-        .headers
-        .get(UPGRADE)
-        .cloned()
-        .unwrap_or(pending.protocol);
+    let protocol = response.headers.get(UPGRADE).cloned().unwrap_or(asked);
     restore(&mut response.headers, &protocol);
     // The target's connection now belongs to the tunnel, never to a pool.
     ctx.lease = None;
@@ -87,7 +80,7 @@ pub fn splice(mut ctx: RequestCtx, response: &mut http::response::Parts) {
     let open = tunnels.open();
     tokio::spawn(async move {
         let _open = open;
-        let (client, target) = match tokio::try_join!(pending.client, upstream) {
+        let (client, target) = match tokio::try_join!(client, upstream) {
             Ok(sides) => sides,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
