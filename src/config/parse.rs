@@ -102,6 +102,9 @@ fn read_listen(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<List
     let drain_timeout = t
         .parsed("drain_timeout", problems, parse_duration)
         .unwrap_or(Duration::from_secs(30));
+    let drain_delay = t
+        .parsed("drain_delay", problems, parse_duration)
+        .unwrap_or(Duration::ZERO);
     let trusted_proxies = match t.strings("trusted_proxies", problems) {
         Some(list) => list
             .into_iter()
@@ -123,6 +126,7 @@ fn read_listen(root: &mut Table<'_, '_>, problems: &mut Problems) -> Option<List
         max_header_bytes,
         max_connections,
         drain_timeout,
+        drain_delay,
         trusted_proxies,
     })
 }
