@@ -1,7 +1,8 @@
-//! The command line (SPEC §1): `run`, `check`, `explain`, and `figway PATH`
+//! The command line (SPEC §1): `run` (with `--upgrade` to join the
+//! addresses a running figway holds), `check`, `explain`, and `figway PATH`
 //! as a shorthand for `run --config PATH`. Exit codes: 0 ok, 1 invalid
-//! config or cannot bind, 2 bad command line (clap's own code for usage
-//! errors).
+//! config or cannot bind (an address already in use included), 2 bad
+//! command line (clap's own code for usage errors).
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -30,10 +31,15 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve with the given config.
+    /// Serve with the given config. An address already in use is exit 1.
     Run {
         #[arg(long, short, default_value = "figway.toml")]
         config: PathBuf,
+        /// Join the listen and admin addresses a running figway holds
+        /// (SO_REUSEPORT) instead of refusing them: start the new binary
+        /// with this, wait for it to serve, then SIGTERM the old one.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config and print its compiled route table.
     Check { path: PathBuf },
@@ -58,8 +64,8 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        None => run(Path::new("figway.toml")),
-        Some(Command::Run { config }) => run(&config),
+        None => run(Path::new("figway.toml"), false),
+        Some(Command::Run { config, upgrade }) => run(&config, upgrade),
         Some(Command::Check { path }) => check(&path),
         Some(Command::Explain {
             path,
@@ -70,7 +76,7 @@ pub fn main() -> ExitCode {
             json,
         }) => explain(&path, &method, &url, &headers, client, json),
         Some(Command::ConfigPath(args)) => match args.as_slice() {
-            [path] => run(Path::new(path)),
+            [path] => run(Path::new(path), false),
             _ => {
                 eprintln!("error: unexpected arguments after the config path\n\nUsage: figway [run --config] PATH");
                 ExitCode::from(2)
@@ -79,7 +85,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(path: &Path) -> ExitCode {
+fn run(path: &Path, upgrade: bool) -> ExitCode {
     let loaded = match config::load(path) {
         Ok(l) => l,
         Err(e) => {
@@ -109,13 +115,9 @@ fn run(path: &Path) -> ExitCode {
     };
     let served = runtime.block_on(async {
         let config = &loaded.config;
-        let bound = crate::server::bind(config.listen.address)
-            .map_err(|e| format!("cannot bind listen.address {}: {e}", config.listen.address))
-            .and_then(|p| {
-                crate::server::bind(config.admin.address)
-                    .map(|a| (p, a))
-                    .map_err(|e| format!("cannot bind admin.address {}: {e}", config.admin.address))
-            });
+        let bound = bind_configured("listen.address", config.listen.address, upgrade).and_then(
+            |p| bind_configured("admin.address", config.admin.address, upgrade).map(|a| (p, a)),
+        );
         let (proxy, admin) = match bound {
             Ok(b) => b,
             Err(e) => {
@@ -154,7 +156,9 @@ fn run(path: &Path) -> ExitCode {
             workers = others.len() + 1,
             "figway serving"
         );
-        warn_without_migrate_req();
+        if upgrade {
+            warn_without_migrate_req();
+        }
         let shutdown = async move {
             shutdown_signal().await;
             let _ = stop.send(true);
@@ -176,6 +180,33 @@ fn run(path: &Path) -> ExitCode {
     crate::access_log::flush();
     tracing::info!("figway stopped");
     ExitCode::SUCCESS
+}
+
+/// Binds the address config key `key` names (SPEC §9). Without `--upgrade`
+/// an address anyone already holds is refused, so that a second figway
+/// started by mistake cannot quietly take half the traffic with another
+/// route table. With it, both the listener and the admin API join the old
+/// figway's sockets: the admin address is shared too, because the upgrade
+/// keeps it (scrapers and probes need no new address) and the old figway
+/// must keep answering on it while it drains; during the overlap the
+/// kernel hands each admin connection to one of the two.
+fn bind_configured(
+    key: &str,
+    address: std::net::SocketAddr,
+    upgrade: bool,
+) -> Result<tokio::net::TcpListener, String> {
+    let bound = if upgrade {
+        crate::server::bind(address)
+    } else {
+        crate::server::bind_exclusive(address)
+    };
+    bound.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse if !upgrade => format!(
+            "cannot bind {key} {address}: already in use (by another figway? to replace a \
+             running figway on it, start the new one with `figway run --upgrade`)"
+        ),
+        _ => format!("cannot bind {key} {address}: {e}"),
+    })
 }
 
 /// Starts worker `index`: its own current-thread runtime and its own
@@ -225,7 +256,9 @@ fn spawn_worker(
 /// SPEC §9: zero-downtime upgrades start the new binary beside the old
 /// one on the same port (SO_REUSEPORT). Without `tcp_migrate_req`, the
 /// connections still waiting in the old listener's backlog when it closes
-/// are reset instead of moved to the new one.
+/// are reset instead of moved to the new one. Said under `--upgrade` only:
+/// on an ordinary start nobody shares the listener, so there is nothing to
+/// migrate.
 fn warn_without_migrate_req() {
     if let Ok(v) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req") {
         if v.trim() == "0" {

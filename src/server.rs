@@ -1,11 +1,14 @@
-//! Listeners and connections: binding (with SO_REUSEPORT so a new binary can
-//! start beside an old one), the `max_connections` cap, TLS termination,
-//! HTTP/1.1 and h2 (h2c on plain TCP) from clients through hyper-util's auto
-//! builder, the admin server beside it, and the drain on shutdown.
+//! Listeners and connections: binding (exclusive, or with SO_REUSEPORT
+//! beside the listeners already there, so a new binary can start beside an
+//! old one), the `max_connections` cap, TLS termination, HTTP/1.1 and h2
+//! (h2c on plain TCP) from clients through hyper-util's auto builder, the
+//! admin server beside it, and on shutdown `drain_delay` then the drain
+//! (SPEC §9), upgraded connections included.
 //!
 //! [`run`] takes bound listeners and a shutdown future, so tests and the CLI
 //! bind wherever they like (port 0 in tests) and stop it how they like.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -16,8 +19,9 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -26,17 +30,48 @@ use crate::proxy::ConnCtx;
 use crate::state::Shared;
 use crate::tls::ClientStream;
 
-/// Binds a listening socket with SO_REUSEPORT (SPEC §9).
+/// Binds a listening socket with SO_REUSEPORT (SPEC §9), beside any
+/// listener on `address` that set it too: this process's other workers, and
+/// under `run --upgrade` the figway being replaced.
 pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    bind_as(address, true)
+}
+
+/// As [`bind`], but fails with `AddrInUse` when any socket already holds
+/// `address` (SPEC §9: a second figway started by mistake must not share the
+/// listener and split traffic between two route tables).
+pub fn bind_exclusive(address: SocketAddr) -> io::Result<TcpListener> {
+    bind_as(address, false)
+}
+
+fn bind_as(address: SocketAddr, join: bool) -> io::Result<TcpListener> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
+    // Lets a restart bind over its predecessor's TIME_WAIT connections; it
+    // never lets two sockets listen on one address.
     socket.set_reuseaddr(true)?;
+    // Exclusive: the bind itself is the check, so it is race-free. Without
+    // SO_REUSEPORT on this socket, Linux refuses an address any listener
+    // holds (sharing needs the flag on both sides), whoever that is. A probe
+    // bind followed by a real one would leave a gap in which two figways
+    // starting together both pass. The flag set after the bind, before
+    // listen, still makes the socket one others can join (Linux checks the
+    // bound socket's flag when the next one binds and forms the group at
+    // listen): the workers, and later a `run --upgrade`.
     #[cfg(unix)]
-    socket.set_reuseport(true)?;
+    if join {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(address)?;
+    #[cfg(unix)]
+    if !join {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = join;
     socket.listen(4096)
 }
 
@@ -72,11 +107,12 @@ pub async fn run_with_workers(
 }
 
 /// The proxy side of [`run`] on one listener: accepts and serves client
-/// connections until `shutdown` resolves, then drains them. Each worker
-/// thread of the binary runs one, on a listener of its own (SO_REUSEPORT);
-/// they share the connection cap.
+/// connections until `shutdown` resolves and `drain_delay` has passed, then
+/// drains them. Each worker thread of the binary runs one, on a listener of
+/// its own (SO_REUSEPORT); they share the connection cap.
 pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    // Connection tasks, so that the drain can cut what outlives it.
+    // Connection tasks, so that the drain can wait for them and cut what
+    // outlives it.
     let mut connections = JoinSet::new();
     let builder = Arc::new(http_builder(&shared));
     let tls = match &shared.tls {
@@ -89,8 +125,9 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
         },
         None => None,
     };
-    let graceful = GracefulShutdown::new();
+    let (drain, draining) = watch::channel(false);
     let limit = shared.connection_slots.clone();
+    let shutdown = stop_accepting(&shared, shutdown);
     tokio::pin!(shutdown);
     loop {
         // Finished connection tasks are reaped as they end, while waiting
@@ -123,28 +160,31 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
         };
         let _ = stream.set_nodelay(true);
         let active = ActiveConnection::new(&shared.registry.metrics.connections);
-        let conn = Connection {
-            shared: shared.clone(),
-            builder: builder.clone(),
-            tls: tls.clone(),
-            watcher: graceful.watcher(),
-        };
+        let served = connection(
+            stream,
+            peer,
+            shared.clone(),
+            builder.clone(),
+            tls.clone(),
+            draining.clone(),
+        );
         connections.spawn(async move {
-            conn.serve(stream, peer).await;
+            served.await;
             drop((permit, active));
         });
     }
     drop(proxy);
     shared.draining.store(true, Ordering::SeqCst);
-    let open = graceful.count();
-    tracing::info!(connections = open, "draining");
-    // Upgraded connections (WebSockets) left hyper with their 101; they
-    // are waited for beside it and cut with the rest.
-    let drained = async {
-        graceful.shutdown().await;
-        shared.tunnels.drained().await;
+    tracing::info!(connections = connections.len(), "draining");
+    let _ = drain.send(true);
+    // Upgraded connections (WebSockets) left their connection task with
+    // their 101; they are waited for beside it and cut with the rest.
+    let tunnels = shared.tunnels.clone();
+    let all_closed = async {
+        while connections.join_next().await.is_some() {}
+        tunnels.drained().await;
     };
-    if tokio::time::timeout(shared.listen.drain_timeout, drained)
+    if tokio::time::timeout(shared.listen.drain_timeout, all_closed)
         .await
         .is_err()
     {
@@ -158,55 +198,138 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
     while connections.join_next().await.is_some() {}
 }
 
-/// What serving one client connection needs, cloned per connection.
-struct Connection {
+/// One client connection from accept to close: its first bytes
+/// ([`first_bytes`]), the TLS handshake when there is one, then HTTP until
+/// the peer leaves or the drain closes it ([`until_drained`]). The whole
+/// head, first bytes and handshake included, is due within
+/// `header_read_timeout` of the accept (slowloris; a TLS client that sends
+/// nothing is cut off then).
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<TlsAcceptor>,
-    watcher: Watcher,
-}
-
-impl Connection {
-    /// The TLS handshake when there is one, then HTTP/1.1 or h2 until the
-    /// client or the drain ends it. The handshake runs here, on the
-    /// connection's own task, so a slow one holds up nobody else; it has
-    /// `header_read_timeout` to finish (a client that connects and sends
-    /// nothing is cut off), and the request head then has its own.
-    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
-        let shared = self.shared;
-        let stream = match &self.tls {
-            None => ClientStream::Plain(stream),
-            Some(acceptor) => {
-                let deadline = shared.listen.header_read_timeout;
-                match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => ClientStream::Tls(Box::new(s)),
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
+    draining: watch::Receiver<bool>,
+) {
+    let header_read_timeout = shared.listen.header_read_timeout;
+    let Some(waited) = first_bytes(&stream, header_read_timeout).await else {
+        return;
+    };
+    let (stream, waited) = match &tls {
+        None => (ClientStream::Plain(stream), waited),
+        Some(acceptor) => {
+            let start = tokio::time::Instant::now();
+            let left = header_read_timeout.saturating_sub(waited);
+            match tokio::time::timeout(left, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => (ClientStream::Tls(Box::new(s)), waited + start.elapsed()),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
                 }
             }
-        };
-        let flags = ConnFlags::new();
-        let io = Guarded::new(stream, flags.clone(), shared.listen.max_header_bytes);
-        let ctx = Arc::new(ConnCtx::new(
-            shared.clone(),
-            peer,
-            flags,
-            self.tls.is_some(),
-        ));
-        let service = service_fn(move |req| crate::proxy::handle(req, ctx.clone()));
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
-            tracing::debug!(error = %e, %peer, "client connection ended with an error");
         }
+    };
+    let builder = remaining_head_time(&builder, header_read_timeout, waited);
+    let flags = ConnFlags::new();
+    let io = Guarded::new(stream, flags.clone(), shared.listen.max_header_bytes);
+    let conn_ctx = Arc::new(ConnCtx::new(shared.clone(), peer, flags, tls.is_some()));
+    let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = until_drained(conn, draining).await {
+        tracing::debug!(error = %e, %peer, "client connection ended with an error");
     }
+}
+
+/// SPEC §9 `drain_delay`: once `signal` resolves, `/readyz` says 503 at
+/// once, but the listener keeps accepting (and connections keep their
+/// keep-alive) for `drain_delay` more, so that load balancers take this
+/// instance out of rotation before it refuses anything.
+async fn stop_accepting(shared: &Shared, signal: impl Future<Output = ()>) {
+    signal.await;
+    shared.draining.store(true, Ordering::SeqCst);
+    let delay = shared.listen.drain_delay;
+    if !delay.is_zero() {
+        tracing::info!(
+            ?delay,
+            "readyz says 503; accepting until drain_delay passes"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Waits until a new connection's first bytes have arrived; None when it
+/// closed or `deadline` passed first. Otherwise how long that took.
+///
+/// SPEC §9: a connection accepted but not yet given its first request is
+/// not idle. Until bytes arrive, hyper would treat it as idle and close it
+/// on graceful shutdown (the auto builder cancels its version sniffing).
+/// So the HTTP connection is only made, and only comes under the drain,
+/// once there is something to read; the drain then lets that request in
+/// and answers it with `Connection: close`. A peek rather than
+/// `readable()`: tokio marks an accepted socket readable before any event
+/// (so its first read need not wait for the driver), which `readable()`
+/// would report as bytes. The cost is one `recv(MSG_PEEK)` per connection,
+/// nothing per request; with the bytes already there (the usual case) the
+/// timeout's timer is never registered.
+async fn first_bytes(stream: &TcpStream, deadline: Duration) -> Option<Duration> {
+    let start = tokio::time::Instant::now();
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(deadline, stream.peek(&mut byte)).await {
+        Ok(Ok(n)) if n > 0 => Some(start.elapsed()),
+        _ => None,
+    }
+}
+
+/// A first byte later than this shortens the connection's own
+/// `header_read_timeout` by the wait, so that the whole head is still due
+/// within `header_read_timeout` of the accept (slowloris). Sooner ones keep
+/// the shared builder: the slack is too small to matter, and the common
+/// connection pays no copy.
+const SLOW_FIRST_BYTES: Duration = Duration::from_millis(100);
+
+fn remaining_head_time(
+    builder: &auto::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+    waited: Duration,
+) -> Cow<'_, auto::Builder<TokioExecutor>> {
+    if waited < SLOW_FIRST_BYTES {
+        return Cow::Borrowed(builder);
+    }
+    let mut shortened = builder.clone();
+    shortened
+        .http1()
+        .header_read_timeout(header_read_timeout.saturating_sub(waited));
+    Cow::Owned(shortened)
+}
+
+/// Drives `conn` to its end; once the drain begins, gracefully: HTTP/1.1
+/// finishes the request in progress (or the first, still arriving) with
+/// `Connection: close` and closes when idle; h2 sends GOAWAY and finishes
+/// its open streams.
+async fn until_drained<C>(conn: C, mut draining: watch::Receiver<bool>) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    tokio::pin!(conn);
+    // The connection is polled first, so by the time it hears of the drain
+    // it has read the bytes `first_bytes` saw and left the auto builder's
+    // version sniffing, where a graceful shutdown would drop it unanswered.
+    // (Only a client whose first bytes are a strict prefix of the h2
+    // preface can still be in there.)
+    tokio::select! {
+        biased;
+        done = &mut conn => return done,
+        _ = draining.wait_for(|d| *d) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// Returns freed memory to the OS once many connections have closed (see

@@ -31,6 +31,9 @@ pub struct Listen {
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub drain_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long the listener keeps accepting while
+    /// `/readyz` says 503, before the drain begins.
+    pub drain_delay: Duration,
     pub trusted_proxies: Vec<Cidr>,
 }
 

@@ -114,6 +114,9 @@ fn read_listen(
     let drain_timeout = t
         .parsed("drain_timeout", problems, parse_duration)
         .unwrap_or(Duration::from_secs(30));
+    let drain_delay = t
+        .parsed("drain_delay", problems, parse_duration)
+        .unwrap_or(Duration::ZERO);
     let trusted_proxies = match t.strings("trusted_proxies", problems) {
         Some(list) => list
             .into_iter()
@@ -135,6 +138,7 @@ fn read_listen(
         max_header_bytes,
         max_connections,
         drain_timeout,
+        drain_delay,
         trusted_proxies,
     });
     (listen, tls)

@@ -159,13 +159,27 @@ impl FigwayProcess {
         FigwayProcess::spawn_at(&path, dir)
     }
 
+    /// As [`FigwayProcess::spawn`], with `extra` arguments after
+    /// `run --config PATH` (`--upgrade`).
+    pub fn spawn_with(toml: &str, extra: &[&str]) -> FigwayProcess {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("figway.toml");
+        std::fs::write(&path, toml).unwrap();
+        FigwayProcess::start(&path, dir, extra)
+    }
+
     /// Runs the binary on a config the caller laid out (a symlink, say),
     /// keeping `dir` alive as long as the process.
     pub fn spawn_at(path: &Path, dir: tempdir::Dir) -> FigwayProcess {
+        FigwayProcess::start(path, dir, &[])
+    }
+
+    fn start(path: &Path, dir: tempdir::Dir, extra: &[&str]) -> FigwayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_figway"))
             .arg("run")
             .arg("--config")
             .arg(path)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
