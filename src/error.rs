@@ -87,6 +87,23 @@ impl ErrorKind {
         }
     }
 
+    /// The `grpc-status` a gRPC client gets instead (SPEC §4): 14
+    /// UNAVAILABLE for every 502/503 kind, 4 DEADLINE_EXCEEDED for a
+    /// timeout, 12 UNIMPLEMENTED for no route; the rest as gRPC maps their
+    /// HTTP statuses (400 → 13 INTERNAL).
+    pub fn grpc_status(self) -> &'static str {
+        match self {
+            ErrorKind::UpstreamConnect
+            | ErrorKind::UpstreamReset
+            | ErrorKind::NoHealthyUpstream
+            | ErrorKind::CircuitOpen
+            | ErrorKind::DrainTimeout => "14",
+            ErrorKind::UpstreamTimeout => "4",
+            ErrorKind::NoRoute => "12",
+            ErrorKind::BadRequest | ErrorKind::BadFraming | ErrorKind::MethodNotAllowed => "13",
+        }
+    }
+
     /// The `x-figway-error` value.
     pub fn as_str(self) -> &'static str {
         match self {

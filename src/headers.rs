@@ -72,6 +72,23 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether the request is a gRPC call (`application/grpc`, `+proto` and
+/// the like).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Whether `TE` lists `trailers` (gRPC clients send `TE: trailers`).
+pub fn te_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    })
+}
+
 /// The client's `x-request-id` when it sent a usable one, else a fresh
 /// 32-hex-digit id. Either way the header is set on `headers`.
 pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {

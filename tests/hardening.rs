@@ -519,11 +519,10 @@ fn upstream_protocol_is_validated() {
         ))
     };
     load_ok(&with("http1"));
-    let e = load_err(&with("h2c"));
-    assert!(e.contains("upstreams.m.protocol"), "{e}");
-    assert!(e.contains("not supported yet"), "{e}");
+    load_ok(&with("h2c"));
     let e = load_err(&with("spdy"));
     assert!(e.contains("upstreams.m.protocol"), "{e}");
+    assert!(e.contains("expected \"http1\" or \"h2c\""), "{e}");
 }
 
 // === 7. range checks ===

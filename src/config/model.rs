@@ -140,6 +140,7 @@ pub struct OutlierSpec {
 pub struct UpstreamSpec {
     pub name: String,
     pub legacy: bool,
+    pub protocol: Protocol,
     pub balance: Balance,
     /// Set exactly when `balance` is `Hash`.
     pub hash_key: Option<KeySource>,
@@ -151,6 +152,14 @@ pub struct UpstreamSpec {
     pub max_in_flight: Option<usize>,
     pub health: Option<HealthSpec>,
     pub outlier: Option<OutlierSpec>,
+}
+
+/// What an upstream speaks (SPEC §2 `protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge on plain TCP: gRPC services.
+    H2c,
 }
 
 #[derive(Debug, Clone)]

@@ -45,18 +45,21 @@ pub(super) fn read_upstreams(
             continue;
         };
         let legacy = t.boolean("legacy", problems).unwrap_or(false);
-        // HTTP/1.1 is the one upstream protocol so far; h2c (gRPC) is the
-        // SPEC's other value and is refused by name rather than ignored.
-        if let Some(p) = t.string("protocol", problems) {
-            if p.value != "http1" {
-                let message = if p.value == "h2c" {
-                    "\"h2c\" upstreams are not supported yet; use \"http1\"".to_string()
-                } else {
-                    format!("unknown protocol {:?}: expected \"http1\"", p.value)
-                };
-                problems.add(p.span, format!("{path}.protocol"), message);
-            }
-        }
+        let protocol = match t.string("protocol", problems) {
+            None => Protocol::Http1,
+            Some(p) => match p.value.as_str() {
+                "http1" => Protocol::Http1,
+                "h2c" => Protocol::H2c,
+                other => {
+                    problems.add(
+                        p.span,
+                        format!("{path}.protocol"),
+                        format!("unknown protocol {other:?}: expected \"http1\" or \"h2c\""),
+                    );
+                    Protocol::Http1
+                }
+            },
+        };
         let balance = match t.string("balance", problems) {
             None => Balance::RoundRobin,
             Some(b) => match b.value.as_str() {
@@ -105,6 +108,7 @@ pub(super) fn read_upstreams(
         upstreams.push(UpstreamSpec {
             name: name.value,
             legacy,
+            protocol,
             balance,
             hash_key,
             targets,

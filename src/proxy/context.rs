@@ -103,6 +103,9 @@ pub struct RequestCtx {
     /// answers (`upgrade`). Boxed: rare, and every request's context (and
     /// hyper's per-connection slot) would carry its size.
     pub upgrade: Option<Box<Pending>>,
+    /// A gRPC call (`content-type: application/grpc...`): figway's own
+    /// failures are answered the gRPC way.
+    pub grpc: bool,
 }
 
 /// An upgrade the client asked for, until the target answers.
@@ -149,6 +152,7 @@ impl RequestCtx {
             tee: None,
             log: None,
             upgrade: None,
+            grpc: false,
         }
     }
 

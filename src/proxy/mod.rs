@@ -37,6 +37,7 @@ use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::config::Protocol;
 use crate::decision;
 use crate::error::ErrorKind;
 use crate::headers;
@@ -53,6 +54,7 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     ctx.request_id = headers::request_id(&mut parts.headers);
     ctx.upgrade = upgrade::requested(&mut parts);
+    ctx.grpc = headers::is_grpc(&parts.headers);
     if ctx.conn.trusted {
         let trusted = &ctx.conn.shared.listen.trusted_proxies;
         ctx.client = net::client_address(trusted, ctx.conn.peer, &parts.headers);
@@ -79,7 +81,8 @@ async fn forward(
     body: Incoming,
 ) -> Result<Response<Incoming>, ErrorKind> {
     let path = route::route(ctx, &parts)?;
-    rewrite::request(&ctx.conn, &mut parts, path);
+    let h2c = ctx.upstream().is_some_and(|u| u.protocol == Protocol::H2c);
+    rewrite::request(&ctx.conn, &mut parts, path, h2c);
     if let Some(pending) = &ctx.upgrade {
         upgrade::restore_request(&mut parts.headers, pending);
     }

@@ -6,7 +6,7 @@
 //! shadow compare learns the head the client got.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 
@@ -26,6 +26,11 @@ pub fn respond(
             headers::remove_hop_by_hop(&mut parts.headers);
             parts.version = Version::HTTP_11;
             (parts, Source::Upstream(body))
+        }
+        Err(kind) if ctx.grpc => {
+            ctx.error = Some(kind);
+            let (parts, body) = grpc_answer(kind).into_parts();
+            (parts, Source::Full(body))
         }
         Err(kind) => {
             ctx.error = Some(kind);
@@ -51,6 +56,29 @@ pub fn respond(
     }
     Response::from_parts(parts, ResponseBody::new(source, ctx))
 }
+
+/// figway's own answer for `kind` to a gRPC request (SPEC §4): "trailers
+/// only", as gRPC servers fail a call before any message: HTTP 200, no
+/// body, `grpc-status` and `grpc-message` in the head (which, with no body,
+/// goes out as one HEADERS frame ending the stream), `x-figway-error` too.
+pub fn grpc_answer(kind: ErrorKind) -> Response<Option<Bytes>> {
+    let mut response = Response::new(None);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(&GRPC_STATUS, HeaderValue::from_static(kind.grpc_status()));
+    headers.insert(
+        &GRPC_MESSAGE,
+        HeaderValue::from_static(kind.message().trim_end()),
+    );
+    headers.insert(
+        X_FIGWAY_ERROR.clone(),
+        HeaderValue::from_static(kind.as_str()),
+    );
+    response
+}
+
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// figway's own answer for `kind` (SPEC §4): its status, `x-figway-error`
 /// and a short text body.

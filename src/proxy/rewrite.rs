@@ -4,7 +4,7 @@
 //! `X-Forwarded-*` are set, the path is the forwarded one, and the version
 //! is HTTP/1.1 whatever the client spoke.
 
-use http::header::HOST;
+use http::header::{HOST, TE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Uri, Version};
@@ -16,10 +16,16 @@ use crate::shadow::X_FIGWAY_SHADOW;
 /// Headers figway may add: the map grows once, not once per insert.
 const ADDED: usize = 4;
 
-pub fn request(conn: &ConnCtx, parts: &mut Parts, path: Option<PathAndQuery>) {
+/// `h2c`: the upstream speaks h2c, the one kind that gets `TE: trailers`
+/// (SPEC §4; gRPC needs it, HTTP/1.1 upstreams must not see TE at all).
+pub fn request(conn: &ConnCtx, parts: &mut Parts, path: Option<PathAndQuery>, h2c: bool) {
     let headers = &mut parts.headers;
     headers.reserve(ADDED);
+    let trailers = h2c && headers::te_trailers(headers);
     headers::remove_hop_by_hop(headers);
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
     // Only figway marks a request as a shadow copy: a client's own marker
     // would make the new service skip the side effects of a real request.
     headers.remove(&X_FIGWAY_SHADOW);

@@ -1,5 +1,7 @@
 //! The upstream client: one attempt at one target. It takes a pooled
-//! connection or opens one (within `connect_timeout`), sends the request,
+//! connection or opens one (within `connect_timeout`) — HTTP/1.1 from the
+//! per-thread pool, or for `protocol = "h2c"` a stream on the thread's
+//! shared HTTP/2 connection to the target (`h2pool`) — sends the request,
 //! and waits for the response head (within `request_timeout`, counted from
 //! the upload's last progress). The proxy and the shadow both send through
 //! [`send`]; this module imports neither.
@@ -13,16 +15,21 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response};
+use http::{Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use super::h2pool;
 use super::pool::{self, Conn, ConnState};
 use super::{Target, Upstream};
 use crate::body::{RequestBody, Upload};
 use crate::clock;
+use crate::config::Protocol;
 use crate::error::ErrorKind;
 
 /// Why one attempt failed, and what is left to retry with.
@@ -68,19 +75,40 @@ impl Failure {
 
 /// A connection lent to one exchange; give it back with [`Lease::release`]
 /// once the response has been read to its end.
-pub struct Lease {
-    conn: Conn,
-    target: Arc<Target>,
+pub struct Lease(Lent);
+
+enum Lent {
+    Http1 {
+        conn: Conn,
+        target: Arc<Target>,
+    },
+    /// A stream on a shared h2c connection; it ends when this drops.
+    H2 {
+        _stream: Stream,
+    },
 }
 
 impl Lease {
     pub fn release(self) {
-        pool::checkin(
-            self.target.id,
-            self.target.idle_timeout_ms(),
-            self.conn,
-            clock::now_ms(),
-        );
+        if let Lent::Http1 { conn, target } = self.0 {
+            pool::checkin(target.id, target.idle_timeout_ms(), conn, clock::now_ms());
+        }
+    }
+}
+
+/// One open stream on an h2c connection, counted while it lives.
+struct Stream(Arc<ConnState>);
+
+impl Stream {
+    fn new(state: Arc<ConnState>) -> Stream {
+        state.stream_started();
+        Stream(state)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.stream_ended(clock::now_ms());
     }
 }
 
@@ -91,11 +119,22 @@ pub async fn send(
     target: &Arc<Target>,
     request: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, Lease), Failure> {
+    match upstream.protocol {
+        Protocol::Http1 => send_http1(upstream, target, request).await,
+        Protocol::H2c => send_h2c(upstream, target, request).await,
+    }
+}
+
+async fn send_http1(
+    upstream: &Upstream,
+    target: &Arc<Target>,
+    request: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Lease), Failure> {
     let timeouts = upstream.timeouts;
     let pooled = pool::checkout(target.id, target.idle_timeout_ms(), clock::now_ms());
     let (mut conn, mut reused) = match pooled {
         Some(c) => (c, true),
-        None => match connect(target, timeouts.connect).await {
+        None => match connect_http1(target, timeouts.connect).await {
             Some(c) => (c, false),
             None => return Err(Failure::Connect(request)),
         },
@@ -116,10 +155,10 @@ pub async fn send(
                 })
             }
             Ok(Ok(response)) => {
-                let lease = Lease {
+                let lease = Lease(Lent::Http1 {
                     conn,
                     target: target.clone(),
-                };
+                });
                 return Ok((response, lease));
             }
             Ok(Err(mut e)) => match e.take_message() {
@@ -128,7 +167,7 @@ pub async fn send(
                 // very same request. Not a retry: no target failed.
                 Some(unsent) if reused => {
                     request = unsent;
-                    conn = match connect(target, timeouts.connect).await {
+                    conn = match connect_http1(target, timeouts.connect).await {
                         Some(c) => c,
                         None => return Err(Failure::Connect(request)),
                     };
@@ -177,9 +216,67 @@ async fn head_within<F: std::future::Future>(
     }
 }
 
-/// Opens a new connection to the target (`host:port`; names are resolved
-/// here, on each new connection) and starts its driver.
-async fn connect(target: &Arc<Target>, timeout: Duration) -> Option<Conn> {
+/// One attempt on a target's shared h2c connection (opened when the
+/// thread has none). The request goes out as HTTP/2: its `Host` becomes the
+/// `:authority` (the target's own when it has none).
+async fn send_h2c(
+    upstream: &Upstream,
+    target: &Arc<Target>,
+    mut request: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Lease), Failure> {
+    let timeouts = upstream.timeouts;
+    let slot = h2pool::slot(target.id);
+    let open = slot
+        .get_or_try_init(|| async { connect_h2c(target, timeouts.connect).await.ok_or(()) })
+        .await;
+    let (mut sender, state) = match open {
+        Ok((sender, state)) => (sender.clone(), state.clone()),
+        Err(()) => return Err(Failure::Connect(request)),
+    };
+    let authority = request
+        .headers_mut()
+        .remove(HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| Authority::try_from(&*target.authority).ok());
+    let mut uri = std::mem::take(request.uri_mut()).into_parts();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = authority;
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    match Uri::from_parts(uri) {
+        Ok(u) => *request.uri_mut() = u,
+        // Unreachable with an authority from a valid header or target.
+        Err(_) => return Err(Failure::Connect(request)),
+    }
+    *request.version_mut() = Version::HTTP_2;
+    let stream = Stream::new(state);
+    let upload = request.body().upload().cloned();
+    let attempt = head_within(
+        timeouts.request,
+        upload.as_deref(),
+        sender.send_request(request),
+    )
+    .await;
+    match attempt {
+        Err(()) => Err(Failure::Timeout {
+            upload_unfinished: upload.is_some_and(|u| !u.is_done()),
+        }),
+        Ok(Ok(response)) => Ok((response, Lease(Lent::H2 { _stream: stream }))),
+        Ok(Err(error)) => {
+            tracing::debug!(target = %target.authority, error = %error, "h2c request failed");
+            Err(if error.is_user() {
+                Failure::ClientBody
+            } else {
+                Failure::Reset
+            })
+        }
+    }
+}
+
+/// A TCP connection to the target (`host:port`; names are resolved here,
+/// on each new connection) within `timeout`.
+async fn connect_tcp(target: &Target, timeout: Duration) -> Option<TcpStream> {
     let authority = &*target.authority;
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
         Ok(Ok(s)) => s,
@@ -194,10 +291,16 @@ async fn connect(target: &Arc<Target>, timeout: Duration) -> Option<Conn> {
     };
     // Small requests and responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
+    Some(stream)
+}
+
+/// Opens a new HTTP/1.1 connection to the target and starts its driver.
+async fn connect_http1(target: &Arc<Target>, timeout: Duration) -> Option<Conn> {
+    let stream = connect_tcp(target, timeout).await?;
     let (sender, connection) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
         Ok(h) => h,
         Err(e) => {
-            tracing::debug!(target = %authority, error = %e, "upstream handshake failed");
+            tracing::debug!(target = %target.authority, error = %e, "upstream handshake failed");
             return None;
         }
     };
@@ -213,6 +316,36 @@ async fn connect(target: &Arc<Target>, timeout: Duration) -> Option<Conn> {
         retired,
     ));
     Some(Conn { sender, state })
+}
+
+/// Opens the thread's h2c connection to the target and starts its driver.
+async fn connect_h2c(
+    target: &Arc<Target>,
+    timeout: Duration,
+) -> Option<(h2pool::Sender, Arc<ConnState>)> {
+    let stream = connect_tcp(target, timeout).await?;
+    let handshake = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream));
+    let (sender, connection) = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::debug!(target = %target.authority, error = %e, "h2c handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(target = %target.authority, "h2c handshake timed out");
+            return None;
+        }
+    };
+    let state = Arc::new(ConnState::default());
+    tokio::spawn(drive(
+        connection,
+        state.clone(),
+        Arc::downgrade(target),
+        target.retired(),
+    ));
+    Some((sender, state))
 }
 
 /// Runs one upstream connection until it ends, or until it has sat idle in

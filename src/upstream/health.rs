@@ -14,12 +14,12 @@ use std::sync::{Arc, Weak};
 
 use http::{Request, StatusCode};
 use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::target::{Checker, Target};
 use super::Upstream;
-use crate::config::HealthSpec;
+use crate::config::{HealthSpec, Protocol};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthCounter {
@@ -67,8 +67,8 @@ pub fn sync(upstreams: &[Upstream]) {
     for upstream in upstreams {
         for target in upstream.targets.iter() {
             let mut checker = target.checker.lock().unwrap_or_else(|e| e.into_inner());
-            let current = checker.as_ref().map(|c| &c.spec);
-            if current == upstream.health.as_ref() {
+            let current = checker.as_ref().map(|c| (&c.spec, c.protocol));
+            if current == upstream.health.as_ref().map(|h| (h, upstream.protocol)) {
                 continue;
             }
             if let Some(old) = checker.take() {
@@ -79,9 +79,15 @@ pub fn sync(upstreams: &[Upstream]) {
             let generation = target.health_generation.fetch_add(1, Ordering::SeqCst) + 1;
             match &upstream.health {
                 Some(spec) => {
-                    let task = runtime.spawn(run(Arc::downgrade(target), spec.clone(), generation));
+                    let task = runtime.spawn(run(
+                        Arc::downgrade(target),
+                        spec.clone(),
+                        upstream.protocol,
+                        generation,
+                    ));
                     *checker = Some(Checker {
                         spec: spec.clone(),
+                        protocol: upstream.protocol,
                         task: task.abort_handle(),
                     });
                 }
@@ -92,7 +98,7 @@ pub fn sync(upstreams: &[Upstream]) {
     }
 }
 
-async fn run(target: Weak<Target>, spec: HealthSpec, generation: u64) {
+async fn run(target: Weak<Target>, spec: HealthSpec, protocol: Protocol, generation: u64) {
     let mut tick = tokio::time::interval(spec.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut counter = match target.upgrade() {
@@ -105,7 +111,7 @@ async fn run(target: Weak<Target>, spec: HealthSpec, generation: u64) {
         let authority = t.authority.clone();
         drop(t);
         let ok = matches!(
-            tokio::time::timeout(spec.timeout, check(&authority, &spec.path)).await,
+            tokio::time::timeout(spec.timeout, check(&authority, &spec.path, protocol)).await,
             Ok(Ok(status)) if (spec.expect.0..=spec.expect.1).contains(&status.as_u16())
         );
         let next = observe(counter, ok, &spec);
@@ -130,24 +136,41 @@ async fn run(target: Weak<Target>, spec: HealthSpec, generation: u64) {
 }
 
 /// One check on a fresh connection, so that a target that stopped accepting
-/// connections fails it even while pooled connections still answer.
+/// connections fails it even while pooled connections still answer. In the
+/// upstream's protocol: an h2c service may not speak HTTP/1.1 at all.
 async fn check(
     authority: &str,
     path: &str,
+    protocol: Protocol,
 ) -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
     let stream = TcpStream::connect(authority).await?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
+    let io = TokioIo::new(stream);
+    let request = Request::get(format!("http://{authority}{path}"))
+        .header(http::header::USER_AGENT, "figway-health");
+    let response = match protocol {
+        Protocol::Http1 => {
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(io).await?;
+            tokio::spawn(conn);
+            // Origin form, with Host, as a browser would send it.
+            let request = request
+                .uri(path)
+                .header(http::header::HOST, authority)
+                .body(Empty::new())?;
+            sender.send_request(request).await?
+        }
+        Protocol::H2c => {
+            let (mut sender, conn) = hyper::client::conn::http2::handshake::<
+                _,
+                _,
+                Empty<bytes::Bytes>,
+            >(TokioExecutor::new(), io)
             .await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let request = Request::get(path)
-        .header(http::header::HOST, authority)
-        .header(http::header::USER_AGENT, "figway-health")
-        .body(Empty::new())?;
-    let response = sender.send_request(request).await?;
+            tokio::spawn(conn);
+            sender.send_request(request.body(Empty::new())?).await?
+        }
+    };
     Ok(response.status())
 }
 

@@ -16,6 +16,7 @@
 pub mod balance;
 pub mod budget;
 pub mod client;
+pub mod h2pool;
 pub mod health;
 pub mod outlier;
 pub mod pool;
@@ -28,7 +29,9 @@ use std::sync::{Arc, Mutex, Weak};
 use balance::{Ring, Tried};
 pub use target::{Target, TargetGuard};
 
-use crate::config::{Balance, HealthSpec, KeySource, OutlierSpec, Timeouts, UpstreamSpec};
+use crate::config::{
+    Balance, HealthSpec, KeySource, OutlierSpec, Protocol, Timeouts, UpstreamSpec,
+};
 
 /// Per-upstream state that outlives snapshots.
 #[derive(Default)]
@@ -55,6 +58,7 @@ impl Drop for UpstreamGuard {
 pub struct Upstream {
     pub name: Box<str>,
     pub legacy: bool,
+    pub protocol: Protocol,
     pub balance: Balance,
     pub hash_key: Option<KeySource>,
     pub targets: Box<[Arc<Target>]>,
@@ -80,6 +84,7 @@ impl Upstream {
         Upstream {
             name: spec.name.as_str().into(),
             legacy: spec.legacy,
+            protocol: spec.protocol,
             balance: spec.balance,
             hash_key: spec.hash_key.clone(),
             targets: spec

@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hyper::client::conn::http1::SendRequest;
@@ -34,9 +34,25 @@ pub struct ConnState {
     /// `clock` milliseconds since which the connection sits idle in a pool;
     /// 0 while a request uses it.
     idle_since: AtomicU64,
+    /// Streams open on a multiplexed (h2c) connection; it is idle when
+    /// the last one ends.
+    streams: AtomicUsize,
 }
 
 impl ConnState {
+    /// A stream begins on a multiplexed connection.
+    pub fn stream_started(&self) {
+        self.streams.fetch_add(1, Ordering::AcqRel);
+        self.idle_since.store(0, Ordering::Relaxed);
+    }
+
+    /// A stream ended at `now`; the last one leaves the connection idle.
+    pub fn stream_ended(&self, now: u64) {
+        if self.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle_since.store(now.max(1), Ordering::Relaxed);
+        }
+    }
+
     /// Milliseconds of idleness at `now`, or `None` while in use.
     pub fn idle_for(&self, now: u64) -> Option<u64> {
         match self.idle_since.load(Ordering::Relaxed) {

@@ -112,6 +112,7 @@ impl Drop for TargetGuard {
 /// A target's running health checker; dropping it stops the task.
 pub struct Checker {
     pub(super) spec: HealthSpec,
+    pub(super) protocol: crate::config::Protocol,
     pub(super) task: tokio::task::AbortHandle,
 }
 
