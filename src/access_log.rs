@@ -416,7 +416,11 @@ mod tests {
     #[test]
     fn addresses_render_whole() {
         let mut out = [0; 46];
-        for ip in ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:10.0.0.1", "10.0.0.1"] {
+        for ip in [
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:10.0.0.1",
+            "10.0.0.1",
+        ] {
             let addr: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_text(addr, &mut out), ip.as_bytes());
         }
