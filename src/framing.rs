@@ -77,7 +77,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
             if let Some(index) = this.scanner.feed(&buf.filled()[before..]) {
-                this.flags.conflict.store(index, Ordering::Relaxed);
+                // The earliest conflict wins: hyper closes the connection
+                // after that request, so a later one never reaches the
+                // service, and must not hide it.
+                this.flags.conflict.fetch_min(index, Ordering::Relaxed);
             }
         }
         result
@@ -144,8 +147,8 @@ impl Scanner {
         }
     }
 
-    /// Consumes `bytes`; returns the index of a head that had both framing
-    /// headers, if one completed in them.
+    /// Consumes `bytes`; returns the index of the first head completed in
+    /// them that had both framing headers.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Option<u64> {
         let mut conflict = None;
         while !bytes.is_empty() {
@@ -232,11 +235,14 @@ impl Scanner {
                 return skip;
             }
             match scan(bytes) {
-                Scan::Head(end, framing) => {
+                Scan::Head(end, framing) if end <= self.max_head => {
                     self.framed(framing, conflict);
                     return end;
                 }
-                Scan::Off => {
+                // A head past the limit turns it off as an incomplete one
+                // does below, or the verdict would depend on how the head
+                // was split across reads; hyper answers 431 either way.
+                Scan::Head(..) | Scan::Off => {
                     self.state = State::Off;
                     return bytes.len();
                 }
@@ -246,12 +252,12 @@ impl Scanner {
         let had = self.partial.len();
         self.partial.extend_from_slice(bytes);
         match scan(&self.partial) {
-            Scan::Head(end, framing) => {
+            Scan::Head(end, framing) if end <= self.max_head => {
                 self.partial = Vec::new();
                 self.framed(framing, conflict);
                 end - had
             }
-            Scan::Off => {
+            Scan::Head(..) | Scan::Off => {
                 self.state = State::Off;
                 self.partial = Vec::new();
                 bytes.len()
@@ -443,6 +449,48 @@ mod tests {
             format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         s.extend_from_slice(body);
         assert_eq!(conflicts(&s), Vec::<u64>::new());
+    }
+
+    /// Fuzz regression (fuzz/fuzz_targets/framing.rs): a head longer than
+    /// `max_head` was followed when it came in one read and dropped the
+    /// scanner when it came in pieces.
+    #[test]
+    fn a_head_past_the_limit_turns_it_off_however_it_arrives() {
+        let head = b"POST / HTTP/1.1\r\nContent-Length: 8\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for max_head in [head.len() - 1, 33, 1] {
+            let mut whole = Scanner::new(max_head);
+            assert_eq!(whole.feed(head), None, "max_head {max_head}");
+            let mut bytewise = Scanner::new(max_head);
+            assert!(head.iter().all(|b| bytewise.feed(&[*b]).is_none()));
+        }
+        let mut fits = Scanner::new(head.len());
+        assert_eq!(fits.feed(head), Some(0));
+    }
+
+    /// Found next to the fuzz target's split check: two conflicting heads
+    /// in one read reported the second, so the first, the one hyper serves
+    /// before it closes, went through; reads split between them reported
+    /// both.
+    #[test]
+    fn the_first_conflict_in_a_read_is_the_one_reported() {
+        let one =
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let stream = [&one[..], &one[..]].concat();
+        let mut s = Scanner::new(1 << 16);
+        assert_eq!(s.feed(&stream), Some(0));
+    }
+
+    /// The same through [`Guarded`]: the two heads in two reads.
+    #[tokio::test]
+    async fn a_later_conflict_does_not_hide_the_first() {
+        use tokio::io::AsyncReadExt;
+        let one =
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let flags = ConnFlags::new();
+        let mut io = Guarded::new((&one[..]).chain(&one[..]), flags.clone(), 1 << 16);
+        let mut sink = Vec::new();
+        io.read_to_end(&mut sink).await.unwrap();
+        assert!(flags.next_request_conflicts(), "first request");
     }
 
     #[test]
