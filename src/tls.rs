@@ -32,12 +32,25 @@ use crate::config::tls::Certificate;
 #[derive(Debug)]
 pub struct Certs {
     current: ArcSwap<Vec<Certificate>>,
+    /// One session-ticket key set for the process: every worker's acceptor
+    /// shares it, so a returning client resumes whichever worker's
+    /// listener the kernel hands it to. `None` when ring could not make
+    /// one (then full handshakes only).
+    tickets: Option<Arc<dyn rustls::server::ProducesTickets>>,
 }
 
 impl Certs {
     pub fn new(certs: Vec<Certificate>) -> Arc<Certs> {
+        let tickets = match rustls::crypto::ring::Ticketer::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "no TLS session tickets; every handshake is a full one");
+                None
+            }
+        };
         Arc::new(Certs {
             current: ArcSwap::from_pointee(certs),
+            tickets,
         })
     }
 
@@ -112,18 +125,21 @@ fn name_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// The acceptor every worker's listener shares: TLS 1.2 and 1.3 (rustls'
-/// safe defaults, ring), ALPN h2 and http/1.1, stateless session tickets
-/// so returning clients skip the full handshake.
+/// A worker's acceptor: TLS 1.2 and 1.3 (rustls' safe defaults, ring),
+/// ALPN h2 and http/1.1, stateless session tickets (the process's one key
+/// set) so returning clients skip the full handshake.
 pub fn acceptor(certs: Arc<Certs>) -> io::Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tickets = certs.tickets.clone();
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(io::Error::other)?;
+    if let Some(tickets) = tickets {
+        config.ticketer = tickets;
+    }
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

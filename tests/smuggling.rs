@@ -202,6 +202,12 @@ refused! {
         &format!("{POST}Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n"), "0\r\n\r\n";
     empty_coding_then_chunked: Figway,
         &format!("{POST}Transfer-Encoding: , chunked\r\n\r\n"), "0\r\n\r\n";
+    // A request calling itself gRPC still gets the plain 400 that closes:
+    // the gRPC form of figway's errors has no `Connection: close`.
+    grpc_gzip_then_chunked: Figway,
+        &format!("{POST}Content-Type: application/grpc\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), "0\r\n\r\n";
+    grpc_content_length_then_chunked: Figway,
+        &format!("{POST}Content-Type: application/grpc\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"), "0\r\n\r\n";
     // A final coding other than chunked: hyper refuses the head.
     identity: Hyper,
         &format!("{POST}Transfer-Encoding: identity\r\n\r\n"), "0\r\n\r\n";

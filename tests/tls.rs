@@ -422,3 +422,58 @@ async fn a_client_that_sends_nothing_is_cut_off_after_header_read_timeout() {
     );
     assert_eq!(b.count(), 0);
 }
+
+/// Every worker has its own acceptor; the session-ticket keys are the
+/// process's, so a client that comes back to another worker resumes.
+#[tokio::test]
+async fn a_session_ticket_from_one_worker_resumes_on_another() {
+    let dir = tempdir::Dir::new();
+    let pki = Pki::new();
+    pki.issue(dir.path(), "shop", &["shop.test"], ecdsa());
+    let loaded = figway::config::load_str(
+        &tls_config(dir.path(), &["shop"], "http://127.0.0.1:1"),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let certs = figway::tls::Certs::new(loaded.config.tls.clone());
+    let workers = [
+        figway::tls::acceptor(certs.clone()).unwrap(),
+        figway::tls::acceptor(certs).unwrap(),
+    ];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.root.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let mut kinds = Vec::new();
+    for worker in &workers {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let server = worker.clone();
+        let served = tokio::spawn(async move {
+            let mut tls = server.accept(far).await.unwrap();
+            // TLS 1.3 tickets go out after the handshake: a write sends them.
+            tls.write_all(b"x").await.unwrap();
+            tls.flush().await.unwrap();
+        });
+        let connector = tokio_rustls::TlsConnector::from(client.clone());
+        let name = ServerName::try_from("shop.test").unwrap();
+        let mut tls = connector.connect(name, near).await.unwrap();
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await.unwrap();
+        kinds.push(tls.get_ref().1.handshake_kind());
+        served.await.unwrap();
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ],
+        "a ticket from the first worker must resume on the second"
+    );
+}

@@ -27,7 +27,10 @@ pub fn respond(
             parts.version = Version::HTTP_11;
             (parts, Source::Upstream(body))
         }
-        Err(kind) if ctx.grpc => {
+        // A framing error is answered plain whatever the request claims:
+        // its answer closes the connection (nothing after the head can be
+        // trusted to be a request), which only the plain answer says.
+        Err(kind) if ctx.grpc && kind != ErrorKind::BadFraming => {
             ctx.error = Some(kind);
             let (parts, body) = grpc_answer(kind).into_parts();
             (parts, Source::Full(body))
