@@ -41,6 +41,11 @@ impl ConnFlags {
         })
     }
 
+    /// Requests the service has seen on this connection so far.
+    pub fn requests(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
     /// Called once per request, in order: whether this request's head had
     /// both `Content-Length` and `Transfer-Encoding`.
     pub fn next_request_conflicts(&self) -> bool {

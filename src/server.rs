@@ -237,13 +237,57 @@ async fn connection(
     let builder = remaining_head_time(&builder, header_read_timeout, waited);
     let flags = ConnFlags::new();
     let io = Guarded::new(stream, flags.clone(), shared.listen.max_header_bytes);
-    let conn_ctx = Arc::new(ConnCtx::new(shared.clone(), peer, flags, tls.is_some()));
+    let conn_ctx = Arc::new(ConnCtx::new(
+        shared.clone(),
+        peer,
+        flags.clone(),
+        tls.is_some(),
+    ));
     let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
-    if let Err(e) = until_drained(conn, draining).await {
+    let served = until_drained(conn, draining);
+    let ended = match first_request_within(
+        served,
+        &flags,
+        header_read_timeout.saturating_sub(waited),
+    )
+    .await
+    {
+        Some(ended) => ended,
+        None => {
+            tracing::debug!(%peer, "no request within header_read_timeout; closed");
+            return;
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, %peer, "client connection ended with an error");
+    }
+}
+
+/// Drives `served` to its end, unless no request has reached the service
+/// when `left` runs out (then `None`, and the connection is dropped,
+/// closing it). hyper's own head timer starts only once the auto builder
+/// knows the protocol, and nothing bounds that wait: a client that
+/// completes a TLS handshake, or sends part of the h2 preface, and then
+/// nothing, would hold its connection (and a `max_connections` place)
+/// forever. One timer per connection, none per request.
+async fn first_request_within<F: Future>(
+    served: F,
+    flags: &ConnFlags,
+    left: Duration,
+) -> Option<F::Output> {
+    tokio::pin!(served);
+    tokio::select! {
+        biased;
+        ended = &mut served => Some(ended),
+        _ = tokio::time::sleep(left) => {
+            if flags.requests() == 0 {
+                return None;
+            }
+            Some(served.await)
+        }
     }
 }
 
