@@ -196,6 +196,9 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
         connections.abort_all();
     }
     while connections.join_next().await.is_some() {}
+    // Cut tunnels end on their own tasks, logging as they go: waited for
+    // (briefly), so the process does not exit before their lines.
+    let _ = tokio::time::timeout(Duration::from_secs(1), shared.tunnels.drained()).await;
 }
 
 /// One client connection from accept to close: its first bytes
