@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -282,16 +283,22 @@ async fn first_request_within<F: Future>(
     left: Duration,
 ) -> Option<F::Output> {
     tokio::pin!(served);
-    tokio::select! {
-        biased;
-        ended = &mut served => Some(ended),
-        _ = tokio::time::sleep(left) => {
-            if flags.requests() == 0 {
-                return None;
-            }
-            Some(served.await)
+    // Dropped (its timer deregistered) as soon as a request has been seen,
+    // so the connection's later wake-ups poll the connection alone.
+    let mut deadline = Some(Box::pin(tokio::time::sleep(left)));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(ended) = served.as_mut().poll(cx) {
+            return Poll::Ready(Some(ended));
         }
-    }
+        if flags.requests() > 0 {
+            deadline = None;
+        }
+        match deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// SPEC §9 `drain_delay`: once `signal` resolves, `/readyz` says 503 at
