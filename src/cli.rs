@@ -448,9 +448,18 @@ fn explain(
                 let chosen = value
                     .as_ref()
                     .map(|v| name(route.sides[crate::decision::sticky_side(route, v)].upstream));
+                // The side comes from the bytes the proxy hashes; a client
+                // address is shown as the address those bytes encode (a
+                // v4-mapped v6 one as v4, as it is hashed), not as them.
+                let shown = match (source, client) {
+                    (crate::config::KeySource::ClientIp, Some(c)) => {
+                        value.as_ref().map(|_| c.to_canonical().to_string())
+                    }
+                    _ => value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                };
                 json!({
                     "key": source.to_string(),
-                    "value": value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                    "value": shown,
                     "chosen": chosen,
                 })
             });

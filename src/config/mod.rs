@@ -10,6 +10,8 @@ pub mod model;
 mod parse;
 mod routes;
 mod shadow;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 pub mod units;
 mod upstreams;
