@@ -3,6 +3,15 @@
 //! as a shorthand for `run --config PATH`. Exit codes: 0 ok, 1 invalid
 //! config or cannot bind (an address already in use included), 2 bad
 //! command line (clap's own code for usage errors).
+//!
+//! `figway WORD` serves WORD as a config path (SPEC §1), so a mistyped
+//! subcommand reaches us as a config path. When WORD is close to a
+//! subcommand (the edit distance of [`crate::suggest`]) it is taken as a
+//! typo, exit 2 with the suggestion, when more arguments follow
+//! (`figway chekc tour.toml`: a config path takes none) or when no file of
+//! that name exists (`figway chek`: "cannot read config chek" would send
+//! the user looking for a file). A file that exists is always served, even
+//! one named `chek`: the SPEC's shorthand keeps working for any name.
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -10,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde_json::json;
 
@@ -75,13 +84,48 @@ pub fn main() -> ExitCode {
             client,
             json,
         }) => explain(&path, &method, &url, &headers, client, json),
-        Some(Command::ConfigPath(args)) => match args.as_slice() {
-            [path] => run(Path::new(path), false),
-            _ => {
-                eprintln!("error: unexpected arguments after the config path\n\nUsage: figway [run --config] PATH");
-                ExitCode::from(2)
-            }
-        },
+        Some(Command::ConfigPath(args)) => config_path_or_typo(&args),
+    }
+}
+
+/// `figway WORD [MORE...]`: serves WORD as a config path, unless it reads
+/// as a mistyped subcommand (see the module doc for the rule).
+fn config_path_or_typo(args: &[OsString]) -> ExitCode {
+    let mut cli = Cli::command();
+    // Built, so that the subcommands' usage lines start with `figway`.
+    cli.build();
+    let word = args
+        .first()
+        .map(|w| w.to_string_lossy())
+        .unwrap_or_default();
+    let typo = crate::suggest::closest(&word, cli.get_subcommands().map(|c| c.get_name()))
+        .map(str::to_string);
+    let mut usage = |message: String, command: Option<&str>| {
+        let usage = match command.and_then(|c| cli.find_subcommand_mut(c)) {
+            Some(sub) => sub.render_usage(),
+            None => cli.render_usage(),
+        };
+        eprintln!("error: {message}\n\n{usage}\n\nFor more information, try 'figway --help'.");
+        ExitCode::from(2)
+    };
+    match (args, typo.as_deref()) {
+        ([path], None) => run(Path::new(path), false),
+        ([path], Some(_)) if Path::new(path).exists() => run(Path::new(path), false),
+        ([_], Some(command)) => usage(
+            format!("{word:?} is not a command, nor a config file (did you mean {command:?}?)"),
+            Some(command),
+        ),
+        (_, Some(command)) => usage(
+            format!("{word:?} is not a command (did you mean {command:?}?)"),
+            Some(command),
+        ),
+        (_, None) => usage(
+            format!(
+                "{word:?} is not a command, and a config path (figway PATH) takes no further \
+                 arguments"
+            ),
+            None,
+        ),
     }
 }
 
@@ -115,9 +159,11 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
     };
     let served = runtime.block_on(async {
         let config = &loaded.config;
-        let bound = bind_configured("listen.address", config.listen.address, upgrade).and_then(
-            |p| bind_configured("admin.address", config.admin.address, upgrade).map(|a| (p, a)),
-        );
+        let bound = bind_configured(&loaded, "listen.address", config.listen.address, upgrade)
+            .and_then(|p| {
+                bind_configured(&loaded, "admin.address", config.admin.address, upgrade)
+                    .map(|a| (p, a))
+            });
         let (proxy, admin) = match bound {
             Ok(b) => b,
             Err(e) => {
@@ -190,7 +236,12 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
 /// keeps it (scrapers and probes need no new address) and the old figway
 /// must keep answering on it while it drains; during the overlap the
 /// kernel hands each admin connection to one of the two.
+///
+/// A failure is said like a config error, at the `file:line:col` of the
+/// key (from `loaded`), since editing that key is one way to fix it; a key
+/// the file leaves out is named with the file alone and called the default.
 fn bind_configured(
+    loaded: &config::Loaded,
     key: &str,
     address: std::net::SocketAddr,
     upgrade: bool,
@@ -200,12 +251,19 @@ fn bind_configured(
     } else {
         crate::server::bind_exclusive(address)
     };
+    let (at, default) = match loaded.position(key) {
+        Some(position) => (position.to_string(), ""),
+        None => (
+            loaded.path.display().to_string(),
+            " (the default: the file does not set it)",
+        ),
+    };
     bound.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse if !upgrade => format!(
-            "cannot bind {key} {address}: already in use (by another figway? to replace a \
-             running figway on it, start the new one with `figway run --upgrade`)"
+            "{at}: {key}: {address}{default} is already in use (by another figway? to replace \
+             a running figway, start the new one with figway run --upgrade)"
         ),
-        _ => format!("cannot bind {key} {address}: {e}"),
+        _ => format!("{at}: {key}: cannot bind {address}{default}: {e}"),
     })
 }
 
@@ -390,9 +448,18 @@ fn explain(
                 let chosen = value
                     .as_ref()
                     .map(|v| name(route.sides[crate::decision::sticky_side(route, v)].upstream));
+                // The side comes from the bytes the proxy hashes; a client
+                // address is shown as the address those bytes encode (a
+                // v4-mapped v6 one as v4, as it is hashed), not as them.
+                let shown = match (source, client) {
+                    (crate::config::KeySource::ClientIp, Some(c)) => {
+                        value.as_ref().map(|_| c.to_canonical().to_string())
+                    }
+                    _ => value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                };
                 json!({
                     "key": source.to_string(),
-                    "value": value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                    "value": shown,
                     "chosen": chosen,
                 })
             });

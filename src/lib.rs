@@ -13,7 +13,9 @@
 //!   (hop-by-hop, `X-Forwarded-For`, `x-request-id`), [`error`] (why figway
 //!   answers itself, with status and `x-figway-error` kind), [`framing`]
 //!   (the smuggling guard over client bytes), [`sticky`] (split buckets),
-//!   [`trim`] (free memory back to the OS after connections leave).
+//!   [`trim`] (free memory back to the OS after connections leave),
+//!   [`suggest`] ("did you mean ...?" for config errors and the command
+//!   line).
 //! - [`config`] reads the file (every error at once, with file:line:col)
 //!   and validates it into [`config::model`] types. It knows nothing of the
 //!   runtime.
@@ -62,6 +64,7 @@ pub mod server;
 pub mod shadow;
 pub mod state;
 pub mod sticky;
+pub mod suggest;
 pub mod table;
 pub mod timefmt;
 pub mod tls;

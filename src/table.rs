@@ -100,9 +100,31 @@ pub fn render_explain(v: &Value) -> String {
                     ]);
                 }
             }
-            rows.push(vec!["sticky".into(), s(&v["sticky"])]);
+            // Objects in words, not as JSON text.
+            let sticky = match &v["sticky"] {
+                Value::Null => "-".to_string(),
+                // explain knows a client address only from --client.
+                st if st["value"].is_null() && st["key"] == "client_ip" => {
+                    "client_ip (give --client IP to see its side)".to_string()
+                }
+                st if st["value"].is_null() => format!(
+                    "{} (absent from the request: split at random by weight)",
+                    s(&st["key"])
+                ),
+                st => format!(
+                    "{} = {} -> {}",
+                    s(&st["key"]),
+                    s(&st["value"]),
+                    s(&st["chosen"])
+                ),
+            };
+            let shadow = match &v["shadow"] {
+                Value::Null => "-".to_string(),
+                sh => format!("{} (sample {})", s(&sh["to"]), s(&sh["sample"])),
+            };
+            rows.push(vec!["sticky".into(), sticky]);
             rows.push(vec!["fallback".into(), s(&v["fallback"])]);
-            rows.push(vec!["shadow".into(), s(&v["shadow"])]);
+            rows.push(vec!["shadow".into(), shadow]);
         }
     }
     align(&rows)

@@ -1165,6 +1165,64 @@ async fn explain_json_shows_weights_the_real_sticky_side_and_the_shadow() {
     assert!(v["shadow"].is_null(), "POST is not mirrored: {v}");
 }
 
+/// A client_ip sticky key: explain shows the address, not its bytes, and
+/// names the side the proxy really uses for it, for v4 and v6 clients alike
+/// (given to the proxy by X-Forwarded-For from a trusted peer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_a_client_ip_key_as_the_address_and_the_proxys_side() {
+    let (new, old) = (Backend::start("new").await, Backend::start("old").await);
+    let text = split_config(
+        &new,
+        &old,
+        &split_route("by-ip", "/ip", 50, Some("client_ip")),
+    )
+    .replacen(
+        "[admin]",
+        "trusted_proxies = [\"127.0.0.1/32\"]\n[admin]",
+        1,
+    );
+    let dir = tempdir::Dir::new();
+    let path = dir.path().join("figway.toml");
+    std::fs::write(&path, &text).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let f = Figway::start(&text).await;
+    let mut conn = H1::connect(f.addr).await;
+    let clients: Vec<String> = (1..=20)
+        .map(|n| format!("10.0.0.{n}"))
+        .chain((1..=20).map(|n| format!("2001:db8::{n:x}")))
+        .collect();
+    let mut chosen_sides = Vec::new();
+    for client in &clients {
+        let out = figway_bin(&[
+            "explain",
+            &path,
+            "GET",
+            "http://test.local/ip/x",
+            "--client",
+            client,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["sticky"]["value"], client.as_str(), "{v}");
+        let real = side_of(&mut conn, "/ip/x", &[("x-forwarded-for", client)]).await;
+        assert_eq!(
+            v["sticky"]["chosen"], real,
+            "client {client}: explain says {}, the proxy used {real}",
+            v["sticky"]["chosen"]
+        );
+        chosen_sides.push(real);
+    }
+    assert!(
+        chosen_sides.iter().any(|s| s == "new") && chosen_sides.iter().any(|s| s == "old"),
+        "40 clients all on one side: {chosen_sides:?}"
+    );
+}
+
 // === 14. validation ===
 
 fn validation_base(routes: &str) -> String {

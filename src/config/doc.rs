@@ -4,8 +4,11 @@
 //! serde stops at the first error; operators fixing a config want them all at
 //! once, each with `file:line:col` and the key path. So the file is parsed into
 //! toml's `DeTable` (which keeps a span for every key and value) and read here
-//! key by key: each `Table` remembers the keys it was asked for and reports the
-//! rest as unknown when it is finished.
+//! key by key: each `Table` remembers the keys it was asked for, present or
+//! not, and reports the rest as unknown when it is finished, suggesting the
+//! closest key it was asked for. The readers' own `get` calls are thus the
+//! one list of the keys a table accepts: a key cannot be read without being
+//! accepted, nor accepted without being read.
 
 use std::ops::Range;
 
@@ -19,6 +22,9 @@ pub struct Problem {
     /// `routes[2].to`; empty for syntax errors.
     pub key: String,
     pub message: String,
+    /// Another place the message refers to, e.g. `("first", span)` for a
+    /// duplicate: rendered ` (first at line 12)` once lines are known.
+    pub related: Option<(String, Range<usize>)>,
 }
 
 /// Where problems accumulate while a file is read.
@@ -33,7 +39,42 @@ impl Problems {
             span,
             key: key.into(),
             message: message.into(),
+            related: None,
         });
+    }
+
+    /// As [`Problems::add`], also pointing at `other` (`label` says what it
+    /// is: `"first"` gives ` (first at line 12)`).
+    pub fn add_related(
+        &mut self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        label: impl Into<String>,
+        other: Range<usize>,
+    ) {
+        self.list.push(Problem {
+            span,
+            key: key.into(),
+            message: message.into(),
+            related: Some((label.into(), other)),
+        });
+    }
+}
+
+impl Problem {
+    /// The message with its related place, if any, in words.
+    pub fn describe(&self, text: &str) -> String {
+        let Some((label, other)) = &self.related else {
+            return self.message.clone();
+        };
+        let (line, col) = line_col(text, other.start);
+        let (own_line, _) = line_col(text, self.span.start);
+        if line == own_line {
+            format!("{} ({label} at column {col})", self.message)
+        } else {
+            format!("{} ({label} at line {line})", self.message)
+        }
     }
 }
 
@@ -52,7 +93,11 @@ pub struct Table<'a, 'i> {
     pub path: String,
     pub span: Range<usize>,
     map: &'a DeTable<'i>,
-    seen: Vec<&'a str>,
+    /// Every key a reader asked for, present or not: the keys this table
+    /// accepts, checked against the file's and offered as suggestions.
+    asked: Vec<&'static str>,
+    /// Set by [`Table::entries`]: every key is a name, none is unknown.
+    all_read: bool,
 }
 
 impl<'a, 'i> Table<'a, 'i> {
@@ -61,7 +106,8 @@ impl<'a, 'i> Table<'a, 'i> {
             path,
             span,
             map,
-            seen: Vec::new(),
+            asked: Vec::new(),
+            all_read: false,
         }
     }
 
@@ -74,20 +120,31 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
-    pub fn get(&mut self, key: &str) -> Option<&'a Value<'i>> {
-        let (k, v) = self.map.iter().find(|(k, _)| k.get_ref().as_ref() == key)?;
-        self.seen.push(k.get_ref().as_ref());
-        Some(v)
+    pub fn get(&mut self, key: &'static str) -> Option<&'a Value<'i>> {
+        if !self.asked.contains(&key) {
+            self.asked.push(key);
+        }
+        self.map
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(_, v)| v)
+    }
+
+    /// The span of the value at `path` below this table (`["address"]`,
+    /// `["admin", "address"]`), without reading it: for checks that refer
+    /// to a key another reader owns.
+    pub fn span_of(&self, path: &[&str]) -> Option<Range<usize>> {
+        span_in(self.map, path)
     }
 
     /// Every key of the table, in file order, marking them all as seen; for
     /// tables whose keys are names (`[upstreams.NAME]`).
     pub fn entries(&mut self) -> Vec<(At<String>, &'a Value<'i>)> {
+        self.all_read = true;
         let mut out: Vec<_> = self
             .map
             .iter()
             .map(|(k, v)| {
-                self.seen.push(k.get_ref().as_ref());
                 (
                     At {
                         value: k.get_ref().to_string(),
@@ -101,13 +158,14 @@ impl<'a, 'i> Table<'a, 'i> {
         out
     }
 
-    /// Whether the key is present, without reading it.
+    /// Whether the key is present, without reading it (a reader still
+    /// reads it, which is what makes it accepted).
     pub fn has(&self, key: &str) -> bool {
         self.map.iter().any(|(k, _)| k.get_ref().as_ref() == key)
     }
 
     /// A float, or an integer read as one.
-    pub fn number(&mut self, key: &str, problems: &mut Problems) -> Option<At<f64>> {
+    pub fn number(&mut self, key: &'static str, problems: &mut Problems) -> Option<At<f64>> {
         let value = self.get(key)?;
         let parsed = match value.get_ref() {
             DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
@@ -135,7 +193,11 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
-    pub fn required(&mut self, key: &str, problems: &mut Problems) -> Option<&'a Value<'i>> {
+    pub fn required(
+        &mut self,
+        key: &'static str,
+        problems: &mut Problems,
+    ) -> Option<&'a Value<'i>> {
         let value = self.get(key);
         if value.is_none() {
             problems.add(
@@ -147,7 +209,7 @@ impl<'a, 'i> Table<'a, 'i> {
         value
     }
 
-    pub fn string(&mut self, key: &str, problems: &mut Problems) -> Option<At<String>> {
+    pub fn string(&mut self, key: &'static str, problems: &mut Problems) -> Option<At<String>> {
         let value = self.get(key)?;
         // The key path is only built for an error: a 10,000-route file reads
         // tens of thousands of strings that are fine.
@@ -160,7 +222,7 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
-    pub fn boolean(&mut self, key: &str, problems: &mut Problems) -> Option<bool> {
+    pub fn boolean(&mut self, key: &'static str, problems: &mut Problems) -> Option<bool> {
         let value = self.get(key)?;
         match value.get_ref() {
             DeValue::Boolean(b) => Some(*b),
@@ -175,7 +237,7 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
-    pub fn integer(&mut self, key: &str, problems: &mut Problems) -> Option<At<i64>> {
+    pub fn integer(&mut self, key: &'static str, problems: &mut Problems) -> Option<At<i64>> {
         let value = self.get(key)?;
         as_integer(value, &self.key_path(key), problems)
     }
@@ -183,13 +245,26 @@ impl<'a, 'i> Table<'a, 'i> {
     /// A string parsed by `parse`; its error message is reported at the value.
     pub fn parsed<T>(
         &mut self,
-        key: &str,
+        key: &'static str,
         problems: &mut Problems,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
+        self.parsed_at(key, problems, parse).map(|at| at.value)
+    }
+
+    /// As [`Table::parsed`], keeping the value's span for later checks.
+    pub fn parsed_at<T>(
+        &mut self,
+        key: &'static str,
+        problems: &mut Problems,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<At<T>> {
         let text = self.string(key, problems)?;
         match parse(&text.value) {
-            Ok(v) => Some(v),
+            Ok(value) => Some(At {
+                value,
+                span: text.span,
+            }),
             Err(message) => {
                 problems.add(text.span, self.key_path(key), message);
                 None
@@ -197,12 +272,12 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
-    pub fn table(&mut self, key: &str, problems: &mut Problems) -> Option<Table<'a, 'i>> {
+    pub fn table(&mut self, key: &'static str, problems: &mut Problems) -> Option<Table<'a, 'i>> {
         let value = self.get(key)?;
         as_table(value, self.key_path(key), problems)
     }
 
-    pub fn array(&mut self, key: &str, problems: &mut Problems) -> Option<&'a [Value<'i>]> {
+    pub fn array(&mut self, key: &'static str, problems: &mut Problems) -> Option<&'a [Value<'i>]> {
         let value = self.get(key)?;
         match value.get_ref() {
             DeValue::Array(items) => Some(&items[..]),
@@ -218,7 +293,11 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// An array of strings; bad items are reported one by one and skipped.
-    pub fn strings(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<At<String>>> {
+    pub fn strings(
+        &mut self,
+        key: &'static str,
+        problems: &mut Problems,
+    ) -> Option<Vec<At<String>>> {
         let items = self.array(key, problems)?;
         Some(
             items
@@ -235,14 +314,30 @@ impl<'a, 'i> Table<'a, 'i> {
         )
     }
 
-    /// Reports every key that no reader asked for.
+    /// Reports every key that no reader asked for, with the closest one
+    /// that was asked for as a suggestion.
     pub fn finish(self, problems: &mut Problems) {
+        if self.all_read {
+            return;
+        }
         for (k, _) in self.map.iter() {
             let name = k.get_ref().as_ref();
-            if !self.seen.contains(&name) {
-                problems.add(k.span(), self.key_path(name), "unknown key");
+            if !self.asked.contains(&name) {
+                let hint = crate::suggest::did_you_mean(name, self.asked.iter().copied());
+                problems.add(k.span(), self.key_path(name), format!("unknown key{hint}"));
             }
         }
+    }
+}
+
+/// The span of the value at `path` in `map`, through nested tables.
+fn span_in(map: &DeTable<'_>, path: &[&str]) -> Option<Range<usize>> {
+    let (first, rest) = path.split_first()?;
+    let (_, value) = map.iter().find(|(k, _)| k.get_ref().as_ref() == *first)?;
+    match (rest.is_empty(), value.get_ref()) {
+        (true, _) => Some(value.span()),
+        (false, DeValue::Table(inner)) => span_in(inner, rest),
+        (false, _) => None,
     }
 }
 

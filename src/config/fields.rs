@@ -3,11 +3,12 @@
 //! (`parse`, `upstreams`, `routes`) build on these, never on each other's
 //! helpers, so the config modules stay layered.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use http::Method;
 
-use super::doc::{Problems, Table};
+use super::doc::{At, Problems, Table};
 use super::model::*;
 use super::units::parse_duration;
 
@@ -36,7 +37,11 @@ pub(super) fn nonzero_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-pub(super) fn positive(t: &mut Table<'_, '_>, key: &str, problems: &mut Problems) -> Option<usize> {
+pub(super) fn positive(
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+    problems: &mut Problems,
+) -> Option<usize> {
     let n = t.integer(key, problems)?;
     if n.value <= 0 {
         problems.add(n.span, t.key_path(key), "must be a positive integer");
@@ -79,13 +84,15 @@ pub(super) fn key_source(text: &str) -> Result<KeySource, String> {
 /// duplicates; an empty list is an error (leave the key out instead).
 pub(super) fn read_methods_key(
     t: &mut Table<'_, '_>,
-    key: &str,
+    key: &'static str,
     problems: &mut Problems,
 ) -> Option<Vec<Method>> {
     let list = t.strings(key, problems)?;
     if list.is_empty() {
+        // At the empty list itself, not the table that holds it.
+        let span = t.span_of(&[key]).unwrap_or_else(|| t.span.clone());
         problems.add(
-            t.span.clone(),
+            span,
             t.key_path(key),
             "list at least one method, or leave the key out to match all",
         );
@@ -112,4 +119,29 @@ pub(super) fn read_methods_key(
     methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     methods.dedup();
     Some(methods)
+}
+
+/// The index of the upstream `name` refers to (a route's `to`, a split
+/// side, a `fallback`, a shadow's `to`), or an error at the name that
+/// suggests the closest upstream when one is close. `names` maps each
+/// upstream to its index in file order, which breaks ties between equally
+/// close names the same way on every run.
+pub(super) fn upstream_index(
+    names: &HashMap<String, usize>,
+    name: &At<String>,
+    key: impl FnOnce() -> String,
+    problems: &mut Problems,
+) -> Option<usize> {
+    if let Some(i) = names.get(&name.value) {
+        return Some(*i);
+    }
+    let mut in_order: Vec<(&str, usize)> = names.iter().map(|(n, i)| (n.as_str(), *i)).collect();
+    in_order.sort_unstable_by_key(|(_, i)| *i);
+    let hint = crate::suggest::did_you_mean(&name.value, in_order.iter().map(|(n, _)| *n));
+    problems.add(
+        name.span.clone(),
+        key(),
+        format!("unknown upstream {:?}{hint}", name.value),
+    );
+    None
 }

@@ -10,6 +10,8 @@ pub mod model;
 mod parse;
 mod routes;
 mod shadow;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 pub mod units;
 mod upstreams;
@@ -31,6 +33,24 @@ pub struct Loaded {
     /// sha256 of the file's bytes, hex.
     pub version: String,
     pub path: PathBuf,
+    /// `file:line:col` of the keys that matter after validation, so that
+    /// an error met later (an address that cannot be bound) points into
+    /// the file like a config error; see [`Loaded::position`].
+    pub positions: Vec<(&'static str, String)>,
+}
+
+/// The keys [`Loaded::positions`] records: the addresses `run` binds.
+const POSITIONED: [&str; 2] = ["listen.address", "admin.address"];
+
+impl Loaded {
+    /// `file:line:col` of `key`'s value (`"listen.address"`), or `None`
+    /// when the file leaves it to its default.
+    pub fn position(&self, key: &str) -> Option<&str> {
+        self.positions
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, p)| p.as_str())
+    }
 }
 
 /// Every problem found in a file, already formatted with position.
@@ -100,6 +120,13 @@ pub fn load_versioned(text: &str, path: &Path, version: String) -> Result<Loaded
         _ => Path::new("."),
     };
     let config = parse::read(&mut table, base, &mut problems);
+    let positions = POSITIONED
+        .iter()
+        .filter_map(|key| {
+            let path: Vec<&str> = key.split('.').collect();
+            Some((*key, position(&table.span_of(&path)?)))
+        })
+        .collect();
     table.finish(&mut problems);
     problems.list.sort_by_key(|p| p.span.start);
     match config {
@@ -110,13 +137,14 @@ pub fn load_versioned(text: &str, path: &Path, version: String) -> Result<Loaded
                 warnings,
                 version,
                 path: path.to_path_buf(),
+                positions,
             })
         }
         _ => Err(ConfigError {
             messages: problems
                 .list
                 .iter()
-                .map(|p| format!("{}: {}: {}", position(&p.span), p.key, p.message))
+                .map(|p| format!("{}: {}: {}", position(&p.span), p.key, p.describe(text)))
                 .collect(),
         }),
     }

@@ -44,14 +44,28 @@ pub fn read(root: &mut Table<'_, '_>, base: &Path, problems: &mut Problems) -> O
         if overlap {
             // Both sockets set SO_REUSEPORT, so the kernel would let them
             // share the port and hand client connections to the admin API.
-            problems.add(
-                root.span.clone(),
-                "admin.address",
-                format!(
-                    "overlaps listen.address {}: the admin API needs a port of its own",
-                    l.address
+            // Said at admin.address, or, when the admin address is the
+            // default, at the listen.address that collides with it.
+            match root.span_of(&["admin", "address"]) {
+                Some(span) => problems.add(
+                    span,
+                    "admin.address",
+                    format!(
+                        "overlaps listen.address {}: the admin API needs a port of its own",
+                        l.address
+                    ),
                 ),
-            );
+                None => problems.add(
+                    root.span_of(&["listen", "address"])
+                        .unwrap_or_else(|| root.span.clone()),
+                    "listen.address",
+                    format!(
+                        "overlaps the default admin.address {}: pick another port, or set \
+                         [admin] address",
+                        a.address
+                    ),
+                ),
+            }
         }
     }
     if problems.list.len() > before {
@@ -188,7 +202,10 @@ fn read_log(root: &mut Table<'_, '_>, problems: &mut Problems) -> Log {
             other => problems.add(
                 f.span,
                 "log.format",
-                format!("expected \"json\" or \"pretty\", found {other:?}"),
+                format!(
+                    "expected \"json\" or \"pretty\", found {other:?}{}",
+                    crate::suggest::did_you_mean(other, ["json", "pretty"])
+                ),
             ),
         }
     }

@@ -6,16 +6,30 @@
 use std::collections::HashMap;
 
 use http::Method;
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 
-use super::doc::{as_string, as_table, Problems, Table};
-use super::fields::{key_source, read_methods_key};
+use std::ops::Range;
+
+use super::doc::{as_string, as_table, At, Problems, Table};
+use super::fields::{key_source, read_methods_key, upstream_index};
 use super::model::*;
 use super::shadow::read_shadow;
 use crate::path;
 
 /// What makes two routes the same route to the router.
 type MatchKey<'a> = (&'a str, Option<&'a HostPattern>, Option<&'a [Method]>);
+
+/// Where a route's identity is written, for the checks across routes: a
+/// duplicate is reported at the second route's key, naming the first's line.
+struct RouteAt {
+    /// The `name` value; `None` when the route is named by its prefix.
+    name: Option<Range<usize>>,
+    prefix: Range<usize>,
+    /// Whether `host` and `methods` were read as written: a broken one
+    /// reads as "any", and comparing it would add a second, misleading
+    /// error to the real one.
+    matchable: bool,
+}
 
 pub(super) fn read_routes(
     root: &mut Table<'_, '_>,
@@ -27,35 +41,76 @@ pub(super) fn read_routes(
         return routes;
     };
     // Duplicates are found after the loop, by reference: no key is cloned.
-    let mut read: Vec<(usize, std::ops::Range<usize>, RouteSpec)> = Vec::with_capacity(items.len());
+    // A route whose sides are broken still takes part (its name and prefix
+    // are known), so that every error is reported at once; it is never
+    // returned, and its problem rejects the file.
+    let mut read: Vec<(usize, RouteAt, RouteSpec, bool)> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let Some(mut t) = as_table(item, format!("routes[{i}]"), problems) else {
             continue;
         };
-        if let Some(route) = read_route(&mut t, names, problems) {
-            read.push((i, t.span.clone(), route));
+        if let Some((at, route, complete)) = read_route(&mut t, names, problems) {
+            read.push((i, at, route, complete));
         }
         t.finish(problems);
     }
-    let mut seen_names: FxHashSet<&str> = FxHashSet::default();
-    let mut seen_keys: FxHashSet<MatchKey<'_>> = FxHashSet::default();
-    for (i, at, route) in &read {
-        if !seen_names.insert(&route.name) {
-            problems.add(
-                at.clone(),
-                format!("routes[{i}].name"),
-                format!("duplicate route name {:?}", route.name),
-            );
+    // Each name and match key maps to the route that used it first.
+    let mut seen_names: FxHashMap<&str, (usize, &RouteAt)> = FxHashMap::default();
+    let mut seen_keys: FxHashMap<MatchKey<'_>, (usize, &RouteAt)> = FxHashMap::default();
+    for (i, at, route, _) in &read {
+        if let Some(&(j, first)) = seen_names.get(route.name.as_str()) {
+            let first_at = first.name.clone().unwrap_or_else(|| first.prefix.clone());
+            match &at.name {
+                Some(span) => problems.add_related(
+                    span.clone(),
+                    format!("routes[{i}].name"),
+                    format!("duplicate route name {:?}", route.name),
+                    "first",
+                    first_at,
+                ),
+                // No `name` key to point at: the prefix gave the name.
+                None => problems.add_related(
+                    at.prefix.clone(),
+                    format!("routes[{i}].name"),
+                    format!(
+                        "duplicate route name {:?}: a route without `name` is named by its \
+                         prefix, as routes[{j}] is; give one of them a name",
+                        route.name
+                    ),
+                    "first",
+                    first_at,
+                ),
+            }
+        } else {
+            seen_names.insert(&route.name, (*i, at));
         }
-        if !seen_keys.insert((&route.prefix, route.host.as_ref(), route.methods.as_deref())) {
-            problems.add(
-                at.clone(),
-                format!("routes[{i}]"),
-                "another route has the same prefix, host and methods",
+        let key = (
+            route.prefix.as_str(),
+            route.host.as_ref(),
+            route.methods.as_deref(),
+        );
+        if !at.matchable {
+            continue;
+        }
+        if let Some(&(j, first)) = seen_keys.get(&key) {
+            problems.add_related(
+                at.prefix.clone(),
+                format!("routes[{i}].prefix"),
+                format!(
+                    "same prefix, host and methods as routes[{j}]: this route would never \
+                     match"
+                ),
+                "first",
+                first.prefix.clone(),
             );
+        } else {
+            seen_keys.insert(key, (*i, at));
         }
     }
-    routes.extend(read.into_iter().map(|(_, _, r)| r));
+    routes.extend(
+        read.into_iter()
+            .filter_map(|(_, _, r, complete)| complete.then_some(r)),
+    );
     routes
 }
 
@@ -63,12 +118,15 @@ fn read_route(
     t: &mut Table<'_, '_>,
     names: &HashMap<String, usize>,
     problems: &mut Problems,
-) -> Option<RouteSpec> {
+) -> Option<(RouteAt, RouteSpec, bool)> {
     let prefix = t
         .required("prefix", problems)
         .and_then(|_| t.string("prefix", problems));
     let prefix = prefix.and_then(|p| match normalize_prefix(&p.value) {
-        Ok(n) => Some(n),
+        Ok(n) => Some(At {
+            value: n,
+            span: p.span,
+        }),
         Err(e) => {
             problems.add(p.span, t.key_path("prefix"), e);
             None
@@ -92,34 +150,30 @@ fn read_route(
             .as_ref()
             .is_some_and(|s| s.iter().any(|side| side.upstream == i))
     };
-    let fallback = t
-        .string("fallback", problems)
-        .and_then(|f| match names.get(&f.value) {
-            // A split may fall back to one of its own sides (the canary's
-            // users go to the monolith side when the canary is down); a
-            // plain route falling back to itself would change nothing.
-            Some(i) if !split && own(*i) => {
-                problems.add(
-                    f.span,
-                    t.key_path("fallback"),
-                    "is the route's own upstream",
-                );
-                None
-            }
-            Some(i) => Some(*i),
-            None => {
-                problems.add(
-                    f.span,
-                    t.key_path("fallback"),
-                    format!("unknown upstream {:?}", f.value),
-                );
-                None
-            }
-        });
-    let sticky = t.parsed("sticky", problems, key_source);
-    if sticky.is_some() && !split {
-        problems.add(t.span.clone(), t.key_path("sticky"), "only used with split");
+    let fallback = t.string("fallback", problems).and_then(|f| {
+        let i = upstream_index(names, &f, || t.key_path("fallback"), problems)?;
+        // A split may fall back to one of its own sides (the canary's
+        // users go to the monolith side when the canary is down); a plain
+        // route falling back to itself would change nothing.
+        if !split && own(i) {
+            problems.add(
+                f.span,
+                t.key_path("fallback"),
+                "is the route's own upstream: a fallback names another one",
+            );
+            return None;
+        }
+        Some(i)
+    });
+    let sticky = t.parsed_at("sticky", problems, key_source);
+    if let (Some(s), false) = (&sticky, split) {
+        problems.add(
+            s.span.clone(),
+            t.key_path("sticky"),
+            "only used with split: a route with `to` sends every request to one upstream",
+        );
     }
+    let sticky = sticky.map(|s| s.value);
     let shadow = t.table("shadow", problems).and_then(|mut s| {
         let spec = read_shadow(&mut s, names, &own, problems);
         s.finish(problems);
@@ -148,19 +202,27 @@ fn read_route(
         }
     });
     let prefix = prefix?;
-    Some(RouteSpec {
+    let complete = sides.is_some();
+    let at = RouteAt {
+        name: name.as_ref().map(|n| n.span.clone()),
+        prefix: prefix.span,
+        matchable: (host.is_some() || !t.has("host")) && (methods.is_some() || !t.has("methods")),
+    };
+    let prefix = prefix.value;
+    let route = RouteSpec {
         name: name.map_or_else(|| prefix.clone(), |n| n.value),
         prefix,
         host,
         methods,
-        sides: sides?,
+        sides: sides.unwrap_or_default(),
         split,
         sticky,
         shadow,
         fallback,
         strip_prefix,
         rewrite_prefix,
-    })
+    };
+    Some((at, route, complete))
 }
 
 /// A prefix must be a normalised absolute path; its trailing slash is
@@ -224,19 +286,6 @@ fn read_sides(
 ) -> Option<Vec<Side>> {
     let to = t.get("to");
     let split = t.get("split");
-    let lookup = |name: &super::doc::At<String>, key: String, problems: &mut Problems| match names
-        .get(&name.value)
-    {
-        Some(i) => Some(*i),
-        None => {
-            problems.add(
-                name.span.clone(),
-                key,
-                format!("unknown upstream {:?}", name.value),
-            );
-            None
-        }
-    };
     match (to, split) {
         (None, None) => {
             problems.add(
@@ -257,20 +306,26 @@ fn read_sides(
         (Some(v), None) => {
             let key = t.key_path("to");
             let name = as_string(v, &key, problems)?;
-            let upstream = lookup(&name, key, problems)?;
+            let upstream = upstream_index(names, &name, || key, problems)?;
             Some(vec![Side {
                 upstream,
                 weight: 1,
             }])
         }
-        (None, Some(_)) => {
+        (None, Some(value)) => {
             let path = t.key_path("split");
             let items = t.array("split", problems)?;
             if items.is_empty() {
-                problems.add(t.span.clone(), path, "list at least one side");
+                problems.add(
+                    value.span(),
+                    path,
+                    "list at least one side, such as { to = \"NAME\", weight = 1 }",
+                );
                 return None;
             }
             let mut sides = Vec::new();
+            // Where each side's `to` is written, for a repeated upstream.
+            let mut side_spans: Vec<Range<usize>> = Vec::new();
             let mut ok = true;
             for (i, item) in items.iter().enumerate() {
                 let item_path = format!("{path}[{i}]");
@@ -285,7 +340,9 @@ fn read_sides(
                     .required("weight", problems)
                     .and_then(|_| side.integer("weight", problems));
                 side.finish(problems);
-                let upstream = to.and_then(|to| lookup(&to, format!("{item_path}.to"), problems));
+                let upstream = to.as_ref().and_then(|to| {
+                    upstream_index(names, to, || format!("{item_path}.to"), problems)
+                });
                 let weight = match weight {
                     Some(w) if (0..=1_000_000).contains(&w.value) => Some(w.value as u32),
                     Some(w) => {
@@ -298,23 +355,36 @@ fn read_sides(
                     }
                     None => None,
                 };
-                match (upstream, weight) {
-                    (Some(upstream), Some(weight)) => {
-                        if sides.iter().any(|s: &Side| s.upstream == upstream) {
-                            problems.add(
-                                item.span(),
+                match (upstream, weight, to) {
+                    (Some(upstream), Some(weight), Some(to)) => {
+                        if let Some(first) =
+                            sides.iter().position(|s: &Side| s.upstream == upstream)
+                        {
+                            problems.add_related(
+                                to.span.clone(),
                                 format!("{item_path}.to"),
-                                "upstream listed twice in one split",
+                                format!(
+                                    "upstream {:?} listed twice in one split: give it one side \
+                                     with the sum of the weights",
+                                    to.value
+                                ),
+                                "first",
+                                side_spans[first].clone(),
                             );
                             ok = false;
                         }
                         sides.push(Side { upstream, weight });
+                        side_spans.push(to.span);
                     }
                     _ => ok = false,
                 }
             }
             if ok && sides.iter().all(|s| s.weight == 0) {
-                problems.add(t.span.clone(), path, "all split weights are zero");
+                problems.add(
+                    value.span(),
+                    path,
+                    "all split weights are zero: give at least one side a positive weight",
+                );
                 return None;
             }
             ok.then_some(sides)

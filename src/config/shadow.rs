@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use http::{HeaderName, Method};
 
 use super::doc::{Problems, Table};
-use super::fields::{positive, read_methods_key};
+use super::fields::{positive, read_methods_key, upstream_index};
 use super::model::ShadowSpec;
 use super::units::parse_size;
 
@@ -19,24 +19,17 @@ pub(super) fn read_shadow(
     let to = t
         .required("to", problems)
         .and_then(|_| t.string("to", problems));
-    let upstream = to.and_then(|to| match names.get(&to.value) {
-        Some(i) if own(*i) => {
+    let upstream = to.and_then(|to| {
+        let i = upstream_index(names, &to, || t.key_path("to"), problems)?;
+        if own(i) {
             problems.add(
                 to.span,
                 t.key_path("to"),
-                "a shadow cannot point at the route's own upstream",
+                "a shadow cannot point at the route's own upstream: it would get every request twice",
             );
-            None
+            return None;
         }
-        Some(i) => Some(*i),
-        None => {
-            problems.add(
-                to.span,
-                t.key_path("to"),
-                format!("unknown upstream {:?}", to.value),
-            );
-            None
-        }
+        Some(i)
     });
     let sample = match t.number("sample", problems) {
         Some(n) if (0.0..=1.0).contains(&n.value) => n.value,

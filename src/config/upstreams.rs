@@ -51,45 +51,54 @@ pub(super) fn read_upstreams(
                 "http1" => Protocol::Http1,
                 "h2c" => Protocol::H2c,
                 other => {
+                    let hint = crate::suggest::did_you_mean(other, ["http1", "h2c"]);
                     problems.add(
                         p.span,
                         format!("{path}.protocol"),
-                        format!("unknown protocol {other:?}: expected \"http1\" or \"h2c\""),
+                        format!("unknown protocol {other:?}{hint}: expected \"http1\" or \"h2c\""),
                     );
                     Protocol::Http1
                 }
             },
         };
-        let balance = match t.string("balance", problems) {
+        let balance_at = t.string("balance", problems);
+        let balance = match &balance_at {
             None => Balance::RoundRobin,
             Some(b) => match b.value.as_str() {
                 "round_robin" => Balance::RoundRobin,
                 "least_request" => Balance::LeastRequest,
                 "hash" => Balance::Hash,
                 other => {
+                    let hint = crate::suggest::did_you_mean(
+                        other,
+                        ["round_robin", "least_request", "hash"],
+                    );
                     problems.add(
-                        b.span,
+                        b.span.clone(),
                         format!("{path}.balance"),
-                        format!("unknown balance {other:?}: expected \"round_robin\", \"least_request\" or \"hash\""),
+                        format!("unknown balance {other:?}{hint}: expected \"round_robin\", \"least_request\" or \"hash\""),
                     );
                     Balance::RoundRobin
                 }
             },
         };
-        let hash_key = t.parsed("hash_key", problems, key_source);
-        match (balance, &hash_key) {
-            (Balance::Hash, None) => problems.add(
-                t.span.clone(),
+        let hash_key = t.parsed_at("hash_key", problems, key_source);
+        match (balance, &hash_key, &balance_at) {
+            // Missing: said at the `balance = "hash"` that asks for it.
+            (Balance::Hash, None, Some(b)) if !t.has("hash_key") => problems.add(
+                b.span.clone(),
                 format!("{path}.hash_key"),
-                "required when balance = \"hash\"",
+                "required when balance = \"hash\": add hash_key = \"header:NAME\", \
+                 \"cookie:NAME\" or \"client_ip\"",
             ),
-            (Balance::RoundRobin | Balance::LeastRequest, Some(_)) => problems.add(
-                t.span.clone(),
+            (Balance::RoundRobin | Balance::LeastRequest, Some(k), _) => problems.add(
+                k.span.clone(),
                 format!("{path}.hash_key"),
                 "only used with balance = \"hash\"",
             ),
             _ => {}
         }
+        let hash_key = hash_key.map(|k| k.value);
         let timeouts = read_timeouts(&mut t, defaults, problems);
         let retries = read_retries(&mut t, default_retries, problems);
         let max_in_flight = positive(&mut t, "max_in_flight", problems);
@@ -191,20 +200,22 @@ fn status_range(text: &str) -> Result<(u16, u16), String> {
 
 fn read_targets(t: &mut Table<'_, '_>, problems: &mut Problems) -> Vec<TargetSpec> {
     let path = t.key_path("targets");
-    let Some(items) = t
-        .required("targets", problems)
-        .and_then(|_| t.array("targets", problems))
-    else {
+    let Some(value) = t.required("targets", problems) else {
+        return Vec::new();
+    };
+    let Some(items) = t.array("targets", problems) else {
         return Vec::new();
     };
     if items.is_empty() {
         problems.add(
-            t.span.clone(),
+            value.span(),
             path.clone(),
-            "at least one target is required",
+            "at least one target is required, such as \"http://127.0.0.1:8000\"",
         );
     }
     let mut targets: Vec<TargetSpec> = Vec::new();
+    // Where each target's URL is written, for a duplicate.
+    let mut url_spans: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let item_path = format!("{path}[{i}]");
         let (url, weight) = match item.get_ref() {
@@ -216,9 +227,16 @@ fn read_targets(t: &mut Table<'_, '_>, problems: &mut Problems) -> Vec<TargetSpe
                 let url = tt
                     .required("url", problems)
                     .and_then(|_| tt.string("url", problems));
-                let weight = positive(&mut tt, "weight", problems).unwrap_or(1);
+                let weight = positive(&mut tt, "weight", problems);
+                let weight_span = tt.span_of(&["weight"]);
                 tt.finish(problems);
-                (url, weight)
+                if let (Some(w), Some(span)) = (weight, weight_span) {
+                    if u32::try_from(w).is_err() {
+                        problems.add(span, format!("{item_path}.weight"), "weight too large");
+                        continue;
+                    }
+                }
+                (url, weight.unwrap_or(1))
             }
             _ => {
                 problems.add(
@@ -230,23 +248,26 @@ fn read_targets(t: &mut Table<'_, '_>, problems: &mut Problems) -> Vec<TargetSpe
             }
         };
         let Some(url) = url else { continue };
-        let Ok(weight) = u32::try_from(weight) else {
-            problems.add(
-                item.span(),
-                format!("{item_path}.weight"),
-                "weight too large",
-            );
-            continue;
-        };
+        // Checked above, where the weight's span is known.
+        let weight = u32::try_from(weight).unwrap_or(u32::MAX);
         match target_authority(&url.value) {
-            Ok(authority) if targets.iter().any(|t| t.authority == authority) => {
-                problems.add(url.span, item_path, format!("duplicate target {authority}"));
-            }
-            Ok(authority) => targets.push(TargetSpec {
-                url: url.value,
-                authority,
-                weight,
-            }),
+            Ok(authority) => match targets.iter().position(|t| t.authority == authority) {
+                Some(first) => problems.add_related(
+                    url.span,
+                    item_path,
+                    format!("duplicate target {authority}: list each target once, with a weight"),
+                    "first",
+                    url_spans[first].clone(),
+                ),
+                None => {
+                    url_spans.push(url.span);
+                    targets.push(TargetSpec {
+                        url: url.value,
+                        authority,
+                        weight,
+                    });
+                }
+            },
             Err(e) => problems.add(url.span, item_path, e),
         }
     }
@@ -257,7 +278,7 @@ fn read_targets(t: &mut Table<'_, '_>, problems: &mut Problems) -> Vec<TargetSpe
         .sum();
     if total > MAX_SCHEDULE {
         problems.add(
-            t.span.clone(),
+            value.span(),
             path,
             format!("target weights too fine-grained: their sum divided by their greatest common divisor is {total}, at most {MAX_SCHEDULE} is supported"),
         );
@@ -299,7 +320,7 @@ pub fn target_authority(url: &str) -> Result<String, String> {
 }
 
 /// A positive count that fits the `u32` counters it feeds.
-fn count(t: &mut Table<'_, '_>, key: &str, problems: &mut Problems) -> Option<u32> {
+fn count(t: &mut Table<'_, '_>, key: &'static str, problems: &mut Problems) -> Option<u32> {
     let n = t.integer(key, problems)?;
     match u32::try_from(n.value) {
         Ok(v) if v > 0 && v <= 1_000_000 => Some(v),
