@@ -326,7 +326,8 @@ enum ConnectError {
     Io(std::io::Error),
     /// `connect_timeout` ran out while connecting.
     Timeout(Duration),
-    /// TCP connected, but the HTTP handshake failed or timed out (h2c).
+    /// TCP connected, but the HTTP handshake failed or timed out (h2c's
+    /// settings exchange; HTTP/1.1's handshake does no I/O).
     Handshake(String),
 }
 
@@ -352,8 +353,8 @@ impl std::fmt::Display for ConnectError {
 /// [`LogLimit::EVERY_MS`](super::log_limit::LogLimit::EVERY_MS) (a dead
 /// target fails every request sent to it); the next line counts the ones
 /// held back (`suppressed`), and those still show at `debug`. Every such
-/// failure answers `502 upstream_connect` (or goes to a retry or the
-/// fallback), and this line says why.
+/// failure answers `502 upstream_connect` unless a retry succeeds, and
+/// this line is the only place that says why.
 fn connect_failed(target: &Target, why: &ConnectError) {
     let Some(suppressed) = target.connect_log.admit(clock::now_ms()) else {
         tracing::debug!(
