@@ -1,8 +1,9 @@
 //! The admin API on `[admin] address` (SPEC §7):
 //!
 //! - `GET /metrics`: Prometheus text format 0.0.4
-//! - `GET /healthz`: 200 while the process runs
-//! - `GET /readyz`: 200 when serving, 503 while draining
+//! - `GET /healthz`: 200 `{"status": "ok"}` while the process runs
+//! - `GET /readyz`: 200 `{"status": "ok"}` when serving, 503
+//!   `{"status": "draining"}` while draining
 //! - `GET /config`: version (sha256 of the file), loaded_at, path, last_error
 //! - `GET /routes`: the compiled table in match order
 //! - `GET /upstreams`: each upstream's targets with health, ejection and
@@ -10,7 +11,9 @@
 //! - `POST /reload`: reload the config file now; 200 `{"version"}` or 422
 //!   `{"errors": [...]}`
 //!
-//! Unknown paths are 404, other methods on known paths 405. Admin requests
+//! Every answer but `/metrics` is `application/json`, errors included:
+//! unknown paths are 404 `{"error": "not found"}`, other methods on known
+//! paths 405 `{"error": "method not allowed"}` with `allow`. Admin requests
 //! are not proxied, not access-logged and do not count as client connections.
 
 use std::convert::Infallible;
@@ -69,11 +72,11 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
     ];
     let path = req.uri().path();
     if !known.contains(&path) {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return fixed_json(StatusCode::NOT_FOUND, NOT_FOUND);
     }
     if path == "/reload" {
         if req.method() != Method::POST {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            return method_not_allowed("POST");
         }
         return match reload::reload(shared, reload::Trigger::Admin).await {
             reload::Outcome::Applied { version } | reload::Outcome::Unchanged { version } => {
@@ -87,14 +90,14 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
         };
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        return method_not_allowed("GET, HEAD");
     }
     match path {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/healthz" => fixed_json(StatusCode::OK, STATUS_OK),
         "/readyz" if shared.draining.load(Ordering::Relaxed) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            fixed_json(StatusCode::SERVICE_UNAVAILABLE, STATUS_DRAINING)
         }
-        "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/readyz" => fixed_json(StatusCode::OK, STATUS_OK),
         "/config" => {
             let status = shared
                 .status
@@ -195,13 +198,26 @@ pub fn routes_json(snapshot: &Snapshot) -> Value {
     Value::Array(routes)
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+// Fixed answers, written out once: probes call `/healthz` and `/readyz`
+// every few seconds, for ever. `status` is "ok" whenever the probe passes.
+const STATUS_OK: &str = "{\"status\": \"ok\"}\n";
+const STATUS_DRAINING: &str = "{\"status\": \"draining\"}\n";
+const NOT_FOUND: &str = "{\"error\": \"not found\"}\n";
+const NOT_ALLOWED: &str = "{\"error\": \"method not allowed\"}\n";
+
+fn fixed_json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// 405 with the methods the path takes (`allow` is required on a 405).
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut r = fixed_json(StatusCode::METHOD_NOT_ALLOWED, NOT_ALLOWED);
+    r.headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 

@@ -193,15 +193,16 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        tracing::info!(
-            listen = %local(&proxy),
-            admin = %local(&admin),
-            version = %loaded.version,
-            routes = config.routes.len(),
-            upstreams = config.upstreams.len(),
-            workers = others.len() + 1,
-            "figway serving"
-        );
+        log_serving(&Serving {
+            format: config.log.format,
+            listen: &local(&proxy),
+            tls: !config.tls.is_empty(),
+            admin: &local(&admin),
+            version: &loaded.version,
+            routes: config.routes.len(),
+            upstreams: config.upstreams.len(),
+            workers: others.len() + 1,
+        });
         if upgrade {
             warn_without_migrate_req();
         }
@@ -352,11 +353,66 @@ async fn shutdown_signal() {
     }
 }
 
+/// The facts of the start-up line.
+struct Serving<'a> {
+    format: LogFormat,
+    listen: &'a str,
+    tls: bool,
+    admin: &'a str,
+    version: &'a str,
+    routes: usize,
+    upstreams: usize,
+    workers: usize,
+}
+
+/// The one line `run` logs once it serves: where (proxy and admin), what
+/// (routes, upstreams, the config version `figway check` and `/config`
+/// show) and with how many workers. In JSON each fact is a field and the
+/// message stays `figway serving`, which scripts and tests wait for; in
+/// pretty, a person reads one sentence, so the facts are in the message
+/// and not repeated as `key=value` after it.
+fn log_serving(s: &Serving<'_>) {
+    match s.format {
+        LogFormat::Json => tracing::info!(
+            listen = s.listen,
+            tls = s.tls,
+            admin = s.admin,
+            version = s.version,
+            routes = s.routes,
+            upstreams = s.upstreams,
+            workers = s.workers,
+            "figway serving"
+        ),
+        LogFormat::Pretty => {
+            let counted = |n: usize, what: &str| match n {
+                1 => format!("1 {what}"),
+                n => format!("{n} {what}s"),
+            };
+            tracing::info!(
+                "figway serving on {}{} (admin {}): {}, {}, config version {}, {}",
+                s.listen,
+                if s.tls { " with TLS" } else { "" },
+                s.admin,
+                counted(s.routes, "route"),
+                counted(s.upstreams, "upstream"),
+                s.version,
+                counted(s.workers, "worker"),
+            )
+        }
+    }
+}
+
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour is for a person at a terminal: in a file, a pipe or journald
+    // the escape codes are noise that breaks grep. NO_COLOR (no-color.org:
+    // set and not empty) turns it off at a terminal too.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -66,13 +66,26 @@ async fn simple() -> (Backend, Figway, String) {
     (b, f, text)
 }
 
+/// Every admin answer but `/metrics` is JSON (README), probes included.
+fn assert_json(a: &Answer, want: Value) {
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/json"),
+        "{}",
+        a.text()
+    );
+    assert_eq!(json_of(a), want);
+}
+
 #[tokio::test]
-async fn healthz_and_readyz_answer_200() {
+async fn healthz_and_readyz_answer_200_in_json() {
     let (_b, f, _) = simple().await;
     let a = get(f.admin, "/healthz", &[]).await;
     assert_eq!(a.status, 200, "{}", a.text());
+    assert_json(&a, json!({"status": "ok"}));
     let a = get(f.admin, "/readyz", &[]).await;
     assert_eq!(a.status, 200, "{}", a.text());
+    assert_json(&a, json!({"status": "ok"}));
 }
 
 #[tokio::test]
@@ -81,6 +94,7 @@ async fn unknown_admin_path_is_404() {
     for path in ["/nope", "/", "/healthz/extra", "/route"] {
         let a = get(f.admin, path, &[]).await;
         assert_eq!(a.status, 404, "{path}: {}", a.text());
+        assert_json(&a, json!({"error": "not found"}));
     }
     // The admin port never proxies.
     assert_eq!(b.count(), 0);
@@ -95,6 +109,8 @@ async fn post_to_healthz_is_405() {
         .unwrap();
     let a = send(f.admin, req).await;
     assert_eq!(a.status, 405, "{}", a.text());
+    assert_eq!(a.header("allow"), Some("GET, HEAD"));
+    assert_json(&a, json!({"error": "method not allowed"}));
 }
 
 #[tokio::test]
@@ -331,6 +347,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     loop {
         let a = get(p.admin, "/readyz", &[]).await;
         if a.status == 503 {
+            assert_json(&a, json!({"status": "draining"}));
             break;
         }
         assert_eq!(a.status, 200, "{}", a.text());

@@ -176,7 +176,7 @@ async fn send_http1(
                 Some(unsent) => return Err(Failure::Connect(unsent)),
                 None => {
                     let error = e.into_error();
-                    tracing::debug!(target = %target.authority, error = %error, "upstream request failed");
+                    tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "upstream request failed");
                     return Err(if error.is_user() {
                         Failure::ClientBody
                     } else {
@@ -264,7 +264,7 @@ async fn send_h2c(
         }),
         Ok(Ok(response)) => Ok((response, Lease(Lent::H2 { _stream: stream }))),
         Ok(Err(error)) => {
-            tracing::debug!(target = %target.authority, error = %error, "h2c request failed");
+            tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "h2c request failed");
             Err(if error.is_user() {
                 Failure::ClientBody
             } else {
@@ -275,17 +275,12 @@ async fn send_h2c(
 }
 
 /// A TCP connection to the target (`host:port`; names are resolved here,
-/// on each new connection) within `timeout`.
+/// on each new connection) within `timeout`, resolution included.
 async fn connect_tcp(target: &Target, timeout: Duration) -> Option<TcpStream> {
-    let authority = &*target.authority;
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(target = %authority, error = %e, "upstream connect failed");
-            return None;
-        }
-        Err(_) => {
-            tracing::debug!(target = %authority, "upstream connect timed out");
+    let stream = match dial(&target.authority, timeout).await {
+        Ok(s) => s,
+        Err(why) => {
+            connect_failed(target, &why);
             return None;
         }
     };
@@ -294,13 +289,116 @@ async fn connect_tcp(target: &Target, timeout: Duration) -> Option<TcpStream> {
     Some(stream)
 }
 
+/// Resolves `authority` and connects to its addresses in turn, as
+/// `TcpStream::connect(authority)` does, but says which step failed: a
+/// name that does not resolve and an address that refuses both end in
+/// `502 upstream_connect`, and the log line is all an operator has to tell
+/// them apart. An IP literal is parsed, not looked up, so IP targets pay
+/// nothing for this.
+async fn dial(authority: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let addresses =
+        match tokio::time::timeout_at(deadline, tokio::net::lookup_host(authority)).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return Err(ConnectError::Resolve(e)),
+            Err(_) => return Err(ConnectError::ResolveTimeout(timeout)),
+        };
+    let mut last = None;
+    for address in addresses {
+        match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => return Err(ConnectError::Timeout(timeout)),
+        }
+    }
+    Err(last.map_or(ConnectError::NoAddress, ConnectError::Io))
+}
+
+/// Why a new connection to a target could not be made.
+enum ConnectError {
+    /// The host name did not resolve (the resolver's own words).
+    Resolve(std::io::Error),
+    /// `connect_timeout` ran out while the name was still being resolved.
+    ResolveTimeout(Duration),
+    /// The name resolved to no address.
+    NoAddress,
+    /// The connect failed (refused, unreachable, ...).
+    Io(std::io::Error),
+    /// `connect_timeout` ran out while connecting.
+    Timeout(Duration),
+    /// TCP connected, but the HTTP handshake failed or timed out (h2c's
+    /// settings exchange; HTTP/1.1's handshake does no I/O).
+    Handshake(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Resolve(e) => write!(f, "{e}"),
+            ConnectError::ResolveTimeout(t) => {
+                write!(
+                    f,
+                    "no answer from the resolver within connect_timeout ({t:?})"
+                )
+            }
+            ConnectError::NoAddress => f.write_str("the name resolved to no address"),
+            ConnectError::Io(e) => write!(f, "{e}"),
+            ConnectError::Timeout(t) => write!(f, "no connection within connect_timeout ({t:?})"),
+            ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+        }
+    }
+}
+
+/// Logs a failed connect at `warn`, at most once per target per
+/// [`LogLimit::EVERY_MS`](super::log_limit::LogLimit::EVERY_MS) (a dead
+/// target fails every request sent to it); the next line counts the ones
+/// held back (`suppressed`), and those still show at `debug`. Every such
+/// failure answers `502 upstream_connect` unless a retry succeeds, and
+/// this line is the only place that says why.
+fn connect_failed(target: &Target, why: &ConnectError) {
+    let Some(suppressed) = target.connect_log.admit(clock::now_ms()) else {
+        tracing::debug!(
+            upstream = %target.upstream,
+            upstream_target = %target.authority,
+            error = %why,
+            "upstream connect failed"
+        );
+        return;
+    };
+    match why {
+        ConnectError::Resolve(_) | ConnectError::ResolveTimeout(_) | ConnectError::NoAddress => {
+            // The host part of `host:port` (a name: IP literals are never
+            // looked up).
+            let authority = &*target.authority;
+            let host_name = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+            tracing::warn!(
+                upstream = %target.upstream,
+                upstream_target = %authority,
+                host_name = %host_name,
+                error = %why,
+                suppressed,
+                "cannot resolve an upstream target's host name"
+            );
+        }
+        ConnectError::Io(_) | ConnectError::Timeout(_) | ConnectError::Handshake(_) => {
+            tracing::warn!(
+                upstream = %target.upstream,
+                upstream_target = %target.authority,
+                error = %why,
+                suppressed,
+                "cannot connect to an upstream target"
+            );
+        }
+    }
+}
+
 /// Opens a new HTTP/1.1 connection to the target and starts its driver.
 async fn connect_http1(target: &Arc<Target>, timeout: Duration) -> Option<Conn> {
     let stream = connect_tcp(target, timeout).await?;
     let (sender, connection) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
         Ok(h) => h,
         Err(e) => {
-            tracing::debug!(target = %target.authority, error = %e, "upstream handshake failed");
+            connect_failed(target, &ConnectError::Handshake(e.to_string()));
             return None;
         }
     };
@@ -330,11 +428,12 @@ async fn connect_h2c(
     let (sender, connection) = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
-            tracing::debug!(target = %target.authority, error = %e, "h2c handshake failed");
+            connect_failed(target, &ConnectError::Handshake(e.to_string()));
             return None;
         }
         Err(_) => {
-            tracing::debug!(target = %target.authority, "h2c handshake timed out");
+            let why = format!("no HTTP/2 settings within connect_timeout ({timeout:?})");
+            connect_failed(target, &ConnectError::Handshake(why));
             return None;
         }
     };

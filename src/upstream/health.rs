@@ -110,17 +110,41 @@ async fn run(target: Weak<Target>, spec: HealthSpec, protocol: Protocol, generat
         let Some(t) = target.upgrade() else { return };
         let authority = t.authority.clone();
         drop(t);
-        let ok = matches!(
-            tokio::time::timeout(spec.timeout, check(&authority, &spec.path, protocol)).await,
-            Ok(Ok(status)) if (spec.expect.0..=spec.expect.1).contains(&status.as_u16())
-        );
-        let next = observe(counter, ok, &spec);
+        // Why the check failed, kept for the line that turns the target
+        // unhealthy: a status, a refused connect and a timeout call for
+        // different fixes.
+        let failed =
+            match tokio::time::timeout(spec.timeout, check(&authority, &spec.path, protocol)).await
+            {
+                Ok(Ok(status)) if (spec.expect.0..=spec.expect.1).contains(&status.as_u16()) => {
+                    None
+                }
+                Ok(Ok(status)) => Some(format!("status {}", status.as_u16())),
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within timeout ({:?})", spec.timeout)),
+            };
+        let next = observe(counter, failed.is_none(), &spec);
         let Some(t) = target.upgrade() else { return };
+        // `upstream_target`, not `target`: the JSON log already has a
+        // `target` key (tracing's, the module), and log tools keep only one
+        // of two equal keys.
         if next.healthy != counter.healthy {
             if next.healthy {
-                tracing::info!(target = %authority, "target healthy again");
+                tracing::info!(
+                    upstream = %t.upstream,
+                    upstream_target = %authority,
+                    "target healthy again: passed {}",
+                    checks_in_a_row(spec.healthy_after)
+                );
             } else {
-                tracing::warn!(target = %authority, path = %spec.path, "target unhealthy: failed {} checks in a row", spec.unhealthy_after);
+                tracing::warn!(
+                    upstream = %t.upstream,
+                    upstream_target = %authority,
+                    path = %spec.path,
+                    last_error = %failed.as_deref().unwrap_or("-"),
+                    "target unhealthy: failed {}",
+                    checks_in_a_row(spec.unhealthy_after)
+                );
             }
         }
         // Under the checker lock, so that `sync` cannot switch generations
@@ -132,6 +156,14 @@ async fn run(target: Weak<Target>, spec: HealthSpec, protocol: Protocol, generat
         t.healthy.store(next.healthy, Ordering::Relaxed);
         drop(current);
         counter = next;
+    }
+}
+
+/// "1 check" or "3 checks in a row", for the lines above.
+fn checks_in_a_row(n: u32) -> String {
+    match n {
+        1 => "1 check".to_string(),
+        n => format!("{n} checks in a row"),
     }
 }
 

@@ -6,7 +6,7 @@
 //! forgets neither health nor ejections, and pooled connections (kept per
 //! thread by target id, see [`pool`]) stay usable.
 //!
-//! Layers inside: `target`, `outlier`, `balance`, `budget` and `pool` know
+//! Layers inside: `log_limit`, `target`, `outlier`, `balance`, `budget` and `pool` know
 //! nothing of this file; this file compiles upstreams from them; `client`
 //! (one attempt at one target) and `health` (active checks) build on it.
 //!
@@ -18,6 +18,7 @@ pub mod budget;
 pub mod client;
 pub mod h2pool;
 pub mod health;
+pub mod log_limit;
 pub mod outlier;
 pub mod pool;
 pub mod target;
@@ -183,7 +184,7 @@ impl Upstream {
             self.metrics.ejected(target);
             tracing::warn!(
                 upstream = %self.name,
-                target = %t.authority,
+                upstream_target = %t.authority,
                 ejected_for_ms = until - now,
                 "target ejected after {} consecutive failures",
                 spec.consecutive_failures
@@ -210,7 +211,7 @@ impl Registry {
         if let Some(t) = map.get(&key).and_then(Weak::upgrade) {
             return t;
         }
-        let target = Arc::new(Target::new(authority));
+        let target = Arc::new(Target::new(upstream, authority));
         map.insert(key, Arc::downgrade(&target));
         target
     }

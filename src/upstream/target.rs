@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::log_limit::LogLimit;
 use super::outlier::OutlierState;
 use crate::config::HealthSpec;
 
@@ -17,6 +18,10 @@ use crate::config::HealthSpec;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct Target {
+    /// The upstream this target belongs to (the registry keeps one target
+    /// per upstream and authority), so that log lines about the target can
+    /// say which upstream it serves.
+    pub upstream: Box<str>,
     /// `host:port`: what we dial and what logs and metrics call it.
     pub authority: Box<str>,
     /// Key of this target's idle connections in every thread's pool.
@@ -37,14 +42,18 @@ pub struct Target {
     /// Bumped whenever the checker is replaced or removed; a checker only
     /// writes `healthy` while it is still the current generation.
     pub(super) health_generation: AtomicU64,
+    /// Limits the warnings about failed connects (a dead target fails
+    /// every request); touched on the failure path only.
+    pub connect_log: LogLimit,
     /// Woken when the target is dropped (no snapshot lists it any more), so
     /// the drivers of its pooled connections close them at once.
     retired: Arc<tokio::sync::Notify>,
 }
 
 impl Target {
-    pub(super) fn new(authority: &str) -> Target {
+    pub(super) fn new(upstream: &str, authority: &str) -> Target {
         Target {
+            upstream: upstream.into(),
             authority: authority.into(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             idle_timeout_ms: AtomicU64::new(90_000),
@@ -55,6 +64,7 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             checker: Mutex::new(None),
             health_generation: AtomicU64::new(0),
+            connect_log: LogLimit::default(),
             retired: Arc::new(tokio::sync::Notify::new()),
         }
     }
