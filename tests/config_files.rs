@@ -190,8 +190,14 @@ fn documented_keys() -> (BTreeSet<String>, BTreeSet<String>) {
             section = line
                 .split('`')
                 .nth(1)
-                .map(|s| s.trim_matches(|c| c == '[' || c == ']').replace("NAME", "*"))
-                .filter(|s| s.chars().all(|c| c.is_ascii_lowercase() || "._*".contains(c)));
+                .map(|s| {
+                    s.trim_matches(|c| c == '[' || c == ']')
+                        .replace("NAME", "*")
+                })
+                .filter(|s| {
+                    s.chars()
+                        .all(|c| c.is_ascii_lowercase() || "._*".contains(c))
+                });
             if let Some(s) = &section {
                 sections.insert(s.clone());
             }
@@ -291,16 +297,25 @@ fn example_sets_or_comments_out_every_documented_key() {
 fn example_has_no_undocumented_key() {
     let (documented, sections) = documented_keys();
     let is_documented = |key: &String| {
-        if documented.contains(key) || sections.iter().any(|s| s == key || s.starts_with(&format!("{key}."))) {
+        if documented.contains(key)
+            || sections
+                .iter()
+                .any(|s| s == key || s.starts_with(&format!("{key}.")))
+        {
             return true;
         }
         let Some((parent, _)) = key.rsplit_once('.') else {
             return false;
         };
         documented.contains(parent)
-            && !documented.iter().any(|d| d.starts_with(&format!("{parent}.")))
+            && !documented
+                .iter()
+                .any(|d| d.starts_with(&format!("{parent}.")))
     };
-    let unknown: Vec<_> = example_keys().into_iter().filter(|k| !is_documented(k)).collect();
+    let unknown: Vec<_> = example_keys()
+        .into_iter()
+        .filter(|k| !is_documented(k))
+        .collect();
     assert!(
         unknown.is_empty(),
         "config/example.toml has keys docs/configuration.md does not document: {unknown:?}"
@@ -312,7 +327,11 @@ fn example_has_no_undocumented_key() {
 #[test]
 fn example_with_its_commented_settings_on_passes_check() {
     let text = example_uncommented();
-    assert_ne!(text, read("config/example.toml"), "no commented-out setting found");
+    assert_ne!(
+        text,
+        read("config/example.toml"),
+        "no commented-out setting found"
+    );
     let dir = TempDir::new();
     let tls: toml::Table = text.parse().unwrap();
     if let Some(tls) = tls["listen"].get("tls") {
@@ -322,7 +341,10 @@ fn example_with_its_commented_settings_on_passes_check() {
             one => vec![one.clone()],
         };
         for t in tables {
-            for (key, pem) in [("cert", made.cert.pem()), ("key", made.signing_key.serialize_pem())] {
+            for (key, pem) in [
+                ("cert", made.cert.pem()),
+                ("key", made.signing_key.serialize_pem()),
+            ] {
                 let file = dir.0.join(t[key].as_str().unwrap());
                 std::fs::create_dir_all(file.parent().unwrap()).unwrap();
                 std::fs::write(file, pem).unwrap();
@@ -331,7 +353,10 @@ fn example_with_its_commented_settings_on_passes_check() {
     }
     let path = dir.0.join("example.toml");
     std::fs::write(&path, text).unwrap();
-    assert_check_passes(&path, "config/example.toml with its commented-out settings on");
+    assert_check_passes(
+        &path,
+        "config/example.toml with its commented-out settings on",
+    );
 }
 
 /// The names `src/config/` looks keys up by (`t.string("prefix", ..)`,
@@ -350,8 +375,20 @@ fn every_key_the_config_reader_asks_for_is_documented() {
         .collect();
     names.insert("upstreams".into());
     let lookups = [
-        ".get(", ".required(", ".string(", ".strings(", ".integer(", ".boolean(", ".number(",
-        ".parsed(", ".array(", ".table(", ".has(", "positive(", "count(", "read_methods_key(",
+        ".get(",
+        ".required(",
+        ".string(",
+        ".strings(",
+        ".integer(",
+        ".boolean(",
+        ".number(",
+        ".parsed(",
+        ".array(",
+        ".table(",
+        ".has(",
+        "positive(",
+        "count(",
+        "read_methods_key(",
     ];
     let mut files = Vec::new();
     files_under(&repo().join("src/config"), ".rs", &mut files);
@@ -362,14 +399,22 @@ fn every_key_the_config_reader_asks_for_is_documented() {
             for (at, _) in src.match_indices(call) {
                 let args = &src[at + call.len()..];
                 let args = &args[..args.find(')').unwrap_or(args.len())];
-                let Some(name) = args.split('"').nth(1) else { continue };
+                let Some(name) = args.split('"').nth(1) else {
+                    continue;
+                };
                 if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                    asked.insert(name.to_string(), file.file_name().unwrap().to_string_lossy().to_string());
+                    asked.insert(
+                        name.to_string(),
+                        file.file_name().unwrap().to_string_lossy().to_string(),
+                    );
                 }
             }
         }
     }
-    assert!(asked.contains_key("drain_delay") && asked.contains_key("ignore_json"), "the scan found too little: {asked:?}");
+    assert!(
+        asked.contains_key("drain_delay") && asked.contains_key("ignore_json"),
+        "the scan found too little: {asked:?}"
+    );
     let undocumented: Vec<_> = asked.iter().filter(|(k, _)| !names.contains(*k)).collect();
     assert!(
         undocumented.is_empty(),
@@ -379,7 +424,8 @@ fn every_key_the_config_reader_asks_for_is_documented() {
 
 // === Kubernetes ===
 
-/// Every document of every YAML file in examples/kubernetes, by kind.
+/// Every document of every YAML file in examples/kubernetes, by kind (one
+/// object of each kind, so a test can ask for "the Deployment").
 fn manifests() -> BTreeMap<String, Yaml> {
     let mut files = Vec::new();
     files_under(&repo().join("examples/kubernetes"), ".yaml", &mut files);
@@ -388,16 +434,19 @@ fn manifests() -> BTreeMap<String, Yaml> {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-            let doc = serde::Deserialize::deserialize(doc)
-                .unwrap_or_else(|e: serde_yaml_ng::Error| panic!("{}: {e}", file.display()));
-            let doc: Yaml = doc;
+            let doc = <Yaml as serde::Deserialize>::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             if doc.is_null() {
                 continue; // an empty document (a trailing `---`)
             }
             for field in ["apiVersion", "kind"] {
                 assert!(doc[field].is_string(), "{}: no {field}", file.display());
             }
-            assert!(doc["metadata"]["name"].is_string(), "{}: no metadata.name", file.display());
+            assert!(
+                doc["metadata"]["name"].is_string(),
+                "{}: no metadata.name",
+                file.display()
+            );
             let kind = doc["kind"].as_str().unwrap().to_string();
             assert!(by_kind.insert(kind.clone(), doc).is_none(), "two {kind}s");
         }
@@ -406,11 +455,13 @@ fn manifests() -> BTreeMap<String, Yaml> {
 }
 
 fn str_of<'a>(v: &'a Yaml, what: &str) -> &'a str {
-    v.as_str().unwrap_or_else(|| panic!("{what}: expected a string, got {v:?}"))
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what}: expected a string, got {v:?}"))
 }
 
 fn u64_of(v: &Yaml, what: &str) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("{what}: expected a number, got {v:?}"))
+    v.as_u64()
+        .unwrap_or_else(|| panic!("{what}: expected a number, got {v:?}"))
 }
 
 /// Whether every label of `selector` is on `labels`.
@@ -427,14 +478,27 @@ fn port_number(port: &Yaml, container: &Yaml) -> u64 {
     let name = str_of(port, "port");
     let ports = container["ports"].as_sequence().expect("container ports");
     let found = ports.iter().find(|p| p["name"].as_str() == Some(name));
-    u64_of(&found.unwrap_or_else(|| panic!("no container port named {name:?}"))["containerPort"], "containerPort")
+    u64_of(
+        &found.unwrap_or_else(|| panic!("no container port named {name:?}"))["containerPort"],
+        "containerPort",
+    )
 }
 
 #[test]
 fn kubernetes_manifests_agree_with_their_figway_toml() {
     let m = manifests();
-    for kind in ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "PodMonitor"] {
-        assert!(m.contains_key(kind), "examples/kubernetes has no {kind}: {:?}", m.keys());
+    for kind in [
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "PodMonitor",
+    ] {
+        assert!(
+            m.contains_key(kind),
+            "examples/kubernetes has no {kind}: {:?}",
+            m.keys()
+        );
     }
     let (config_map, deploy) = (&m["ConfigMap"], &m["Deployment"]);
 
@@ -444,29 +508,49 @@ fn kubernetes_manifests_agree_with_their_figway_toml() {
     let labels = &pod["metadata"]["labels"];
     let spec = &pod["spec"];
     let containers = spec["containers"].as_sequence().expect("containers");
-    let c = containers.iter().find(|c| c["name"] == "figway").expect("a container named figway");
-    let args: Vec<&str> = c["args"].as_sequence().expect("args").iter().map(|a| str_of(a, "arg")).collect();
+    let c = containers
+        .iter()
+        .find(|c| c["name"] == "figway")
+        .expect("a container named figway");
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(|a| str_of(a, "arg"))
+        .collect();
     let config_path = args
         .windows(2)
         .find(|w| w[0] == "--config")
         .map(|w| Path::new(w[1]))
         .expect("args: --config PATH");
-    let (mount_dir, file) = (config_path.parent().unwrap(), config_path.file_name().unwrap());
+    let (mount_dir, file) = (
+        config_path.parent().unwrap(),
+        config_path.file_name().unwrap(),
+    );
     let mount = c["volumeMounts"]
         .as_sequence()
         .expect("volumeMounts")
         .iter()
         .find(|v| Path::new(str_of(&v["mountPath"], "mountPath")) == mount_dir)
         .unwrap_or_else(|| panic!("nothing mounted at {}", mount_dir.display()));
-    assert!(mount.get("subPath").is_none(), "the config is mounted with subPath: kubelet never updates it");
+    assert!(
+        mount.get("subPath").is_none(),
+        "the config is mounted with subPath: kubelet never updates it"
+    );
     let volume = spec["volumes"]
         .as_sequence()
         .expect("volumes")
         .iter()
         .find(|v| v["name"] == mount["name"])
         .expect("the mounted volume");
-    assert_eq!(volume["configMap"]["name"], config_map["metadata"]["name"], "the volume is the ConfigMap");
-    let toml_text = str_of(&config_map["data"][file.to_str().unwrap()], "ConfigMap data figway.toml");
+    assert_eq!(
+        volume["configMap"]["name"], config_map["metadata"]["name"],
+        "the volume is the ConfigMap"
+    );
+    let toml_text = str_of(
+        &config_map["data"][file.to_str().unwrap()],
+        "ConfigMap data figway.toml",
+    );
 
     // The embedded file passes the real check.
     let dir = TempDir::new();
@@ -480,7 +564,11 @@ fn kubernetes_manifests_agree_with_their_figway_toml() {
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
         let get = &c[probe]["httpGet"];
         assert_eq!(str_of(&get["path"], probe), path, "{probe} path");
-        assert_eq!(port_number(&get["port"], c), u64::from(life.admin_port), "{probe} port is [admin]'s");
+        assert_eq!(
+            port_number(&get["port"], c),
+            u64::from(life.admin_port),
+            "{probe} port is [admin]'s"
+        );
     }
     let container_ports: BTreeSet<u64> = c["ports"]
         .as_sequence()
@@ -488,19 +576,32 @@ fn kubernetes_manifests_agree_with_their_figway_toml() {
         .iter()
         .map(|p| u64_of(&p["containerPort"], "containerPort"))
         .collect();
-    assert!(container_ports.contains(&u64::from(life.listen_port)), "containerPort for [listen]");
-    assert!(container_ports.contains(&u64::from(life.admin_port)), "containerPort for [admin]");
+    assert!(
+        container_ports.contains(&u64::from(life.listen_port)),
+        "containerPort for [listen]"
+    );
+    assert!(
+        container_ports.contains(&u64::from(life.admin_port)),
+        "containerPort for [admin]"
+    );
 
     // The kubelet's grace period covers preStop, drain_delay and drain_timeout.
     let pre_stop = &c["lifecycle"]["preStop"];
     let sleep = if let Some(s) = pre_stop["sleep"]["seconds"].as_u64() {
         s
     } else {
-        let cmd = pre_stop["exec"]["command"].as_sequence().expect("preStop: sleep or exec");
-        str_of(cmd.last().unwrap(), "sleep").parse().expect("preStop exec sleep SECONDS")
+        let cmd = pre_stop["exec"]["command"]
+            .as_sequence()
+            .expect("preStop: sleep or exec");
+        str_of(cmd.last().unwrap(), "sleep")
+            .parse()
+            .expect("preStop exec sleep SECONDS")
     };
     assert!(sleep > 0, "preStop sleeps");
-    let grace = u64_of(&spec["terminationGracePeriodSeconds"], "terminationGracePeriodSeconds");
+    let grace = u64_of(
+        &spec["terminationGracePeriodSeconds"],
+        "terminationGracePeriodSeconds",
+    );
     let needed = Duration::from_secs(sleep) + life.drain_delay + life.drain_timeout;
     assert!(
         Duration::from_secs(grace) > needed,
@@ -517,34 +618,74 @@ fn kubernetes_manifests_agree_with_their_figway_toml() {
         }
     }
     let non_root = |sc: &Yaml| sc["runAsNonRoot"].as_bool() == Some(true);
-    assert!(non_root(&spec["securityContext"]) || non_root(&c["securityContext"]), "runAsNonRoot");
-    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true));
-    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"].as_bool(), Some(false));
-    assert!(selects(&deploy["spec"]["selector"]["matchLabels"], labels), "Deployment selector");
+    assert!(
+        non_root(&spec["securityContext"]) || non_root(&c["securityContext"]),
+        "runAsNonRoot"
+    );
+    assert_eq!(
+        c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        c["securityContext"]["allowPrivilegeEscalation"].as_bool(),
+        Some(false)
+    );
+    assert!(
+        selects(&deploy["spec"]["selector"]["matchLabels"], labels),
+        "Deployment selector"
+    );
 
     // Scraping: annotations and the PodMonitor both point at [admin].
     let notes = &pod["metadata"]["annotations"];
     assert_eq!(notes["prometheus.io/scrape"], "true");
-    assert_eq!(str_of(&notes["prometheus.io/port"], "prometheus.io/port"), life.admin_port.to_string());
+    assert_eq!(
+        str_of(&notes["prometheus.io/port"], "prometheus.io/port"),
+        life.admin_port.to_string()
+    );
     assert_eq!(notes["prometheus.io/path"], "/metrics");
     let monitor = &m["PodMonitor"];
-    assert_eq!(str_of(&monitor["apiVersion"], "apiVersion"), "monitoring.coreos.com/v1");
-    assert!(selects(&monitor["spec"]["selector"]["matchLabels"], labels), "PodMonitor selector");
-    let endpoints = monitor["spec"]["podMetricsEndpoints"].as_sequence().expect("podMetricsEndpoints");
+    assert_eq!(
+        str_of(&monitor["apiVersion"], "apiVersion"),
+        "monitoring.coreos.com/v1"
+    );
+    assert!(
+        selects(&monitor["spec"]["selector"]["matchLabels"], labels),
+        "PodMonitor selector"
+    );
+    let endpoints = monitor["spec"]["podMetricsEndpoints"]
+        .as_sequence()
+        .expect("podMetricsEndpoints");
     assert!(!endpoints.is_empty());
     for e in endpoints {
-        assert_eq!(port_number(&e["port"], c), u64::from(life.admin_port), "PodMonitor port is [admin]'s");
+        assert_eq!(
+            port_number(&e["port"], c),
+            u64::from(life.admin_port),
+            "PodMonitor port is [admin]'s"
+        );
         assert_eq!(e["path"], "/metrics");
     }
 
     // The Service reaches the proxy port, not the admin port.
     let service = &m["Service"];
-    assert!(selects(&service["spec"]["selector"], labels), "Service selector");
-    for p in service["spec"]["ports"].as_sequence().expect("Service ports") {
-        assert_eq!(port_number(&p["targetPort"], c), u64::from(life.listen_port), "Service targetPort");
+    assert!(
+        selects(&service["spec"]["selector"], labels),
+        "Service selector"
+    );
+    for p in service["spec"]["ports"]
+        .as_sequence()
+        .expect("Service ports")
+    {
+        assert_eq!(
+            port_number(&p["targetPort"], c),
+            u64::from(life.listen_port),
+            "Service targetPort"
+        );
     }
     let pdb = &m["PodDisruptionBudget"];
-    assert!(selects(&pdb["spec"]["selector"]["matchLabels"], labels), "PDB selector");
+    assert!(
+        selects(&pdb["spec"]["selector"]["matchLabels"], labels),
+        "PDB selector"
+    );
     assert!(!pdb["spec"]["maxUnavailable"].is_null() || !pdb["spec"]["minAvailable"].is_null());
 }
 
@@ -563,9 +704,16 @@ fn unit_file(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
             sections.entry(current.clone()).or_default();
             continue;
         }
-        let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("unit line {line:?}"));
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("unit line {line:?}"));
         assert!(!current.is_empty(), "{line:?} before any section");
-        sections.get_mut(&current).unwrap().entry(k.trim().into()).or_default().push(v.trim().into());
+        sections
+            .get_mut(&current)
+            .unwrap()
+            .entry(k.trim().into())
+            .or_default()
+            .push(v.trim().into());
     }
     sections
 }
@@ -576,7 +724,9 @@ fn systemd_unit_is_hardened_and_outlasts_the_drain() {
     let unit = unit_file(&text);
     let service = &unit["Service"];
     let one = |key: &str| -> &str {
-        let v = service.get(key).unwrap_or_else(|| panic!("[Service] {key}= missing"));
+        let v = service
+            .get(key)
+            .unwrap_or_else(|| panic!("[Service] {key}= missing"));
         v.last().unwrap()
     };
     for (key, want) in [
@@ -594,11 +744,17 @@ fn systemd_unit_is_hardened_and_outlasts_the_drain() {
     ] {
         assert_eq!(one(key), want, "[Service] {key}=");
     }
-    assert!(one("ExecStart").ends_with("figway run --config /etc/figway/figway.toml"), "ExecStart");
+    assert!(
+        one("ExecStart").ends_with("figway run --config /etc/figway/figway.toml"),
+        "ExecStart"
+    );
     // DynamicUser makes the user; no capability unless a low port needs one,
     // and then only CAP_NET_BIND_SERVICE (offered commented out).
     assert!(!service.contains_key("User"), "User= with DynamicUser=yes");
-    assert!(!service.contains_key("AmbientCapabilities"), "AmbientCapabilities is opt-in, commented out");
+    assert!(
+        !service.contains_key("AmbientCapabilities"),
+        "AmbientCapabilities is opt-in, commented out"
+    );
     assert!(text.contains("\n#AmbientCapabilities=CAP_NET_BIND_SERVICE\n"));
     assert!(text.contains("\n#CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"));
 
@@ -607,17 +763,28 @@ fn systemd_unit_is_hardened_and_outlasts_the_drain() {
     let stop = duration(one("TimeoutStopSec"));
     let nofile: u64 = one("LimitNOFILE").parse().expect("LimitNOFILE a number");
     for (what, life) in [
-        ("config/example.toml", lifecycle(&read("config/example.toml"))),
-        ("the defaults", lifecycle("[listen]\naddress = \"0.0.0.0:8080\"\n")),
+        (
+            "config/example.toml",
+            lifecycle(&read("config/example.toml")),
+        ),
+        (
+            "the defaults",
+            lifecycle("[listen]\naddress = \"0.0.0.0:8080\"\n"),
+        ),
     ] {
         assert!(
             stop > life.drain_delay + life.drain_timeout,
             "TimeoutStopSec {stop:?} must exceed {what}'s drain_delay + drain_timeout"
         );
-        assert!(nofile > 2 * life.max_connections, "LimitNOFILE {nofile} vs {what}'s max_connections");
+        assert!(
+            nofile > 2 * life.max_connections,
+            "LimitNOFILE {nofile} vs {what}'s max_connections"
+        );
     }
     assert_eq!(unit["Install"]["WantedBy"], ["multi-user.target"]);
-    assert!(unit["Unit"]["After"].iter().any(|a| a.contains("network-online.target")));
+    assert!(unit["Unit"]["After"]
+        .iter()
+        .any(|a| a.contains("network-online.target")));
 }
 
 /// systemd's own checks, where systemd-analyze is installed: `verify`
@@ -626,18 +793,34 @@ fn systemd_unit_is_hardened_and_outlasts_the_drain() {
 /// at the binary built for this run, since verify wants it to exist.
 #[test]
 fn systemd_analyze_verifies_the_unit() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("systemd-analyze not installed: only the parsed checks ran");
         return;
     }
     let dir = TempDir::new();
     let unit = dir.0.join("figway.service");
-    let text = read("examples/systemd/figway.service").replace("/usr/local/bin/figway", env!("CARGO_BIN_EXE_figway"));
+    let text = read("examples/systemd/figway.service")
+        .replace("/usr/local/bin/figway", env!("CARGO_BIN_EXE_figway"));
     std::fs::write(&unit, text).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let about_unit: Vec<_> = stderr.lines().filter(|l| l.contains("figway.service")).collect();
-    assert!(out.status.success() && about_unit.is_empty(), "systemd-analyze verify: {}\n{stderr}", out.status);
+    let about_unit: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("figway.service"))
+        .collect();
+    assert!(
+        out.status.success() && about_unit.is_empty(),
+        "systemd-analyze verify: {}\n{stderr}",
+        out.status
+    );
 
     // Exposure 0 (locked down) to 10 (unprotected); the unit scores ~1.7.
     let out = Command::new("systemd-analyze")
@@ -673,7 +856,9 @@ fn dockerfile() -> Vec<(String, String)> {
             Some(part) => pending.push_str(part),
             None => {
                 pending.push_str(trimmed);
-                let (op, args) = pending.split_once(char::is_whitespace).unwrap_or((&pending, ""));
+                let (op, args) = pending
+                    .split_once(char::is_whitespace)
+                    .unwrap_or((&pending, ""));
                 out.push((op.to_ascii_uppercase(), args.trim().to_string()));
                 pending.clear();
             }
@@ -694,7 +879,11 @@ fn dockerfile_stages_user_and_entrypoint() {
                 words.len() == 3 && words[1].eq_ignore_ascii_case("AS"),
                 "FROM {args}: expected FROM IMAGE AS NAME"
             );
-            assert!(!stages.iter().any(|(n, _)| n == words[2]), "stage {} twice", words[2]);
+            assert!(
+                !stages.iter().any(|(n, _)| n == words[2]),
+                "stage {} twice",
+                words[2]
+            );
             stages.push((words[2].to_string(), Vec::new()));
             continue;
         }
@@ -703,7 +892,10 @@ fn dockerfile_stages_user_and_entrypoint() {
             None => panic!("{op} before FROM"),
         };
         if op == "COPY" {
-            if let Some(from) = args.split_whitespace().find_map(|w| w.strip_prefix("--from=")) {
+            if let Some(from) = args
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("--from="))
+            {
                 assert_ne!(from, current, "COPY --from its own stage");
                 assert!(
                     stages.iter().any(|(n, _)| n == from),
@@ -715,14 +907,23 @@ fn dockerfile_stages_user_and_entrypoint() {
     }
     assert!(stages.len() >= 2, "a multi-stage build");
     let builds_figway = |body: &[(String, String)]| {
-        body.iter().any(|(op, a)| op == "RUN" && a.contains("cargo build --release --locked"))
+        body.iter()
+            .any(|(op, a)| op == "RUN" && a.contains("cargo build --release --locked"))
     };
-    assert!(stages.iter().any(|(_, b)| builds_figway(b)), "a stage runs cargo build --release --locked");
+    assert!(
+        stages.iter().any(|(_, b)| builds_figway(b)),
+        "a stage runs cargo build --release --locked"
+    );
 
     // The final stage: non-root, figway as the entrypoint on the config path
     // the Kubernetes and systemd examples use.
     let (_, last) = stages.last().unwrap();
-    let get = |op: &str| last.iter().rev().find(|(o, _)| o == op).map(|(_, a)| a.as_str());
+    let get = |op: &str| {
+        last.iter()
+            .rev()
+            .find(|(o, _)| o == op)
+            .map(|(_, a)| a.as_str())
+    };
     let user = get("USER").expect("the final stage sets USER");
     let name = user.split(':').next().unwrap();
     assert!(!["root", "0", ""].contains(&name), "USER {user} is root");
@@ -733,19 +934,35 @@ fn dockerfile_stages_user_and_entrypoint() {
         serde_json::from_str(args).unwrap_or_else(|e| panic!("{op} {args}: not exec form: {e}"))
     };
     assert_eq!(exec_form("ENTRYPOINT"), ["/figway"]);
-    assert_eq!(exec_form("CMD"), ["run", "--config", "/etc/figway/figway.toml"]);
+    assert_eq!(
+        exec_form("CMD"),
+        ["run", "--config", "/etc/figway/figway.toml"]
+    );
     assert_eq!(get("STOPSIGNAL"), Some("SIGTERM"));
-    assert!(get("HEALTHCHECK").is_none(), "HEALTHCHECK cannot run in distroless (no shell, no curl)");
+    assert!(
+        get("HEALTHCHECK").is_none(),
+        "HEALTHCHECK cannot run in distroless (no shell, no curl)"
+    );
     let exposed: BTreeSet<u16> = get("EXPOSE")
         .expect("EXPOSE")
         .split_whitespace()
         .map(|p| p.trim_end_matches("/tcp").parse().unwrap())
         .collect();
-    let life = lifecycle(str_of(&manifests()["ConfigMap"]["data"]["figway.toml"], "figway.toml"));
-    assert_eq!(exposed, BTreeSet::from([life.listen_port, life.admin_port]), "EXPOSE the proxy and admin ports");
+    let life = lifecycle(str_of(
+        &manifests()["ConfigMap"]["data"]["figway.toml"],
+        "figway.toml",
+    ));
+    assert_eq!(
+        exposed,
+        BTreeSet::from([life.listen_port, life.admin_port]),
+        "EXPOSE the proxy and admin ports"
+    );
 
     let ignore = read(".dockerignore");
     for entry in ["target/", "fuzz/target/", ".git/"] {
-        assert!(ignore.lines().any(|l| l.trim() == entry), ".dockerignore lacks {entry}");
+        assert!(
+            ignore.lines().any(|l| l.trim() == entry),
+            ".dockerignore lacks {entry}"
+        );
     }
 }
