@@ -23,7 +23,8 @@ WORKDIR /src
 ENV CARGO_PROFILE_RELEASE_DEBUG=0
 COPY . .
 # Cache mounts keep the registry and the build directory between builds
-# (BuildKit), so a source change recompiles figway, not its dependencies.
+# (BuildKit), so a source change recompiles figway, not its dependencies;
+# the binary is copied out because a cache mount is not part of the layer.
 # --locked: exactly the versions of Cargo.lock, or fail.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
