@@ -235,7 +235,7 @@ where
         if req.headers().get(AUTHORIZATION) == Some(&*self.expected) {
             AuthFuture::Allowed(self.inner.call(req))
         } else {
-            AuthFuture::Denied(Some(unauthorized()))
+            AuthFuture::Denied
         }
     }
 }
@@ -255,7 +255,8 @@ fn unauthorized() -> Response<ResponseBody> {
 
 enum AuthFuture<F> {
     Allowed(F),
-    Denied(Option<Response<ResponseBody>>),
+    /// The 401 is built when polled, so the future stays small.
+    Denied,
 }
 
 impl<F> Future for AuthFuture<F>
@@ -267,12 +268,7 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut *self {
             AuthFuture::Allowed(inner) => Pin::new(inner).poll(cx),
-            AuthFuture::Denied(answer) => match answer.take() {
-                Some(answer) => Poll::Ready(Ok(answer)),
-                // Polled again after it answered: a caller's bug; say 401
-                // again rather than panic.
-                None => Poll::Ready(Ok(unauthorized())),
-            },
+            AuthFuture::Denied => Poll::Ready(Ok(unauthorized())),
         }
     }
 }
