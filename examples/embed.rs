@@ -54,8 +54,10 @@ fn main() -> ExitCode {
         eprintln!("embed: EMBED_TOKEN is not a valid header value");
         return ExitCode::from(2);
     };
+    // Colour only on a terminal: files and pipes get plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One runtime, one thread: the binary's workers are each the same, so
     // the two cost the same per request but for what embedding adds
