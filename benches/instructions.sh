@@ -17,6 +17,14 @@
 # Knobs (environment): FIGWAY_BIN (default: cargo build --release),
 # ROWS (default "nginx baseline figway-nolog figway"), SECONDS_EACH (8),
 # BASE_PORT (19300), SKIP_INSTALL=1.
+#
+# Rows `embed` and `embed-nolog` run examples/embed.rs (figway as a library
+# behind an application's tower auth layer) on the same config as the
+# figway rows. It answers 401 without `authorization: Bearer TOKEN`, so
+# with an embed row every row's requests carry that header (BEARER, default
+# "bench"): the same bytes through every row, so the difference is the
+# embedding's own cost. docs/benchmarks.md, "Embedding":
+#   ROWS="figway-nolog embed-nolog figway embed" benches/instructions.sh
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,11 +46,20 @@ if (( ${#need[@]} )); then
 fi
 
 if [[ -z "${FIGWAY_BIN:-}" ]]; then
-  log "building figway and examples/baseline_proxy (release)"
-  (cd "$ROOT" && cargo build --release --quiet --bin figway --example baseline_proxy) || die "cargo build failed"
+  log "building figway, examples/baseline_proxy and examples/embed (release)"
+  (cd "$ROOT" && cargo build --release --quiet --bin figway --example baseline_proxy --example embed) || die "cargo build failed"
   FIGWAY_BIN="$ROOT/target/release/figway"
 fi
 BASELINE_BIN="${BASELINE_BIN:-$(dirname "$FIGWAY_BIN")/examples/baseline_proxy}"
+EMBED_BIN="${EMBED_BIN:-$(dirname "$FIGWAY_BIN")/examples/embed}"
+# Every row sends the same header when any row is the embed example.
+AUTH=()
+if [[ " $ROWS " == *" embed"* ]]; then
+  BEARER="${BEARER:-bench}"
+fi
+if [[ -n "${BEARER:-}" ]]; then
+  AUTH=(-H "authorization: Bearer $BEARER")
+fi
 
 WORK="$(mktemp -d /tmp/figway-instructions.XXXXXX)"
 PIDS=()
@@ -77,7 +94,7 @@ PIDS+=($!)
 ready() { # pid row
   local i
   for i in $(seq 1 200); do
-    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$PROXY/" 2>/dev/null && return 0
+    curl -fsS -o /dev/null --max-time 1 "${AUTH[@]}" "http://127.0.0.1:$PROXY/" 2>/dev/null && return 0
     kill -0 "$1" 2>/dev/null || { tail "$WORK/$2.stderr" >&2; die "$2 exited"; }
     sleep 0.1
   done
@@ -97,9 +114,9 @@ measure() { # row cmd...: prints one line of figures
   pid=$!
   PIDS+=("$pid")
   ready "$pid" "$row"
-  wrk -t1 -c16 -d2s "http://127.0.0.1:$PROXY/" >/dev/null
+  wrk -t1 -c16 -d2s "${AUTH[@]}" "http://127.0.0.1:$PROXY/" >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
-  n="$(wrk -t1 -c16 -d"${SECONDS_EACH}s" "http://127.0.0.1:$PROXY/" | requests)"
+  n="$(wrk -t1 -c16 -d"${SECONDS_EACH}s" "${AUTH[@]}" "http://127.0.0.1:$PROXY/" | requests)"
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
   [[ -n "$n" && "$n" -gt 0 ]] || die "$row: no requests counted"
@@ -110,12 +127,12 @@ measure() { # row cmd...: prints one line of figures
   pid=$!
   PIDS+=("$pid")
   ready "$pid" "$row"
-  wrk -t1 -c16 -d1s "http://127.0.0.1:$PROXY/" >/dev/null
+  wrk -t1 -c16 -d1s "${AUTH[@]}" "http://127.0.0.1:$PROXY/" >/dev/null
   strace -c -f -p "$pid" -o "$WORK/$row.strace" 2>/dev/null &
   local tracer=$!
   sleep 0.5
   local m
-  m="$(wrk -t1 -c16 -d3s "http://127.0.0.1:$PROXY/" | requests)"
+  m="$(wrk -t1 -c16 -d3s "${AUTH[@]}" "http://127.0.0.1:$PROXY/" | requests)"
   sleep 0.2
   kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -131,6 +148,8 @@ for row in $ROWS; do
     baseline) measure baseline "$BASELINE_BIN" "127.0.0.1:$PROXY" "127.0.0.1:$UP" ;;
     figway) measure figway "$FIGWAY_BIN" run --config "$WORK/figway-true.toml" ;;
     figway-nolog) measure figway-nolog "$FIGWAY_BIN" run --config "$WORK/figway-false.toml" ;;
+    embed) EMBED_TOKEN="$BEARER" measure embed "$EMBED_BIN" "$WORK/figway-true.toml" ;;
+    embed-nolog) EMBED_TOKEN="$BEARER" measure embed-nolog "$EMBED_BIN" "$WORK/figway-false.toml" ;;
     *) die "unknown row $row" ;;
   esac
 done

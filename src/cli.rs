@@ -173,15 +173,8 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
             }
         };
         let shared = Shared::new(&loaded);
-        crate::reload::on_sighup(shared.clone());
         // Kept alive for as long as we serve; dropping it stops the watch.
-        let _watcher = match crate::reload::watch(shared.clone()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
-                None
-            }
-        };
+        let _reloads = crate::reload::start(&shared, true, true);
         // The bound addresses, not the configured ones: with port 0 (tests,
         // scripts) this line is how the caller learns where figway listens.
         let local =

@@ -40,7 +40,11 @@
 //! - [`reload`] (file watch, SIGHUP, `POST /reload` → parse, compile, swap),
 //!   [`admin`] (the admin API), [`server`] (listeners, connection cap,
 //!   per-connection context, drain), [`table`] (text renderings) and at the
-//!   top [`cli`]: run, check, explain.
+//!   top [`cli`]: run, check, explain; beside it [`embed`], figway as a
+//!   library: the request path as a tower `Service` for an application's
+//!   own hyper server and layers (what it leaves to the application is in
+//!   its docs). The two share their start-up through `reload::start` and
+//!   `server::http_builder`.
 
 pub mod access_log;
 pub mod admin;
@@ -49,6 +53,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decision;
+pub mod embed;
 pub mod error;
 pub mod framing;
 pub mod hash;

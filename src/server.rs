@@ -403,7 +403,10 @@ async fn trim_after_crowds(shared: Arc<Shared>) {
     }
 }
 
-fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
+/// The HTTP server settings of every client connection: `[listen]`'s head
+/// timeout and size, and figway's h2 limits. Public so that an embedding
+/// application can serve with the same (`embed::Figway::http_builder`).
+pub fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     let listen = &shared.listen;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -432,10 +435,10 @@ fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
 }
 
 /// Counts a client connection in `figway_connections_active` while it lives.
-struct ActiveConnection(prometheus::IntGauge);
+pub struct ActiveConnection(prometheus::IntGauge);
 
 impl ActiveConnection {
-    fn new(gauge: &prometheus::IntGauge) -> ActiveConnection {
+    pub fn new(gauge: &prometheus::IntGauge) -> ActiveConnection {
         gauge.inc();
         ActiveConnection(gauge.clone())
     }

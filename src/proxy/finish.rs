@@ -48,6 +48,19 @@ impl ResponseBody {
         ResponseBody { source, ctx: None }
     }
 
+    /// A whole answer an application built itself, in the body type of
+    /// figway's service, so that a layer around `embed::FigwayService` can
+    /// answer (a 401, say) without calling figway. No request rides on it:
+    /// figway neither counts nor logs it.
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::detached(Source::Full(Some(bytes.into())))
+    }
+
+    /// An empty answer, as [`ResponseBody::full`].
+    pub fn empty() -> ResponseBody {
+        ResponseBody::detached(Source::Full(None))
+    }
+
     fn source_ended(&self) -> bool {
         match &self.source {
             Source::Full(b) => b.is_none(),

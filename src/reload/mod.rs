@@ -32,6 +32,8 @@ pub enum Trigger {
     FileChange,
     Signal,
     Admin,
+    /// An embedding application's call (`embed::Figway::reload`).
+    Api,
 }
 
 impl Trigger {
@@ -40,6 +42,7 @@ impl Trigger {
             Trigger::FileChange => "file",
             Trigger::Signal => "sighup",
             Trigger::Admin => "admin",
+            Trigger::Api => "api",
         }
     }
 }
@@ -102,6 +105,40 @@ pub async fn reload(shared: &Arc<Shared>, trigger: Trigger) -> Outcome {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(fingerprint);
     }
+    apply(shared, trigger, path, bytes, hash, started).await
+}
+
+/// Reloads from `text`, a whole config, instead of the file: for an
+/// embedding application that keeps its config in memory. As an explicit
+/// trigger it always reloads; the path the config was loaded with still
+/// names it in messages.
+pub async fn reload_text(shared: &Arc<Shared>, text: String) -> Outcome {
+    let _serial = shared.reload_lock.lock().await;
+    let started = Instant::now();
+    let path = shared.config_path();
+    let bytes = text.into_bytes();
+    let hash = config::hex(&Sha256::digest(&bytes));
+    let fingerprint = match &shared.tls {
+        Some(certs) => crate::tls::fingerprint_files(&hash, &certs.files()),
+        None => hash.clone(),
+    };
+    *shared
+        .last_file_hash
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(fingerprint);
+    apply(shared, Trigger::Api, path, bytes, hash, started).await
+}
+
+/// The part of a reload after the bytes are read: build off the workers,
+/// swap, report. The caller holds `reload_lock`.
+async fn apply(
+    shared: &Arc<Shared>,
+    trigger: Trigger,
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+    hash: String,
+    started: Instant,
+) -> Outcome {
     // Parsing and compiling 10,000 routes is milliseconds of CPU: keep it off
     // the runtime's workers, which are serving requests.
     let worker = shared.clone();
@@ -237,6 +274,54 @@ struct Built {
     certs: Option<Vec<Certificate>>,
 }
 
+/// The reload triggers a process keeps besides `POST /reload`: the file
+/// watch and the SIGHUP handler. Dropping it stops both.
+pub struct Triggers {
+    /// Kept alive for as long as the watch should run.
+    watcher: Option<Arc<std::sync::Mutex<notify::RecommendedWatcher>>>,
+    sighup: Option<tokio::task::AbortHandle>,
+}
+
+impl Triggers {
+    /// Whether the config file is being watched (a directory that cannot be
+    /// watched is logged, and leaves SIGHUP and `POST /reload`).
+    pub fn watching(&self) -> bool {
+        self.watcher.is_some()
+    }
+}
+
+impl Drop for Triggers {
+    fn drop(&mut self) {
+        if let Some(task) = self.sighup.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the reload triggers asked for: a watch on the config file
+/// (`file`) and a SIGHUP handler (`sighup`). One home for the start-up the
+/// binary (`cli::run`, both on) and an embedding application (`embed`,
+/// its choice) share. Needs a tokio runtime.
+pub fn start(shared: &Arc<Shared>, file: bool, sighup: bool) -> Triggers {
+    let sighup = if sighup {
+        on_sighup(shared.clone())
+    } else {
+        None
+    };
+    let watcher = if file {
+        match watch(shared.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Triggers { watcher, sighup }
+}
+
 /// Reloads when the config file or a certificate file in service changes
 /// (see `watch`). The returned watcher must be kept alive.
 pub fn watch(
@@ -247,10 +332,11 @@ pub fn watch(
     })
 }
 
-/// Reloads on every SIGHUP until the process ends.
-pub fn on_sighup(shared: Arc<Shared>) {
+/// Reloads on every SIGHUP until the process ends (or the returned
+/// task is aborted).
+pub fn on_sighup(shared: Arc<Shared>) -> Option<tokio::task::AbortHandle> {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; reload by file change or POST /reload");
@@ -260,4 +346,11 @@ pub fn on_sighup(shared: Arc<Shared>) {
             reload(&shared, Trigger::Signal).await;
         }
     });
+    #[cfg(unix)]
+    return Some(task.abort_handle());
+    #[cfg(not(unix))]
+    {
+        drop(shared);
+        None
+    }
 }
