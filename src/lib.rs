@@ -37,8 +37,11 @@
 //!   `finish`; `proxy::context` holds what a connection and a request know.
 //! - [`reload`] (file watch, SIGHUP, `POST /reload` → parse, compile, swap),
 //!   [`admin`] (the admin API), [`server`] (listeners, connection cap,
-//!   per-connection context, drain), [`table`] (text renderings) and at the
-//!   top [`cli`]: run, check, explain.
+//!   per-connection context, drain), [`table`] (text renderings).
+//! - [`demo`]: `figway demo`, stub services on loopback behind the real
+//!   server; its `demo::stub` is the stub upstream the examples and tests
+//!   share.
+//! - At the top, [`cli`]: run, check, explain, demo.
 
 pub mod access_log;
 pub mod admin;
@@ -47,6 +50,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decision;
+pub mod demo;
 pub mod error;
 pub mod framing;
 pub mod hash;
