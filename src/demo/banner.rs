@@ -50,14 +50,35 @@ pub fn render(f: &Facts<'_>) -> String {
         out,
         "figway demo: a stub monolith and the services extracted from it, behind figway, on loopback.\n"
     );
-    let _ = writeln!(out, "  {:<10}{:<28}figway: send requests here", "proxy", proxy);
-    let _ = writeln!(out, "  {:<10}{:<28}figway's admin API and /metrics", "admin", admin);
+    let _ = writeln!(
+        out,
+        "  {:<10}{:<28}figway: send requests here",
+        "proxy", proxy
+    );
+    let _ = writeln!(
+        out,
+        "  {:<10}{:<28}figway's admin API and /metrics",
+        "admin", admin
+    );
     for stub in f.stubs {
-        let what = if stub.legacy { "stub, the legacy monolith" } else { "stub, an extracted service" };
-        let _ = writeln!(out, "  {:<10}{:<28}{what}", stub.name, format!("http://{}", stub.address));
+        let what = if stub.legacy {
+            "stub, the legacy monolith"
+        } else {
+            "stub, an extracted service"
+        };
+        let _ = writeln!(
+            out,
+            "  {:<10}{:<28}{what}",
+            stub.name,
+            format!("http://{}", stub.address)
+        );
     }
     let shown = f.source.path.display().to_string();
-    let _ = writeln!(out, "  {:<10}{:<28}watched: save an edit and it reloads", "config", shown);
+    let _ = writeln!(
+        out,
+        "  {:<10}{shown}  (watched: save an edit and it reloads)",
+        "config"
+    );
     let _ = writeln!(
         out,
         "\nTry these (each answer names the service that served it, in its JSON and in x-served-by):\n"
@@ -67,7 +88,11 @@ pub fn render(f: &Facts<'_>) -> String {
 
     let canary = f.snapshot.routes.iter().find_map(|r| canary(f.snapshot, r));
     if let Some(c) = &canary {
-        let landings: Vec<String> = c.keys.iter().map(|(k, side)| format!("{k} lands on {side}")).collect();
+        let landings: Vec<String> = c
+            .keys
+            .iter()
+            .map(|(k, side)| format!("{k} lands on {side}"))
+            .collect();
         let _ = writeln!(
             out,
             "  # A canary split ({}), sticky by {}: {}",
@@ -80,7 +105,11 @@ pub fn render(f: &Facts<'_>) -> String {
         }
         out.push('\n');
     }
-    let shadowed = f.snapshot.routes.iter().find(|r| r.shadow.as_ref().is_some_and(|s| s.spec.compare));
+    let shadowed = f
+        .snapshot
+        .routes
+        .iter()
+        .find(|r| r.shadow.as_ref().is_some_and(|s| s.spec.compare));
     if let (Some(route), Some(shadow)) = (shadowed, shadowed.and_then(|r| r.shadow.as_ref())) {
         let to = &f.snapshot.upstreams[shadow.spec.upstream].name;
         let _ = writeln!(
@@ -88,13 +117,26 @@ pub fn render(f: &Facts<'_>) -> String {
             "  # Shadowed: {} answers, {to} gets a copy, and the two answers are compared",
             f.snapshot.upstreams[route.sides[0].upstream].name
         );
-        let _ = writeln!(out, "  curl -s '{proxy}{}?q=boots'", sub_path(&route.prefix, ""));
-        let _ = writeln!(out, "  curl -s {admin}/metrics | grep figway_shadow_requests_total\n");
+        let _ = writeln!(
+            out,
+            "  curl -s '{proxy}{}?q=boots'",
+            sub_path(&route.prefix, "")
+        );
+        let _ = writeln!(
+            out,
+            "  curl -s {admin}/metrics | grep figway_shadow_requests_total\n"
+        );
     }
-    let _ = writeln!(out, "  # The route table; the upstreams and their health; requests by route and upstream");
+    let _ = writeln!(
+        out,
+        "  # The route table; the upstreams and their health; requests by route and upstream"
+    );
     let _ = writeln!(out, "  curl -s {admin}/routes");
     let _ = writeln!(out, "  curl -s {admin}/upstreams");
-    let _ = writeln!(out, "  curl -s {admin}/metrics | grep '^figway_requests_total'\n");
+    let _ = writeln!(
+        out,
+        "  curl -s {admin}/metrics | grep '^figway_requests_total'\n"
+    );
 
     if let Some(c) = &canary {
         let at = match split_line(f.config_text, &c.route) {
@@ -104,11 +146,19 @@ pub fn render(f: &Facts<'_>) -> String {
         let _ = writeln!(out, "Hot reload: edit {at} and save, for example to");
         let _ = writeln!(out, "  {}", c.reload_to);
         if let Some((key, _)) = c.keys.iter().find(|(_, side)| *side != c.reload_gains) {
-            let _ = writeln!(out, "then run the {key} line again: it lands on {} now.", c.reload_gains);
+            let _ = writeln!(
+                out,
+                "then run the {key} line again: it lands on {} now.",
+                c.reload_gains
+            );
         }
         if f.source.from_repo {
             let _ = writeln!(out, "To watch the shares move live, in another terminal:");
-            let _ = writeln!(out, "  cargo run --example load_driver -- {proxy}{}", c.path);
+            let _ = writeln!(
+                out,
+                "  cargo run --example load_driver -- {proxy}{}",
+                c.path
+            );
         }
         out.push('\n');
     }
@@ -138,14 +188,25 @@ fn canary(snapshot: &Snapshot, route: &Route) -> Option<Canary> {
     if !route.split || route.sides.len() < 2 {
         return None;
     }
-    let name = |side: usize| snapshot.upstreams[route.sides[side].upstream].name.to_string();
-    let candidates = NAMES.iter().map(|n| n.to_string()).chain((1..10_000).map(|i| format!("user-{i}")));
+    let name = |side: usize| {
+        snapshot.upstreams[route.sides[side].upstream]
+            .name
+            .to_string()
+    };
+    let candidates = NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .chain((1..10_000).map(|i| format!("user-{i}")));
     let mut keys: Vec<Option<String>> = vec![None; route.sides.len()];
     for key in candidates {
         let side = sticky_side(route, key.as_bytes());
         if keys[side].is_none() {
             keys[side] = Some(key);
-            if keys.iter().zip(route.sides.iter()).all(|(k, s)| k.is_some() || s.weight == 0) {
+            if keys
+                .iter()
+                .zip(route.sides.iter())
+                .all(|(k, s)| k.is_some() || s.weight == 0)
+            {
                 break;
             }
         }
@@ -161,9 +222,19 @@ fn canary(snapshot: &Snapshot, route: &Route) -> Option<Canary> {
         .join(" / ");
     // All to the first side, unless it has it all already: then all to the last.
     let first_has_all = route.sides[0].weight as u64 == route.total_weight;
-    let gains = if first_has_all { route.sides.len() - 1 } else { 0 };
+    let gains = if first_has_all {
+        route.sides.len() - 1
+    } else {
+        0
+    };
     let sides = (0..route.sides.len())
-        .map(|i| format!("{{ to = \"{}\", weight = {} }}", name(i), if i == gains { 100 } else { 0 }))
+        .map(|i| {
+            format!(
+                "{{ to = \"{}\", weight = {} }}",
+                name(i),
+                if i == gains { 100 } else { 0 }
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     Some(Canary {

@@ -65,7 +65,10 @@ pub fn main(
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
-            eprintln!("figway demo: {} is not a valid config", source.path.display());
+            eprintln!(
+                "figway demo: {} is not a valid config",
+                source.path.display()
+            );
             return ExitCode::from(1);
         }
     };
@@ -79,7 +82,10 @@ pub fn main(
     init_tracing(loaded.config.log.format);
     // One thread is plenty for a demo's traffic; figway's request path is
     // the same on one worker as on many.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("figway demo: cannot start the runtime: {e}");
@@ -153,13 +159,20 @@ async fn serve(
     };
     let (proxy_addr, admin_addr) = (local(&proxy), local(&admin));
     let (stop_figway, figway_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::run(proxy, admin, shared.clone(), async move {
-        let _ = figway_stopped.await;
-    }));
+    let server = tokio::spawn(crate::server::run(
+        proxy,
+        admin,
+        shared.clone(),
+        async move {
+            let _ = figway_stopped.await;
+        },
+    ));
 
     tokio::pin!(shutdown);
     let stubs_ready = places.iter().map(|p| (p.address, stub::HEALTH_PATH));
-    let checks: Vec<(SocketAddr, &str)> = std::iter::once((admin_addr, "/readyz")).chain(stubs_ready).collect();
+    let checks: Vec<(SocketAddr, &str)> = std::iter::once((admin_addr, "/readyz"))
+        .chain(stubs_ready)
+        .collect();
     let ready = tokio::select! {
         ready = tokio::time::timeout(READY_WITHIN, all_answer(&checks, proxy_addr)) => ready.is_ok(),
         () = &mut shutdown => {
@@ -219,10 +232,22 @@ async fn bind_all(
     // Exclusive, as `figway run` binds: a figway already on the port must
     // not quietly share it with the demo.
     let proxy = crate::server::bind_exclusive(config.listen.address)
-        .map_err(|e| note(config.listen.address, "figway proxy, listen.address".into(), e))
+        .map_err(|e| {
+            note(
+                config.listen.address,
+                "figway proxy, listen.address".into(),
+                e,
+            )
+        })
         .ok();
     let admin = crate::server::bind_exclusive(config.admin.address)
-        .map_err(|e| note(config.admin.address, "figway admin API, admin.address".into(), e))
+        .map_err(|e| {
+            note(
+                config.admin.address,
+                "figway admin API, admin.address".into(),
+                e,
+            )
+        })
         .ok();
     let mut stubs = Vec::new();
     for place in places {

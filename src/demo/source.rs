@@ -200,7 +200,8 @@ mod tests {
             "a = \"127.0.0.1:18080\"\nb = [\"http://127.0.0.1:18084\"]\nc = \"127.0.0.1:9901\"\nd = \"127.0.0.1:80801\"\n"
         );
         // A base inside the block must not renumber twice.
-        assert!(renumber(text, 8081).starts_with("a = \"127.0.0.1:8081\"\nb = [\"http://127.0.0.1:8085\"]"));
+        assert!(renumber(text, 8081)
+            .starts_with("a = \"127.0.0.1:8081\"\nb = [\"http://127.0.0.1:8085\"]"));
     }
 
     #[test]
@@ -221,11 +222,17 @@ mod tests {
         let runtime = root.join("run");
 
         let here = prepare(DEFAULT_PORT, &clone, &runtime).unwrap();
-        assert_eq!((here.path.as_path(), here.from_repo, here.copied), (Path::new(REPO_FILE), true, false));
+        assert_eq!(
+            (here.path.as_path(), here.from_repo, here.copied),
+            (Path::new(REPO_FILE), true, false)
+        );
 
         let moved = prepare(20000, &clone, &runtime).unwrap();
         assert!(moved.from_repo && moved.copied);
-        assert_eq!(std::fs::read_to_string(&moved.path).unwrap(), "x = \"127.0.0.1:20001\"\n");
+        assert_eq!(
+            std::fs::read_to_string(&moved.path).unwrap(),
+            "x = \"127.0.0.1:20001\"\n"
+        );
 
         let elsewhere = prepare(DEFAULT_PORT, &root, &runtime).unwrap();
         assert!(!elsewhere.from_repo && elsewhere.copied);
