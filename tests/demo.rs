@@ -442,12 +442,15 @@ fn ports_in_use_are_named_with_how_to_pick_others() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!(
-            "127.0.0.1:{base} (the figway proxy, listen.address)"
+            "127.0.0.1:{base} (the figway proxy, listen.address) is already in use"
         )),
         "{err}"
     );
     assert!(
-        err.contains(&format!("127.0.0.1:{} (the users stub)", base + 3)),
+        err.contains(&format!(
+            "127.0.0.1:{} (the users stub) is already in use",
+            base + 3
+        )),
         "{err}"
     );
     assert!(

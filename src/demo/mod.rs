@@ -227,7 +227,10 @@ async fn bind_all(
     let config = &loaded.config;
     let mut failed = Vec::new();
     let mut note = |address: SocketAddr, role: String, e: std::io::Error| {
-        failed.push(format!("cannot listen on {address} (the {role}): {e}"));
+        failed.push(match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!("{address} (the {role}) is already in use"),
+            _ => format!("cannot listen on {address} (the {role}): {e}"),
+        });
     };
     // Exclusive, as `figway run` binds: a figway already on the port must
     // not quietly share it with the demo.
@@ -264,8 +267,10 @@ async fn bind_all(
             }
             let suggestion = free_base(base).await;
             eprintln!(
-                "figway demo: the demo listens on consecutive ports from {base} (proxy, admin, then one per stub); \
-                 pick another base with `figway demo --port {suggestion}` or `{PORT_ENV}={suggestion} figway demo`"
+                "figway demo: the demo listens on {} consecutive ports from {base} (proxy, admin, then one \
+                 per stub); pick another base with `figway demo --port {suggestion}` or \
+                 `{PORT_ENV}={suggestion} figway demo`",
+                places.len() + 2
             );
             None
         }

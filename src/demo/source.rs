@@ -48,7 +48,7 @@ pub fn base_port(flag: Option<u16>, env: Option<OsString>) -> Result<u16, String
     };
     // Root-only ports would fail to bind for most users, and the block must
     // fit below 65536.
-    if port < 1024 || port > u16::MAX - RENUMBERED + 1 {
+    if !(1024..=u16::MAX - RENUMBERED + 1).contains(&port) {
         return Err(format!(
             "{from}: the demo numbers its ports from {port}; pick a base from 1024 to {}",
             u16::MAX - RENUMBERED + 1
@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(split_line(text, "users"), Some(11));
         assert_eq!(split_line(text, "a"), Some(3));
         assert_eq!(split_line(text, "/b"), None);
-        assert_eq!(split_line(EMBEDDED, "users").is_some(), true);
+        assert!(split_line(EMBEDDED, "users").is_some());
     }
 
     #[test]
