@@ -1,5 +1,6 @@
 //! The command line (SPEC §1): `run` (with `--upgrade` to join the
-//! addresses a running figway holds), `check`, `explain`, and `figway PATH`
+//! addresses a running figway holds), `check`, `explain`, `demo` (in
+//! [`crate::demo`]), and `figway PATH`
 //! as a shorthand for `run --config PATH`. Exit codes: 0 ok, 1 invalid
 //! config or cannot bind (an address already in use included), 2 bad
 //! command line (clap's own code for usage errors).
@@ -66,6 +67,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start a stub monolith and two stub services on loopback, serve
+    /// config/demo.toml in front of them, and print curl lines to try.
+    Demo {
+        /// First of the consecutive ports the demo listens on: proxy, admin,
+        /// then one per stub [env: FIGWAY_DEMO_PORT] [default: 8080]
+        #[arg(long)]
+        port: Option<u16>,
+    },
     #[command(external_subcommand)]
     ConfigPath(Vec<OsString>),
 }
@@ -84,6 +93,7 @@ pub fn main() -> ExitCode {
             client,
             json,
         }) => explain(&path, &method, &url, &headers, client, json),
+        Some(Command::Demo { port }) => crate::demo::main(port, init_tracing, shutdown_signal()),
         Some(Command::ConfigPath(args)) => config_path_or_typo(&args),
     }
 }

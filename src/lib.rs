@@ -39,12 +39,15 @@
 //!   `finish`; `proxy::context` holds what a connection and a request know.
 //! - [`reload`] (file watch, SIGHUP, `POST /reload` → parse, compile, swap),
 //!   [`admin`] (the admin API), [`server`] (listeners, connection cap,
-//!   per-connection context, drain), [`table`] (text renderings) and at the
-//!   top [`cli`]: run, check, explain; beside it [`embed`], figway as a
-//!   library: the request path as a tower `Service` for an application's
-//!   own hyper server and layers (what it leaves to the application is in
-//!   its docs). The two share their start-up through `reload::start` and
-//!   `server::http_builder`.
+//!   per-connection context, drain), [`table`] (text renderings).
+//! - [`demo`]: `figway demo`, stub services on loopback behind the real
+//!   server; its `demo::stub` is the stub upstream the examples and tests
+//!   share.
+//! - At the top, [`cli`]: run, check, explain, demo; beside it [`embed`],
+//!   figway as a library: the request path as a tower `Service` for an
+//!   application's own hyper server and layers (what it leaves to the
+//!   application is in its docs). The two share their start-up through
+//!   `reload::start` and `server::http_builder`.
 
 pub mod access_log;
 pub mod admin;
@@ -53,6 +56,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decision;
+pub mod demo;
 pub mod embed;
 pub mod error;
 pub mod framing;
