@@ -58,12 +58,13 @@ case "${1:-}" in
   *) echo "compare.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 esac
 
-die() { echo "compare.sh: error: $*" >&2; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 HERE="$ROOT/benches/compare"
+# die, log, render, cleanup_tree, tree_cpu_ticks, parse_wrk, ...: shared
+# with the other bench scripts.
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$ROOT/benches/lib.sh"
 
 # The command line as given (the settings that were set in the environment),
 # for the report.
@@ -182,46 +183,8 @@ declare -A PID=()   # row -> main pid
 declare -A PORT=()  # row -> port
 BG_PIDS=()          # everything we started, in start order
 
-children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local all=() p c
-  for p in "${BG_PIDS[@]}"; do
-    all+=("$p")
-    for c in $(children_of "$p"); do all+=("$c"); done
-  done
-  if (( ${#all[@]} )); then
-    kill -TERM "${all[@]}" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      local alive=0
-      for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-      (( alive )) || break
-      sleep 0.1
-    done
-    kill -KILL "${all[@]}" 2>/dev/null || true
-  fi
-  wait 2>/dev/null || true
-  if [[ "$KEEP" == 1 ]]; then
-    log "kept $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
+trap cleanup_tree EXIT
 trap 'log "interrupted"; exit 130' INT TERM
-
-port_free() { [[ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
-
-render() { # template output KEY=VALUE...
-  local tpl="$1" out="$2"; shift 2
-  local args=() kv
-  for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-  sed "${args[@]}" "$tpl" > "$out"
-  if grep -q '@[A-Z_]*@' "$out"; then die "unfilled placeholder in $out: $(grep -o '@[A-Z_]*@' "$out" | head -n1)"; fi
-}
 
 start() { # row cpu logfile cmd...
   local row="$1" cpu="$2" out="$3"; shift 3
@@ -258,16 +221,8 @@ pids_of() { # row -> main pid and its children (nginx master + worker)
   children_of "$p"
 }
 
-cpu_ticks() { # sum of utime+stime (clock ticks) over the row's processes
-  local total=0 p rest
-  for p in $(pids_of "$1"); do
-    rest="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
-    rest="${rest##*) }"
-    # shellcheck disable=SC2086
-    set -- $rest
-    total=$(( total + ${12} + ${13} ))
-  done
-  echo "$total"
+cpu_ticks() { # row -> utime+stime (clock ticks) over the row's processes
+  tree_cpu_ticks "${PID[$1]}"
 }
 
 rss_kib() { # sum of VmRSS (KiB) over the row's processes
@@ -361,14 +316,6 @@ done
 truncate_logs() { local f; for f in "$WORK"/*.access.log; do [[ -e "$f" ]] && : > "$f"; done; return 0; }
 
 # Other work on the machine skews every figure: say so in the report.
-busy_pct() { # share of all CPU time used in the next 2 s (nothing of ours is loaded now)
-  local a b
-  a="$(awk '/^cpu / {print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)"
-  sleep 2
-  b="$(awk '/^cpu / {print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)"
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2];
-    printf "%.0f", (busy + idle) ? 100 * busy / (busy + idle) : 0 }'
-}
 BUSY_BEFORE="$(busy_pct)"
 if (( BUSY_BEFORE > 10 )); then
   log "warning: the machine is ${BUSY_BEFORE}% busy before the benchmark starts; figures will be noisy"
@@ -402,28 +349,6 @@ cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
 
 # ---------------------------------------------------------------- wrk rounds
 WRK=(wrk -t1 -c"$CONNS" --latency --timeout 5s -H 'x-user-id: 12345')
-
-# wrk output -> "rps p50_ms p99_ms requests errors non2xx"
-parse_wrk() {
-  awk '
-    function ms(v) {
-      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-      if (v ~ /m$/)  { sub(/m$/, "", v); return v * 60000 }
-      if (v ~ /s$/)  { sub(/s$/, "", v); return v * 1000 }
-      return v + 0
-    }
-    /^ +50%/ { p50 = ms($2) }
-    /^ +99%/ { p99 = ms($2) }
-    / requests in / { reqs = $1 }
-    /Socket errors:/ { gsub(/,/, ""); errs = $4 + $6 + $8 + $10 }
-    /Non-2xx or 3xx responses:/ { non2xx = $NF }
-    /^Requests\/sec:/ { rps = $2 }
-    END {
-      if (rps == "" || reqs == "") exit 1
-      printf "%s %.3f %.3f %d %d %d\n", rps, p50, p99, reqs, errs + 0, non2xx + 0
-    }'
-}
 
 run_wrk() { # row path duration -> "rps p50 p99 requests errors non2xx cpu_us_per_req"
   local row="$1" path="$2" dur="$3" t0 t1 out parsed

@@ -26,17 +26,12 @@ ACCESS_LOG="${ACCESS_LOG:-false}"
 BASE_PORT="${BASE_PORT:-19400}"
 TOKEN=bench
 
-die() { echo "embed_cpu.sh: error: $*" >&2; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# die, log, need_tools, render, cleanup_pids, pid_cpu_ticks: shared with the other
+# bench scripts.
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$HERE/lib.sh"
 
-need=()
-for t in nginx wrk curl taskset; do command -v "$t" >/dev/null || need+=("$t"); done
-if (( ${#need[@]} )); then
-  [[ "${SKIP_INSTALL:-0}" == 1 ]] && die "missing: ${need[*]}"
-  log "installing ${need[*]}"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
-    || die "apt-get install ${need[*]} failed"
-fi
+need_tools nginx wrk curl taskset
 
 if [[ -z "${FIGWAY_BIN:-}" ]]; then
   log "building figway and examples/embed (release)"
@@ -47,20 +42,9 @@ EMBED_BIN="${EMBED_BIN:-$(dirname "$FIGWAY_BIN")/examples/embed}"
 
 WORK="$(mktemp -d /tmp/figway-embed-cpu.XXXXXX)"
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap cleanup_pids EXIT
 
 UP=$BASE_PORT PROXY=$((BASE_PORT + 1)) ADMIN=$((BASE_PORT + 2))
-render() { # template output KEY=VALUE...
-  local tpl="$1" out="$2"; shift 2
-  local args=() kv
-  for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-  sed "${args[@]}" "$tpl" > "$out"
-}
 mkdir -p "$WORK/www" "$WORK/upstream-tmp"
 common=(WORK="$WORK" NOFILE=4096 WORKER_CONNECTIONS=4096 UPSTREAM_PORT="$UP")
 render "$HERE/compare/upstream-nginx.conf" "$WORK/upstream.conf" "${common[@]}" PORT="$UP"
@@ -69,10 +53,6 @@ render "$HERE/compare/figway.toml" "$WORK/figway.toml" "${common[@]}" PORT="$PRO
 
 taskset -c 1 nginx -p "$WORK/" -c "$WORK/upstream.conf" >/dev/null 2>&1 &
 PIDS+=($!)
-
-cpu_ticks() { # pid -> utime + stime in clock ticks, all threads
-  awk '{print $14 + $15}' "/proc/$1/stat"
-}
 
 measure() { # row cmd... -> µs of CPU per request
   local row="$1"; shift
@@ -87,10 +67,10 @@ measure() { # row cmd... -> µs of CPU per request
   done
   taskset -c 1 wrk -t1 -c16 -d2s -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$PROXY/" >/dev/null
   local before after n
-  before="$(cpu_ticks "$pid")"
+  before="$(pid_cpu_ticks "$pid")"
   n="$(taskset -c 1 wrk -t1 -c16 -d"${SECONDS_EACH}s" -H "authorization: Bearer $TOKEN" \
     "http://127.0.0.1:$PROXY/" | awk '/requests in/ {print $1}')"
-  after="$(cpu_ticks "$pid")"
+  after="$(pid_cpu_ticks "$pid")"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   [[ -n "$n" && "$n" -gt 0 ]] || die "$row: no requests counted"
   awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v n="$n" \

@@ -33,17 +33,11 @@ ROWS="${ROWS:-nginx baseline figway-nolog figway}"
 SECONDS_EACH="${SECONDS_EACH:-8}"
 BASE_PORT="${BASE_PORT:-19300}"
 
-die() { echo "instructions.sh: error: $*" >&2; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# die, log, need_tools, render, cleanup_pids: shared with the other bench scripts.
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$HERE/lib.sh"
 
-need=()
-for t in nginx wrk valgrind strace curl; do command -v "$t" >/dev/null || need+=("$t"); done
-if (( ${#need[@]} )); then
-  [[ "${SKIP_INSTALL:-0}" == 1 ]] && die "missing: ${need[*]}"
-  log "installing ${need[*]}"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
-    || die "apt-get install ${need[*]} failed"
-fi
+need_tools nginx wrk valgrind strace curl
 
 if [[ -z "${FIGWAY_BIN:-}" ]]; then
   log "building figway, examples/baseline_proxy and examples/embed (release)"
@@ -63,20 +57,9 @@ fi
 
 WORK="$(mktemp -d /tmp/figway-instructions.XXXXXX)"
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap cleanup_pids EXIT
 
 UP=$BASE_PORT PROXY=$((BASE_PORT + 1)) ADMIN=$((BASE_PORT + 2))
-render() { # template output KEY=VALUE...
-  local tpl="$1" out="$2"; shift 2
-  local args=() kv
-  for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-  sed "${args[@]}" "$tpl" > "$out"
-}
 mkdir -p "$WORK/www" "$WORK/nginx-tmp" "$WORK/upstream-tmp"
 common=(WORK="$WORK" NOFILE=4096 WORKER_CONNECTIONS=4096 UPSTREAM_PORT="$UP")
 render "$HERE/compare/upstream-nginx.conf" "$WORK/upstream.conf" "${common[@]}" PORT="$UP"

@@ -20,6 +20,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use support::ws::{echo_upstream, read_head};
 use support::{config, get, Backend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -291,7 +292,7 @@ async fn a_config_file_reloads_when_the_application_asks() {
 
 #[tokio::test]
 async fn websocket_upgrades_pass_through() {
-    let upstream = echo_upstream().await;
+    let (upstream, _) = echo_upstream(None).await;
     let toml = config(&format!(
         "[upstreams.ws]\ntargets = [\"http://{upstream}\"]\n[[routes]]\nprefix = \"/\"\nto = \"ws\"\n"
     ));
@@ -396,48 +397,4 @@ fn config_errors_name_the_place() {
         panic!("an invalid config was accepted");
     };
     assert!(e.to_string().contains("embed.toml:"), "{e}");
-}
-
-/// An upstream that answers an upgrade with 101 and then echoes.
-async fn echo_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = read_head(&mut s).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
-                          Upgrade: websocket\r\n\r\n",
-                    )
-                    .await;
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// Reads up to and including the blank line.
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }

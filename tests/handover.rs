@@ -56,6 +56,7 @@
 //! under another run of this test on the same host.
 
 mod support;
+use support::ws::{echo_upstream, read_head};
 use support::*;
 
 use std::collections::HashSet;
@@ -69,7 +70,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
@@ -423,19 +424,6 @@ fn upgrade_request(id: &str) -> String {
     )
 }
 
-/// Reads up to and including the blank line.
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
 /// Kind 4: one tunnel, echoing every [`ECHO_EVERY`] until the load stops,
 /// then closed by this side.
 async fn tunnel(load: Arc<Load>, k: usize) {
@@ -488,46 +476,6 @@ async fn tunnel(load: Arc<Load>, k: usize) {
         }
         tokio::time::sleep(ECHO_EVERY).await;
     }
-}
-
-/// An upstream that answers an upgrade with 101 (`x-served-by: NAME`) and
-/// then echoes every byte.
-async fn echo_upstream(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let head = read_head(&mut s).await;
-                if !head.to_ascii_lowercase().contains("upgrade: websocket") {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                    return;
-                }
-                let answer = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
-                     Upgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
-                     x-served-by: {name}\r\n\r\n"
-                );
-                if s.write_all(answer.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 /// A whole figway config: two workers (so each figway has two listeners in
@@ -593,8 +541,8 @@ async fn upgrade_under_mixed_load_drops_nothing() {
     enable_tcp_migrate_req();
     let app_a = Backend::start("a").await;
     let app_b = Backend::start("b").await;
-    let ws_a = echo_upstream("a").await;
-    let ws_b = echo_upstream("b").await;
+    let (ws_a, _) = echo_upstream(Some("a")).await;
+    let (ws_b, _) = echo_upstream(Some("b")).await;
     let a_config = figway_config("127.0.0.1:0", "127.0.0.1:0", &app_a, ws_a);
     let mut a = tokio::task::block_in_place(|| FigwayProcess::spawn(&a_config));
 

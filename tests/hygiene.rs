@@ -21,9 +21,10 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
+use support::ws::{echo_upstream, read_head_bytes};
 use support::{tempdir, Backend, FigwayProcess};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 /// Connect/close cycles per protocol.
@@ -139,55 +140,13 @@ Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSock
 async fn ws_cycle(addr: SocketAddr) -> Kept {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(UPGRADE_REQUEST).await.unwrap();
-    let head = read_head(&mut s).await;
+    let head = read_head_bytes(&mut s).await;
     assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
     s.write_all(b"ping").await.unwrap();
     let mut echoed = [0u8; 4];
     s.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed, b"ping");
     Box::new(s)
-}
-
-/// Reads a response head; nothing follows it until the client writes.
-async fn read_head(s: &mut TcpStream) -> Vec<u8> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed after {head:?}");
-        head.extend_from_slice(&buf[..n]);
-    }
-    head
-}
-
-/// An upstream that answers an upgrade with 101 and echoes every byte
-/// until the client side closes.
-async fn echo_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
-                          Upgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-                    )
-                    .await;
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
 }
 
 // === TLS ===
@@ -333,7 +292,7 @@ async fn h2c_connections_leave_no_descriptors_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_tunnels_leave_no_descriptors_behind() {
-    let up = echo_upstream().await;
+    let (up, _) = echo_upstream(None).await;
     let f = spawn(&config(up, ""));
     let addr = f.addr;
     // A tunnel holds two: the client's socket and its own upstream one.

@@ -7,75 +7,16 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::ws::{echo_upstream, read_head};
 use support::{Figway, LoggingFigway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const UPGRADE_REQUEST: &[u8] = b"GET /ws HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade\r\n\
 Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
 x-request-id: ws-1\r\n\r\n";
-
-/// An upstream that answers an upgrade with 101 and then echoes every
-/// byte; any other request gets 400. Records the heads it received.
-async fn echo_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let seen = heads.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let head = read_head(&mut s).await;
-                let upgrade = head.to_ascii_lowercase().contains("upgrade: websocket");
-                seen.lock().unwrap().push(head);
-                if !upgrade {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\nno")
-                        .await;
-                    return;
-                }
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
-                          Upgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-                    )
-                    .await;
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, heads)
-}
-
-/// Reads up to and including the blank line.
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
 
 /// Opens the tunnel; returns the stream and the 101 head.
 async fn open_tunnel(addr: SocketAddr) -> (TcpStream, String) {
@@ -106,7 +47,7 @@ fn routes(upstream: SocketAddr, route: &str) -> String {
 
 #[tokio::test]
 async fn websocket_echo_passes_through_and_survives_a_reload() {
-    let (up, heads) = echo_upstream().await;
+    let (up, heads) = echo_upstream(None).await;
     let f = Figway::start_file(&support::config(&routes(up, "ws"))).await;
 
     let (mut s, head) = open_tunnel(f.addr).await;
@@ -147,7 +88,7 @@ async fn websocket_echo_passes_through_and_survives_a_reload() {
 #[tokio::test]
 async fn a_refused_upgrade_is_an_ordinary_answer() {
     // The upstream answers 400 to anything that is not a websocket upgrade.
-    let (up, _) = echo_upstream().await;
+    let (up, _) = echo_upstream(None).await;
     let f = Figway::start(&support::config(&routes(up, "ws"))).await;
     let mut s = TcpStream::connect(f.addr).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: other\r\n\r\n")
@@ -171,7 +112,7 @@ async fn a_refused_upgrade_is_an_ordinary_answer() {
 
 #[tokio::test]
 async fn h2c_upgrade_is_not_passed_on() {
-    let (up, heads) = echo_upstream().await;
+    let (up, heads) = echo_upstream(None).await;
     let f = Figway::start(&support::config(&routes(up, "ws"))).await;
     let mut s = TcpStream::connect(f.addr).await.unwrap();
     s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
@@ -196,7 +137,7 @@ fn logging_config(upstream: SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_is_logged_once_when_it_ends_with_bytes_both_ways() {
-    let (up, _) = echo_upstream().await;
+    let (up, _) = echo_upstream(None).await;
     let f = tokio::task::block_in_place(|| LoggingFigway::spawn(&logging_config(up)));
     let (mut s, _) = open_tunnel(f.addr).await;
     echo(&mut s, b"12345").await;
@@ -219,7 +160,7 @@ async fn a_tunnel_is_logged_once_when_it_ends_with_bytes_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_waits_for_a_tunnel_then_cuts_it() {
-    let (up, _) = echo_upstream().await;
+    let (up, _) = echo_upstream(None).await;
     let mut f = tokio::task::block_in_place(|| LoggingFigway::spawn(&logging_config(up)));
     let (mut s, _) = open_tunnel(f.addr).await;
     echo(&mut s, b"hi").await;
