@@ -299,7 +299,10 @@ async fn a_killed_target_under_load_fails_no_request_and_stops_getting_attempts(
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(search.served.load(Ordering::Relaxed) > 0, "search got no traffic");
+    assert!(
+        search.served.load(Ordering::Relaxed) > 0,
+        "search got no traffic"
+    );
 
     search.kill().await;
     let killed = Instant::now();

@@ -131,7 +131,8 @@ fn route_changes(old: &Snapshot, was: &Route, new: &Snapshot, now: &Route) -> Ve
     );
     let sticky = |r: &Route| r.sticky.as_ref().map_or(NONE.into(), |k| k.to_string());
     change(&mut out, "sticky", sticky(was), sticky(now));
-    let shadow = |s: &Snapshot, r: &Route| upstream(s, r.shadow.as_ref().map(|sh| sh.spec.upstream));
+    let shadow =
+        |s: &Snapshot, r: &Route| upstream(s, r.shadow.as_ref().map(|sh| sh.spec.upstream));
     change(&mut out, "shadow", shadow(old, was), shadow(new, now));
     if let (Some(a), Some(b)) = (&was.shadow, &now.shadow) {
         change(
@@ -152,7 +153,12 @@ fn route_changes(old: &Snapshot, was: &Route, new: &Snapshot, now: &Route) -> Ve
             out.push("shadow settings".into());
         }
     }
-    change(&mut out, "prefix", was.prefix.to_string(), now.prefix.to_string());
+    change(
+        &mut out,
+        "prefix",
+        was.prefix.to_string(),
+        now.prefix.to_string(),
+    );
     let host = |r: &Route| r.host.as_ref().map_or(NONE.into(), |h| h.to_string());
     change(&mut out, "host", host(was), host(now));
     let methods = |r: &Route| {
@@ -191,11 +197,7 @@ fn sides_changes(old: &Snapshot, was: &Route, new: &Snapshot, now: &Route, out: 
                 }
             }
         }
-        _ => out.push(format!(
-            "{}→{}",
-            sides_text(old, was),
-            sides_text(new, now)
-        )),
+        _ => out.push(format!("{}→{}", sides_text(old, was), sides_text(new, now))),
     }
 }
 
@@ -249,8 +251,8 @@ mod tests {
              [upstreams.monolith]\nlegacy = true\ntargets = [\"http://127.0.0.1:8000\"]\n\
              [upstreams.search]\ntargets = [\"http://127.0.0.1:9300\"]\n{routes}"
         );
-        let loaded = crate::config::load_str(&text, Path::new("f.toml"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let loaded =
+            crate::config::load_str(&text, Path::new("f.toml")).unwrap_or_else(|e| panic!("{e}"));
         compile(&loaded, &Registry::default())
     }
 
@@ -264,7 +266,9 @@ mod tests {
 
     #[test]
     fn a_weight_change_says_which_weights_moved() {
-        let after = SPLIT_10.replace("weight = 10 }", "weight = 50 }").replace("90", "50");
+        let after = SPLIT_10
+            .replace("weight = 10 }", "weight = 50 }")
+            .replace("90", "50");
         assert_eq!(
             changes(SPLIT_10, &after),
             "routes ~[search]; search: search 10→50, monolith 90→50"
@@ -317,7 +321,8 @@ mod tests {
     #[test]
     fn an_unchanged_table_says_so_and_new_routes_are_listed() {
         assert_eq!(changes(SPLIT_10, SPLIT_10), "no routing change");
-        let more = format!("{SPLIT_10}[[routes]]\nname = \"rest\"\nprefix = \"/\"\nto = \"monolith\"\n");
+        let more =
+            format!("{SPLIT_10}[[routes]]\nname = \"rest\"\nprefix = \"/\"\nto = \"monolith\"\n");
         assert_eq!(changes(SPLIT_10, &more), "routes +[rest]");
     }
 }
