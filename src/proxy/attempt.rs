@@ -131,10 +131,7 @@ async fn attempts(
     // Whether some attempt got as far as sending: then the request in hand
     // (if any) is a replay, and the failure not one to fall back on.
     let mut sent = false;
-    loop {
-        let Some(index) = upstream.pick(key, &tried, now) else {
-            break;
-        };
+    while let Some(index) = upstream.pick(key, &tried, now) {
         if !tried.is_empty() {
             if !upstream.shared.budget.try_retry(now / 1000) {
                 tracing::debug!(upstream = %upstream.name, "retry budget exhausted");
