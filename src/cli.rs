@@ -206,6 +206,11 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
             upstreams: config.upstreams.len(),
             workers: others.len() + 1,
         });
+        // What `figway check` warns about, in the log too: the operator
+        // may never have run check on this file.
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
         if upgrade {
             warn_without_migrate_req();
         }

@@ -174,6 +174,14 @@ fn warnings(config: &Config) -> Vec<String> {
                 ));
             }
         }
+        if let (false, Some(f)) = (r.split, r.fallback) {
+            if r.sides.iter().any(|s| s.upstream == f) {
+                out.push(format!(
+                    "warning: routes[{i}].fallback: {:?} is route {:?}'s own upstream: it has no effect",
+                    config.upstreams[f].name, r.name
+                ));
+            }
+        }
         if r.shadow.as_ref().is_some_and(|s| s.sample == 0.0) {
             out.push(format!(
                 "warning: routes[{i}].shadow.sample: 0: route {:?} mirrors nothing",

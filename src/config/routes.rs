@@ -150,21 +150,14 @@ fn read_route(
             .as_ref()
             .is_some_and(|s| s.iter().any(|side| side.upstream == i))
     };
-    let fallback = t.string("fallback", problems).and_then(|f| {
-        let i = upstream_index(names, &f, || t.key_path("fallback"), problems)?;
-        // A split may fall back to one of its own sides (the canary's
-        // users go to the monolith side when the canary is down); a plain
-        // route falling back to itself would change nothing.
-        if !split && own(i) {
-            problems.add(
-                f.span,
-                t.key_path("fallback"),
-                "is the route's own upstream: a fallback names another one",
-            );
-            return None;
-        }
-        Some(i)
-    });
+    // A fallback may name one of the route's own upstreams: a split's
+    // canary users go to the monolith side when the canary is down, and a
+    // `to` route falling back to itself changes nothing but is allowed
+    // (with a warning, in `config::warnings`), so that moving a route back
+    // to the monolith is always one valid edit (SPEC §2).
+    let fallback = t
+        .string("fallback", problems)
+        .and_then(|f| upstream_index(names, &f, || t.key_path("fallback"), problems));
     let sticky = t.parsed_at("sticky", problems, key_source);
     if let (Some(s), false) = (&sticky, split) {
         problems.add(

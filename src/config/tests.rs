@@ -300,3 +300,42 @@ fn the_bound_addresses_keep_their_positions() {
     // Left to its default: nowhere in the file.
     assert_eq!(loaded.position("admin.address"), None);
 }
+
+// === warnings ===
+
+/// A `to` route whose fallback is its own upstream is valid, with one
+/// warning: rolling a route back to the monolith (`to = "monolith"`) must
+/// be one edit even when the route keeps `fallback = "monolith"` (SPEC §2).
+#[test]
+fn a_fallback_naming_the_routes_own_upstream_is_a_warning() {
+    let text = base("[[routes]]\nname = \"search\"\nprefix = \"/s\"\nto = \"monolith\"\nfallback = \"monolith\"\n");
+    let loaded = load_str(&text, Path::new("f.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let own: Vec<&String> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.contains("fallback"))
+        .collect();
+    assert_eq!(
+        own,
+        [
+            "warning: routes[0].fallback: \"monolith\" is route \"search\"'s own upstream: it has no effect"
+        ],
+        "{:#?}",
+        loaded.warnings
+    );
+}
+
+/// A split falling back to one of its sides is the canary's normal set-up:
+/// no warning.
+#[test]
+fn a_split_falling_back_to_one_of_its_sides_is_no_warning() {
+    let text = base(
+        "[[routes]]\nprefix = \"/s\"\nsplit = [{ to = \"orders\", weight = 1 }, { to = \"monolith\", weight = 99 }]\nfallback = \"monolith\"\n",
+    );
+    let loaded = load_str(&text, Path::new("f.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !loaded.warnings.iter().any(|w| w.contains("fallback")),
+        "{:#?}",
+        loaded.warnings
+    );
+}

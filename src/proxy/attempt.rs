@@ -10,6 +10,10 @@
 //! - never after a timeout, never once a response byte arrived;
 //! - at most `retries` per request, each one paid from the upstream's
 //!   budget (20% of first attempts over 10 s, plus 10: `upstream::budget`).
+//!
+//! A request that every attempt failed to connect for was never sent: it
+//! goes to the route's fallback once ([`fall_back`], SPEC §5) before the
+//! client gets a 502. Only the failure path pays for this.
 
 use http::header::HeaderName;
 use http::request::Parts;
@@ -61,20 +65,17 @@ struct Resend {
 }
 
 /// Attempts until one target answers; the answer's head and the connection
-/// it came on (in `ctx.lease`) go back to the caller.
+/// it came on (in `ctx.lease`) go back to the caller. A request that every
+/// attempt failed to connect for goes to the route's fallback once.
 pub async fn send(
     ctx: &mut RequestCtx,
     parts: Parts,
     body: RequestBody,
 ) -> Result<Response<Incoming>, ErrorKind> {
-    let snapshot = &ctx.snapshot;
-    let Some(upstream) = ctx.upstream.map(|u| &snapshot.upstreams[u]) else {
+    let Some(chosen) = ctx.upstream else {
         return Err(ErrorKind::NoHealthyUpstream);
     };
-    let key = upstream
-        .hash_key
-        .as_ref()
-        .and_then(|k| keys::key_hash(k, &parts.headers, ctx.client));
+    let upstream = &ctx.snapshot.upstreams[chosen];
     // A copy of the head only when the body could be sent twice and a
     // retry is possible at all.
     let resend = match body.replay() {
@@ -86,24 +87,58 @@ pub async fn send(
         }),
         _ => None,
     };
-    let mut request = Some(Request::from_parts(parts, body));
+    let request = Request::from_parts(parts, body);
+    match attempts(ctx, chosen, request, resend.as_ref()).await {
+        Ok(response) => Ok(response),
+        // Boxed: the success path's future need not carry a second round
+        // of attempts; the allocation is paid on this failure path only.
+        Err(Exhausted {
+            kind,
+            unsent: Some(request),
+        }) => Box::pin(fall_back(ctx, chosen, request, resend.as_ref(), kind)).await,
+        Err(Exhausted { kind, .. }) => Err(kind),
+    }
+}
+
+/// Why the attempts at one upstream ended without an answer.
+struct Exhausted {
+    /// What the client gets unless a fallback answers.
+    kind: ErrorKind,
+    /// The request, when every attempt failed to connect: it was never
+    /// sent, its body untouched, so it may still go elsewhere whole.
+    unsent: Option<Request<RequestBody>>,
+}
+
+/// Attempts at the targets of `snapshot.upstreams[u]` until one answers, a
+/// failure may not be retried, or the retry budget says no.
+async fn attempts(
+    ctx: &mut RequestCtx,
+    u: usize,
+    request: Request<RequestBody>,
+    resend: Option<&Resend>,
+) -> Result<Response<Incoming>, Exhausted> {
+    let snapshot = &ctx.snapshot;
+    let upstream = &snapshot.upstreams[u];
+    let key = upstream
+        .hash_key
+        .as_ref()
+        .and_then(|k| keys::key_hash(k, request.headers(), ctx.client));
+    let mut request = Some(request);
     let mut now = clock::now_ms();
     upstream.shared.budget.record_first(now / 1000);
     let mut tried = Tried::default();
     let mut last_error = ErrorKind::NoHealthyUpstream;
-    loop {
-        let Some(index) = upstream.pick(key, &tried, now) else {
-            return Err(last_error);
-        };
+    // Whether some attempt got as far as sending: then the request in hand
+    // (if any) is a replay, and the failure not one to fall back on.
+    let mut sent = false;
+    while let Some(index) = upstream.pick(key, &tried, now) {
         if !tried.is_empty() {
             if !upstream.shared.budget.try_retry(now / 1000) {
                 tracing::debug!(upstream = %upstream.name, "retry budget exhausted");
-                return Err(last_error);
+                break;
             }
             if let Some(route) = ctx.route {
-                snapshot.routes[route]
-                    .metrics_for(ctx.upstream.unwrap_or_default())
-                    .retried();
+                snapshot.routes[route].metrics_for(u).retried();
             }
             ctx.retries += 1;
         }
@@ -111,7 +146,7 @@ pub async fn send(
         let target = &upstream.targets[index];
         ctx.target = Some(TargetGuard::new(target.clone()));
         let Some(req) = request.take() else {
-            return Err(last_error);
+            break;
         };
         match client::send(upstream, target, req).await {
             Ok((response, lease)) => {
@@ -124,18 +159,76 @@ pub async fn send(
             Err(failure) => {
                 last_error = failure.kind();
                 now = clock::now_ms();
-                if failure.is_upstreams_fault() {
+                if let Failure::Connect(_) = failure {
+                    upstream.observe_connect_failure(index, now);
+                    upstream.metrics.error(last_error);
+                } else if failure.is_upstreams_fault() {
                     upstream.observe(index, true, now);
                     upstream.metrics.error(last_error);
                 }
                 let may_retry = tried.len() <= upstream.retries as usize;
-                request = next_request(failure, resend.as_ref(), may_retry);
-                if request.is_none() {
-                    return Err(last_error);
+                request = match failure {
+                    // Nothing was sent: the request comes back whole, for
+                    // another target or, at the end, the fallback.
+                    Failure::Connect(unsent) => Some(unsent),
+                    failure => {
+                        sent = true;
+                        next_request(failure, resend, may_retry)
+                    }
+                };
+                if request.is_none() || !may_retry {
+                    break;
                 }
             }
         }
     }
+    // Every attempt failed to connect (and there was one): nothing was
+    // sent, so the request may still go to the fallback.
+    let unsent = request.filter(|_| !sent && !tried.is_empty());
+    Err(Exhausted {
+        kind: last_error,
+        unsent,
+    })
+}
+
+/// A request every attempt at the route's upstream `from` failed to
+/// connect for goes to the route's fallback once (SPEC §5), so that a
+/// crashed service is covered from its first failed connect, not only
+/// once health checks or ejection notice. Any body qualifies, streamed
+/// ones included: a failed connect hands the request back unsent with its
+/// body unread. Counted in `figway_fallbacks_total`; the access line and
+/// `figway_requests_total` then name the fallback (`ctx.upstream`). The
+/// fallback takes it only as it would any request, with a usable target
+/// and room under its breaker; else the client gets the original failure.
+async fn fall_back(
+    ctx: &mut RequestCtx,
+    from: usize,
+    request: Request<RequestBody>,
+    resend: Option<&Resend>,
+    kind: ErrorKind,
+) -> Result<Response<Incoming>, ErrorKind> {
+    let snapshot = &ctx.snapshot;
+    let Some(route) = ctx.route.map(|r| &snapshot.routes[r]) else {
+        return Err(kind);
+    };
+    // A route whose fallback is the upstream that just failed (a `to`
+    // naming itself, or a split side that is the fallback) has nowhere
+    // else to go.
+    let Some(to) = route.fallback.filter(|f| *f != from) else {
+        return Err(kind);
+    };
+    let standby = &snapshot.upstreams[to];
+    if !standby.has_available(clock::now_ms()) {
+        return Err(kind);
+    }
+    let Some(guard) = standby.enter() else {
+        return Err(kind);
+    };
+    route.metrics_for(from).fell_back();
+    tracing::debug!(route = %route.name, from = %snapshot.upstreams[from].name, to = %standby.name, reason = kind.as_str(), "fallback");
+    ctx.upstream = Some(to);
+    ctx.upstream_guard = Some(guard);
+    attempts(ctx, to, request, resend).await.map_err(|e| e.kind)
 }
 
 /// What the next attempt sends after `failure`, if there may be one.

@@ -219,7 +219,8 @@ fn build(
         .map_err(|_| vec![format!("{}: config is not valid UTF-8", path.display())])?;
     let mut loaded: Loaded =
         config::load_versioned(&text, path, version).map_err(|e| e.messages)?;
-    let mut warnings = Vec::new();
+    // The file's own warnings (`figway check` prints the same) first.
+    let mut warnings = std::mem::take(&mut loaded.warnings);
     let c = &mut loaded.config;
     if c.listen != shared.listen {
         warnings

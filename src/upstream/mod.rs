@@ -154,18 +154,39 @@ impl Upstream {
         }
     }
 
-    /// Feeds passive outlier detection with one attempt's outcome.
+    /// Feeds passive outlier detection with the outcome of one attempt that
+    /// connected (its failures: resets, timeouts, 5xx). Connect failures go
+    /// to [`Upstream::observe_connect_failure`].
     pub fn observe(&self, target: usize, failed: bool, now: u64) {
-        let Some(spec) = &self.outlier else { return };
-        let t = &self.targets[target];
-        if !failed {
-            if t.failures.load(Ordering::Relaxed) != 0 {
-                let mut state = t.outlier.lock().unwrap_or_else(|e| e.into_inner());
-                outlier::observe_success(&mut state);
-                t.failures.store(0, Ordering::Relaxed);
+        match &self.outlier {
+            Some(spec) if failed => self.eject_on_streak(target, spec, now),
+            // A success, or, without an `[outlier]` section, any answer at
+            // all: the target accepts connections, which ends a streak of
+            // connect failures. One relaxed load when there is no streak.
+            _ => {
+                let t = &self.targets[target];
+                if t.failures.load(Ordering::Relaxed) != 0 {
+                    let mut state = t.outlier.lock().unwrap_or_else(|e| e.into_inner());
+                    outlier::observe_success(&mut state);
+                    t.failures.store(0, Ordering::Relaxed);
+                }
             }
-            return;
         }
+    }
+
+    /// Feeds passive outlier detection with a failed connect (refused,
+    /// `connect_timeout`, a name that does not resolve). The upstream's
+    /// `[outlier]` rule counts it like any failure; without one, the
+    /// built-in [`outlier::CONNECT_FAILURES`] rule ejects a target that
+    /// cannot be reached, so that it stops getting traffic at once.
+    pub fn observe_connect_failure(&self, target: usize, now: u64) {
+        let spec = self.outlier.as_ref().unwrap_or(&outlier::CONNECT_FAILURES);
+        self.eject_on_streak(target, spec, now);
+    }
+
+    /// One more failure in the target's streak; ejects it when `spec` says.
+    fn eject_on_streak(&self, target: usize, spec: &OutlierSpec, now: u64) {
+        let t = &self.targets[target];
         let _one_at_a_time = self
             .shared
             .ejecting

@@ -7,7 +7,27 @@
 //! the spec, the time and how many siblings are ejected, so it is tested
 //! without sockets or clocks.
 
+use std::time::Duration;
+
 use crate::config::OutlierSpec;
+
+/// The rule for upstreams without an `[outlier]` section, fed connect
+/// failures only (refused, `connect_timeout`, a name that does not
+/// resolve): a target that cannot be reached serves nothing, so after 3 in
+/// a row (one can be a blip: a single lost SYN outlasts a 1 s
+/// `connect_timeout`) it is ejected for 1 s, doubled on each repeat up to
+/// 10 s, nginx's `max_fails`/`fail_timeout` at steady state. A dead target
+/// then costs 3 failed connects per probe (retried elsewhere or sent to the
+/// fallback, never seen by a client), and a restarted one is back within
+/// 10 s without health checks. No share cap: ejecting a target nobody can
+/// connect to removes no capacity, and with all of them out the route's
+/// fallback takes over at once (or 503 `no_healthy_upstream` instead of a
+/// 502 after a wasted connect).
+pub const CONNECT_FAILURES: OutlierSpec = OutlierSpec {
+    consecutive_failures: 3,
+    eject_for: Duration::from_secs(1),
+    max_ejected_percent: 100,
+};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutlierState {
@@ -63,7 +83,6 @@ pub fn observe_success(state: &mut OutlierState) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn spec() -> OutlierSpec {
         OutlierSpec {
@@ -130,5 +149,18 @@ mod tests {
         // A single target at 50% is never ejected.
         let mut lone = OutlierState::default();
         assert!((0..10).all(|_| observe_failure(&mut lone, &spec(), 0, 0, 1).is_none()));
+    }
+
+    #[test]
+    fn the_built_in_connect_rule_ejects_even_the_last_target() {
+        let mut s = OutlierState::default();
+        let rule = CONNECT_FAILURES;
+        assert_eq!(observe_failure(&mut s, &rule, 0, 0, 1), None);
+        assert_eq!(observe_failure(&mut s, &rule, 0, 0, 1), None);
+        assert_eq!(observe_failure(&mut s, &rule, 0, 0, 1), Some(1_000));
+        // Both of two targets may be out: nothing to protect.
+        let mut other = OutlierState::default();
+        let until = (0..3).find_map(|_| observe_failure(&mut other, &rule, 0, 1, 2));
+        assert_eq!(until, Some(1_000));
     }
 }

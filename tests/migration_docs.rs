@@ -1,0 +1,517 @@
+//! docs/migration.md, walked as an operator would, under load (issue 14):
+//! every step and every rollback of the page is applied as an edit of the
+//! config file (written next to it and renamed into place, which the file
+//! watch sees) to a running figway in front of real hyper upstreams
+//! `monolith` and `search` on loopback, while clients keep sending
+//! requests. No request may fail, and after each edit the traffic goes
+//! where the page says it goes.
+//!
+//! The TOML blocks below are the page's own: a test checks that the page's
+//! ```toml blocks are exactly these, in this order, so that the page and
+//! the edits tested here cannot drift apart.
+
+mod support;
+use support::*;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, StatusCode};
+use sha2::{Digest, Sha256};
+
+// === the page's blocks ===
+
+const STEP0: &str = r#"[upstreams.monolith]
+legacy = true
+targets = ["http://10.0.0.5:8000", "http://10.0.0.6:8000"]
+
+[[routes]]
+name = "search"
+prefix = "/api/search"
+to = "monolith"
+
+[[routes]]
+name = "legacy"
+prefix = "/"
+to = "monolith"
+"#;
+
+const STEP1_SHADOW: &str = r#"[upstreams.search]
+targets = ["http://10.0.4.4:9300", "http://10.0.4.5:9300"]
+request_timeout = "2s"              # the shadow's deadline for the whole answer
+
+[[routes]]
+name = "search"
+prefix = "/api/search"
+to = "monolith"
+[routes.shadow]
+to = "search"
+sample = 0.1
+"#;
+
+const ROLLBACK1_NO_SHADOW: &str = r#"[[routes]]
+name = "search"
+prefix = "/api/search"
+to = "monolith"
+"#;
+
+const STEP2_COMPARE: &str = r#"[routes.shadow]
+to = "search"
+sample = 0.1
+compare = true
+ignore_headers = ["date", "server"]
+ignore_json = ["/generated_at"]
+"#;
+
+const STEP3_CANARY: &str = r#"[upstreams.search]
+targets = ["http://10.0.4.4:9300", "http://10.0.4.5:9300"]
+request_timeout = "2s"
+[upstreams.search.health]
+path = "/health"
+[upstreams.search.outlier]
+consecutive_failures = 5
+
+[[routes]]
+name = "search"
+prefix = "/api/search"
+split = [{ to = "search", weight = 1 }, { to = "monolith", weight = 99 }]
+sticky = "header:x-user-id"         # or "cookie:session", or "client_ip"
+fallback = "monolith"
+"#;
+
+const ROLLBACK3_WEIGHT_0: &str =
+    "split = [{ to = \"search\", weight = 0 }, { to = \"monolith\", weight = 99 }]\n";
+
+const ROLLBACK_TO_MONOLITH: &str = r#"[[routes]]
+name = "search"
+prefix = "/api/search"
+to = "monolith"
+fallback = "monolith"
+"#;
+
+const STEP4_10: &str =
+    "split = [{ to = \"search\", weight = 10 }, { to = \"monolith\", weight = 90 }]\n";
+
+const STEP4_50: &str =
+    "split = [{ to = \"search\", weight = 50 }, { to = \"monolith\", weight = 50 }]\n";
+
+const STEP5_ALL: &str = r#"[[routes]]
+name = "search"
+prefix = "/api/search"
+to = "search"
+fallback = "monolith"
+"#;
+
+const ROLLBACK5_SPLIT: &str = r#"[[routes]]
+name = "search"
+prefix = "/api/search"
+split = [{ to = "search", weight = 50 }, { to = "monolith", weight = 50 }]
+sticky = "header:x-user-id"
+fallback = "monolith"
+"#;
+
+const STEP6_NO_FALLBACK: &str = r#"[[routes]]
+name = "search"
+prefix = "/api/search"
+to = "search"
+"#;
+
+/// The page's ```toml blocks in page order.
+const PAGE: [&str; 13] = [
+    STEP0,
+    STEP1_SHADOW,
+    ROLLBACK1_NO_SHADOW,
+    STEP2_COMPARE,
+    STEP3_CANARY,
+    ROLLBACK3_WEIGHT_0,
+    ROLLBACK_TO_MONOLITH,
+    STEP4_10,
+    STEP4_50,
+    STEP5_ALL,
+    ROLLBACK_TO_MONOLITH,
+    ROLLBACK5_SPLIT,
+    STEP6_NO_FALLBACK,
+];
+
+fn page_blocks() -> Vec<String> {
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/migration.md")).unwrap();
+    page.split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn the_page_has_exactly_the_blocks_this_test_applies() {
+    let blocks = page_blocks();
+    assert_eq!(
+        blocks.len(),
+        PAGE.len(),
+        "docs/migration.md has {} toml blocks, this test knows {}",
+        blocks.len(),
+        PAGE.len()
+    );
+    for (i, (on_page, here)) in blocks.iter().zip(PAGE).enumerate() {
+        assert_eq!(on_page, here, "block {i} of docs/migration.md changed");
+    }
+}
+
+// === the config files of each step ===
+
+/// The page's config with its example addresses replaced by the test's
+/// backends.
+struct Files {
+    monolith: [String; 2],
+    search: [String; 2],
+}
+
+impl Files {
+    fn real(&self, block: &str) -> String {
+        block
+            .replace("http://10.0.0.5:8000", &self.monolith[0])
+            .replace("http://10.0.0.6:8000", &self.monolith[1])
+            .replace("http://10.0.4.4:9300", &self.search[0])
+            .replace("http://10.0.4.5:9300", &self.search[1])
+    }
+
+    /// Step 0: the whole page block.
+    fn step0(&self) -> String {
+        config(&self.real(STEP0))
+    }
+
+    /// A file of step 0's monolith and `legacy` route, then `block` (the
+    /// `search` upstream and route; last, so that its `[routes.shadow]`
+    /// belongs to it).
+    fn with(&self, block: &str) -> String {
+        let legacy_route = "[[routes]]\nname = \"legacy\"\nprefix = \"/\"\nto = \"monolith\"\n";
+        let monolith = STEP0.split("\n\n").next().unwrap_or_default();
+        config(&format!(
+            "{}\n\n{legacy_route}\n{}",
+            self.real(monolith),
+            self.real(block)
+        ))
+    }
+}
+
+/// `file` with the `search` route (the file's last table) replaced.
+fn route_replaced(file: &str, route: &str) -> String {
+    let at = file
+        .find("[[routes]]\nname = \"search\"")
+        .expect("no search route");
+    format!("{}{route}", &file[..at])
+}
+
+/// `file` with its `split = ...` line replaced by `line`.
+fn split_replaced(file: &str, line: &str) -> String {
+    let mut out = String::new();
+    for l in file.lines() {
+        if l.starts_with("split = ") {
+            out.push_str(line);
+        } else {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `file` with the `[routes.shadow]` table (the file's last) replaced.
+fn shadow_replaced(file: &str, shadow: &str) -> String {
+    let at = file.find("[routes.shadow]").expect("no shadow table");
+    format!("{}{shadow}", &file[..at])
+}
+
+// === load and probes ===
+
+/// Clients that keep sending requests until stopped, over keep-alive
+/// connections: `GET /api/search` with a random user, and now and then
+/// `GET /` (the `legacy` route). Anything but a 200 is a failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let clients = (0..clients)
+            .map(|c| {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let mut conn = H1::connect(addr).await;
+                    let mut n: u64 = c as u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n = n
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let user = (n >> 33) % 10_000;
+                        let path = if n % 5 == 0 {
+                            "/"
+                        } else {
+                            "/api/search?q=shoes"
+                        };
+                        let req = Request::get(path)
+                            .header("host", "shop.example.com")
+                            .header("x-user-id", user.to_string())
+                            .body(full(""))
+                            .unwrap();
+                        let a = conn.send(req).await;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        // Steady load, not a flood: the probes and the
+                        // reloads share two cores with it.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        if a.status != StatusCode::OK {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("load: {path} user {user}: {} {}", a.status, a.text());
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            sent,
+            failed,
+            clients,
+        }
+    }
+
+    async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in self.clients {
+            c.await.expect("a load client's connection broke");
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Which backend answered `GET /api/search` for each of `users` (over four
+/// connections at once); every answer must be a 200.
+async fn sides(addr: SocketAddr, users: std::ops::Range<u32>) -> HashMap<u32, String> {
+    let probes: Vec<_> = (0..4)
+        .map(|lane| {
+            let users = users.clone().filter(move |u| u % 4 == lane);
+            tokio::spawn(async move {
+                let mut conn = H1::connect(addr).await;
+                let mut out = Vec::new();
+                for user in users {
+                    let req = Request::get("/api/search?q=probe")
+                        .header("host", "shop.example.com")
+                        .header("x-user-id", user.to_string())
+                        .body(full(""))
+                        .unwrap();
+                    let a = conn.send(req).await;
+                    assert_eq!(a.status, StatusCode::OK, "user {user}: {}", a.text());
+                    out.push((user, a.header("x-backend").unwrap_or("?").to_string()));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut out = HashMap::new();
+    for p in probes {
+        out.extend(p.await.expect("a probe failed"));
+    }
+    out
+}
+
+/// The share of `sides` answered by `search`.
+fn search_share(sides: &HashMap<u32, String>) -> f64 {
+    let on = sides.values().filter(|b| *b == "search").count();
+    on as f64 / sides.len() as f64
+}
+
+const USERS: std::ops::Range<u32> = 0..400;
+
+/// Writes `text` next to the config file and renames it into place, as
+/// the page's "Applying a step" does, then waits until figway serves it.
+/// The page's `figway check` is checked too: `warnings` (substrings) are
+/// exactly the warnings expected, beyond an unused `search` upstream.
+async fn apply(f: &Figway, text: &str, warnings: &[&str]) {
+    let path = f.shared.config_path();
+    let checked = figway::config::load_str(text, std::path::Path::new("next.toml"))
+        .unwrap_or_else(|e| panic!("figway check fails:\n{e}\n{text}"));
+    let unexpected: Vec<&String> = checked
+        .warnings
+        .iter()
+        .filter(|w| !w.contains("not used by any route"))
+        .filter(|w| !warnings.iter().any(|want| w.contains(want)))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected warnings: {unexpected:#?}"
+    );
+    for want in warnings {
+        assert!(
+            checked.warnings.iter().any(|w| w.contains(want)),
+            "no warning containing {want:?}: {:#?}",
+            checked.warnings
+        );
+    }
+    let version = figway::config::hex(&Sha256::digest(text.as_bytes()));
+    let next = path.with_file_name("next.toml");
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.shared.snapshot.load().version != version {
+        assert!(Instant::now() < deadline, "the edit was never applied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status: serde_json::Value =
+        serde_json::from_slice(&get(f.admin, "/config", &[]).await.body).unwrap();
+    assert!(status["last_error"].is_null(), "edit rejected: {status}");
+}
+
+// === the walk ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_step_and_rollback_of_the_page_fails_no_request_under_load() {
+    let monolith = [
+        Backend::start("monolith").await,
+        Backend::start("monolith").await,
+    ];
+    let search = [
+        Backend::start("search").await,
+        Backend::start("search").await,
+    ];
+    let files = Files {
+        monolith: [monolith[0].url(), monolith[1].url()],
+        search: [search[0].url(), search[1].url()],
+    };
+    let f = Figway::start_file(&files.step0()).await;
+    // The running binary watches its file; so does this server.
+    let _watch = figway::reload::start(&f.shared, true, false);
+    let load = Load::start(f.addr, 4);
+    let all_monolith = |sides: &HashMap<u32, String>, step: &str| {
+        assert_eq!(search_share(sides), 0.0, "{step}: search answered");
+        assert!(sides.values().all(|b| b == "monolith"), "{step}: {sides:?}");
+    };
+    let shadows = || {
+        search
+            .iter()
+            .flat_map(|s| s.seen())
+            .filter(|s| s.headers.contains_key("x-figway-shadow"))
+            .count()
+    };
+
+    // 0. Before.
+    all_monolith(&sides(f.addr, USERS).await, "0");
+
+    // 1. Shadow: clients still get the monolith; search gets copies.
+    let step1 = files.with(STEP1_SHADOW);
+    apply(&f, &step1, &[]).await;
+    all_monolith(&sides(f.addr, USERS).await, "1");
+    assert!(shadows() > 0, "1: no shadow reached search");
+
+    // Rollback 1: the table removed, the route as in step 0.
+    apply(&f, &route_replaced(&step1, ROLLBACK1_NO_SHADOW), &[]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mirrored = shadows();
+    all_monolith(&sides(f.addr, USERS).await, "rollback 1");
+    assert_eq!(shadows(), mirrored, "rollback 1: shadows still sent");
+
+    // 2. Compare; its rollback is compare = false.
+    let step2 = shadow_replaced(&step1, STEP2_COMPARE);
+    apply(&f, &step2, &[]).await;
+    all_monolith(&sides(f.addr, USERS).await, "2");
+    apply(&f, &step2.replace("compare = true", "compare = false"), &[]).await;
+    all_monolith(&sides(f.addr, USERS).await, "rollback 2");
+
+    // 3. The 1% canary: the page's users 2 (search) and 42 (monolith).
+    let step3 = files.with(STEP3_CANARY);
+    apply(&f, &step3, &[]).await;
+    let at1 = sides(f.addr, USERS).await;
+    assert_eq!(at1[&2], "search", "3: user 2");
+    assert_eq!(at1[&42], "monolith", "3: user 42");
+    assert!(search_share(&at1) < 0.05, "3: {}", search_share(&at1));
+
+    // Rollback 3, both ways: weight 0, or `to = "monolith"` keeping the
+    // fallback (valid since issue 14, with a warning).
+    apply(
+        &f,
+        &split_replaced(&step3, ROLLBACK3_WEIGHT_0),
+        &["weight 0"],
+    )
+    .await;
+    all_monolith(&sides(f.addr, USERS).await, "rollback 3 (weight 0)");
+    apply(&f, &step3, &[]).await;
+    apply(
+        &f,
+        &route_replaced(&step3, ROLLBACK_TO_MONOLITH),
+        &["own upstream"],
+    )
+    .await;
+    all_monolith(&sides(f.addr, USERS).await, "rollback 3 (to monolith)");
+
+    // 4. 10%, then 50%: users only ever move towards search.
+    let step4_10 = split_replaced(&step3, STEP4_10);
+    apply(&f, &step4_10, &[]).await;
+    let at10 = sides(f.addr, USERS).await;
+    let share = search_share(&at10);
+    assert!((0.05..0.16).contains(&share), "4 (10%): {share}");
+    let step4_50 = split_replaced(&step3, STEP4_50);
+    apply(&f, &step4_50, &[]).await;
+    let at50 = sides(f.addr, USERS).await;
+    let share = search_share(&at50);
+    assert!((0.4..0.6).contains(&share), "4 (50%): {share}");
+    assert_eq!(at50[&2], "search", "4: user 2");
+    assert_eq!(at50[&42], "monolith", "4: user 42 moves only at 64%");
+    for (user, side) in &at10 {
+        if side == "search" {
+            assert_eq!(at50[user], "search", "4: user {user} moved back");
+        }
+    }
+
+    // Rollback 4: back to 10% puts every user where they were at 10%;
+    // weight 0 sends everyone back.
+    apply(&f, &step4_10, &[]).await;
+    assert_eq!(sides(f.addr, USERS).await, at10, "rollback 4 (10%)");
+    apply(
+        &f,
+        &split_replaced(&step3, ROLLBACK3_WEIGHT_0),
+        &["weight 0"],
+    )
+    .await;
+    all_monolith(&sides(f.addr, USERS).await, "rollback 4 (weight 0)");
+
+    // 5. 100% search, the monolith as fallback.
+    apply(&f, &step4_50, &[]).await;
+    let step5 = route_replaced(&step3, STEP5_ALL);
+    apply(&f, &step5, &[]).await;
+    let all = sides(f.addr, USERS).await;
+    assert!(all.values().all(|b| b == "search"), "5: {all:?}");
+
+    // Rollback 5: to the monolith (one edit, the fallback kept) ...
+    apply(
+        &f,
+        &route_replaced(&step5, ROLLBACK_TO_MONOLITH),
+        &["own upstream"],
+    )
+    .await;
+    all_monolith(&sides(f.addr, USERS).await, "rollback 5 (to monolith)");
+    // ... or to the 50/50 split, every user on the side they had there.
+    apply(&f, &step5, &[]).await;
+    apply(&f, &route_replaced(&step5, ROLLBACK5_SPLIT), &[]).await;
+    assert_eq!(sides(f.addr, USERS).await, at50, "rollback 5 (50/50)");
+
+    // 6. The fallback dropped: search alone.
+    apply(&f, &step5, &[]).await;
+    apply(&f, &route_replaced(&step5, STEP6_NO_FALLBACK), &[]).await;
+    let all = sides(f.addr, USERS).await;
+    assert!(all.values().all(|b| b == "search"), "6: {all:?}");
+
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+    assert!(sent > 500, "too little load: {sent} requests");
+}
