@@ -4,32 +4,30 @@
 //! does not answer in time starts without endpoints. Names already known
 //! keep their last set, so a reload never waits on DNS for them.
 //!
-//! Then a background task ([`start`]) looks each name up again every
+//! Then a background task (started by `Shared::new`, in `state`'s own
+//! file, as it drives `Shared`) looks each name up again every
 //! `resolve_interval` of its upstream, counts
 //! `figway_dns_resolutions_total`, and when an answer changes a set,
 //! recompiles the config in service with the new sets and swaps the
 //! snapshot in (under the reload lock, so it never races a reload). The
 //! request path sees none of this: it reads the snapshot, as ever.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Write;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use super::{compile, Shared, Snapshot};
+use super::snapshot::Snapshot;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::upstream::dns::{self, Answer, Key, Sets};
 
 /// How long one background round of lookups may take in all; a lookup
 /// still unanswered then counts as an error (the last set stays).
-const ROUND_BUDGET: Duration = Duration::from_secs(3);
+pub(super) const ROUND_BUDGET: Duration = Duration::from_secs(3);
 
 /// The longest the background task sleeps, so that names a reload adds
 /// join their schedule within a second.
-const MAX_NAP: Duration = Duration::from_secs(1);
+pub(super) const MAX_NAP: Duration = Duration::from_secs(1);
 
 /// The sets `config` is to be compiled with: those of `known` its names
 /// keep, and answers (within [`dns::WARM_UP`]) for the names `known` lacks.
@@ -59,7 +57,7 @@ pub fn warm_up_blocking(config: &Config, metrics: &Metrics) -> Sets {
 
 /// The sets of `known` that `config` still needs, and the keys it needs
 /// that `known` lacks.
-fn split(config: &Config, known: &Sets) -> (Sets, Vec<Key>) {
+pub(super) fn split(config: &Config, known: &Sets) -> (Sets, Vec<Key>) {
     let mut sets = Sets::new();
     let mut missing = Vec::new();
     for (key, _) in dns::keys(config) {
@@ -75,7 +73,7 @@ fn split(config: &Config, known: &Sets) -> (Sets, Vec<Key>) {
 
 /// Counts `answers` (parallel to `keys`) and applies them to `sets`;
 /// returns whether any set changed.
-fn merge(sets: &mut Sets, metrics: &Metrics, keys: &[Key], answers: &[Answer]) -> bool {
+pub(super) fn merge(sets: &mut Sets, metrics: &Metrics, keys: &[Key], answers: &[Answer]) -> bool {
     let mut changed = false;
     for (key, answer) in keys.iter().zip(answers) {
         metrics.dns_resolved(&key.upstream, answer.result());
@@ -88,64 +86,9 @@ fn merge(sets: &mut Sets, metrics: &Metrics, keys: &[Key], answers: &[Answer]) -
     changed
 }
 
-/// Starts the background task that follows the names of the config in
-/// service. It holds `shared` weakly and ends when `shared` is dropped.
-pub(super) fn start(shared: &Arc<Shared>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::warn!("no runtime: target names are not looked up again");
-        return;
-    };
-    runtime.spawn(follow(Arc::downgrade(shared)));
-}
-
-async fn follow(shared: Weak<Shared>) {
-    // When each name is next due.
-    let mut due: HashMap<Key, Instant> = HashMap::new();
-    // Names whose last lookup failed: warned once when they start failing,
-    // not every `resolve_interval` while they go on.
-    let mut failing: HashSet<Key> = HashSet::new();
-    loop {
-        let Some(strong) = shared.upgrade() else {
-            return;
-        };
-        let keys = dns::keys(&strong.loaded().config);
-        let now = Instant::now();
-        let wanted: HashSet<&Key> = keys.iter().map(|(k, _)| k).collect();
-        due.retain(|k, _| wanted.contains(k));
-        failing.retain(|k| wanted.contains(k));
-        // A name new to the schedule was just resolved by the start or the
-        // reload that brought it.
-        for (key, interval) in &keys {
-            due.entry(key.clone()).or_insert(now + *interval);
-        }
-        let ready: Vec<Key> = keys
-            .iter()
-            .filter(|(k, _)| due.get(k).is_some_and(|at| *at <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        if !ready.is_empty() {
-            let answers = dns::resolve_all(&strong.resolver, &ready, ROUND_BUDGET).await;
-            let after = Instant::now();
-            for (key, interval) in &keys {
-                if due.get(key).is_some_and(|at| *at <= now) {
-                    due.insert(key.clone(), after + *interval);
-                }
-            }
-            report_failures(&ready, &answers, &mut failing);
-            refresh(&strong, &ready, &answers).await;
-        }
-        let next = due.values().min().copied();
-        drop(strong);
-        let nap = next.map_or(MAX_NAP, |at| {
-            at.saturating_duration_since(Instant::now()).min(MAX_NAP)
-        });
-        tokio::time::sleep(nap).await;
-    }
-}
-
 /// Logs a name that starts failing (its endpoints stay as they were) or
 /// stops.
-fn report_failures(keys: &[Key], answers: &[Answer], failing: &mut HashSet<Key>) {
+pub(super) fn report_failures(keys: &[Key], answers: &[Answer], failing: &mut HashSet<Key>) {
     for (key, answer) in keys.iter().zip(answers) {
         match answer {
             Answer::Error(error) if failing.insert(key.clone()) => tracing::warn!(
@@ -163,45 +106,6 @@ fn report_failures(keys: &[Key], answers: &[Answer], failing: &mut HashSet<Key>)
             ),
             _ => {}
         }
-    }
-}
-
-/// Applies one round of answers; when a set changed, recompiles the config
-/// in service with the new sets and swaps it in.
-async fn refresh(shared: &Arc<Shared>, keys: &[Key], answers: &[Answer]) {
-    let _serial = shared.reload_lock.lock().await;
-    let loaded = shared.loaded();
-    // A reload may have replaced the config while the lookups ran: only
-    // the names it still has count.
-    let (mut sets, _) = split(&loaded.config, &shared.dns_sets());
-    let wanted: Vec<(Key, Answer)> = keys
-        .iter()
-        .zip(answers)
-        .filter(|(k, _)| sets.contains_key(*k))
-        .map(|(k, a)| (k.clone(), a.clone()))
-        .collect();
-    let (keys, answers): (Vec<Key>, Vec<Answer>) = wanted.into_iter().unzip();
-    if !merge(&mut sets, &shared.registry.metrics, &keys, &answers) {
-        return;
-    }
-    let previous = shared.snapshot.load_full();
-    let worker = shared.clone();
-    let compiled = {
-        let (sets, previous) = (sets.clone(), previous.clone());
-        tokio::task::spawn_blocking(move || {
-            compile::compile_with(&loaded, &worker.registry, Some(&previous), &sets)
-        })
-        .await
-    };
-    let Ok(snapshot) = compiled else {
-        tracing::error!("recompiling after a change of addresses failed; the old endpoints stay");
-        return;
-    };
-    let snapshot = Arc::new(snapshot);
-    let old = shared.install(snapshot.clone(), sets);
-    compile::forget(&shared.registry.metrics, &old, &snapshot);
-    for line in endpoint_changes(&old, &snapshot) {
-        tracing::info!("{line}");
     }
 }
 
