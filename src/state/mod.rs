@@ -190,8 +190,12 @@ async fn follow(shared: Weak<Shared>) {
         due.retain(|k, _| wanted.contains(k));
         failing.retain(|k| wanted.contains(k));
         // A name new to the schedule was just resolved by the start or the
-        // reload that brought it.
+        // reload that brought it, which also said so if it has no address.
+        let sets = strong.dns_sets();
         for (key, interval) in &keys {
+            if !due.contains_key(key) && sets.get(key).is_none_or(|s| s.is_empty()) {
+                failing.insert(key.clone());
+            }
             due.entry(key.clone()).or_insert(now + *interval);
         }
         let ready: Vec<Key> = keys

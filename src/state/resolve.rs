@@ -41,6 +41,7 @@ pub async fn warm_up(
     let (mut sets, missing) = split(config, known);
     if !missing.is_empty() {
         let answers = dns::resolve_all(resolver, &missing, dns::WARM_UP).await;
+        report_failures(&missing, &answers, &mut HashSet::new());
         merge(&mut sets, metrics, &missing, &answers);
     }
     sets
@@ -51,6 +52,7 @@ pub async fn warm_up(
 pub fn warm_up_blocking(config: &Config, metrics: &Metrics) -> Sets {
     let (mut sets, missing) = split(config, &Sets::new());
     let answers = dns::resolve_blocking(config.runtime.resolver, &missing, dns::WARM_UP);
+    report_failures(&missing, &answers, &mut HashSet::new());
     merge(&mut sets, metrics, &missing, &answers);
     sets
 }
@@ -86,25 +88,34 @@ pub(super) fn merge(sets: &mut Sets, metrics: &Metrics, keys: &[Key], answers: &
     changed
 }
 
-/// Logs a name that starts failing (its endpoints stay as they were) or
-/// stops.
+/// Logs a name that stops resolving (once, not every `resolve_interval`
+/// while it goes on: `failing` holds the names already reported) or
+/// resolves again. A name with nothing to serve is the operator's to know:
+/// it is also the only trace of a target whose requests get 503.
 pub(super) fn report_failures(keys: &[Key], answers: &[Answer], failing: &mut HashSet<Key>) {
     for (key, answer) in keys.iter().zip(answers) {
         match answer {
             Answer::Error(error) if failing.insert(key.clone()) => tracing::warn!(
                 upstream = %key.upstream,
                 host_name = %key.name,
+                result = answer.result(),
                 error = %error,
-                "cannot resolve a target's host name; its endpoints stay as they were"
+                "cannot resolve a target's host name; its endpoints stay as they were (none if it never resolved)"
             ),
-            Answer::Error(_) => {}
-            _ if failing.remove(key) => tracing::info!(
+            Answer::Empty if failing.insert(key.clone()) => tracing::warn!(
                 upstream = %key.upstream,
                 host_name = %key.name,
                 result = answer.result(),
+                dns_family = key.family.as_str(),
+                "cannot resolve a target's host name: no such name, or no address of the family; the target has no endpoints"
+            ),
+            Answer::Error(_) | Answer::Empty => {}
+            Answer::Addresses(_) if failing.remove(key) => tracing::info!(
+                upstream = %key.upstream,
+                host_name = %key.name,
                 "a target's host name resolves again"
             ),
-            _ => {}
+            Answer::Addresses(_) => {}
         }
     }
 }
