@@ -403,7 +403,7 @@ targets = ["{good}", "http://{refused}"]
 consecutive_failures = 1
 max_ejected_percent = 50
 [upstreams.orders_v2]
-targets = ["{shadow}"]
+targets = ["http://localhost:{shadow_port}"]
 [upstreams.monolith]
 legacy = true
 targets = ["{good}"]
@@ -418,7 +418,7 @@ to = "orders_v2"
 "#,
         good = good.url(),
         // By name, so that the lookup counter (SPEC §10) has a series.
-        shadow = format!("http://localhost:{}", shadow.addr.port()),
+        shadow_port = shadow.addr.port(),
     ))
 }
 
