@@ -152,7 +152,10 @@ impl Builder {
     /// Builds figway's state and starts what runs beside the requests:
     /// health checks, the reload triggers asked for, the admin API if
     /// given. Call it inside a tokio runtime; without one, or with a
-    /// reload trigger on a config that has no file, it is an error.
+    /// reload trigger on a config that has no file, it is an error. With
+    /// targets given by DNS name it waits for their first lookups, at most
+    /// about 2 seconds in all (on a thread of its own, so any runtime will
+    /// do), as `figway run` does.
     pub fn start(self) -> io::Result<Figway> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(io::Error::other(

@@ -28,7 +28,18 @@ use prometheus_parse::{LineInfo, Sample, SampleType, Scrape, Value};
 // === the SPEC §8 contract ===
 
 /// Every metric of SPEC §8: name, type and label names.
-const SPEC: [(&str, SampleType, &[&str]); 14] = [
+const SPEC: [(&str, SampleType, &[&str]); 16] = [
+    // SPEC §10, targets by DNS name.
+    (
+        "figway_upstream_endpoints",
+        SampleType::Gauge,
+        &["upstream"],
+    ),
+    (
+        "figway_dns_resolutions_total",
+        SampleType::Counter,
+        &["upstream", "result"],
+    ),
     (
         "figway_requests_total",
         SampleType::Counter,
@@ -381,7 +392,8 @@ async fn deterministic() -> Backend {
 /// A config whose traffic makes every SPEC §8 family appear: a retry, a
 /// connect error and an ejection (one refusing target of two, ejected at
 /// its first failure), a fallback and a shadow (their series exist from
-/// the start, at zero), requests and durations, and the gauges.
+/// the start, at zero), requests and durations, the gauges, and a lookup
+/// (the shadow target is given by name).
 fn everything_config(good: &Backend, refused: SocketAddr, shadow: &Backend) -> String {
     config(&format!(
         r#"
@@ -391,7 +403,7 @@ targets = ["{good}", "http://{refused}"]
 consecutive_failures = 1
 max_ejected_percent = 50
 [upstreams.orders_v2]
-targets = ["{shadow}"]
+targets = ["http://localhost:{shadow_port}"]
 [upstreams.monolith]
 legacy = true
 targets = ["{good}"]
@@ -405,7 +417,8 @@ fallback = "monolith"
 to = "orders_v2"
 "#,
         good = good.url(),
-        shadow = shadow.url(),
+        // By name, so that the lookup counter (SPEC §10) has a series.
+        shadow_port = shadow.addr.port(),
     ))
 }
 

@@ -339,3 +339,90 @@ fn a_split_falling_back_to_one_of_its_sides_is_no_warning() {
         loaded.warnings
     );
 }
+
+// === targets by DNS name (SPEC §10) ===
+
+#[test]
+fn dns_keys_inherit_from_defaults_and_upstreams_override_them() {
+    use crate::config::DnsFamily;
+    use std::time::Duration;
+    let text = "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
+                [runtime]\nresolver = \"127.0.0.1:5353\"\n\
+                [defaults]\nresolve_interval = \"2s\"\ndns_family = \"all\"\n\
+                [upstreams.m]\ntargets = [\"http://Orders.Shop.svc.cluster.local.:8080\", \"http://[::1]:9\"]\n\
+                [upstreams.n]\ntargets = [\"http://localhost:1\"]\nresolve_interval = \"250ms\"\ndns_family = \"v6\"\n\
+                [upstreams.o]\ntargets = [\"http://10.0.0.1:1\"]\n\
+                [[routes]]\nprefix = \"/\"\nto = \"m\"\n";
+    let loaded = load_str(text, Path::new("f.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let c = &loaded.config;
+    assert_eq!(c.runtime.resolver, Some("127.0.0.1:5353".parse().unwrap()));
+    let (m, n, o) = (&c.upstreams[0], &c.upstreams[1], &c.upstreams[2]);
+    assert_eq!(
+        (m.resolve_interval, m.dns_family),
+        (Duration::from_secs(2), DnsFamily::All)
+    );
+    assert_eq!(
+        (n.resolve_interval, n.dns_family),
+        (Duration::from_millis(250), DnsFamily::V6)
+    );
+    assert_eq!(
+        (o.resolve_interval, o.dns_family),
+        (Duration::from_secs(2), DnsFamily::All)
+    );
+    assert_eq!(
+        m.targets[0].name.as_deref(),
+        Some("orders.shop.svc.cluster.local.")
+    );
+    assert_eq!(
+        m.targets[0].authority,
+        "orders.shop.svc.cluster.local.:8080"
+    );
+    assert_eq!(m.targets[0].port, 8080);
+    assert_eq!(
+        (
+            m.targets[1].name.as_deref(),
+            m.targets[1].authority.as_str()
+        ),
+        (None, "[::1]:9")
+    );
+    assert_eq!(o.targets[0].name, None);
+    // Without the keys: 5 s, v4_preferred, the system's resolver.
+    let plain = load_str(
+        &base("[[routes]]\nprefix = \"/\"\nto = \"monolith\"\n"),
+        Path::new("f.toml"),
+    );
+    let plain = plain.unwrap_or_else(|e| panic!("{e}"));
+    let u = &plain.config.upstreams[0];
+    assert_eq!(
+        (
+            u.resolve_interval,
+            u.dns_family,
+            plain.config.runtime.resolver
+        ),
+        (Duration::from_secs(5), DnsFamily::V4Preferred, None)
+    );
+}
+
+#[test]
+fn dns_errors_are_at_their_values() {
+    let text = "[listen]\naddress = \"127.0.0.1:0\"\n[runtime]\nresolver = \"dns.local:53\"\n\
+                [defaults]\ndns_family = \"v4-preferred\"\n\
+                [upstreams.m]\nresolve_interval = \"0s\"\n\
+                targets = [\"http://bad_name.local:1\", \"http://-x.example:1\", \"http://300.1.1.1:1\", \"http://a..b:1\"]\n\
+                [[routes]]\nprefix = \"/\"\nto = \"m\"\n";
+    let (line, _, message) = error_at(text, "runtime.resolver");
+    assert_eq!(line, 4, "{message}");
+    let (line, _, message) = error_at(text, "defaults.dns_family");
+    assert_eq!(line, 6);
+    assert!(
+        message.contains("(did you mean \"v4_preferred\"?)"),
+        "{message}"
+    );
+    let (line, _, message) = error_at(text, "upstreams.m.resolve_interval");
+    assert_eq!(line, 8, "{message}");
+    for i in 0..4 {
+        let (line, _, message) = error_at(text, &format!("upstreams.m.targets[{i}]"));
+        assert_eq!(line, 9, "{message}");
+        assert!(message.starts_with("invalid target"), "{message}");
+    }
+}
