@@ -359,9 +359,9 @@ pub fn can_bind(ip: IpAddr) -> bool {
     std::net::TcpListener::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
-/// One [`Backend::start`] per address, all on the same port (a name's
-/// endpoints share the target's port), named by their address.
-pub async fn backends_on_one_port(ips: &[IpAddr]) -> (u16, Vec<Backend>) {
+/// Listeners on each of `ips`, all on the same port (a name's endpoints
+/// share the target's port).
+pub fn listeners_on_one_port(ips: &[IpAddr]) -> (u16, Vec<TcpListener>) {
     'attempt: for _ in 0..50 {
         let first = std::net::TcpListener::bind(SocketAddr::new(ips[0], 0)).unwrap();
         let port = first.local_addr().unwrap().port();
@@ -372,13 +372,26 @@ pub async fn backends_on_one_port(ips: &[IpAddr]) -> (u16, Vec<Backend>) {
                 Err(_) => continue 'attempt,
             }
         }
-        let mut backends = Vec::new();
-        for (ip, l) in ips.iter().zip(listeners) {
-            l.set_nonblocking(true).unwrap();
-            let l = TcpListener::from_std(l).unwrap();
-            backends.push(Backend::start_on(l, &ip.to_string()));
-        }
-        return (port, backends);
+        let listeners = listeners
+            .into_iter()
+            .map(|l| {
+                l.set_nonblocking(true).unwrap();
+                TcpListener::from_std(l).unwrap()
+            })
+            .collect();
+        return (port, listeners);
     }
     panic!("no port free on all of {ips:?}");
+}
+
+/// One [`Backend::start`] per address, all on the same port, each named
+/// (body and `x-backend`) by its address.
+pub fn backends_on_one_port(ips: &[IpAddr]) -> (u16, Vec<Backend>) {
+    let (port, listeners) = listeners_on_one_port(ips);
+    let backends = ips
+        .iter()
+        .zip(listeners)
+        .map(|(ip, l)| Backend::start_on(l, &ip.to_string()))
+        .collect();
+    (port, backends)
 }

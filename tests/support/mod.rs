@@ -463,18 +463,24 @@ impl Backend {
     /// loopback address, a given port).
     pub fn start_on(listener: TcpListener, name: &str) -> Backend {
         let name = name.to_string();
-        Backend::serve(
-            listener,
-            Arc::new(move |_| {
-                let name = name.clone();
-                Box::pin(async move {
-                    Response::builder()
-                        .header("x-backend", name.as_str())
-                        .body(full(name))
-                        .unwrap()
-                })
-            }),
-        )
+        Backend::with_on(listener, move |_| {
+            let name = name.clone();
+            async move {
+                Response::builder()
+                    .header("x-backend", name.as_str())
+                    .body(full(name))
+                    .unwrap()
+            }
+        })
+    }
+
+    /// As [`Backend::with`], on a listener the test bound.
+    pub fn with_on<F, Fut>(listener: TcpListener, handler: F) -> Backend
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        Backend::serve(listener, Arc::new(move |s| Box::pin(handler(s))))
     }
 
     /// Answers with `handler`, which sees the request after its body was read.
