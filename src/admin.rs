@@ -140,6 +140,7 @@ pub fn upstreams_json(snapshot: &Snapshot) -> Value {
                 let until = t.ejected_until.load(Ordering::Relaxed);
                 json!({
                     "url": &**url,
+                    "address": &*t.authority,
                     "weight": weight,
                     "healthy": t.healthy.load(Ordering::Relaxed),
                     "ejected_until": (until > now).then(|| crate::timefmt::rfc3339(clock::to_system(until))),

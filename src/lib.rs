@@ -26,12 +26,17 @@
 //!   order), [`metrics`] (the registry and pre-resolved handles),
 //!   [`access_log`] (lines formatted per worker, written by a writer thread).
 //! - [`upstream`]: targets (health, ejection, in-flight), balancing, the
-//!   retry budget, per-worker connection pools, active health checks, and
+//!   retry budget, per-worker connection pools, active health checks,
+//!   `upstream::dns` (lookups of target names, and what an answer means:
+//!   addresses, nothing, or a failure that keeps the last set), and
 //!   `upstream::client`, which makes one attempt at one target for the
 //!   proxy and the shadow alike.
 //! - [`shadow`]: mirrored requests and the compare of their answers.
 //! - [`state`]: the compiled [`state::Snapshot`] (`state::compile` builds it
-//!   from a config) and [`state::Shared`], the process state around it.
+//!   from a config and the resolved target names, one endpoint per
+//!   address) and [`state::Shared`], the process state around it;
+//!   `state::resolve` resolves names before a compile and follows them in
+//!   the background, recompiling when an answer changes.
 //! - [`decision`]: the routing decision (route, forwarded path, split side),
 //!   shared by the proxy and `figway explain`.
 //! - [`proxy`]: one request, top to bottom, as phases over one context:

@@ -936,7 +936,14 @@ to = "monolith"
             keys.sort_unstable();
             assert_eq!(
                 keys,
-                ["ejected_until", "healthy", "in_flight", "url", "weight"],
+                [
+                    "address",
+                    "ejected_until",
+                    "healthy",
+                    "in_flight",
+                    "url",
+                    "weight"
+                ],
                 "{name}: {t}"
             );
         }
@@ -948,7 +955,7 @@ to = "monolith"
             "in_flight": 0,
             "breaker_open": false,
             "targets": [
-                {"url": mono.url(), "weight": 1, "healthy": true, "ejected_until": null, "in_flight": 0}
+                {"url": mono.url(), "address": mono.addr.to_string(), "weight": 1, "healthy": true, "ejected_until": null, "in_flight": 0}
             ]
         },
         "orders": {
@@ -957,8 +964,9 @@ to = "monolith"
             "in_flight": 0,
             "breaker_open": false,
             "targets": [
-                {"url": o1.url(), "weight": 3, "healthy": true, "ejected_until": null, "in_flight": 0},
-                {"url": o2_url, "weight": 1, "healthy": true, "ejected_until": null, "in_flight": 0}
+                {"url": o1.url(), "address": o1.addr.to_string(), "weight": 3, "healthy": true, "ejected_until": null, "in_flight": 0},
+                // A name: its endpoint's address, from /etc/hosts (SPEC §10).
+                {"url": o2_url, "address": o2.addr.to_string(), "weight": 1, "healthy": true, "ejected_until": null, "in_flight": 0}
             ]
         }
     });

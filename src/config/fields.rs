@@ -12,6 +12,45 @@ use super::doc::{At, Problems, Table};
 use super::model::*;
 use super::units::parse_duration;
 
+/// What `[defaults]` hands every upstream that does not set its own.
+pub(super) struct UpstreamDefaults {
+    pub timeouts: Timeouts,
+    pub retries: u32,
+    pub resolve_interval: Duration,
+    pub dns_family: DnsFamily,
+}
+
+impl Default for UpstreamDefaults {
+    fn default() -> Self {
+        UpstreamDefaults {
+            timeouts: Timeouts::default(),
+            retries: 1,
+            resolve_interval: Duration::from_secs(5),
+            dns_family: DnsFamily::V4Preferred,
+        }
+    }
+}
+
+/// `dns_family`, one of [`DnsFamily::NAMES`].
+pub(super) fn read_dns_family(t: &mut Table<'_, '_>, problems: &mut Problems) -> Option<DnsFamily> {
+    let f = t.string("dns_family", problems)?;
+    match DnsFamily::parse(&f.value) {
+        Some(family) => Some(family),
+        None => {
+            let hint = crate::suggest::did_you_mean(&f.value, DnsFamily::NAMES);
+            problems.add(
+                f.span,
+                t.key_path("dns_family"),
+                format!(
+                    "unknown dns_family {:?}{hint}: expected \"v4_preferred\", \"v6_preferred\", \"all\", \"v4\" or \"v6\"",
+                    f.value
+                ),
+            );
+            None
+        }
+    }
+}
+
 pub(super) fn read_timeouts(
     t: &mut Table<'_, '_>,
     inherit: Timeouts,

@@ -46,6 +46,9 @@ pub struct Admin {
 pub struct Runtime {
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// `resolver`: the DNS server every target-name query goes to; `None`
+    /// follows the system's `/etc/resolv.conf`.
+    pub resolver: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +155,48 @@ pub struct UpstreamSpec {
     pub max_in_flight: Option<usize>,
     pub health: Option<HealthSpec>,
     pub outlier: Option<OutlierSpec>,
+    /// How often targets given by name are resolved again (SPEC §10).
+    pub resolve_interval: Duration,
+    /// Which addresses of a name become endpoints.
+    pub dns_family: DnsFamily,
+}
+
+/// `dns_family`: which of a name's addresses become endpoints (SPEC §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DnsFamily {
+    /// The A records, or the AAAA records when there is no A record.
+    V4Preferred,
+    /// The AAAA records, or the A records when there is no AAAA record.
+    V6Preferred,
+    /// Both.
+    All,
+    V4,
+    V6,
+}
+
+impl DnsFamily {
+    pub const NAMES: [&'static str; 5] = ["v4_preferred", "v6_preferred", "all", "v4", "v6"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsFamily::V4Preferred => "v4_preferred",
+            DnsFamily::V6Preferred => "v6_preferred",
+            DnsFamily::All => "all",
+            DnsFamily::V4 => "v4",
+            DnsFamily::V6 => "v6",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DnsFamily> {
+        Some(match text {
+            "v4_preferred" => DnsFamily::V4Preferred,
+            "v6_preferred" => DnsFamily::V6Preferred,
+            "all" => DnsFamily::All,
+            "v4" => DnsFamily::V4,
+            "v6" => DnsFamily::V6,
+            _ => return None,
+        })
+    }
 }
 
 /// What an upstream speaks (SPEC §2 `protocol`).
@@ -166,8 +211,14 @@ pub enum Protocol {
 pub struct TargetSpec {
     /// As written in the file; shown by the admin API.
     pub url: String,
-    /// `host:port`, what we connect to and what metrics and logs call the target.
+    /// `host:port` as configured: for an IP target what we connect to and
+    /// what metrics and logs call it; for a name, the `Host` of its health
+    /// checks (its endpoints are called by their `ip:port`).
     pub authority: String,
+    /// The host when it is a DNS name (lower case, as written otherwise);
+    /// `None` for an IP literal, which is never resolved.
+    pub name: Option<String>,
+    pub port: u16,
     pub weight: u32,
 }
 

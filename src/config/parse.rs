@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::doc::{as_string, as_table, Problems, Table, Value};
-use super::fields::{nonzero_duration, read_timeouts};
+use super::fields::{nonzero_duration, read_dns_family, read_timeouts, UpstreamDefaults};
 use super::model::*;
 use super::tls::Certificate;
 use super::units::parse_duration;
@@ -23,16 +23,19 @@ pub fn read(root: &mut Table<'_, '_>, base: &Path, problems: &mut Problems) -> O
     let admin = read_admin(root, problems);
     let runtime = read_runtime(root, problems);
     let log = read_log(root, problems);
-    let defaults = match root.table("defaults", problems) {
-        Some(mut t) => {
-            let d = read_timeouts(&mut t, Timeouts::default(), problems);
-            let retries = super::fields::read_retries(&mut t, 1, problems);
-            t.finish(problems);
-            (d, retries)
+    let mut defaults = UpstreamDefaults::default();
+    if let Some(mut t) = root.table("defaults", problems) {
+        defaults.timeouts = read_timeouts(&mut t, defaults.timeouts, problems);
+        defaults.retries = super::fields::read_retries(&mut t, defaults.retries, problems);
+        if let Some(d) = t.parsed("resolve_interval", problems, nonzero_duration) {
+            defaults.resolve_interval = d;
         }
-        None => (Timeouts::default(), 1),
-    };
-    let (upstreams, names) = super::upstreams::read_upstreams(root, defaults, problems);
+        if let Some(f) = read_dns_family(&mut t, problems) {
+            defaults.dns_family = f;
+        }
+        t.finish(problems);
+    }
+    let (upstreams, names) = super::upstreams::read_upstreams(root, &defaults, problems);
     let routes = super::routes::read_routes(root, &names, problems);
     if let (Some(l), a) = (&listen, &admin) {
         // Port 0 asks the kernel for a free port: two of those never clash.
@@ -173,7 +176,10 @@ fn read_admin(root: &mut Table<'_, '_>, problems: &mut Problems) -> Admin {
 
 fn read_runtime(root: &mut Table<'_, '_>, problems: &mut Problems) -> Runtime {
     let Some(mut t) = root.table("runtime", problems) else {
-        return Runtime { workers: 0 };
+        return Runtime {
+            workers: 0,
+            resolver: None,
+        };
     };
     let workers = match t.integer("workers", problems) {
         Some(n) if (0..=1024).contains(&n.value) => n.value as usize,
@@ -183,8 +189,12 @@ fn read_runtime(root: &mut Table<'_, '_>, problems: &mut Problems) -> Runtime {
         }
         None => 0,
     };
+    // An address, not a name: the resolver cannot be found by resolving.
+    let resolver = t
+        .get("resolver")
+        .and_then(|v| socket_addr(v, "runtime.resolver", problems));
     t.finish(problems);
-    Runtime { workers }
+    Runtime { workers, resolver }
 }
 
 fn read_log(root: &mut Table<'_, '_>, problems: &mut Problems) -> Log {

@@ -9,7 +9,10 @@ use std::time::Duration;
 use http::uri::Authority;
 
 use super::doc::{as_string, as_table, Problems, Table};
-use super::fields::{key_source, nonzero_duration, positive, read_retries, read_timeouts};
+use super::fields::{
+    key_source, nonzero_duration, positive, read_dns_family, read_retries, read_timeouts,
+    UpstreamDefaults,
+};
 use super::model::*;
 
 /// The largest smooth round-robin schedule we precompute for one upstream.
@@ -17,7 +20,7 @@ pub const MAX_SCHEDULE: u64 = 65_536;
 
 pub(super) fn read_upstreams(
     root: &mut Table<'_, '_>,
-    (defaults, default_retries): (Timeouts, u32),
+    defaults: &UpstreamDefaults,
     problems: &mut Problems,
 ) -> (Vec<UpstreamSpec>, HashMap<String, usize>) {
     let mut upstreams = Vec::new();
@@ -99,8 +102,12 @@ pub(super) fn read_upstreams(
             _ => {}
         }
         let hash_key = hash_key.map(|k| k.value);
-        let timeouts = read_timeouts(&mut t, defaults, problems);
-        let retries = read_retries(&mut t, default_retries, problems);
+        let timeouts = read_timeouts(&mut t, defaults.timeouts, problems);
+        let retries = read_retries(&mut t, defaults.retries, problems);
+        let resolve_interval = t
+            .parsed("resolve_interval", problems, nonzero_duration)
+            .unwrap_or(defaults.resolve_interval);
+        let dns_family = read_dns_family(&mut t, problems).unwrap_or(defaults.dns_family);
         let max_in_flight = positive(&mut t, "max_in_flight", problems);
         let health = t.table("health", problems).and_then(|mut h| {
             let spec = read_health(&mut h, problems);
@@ -126,6 +133,8 @@ pub(super) fn read_upstreams(
             max_in_flight,
             health,
             outlier,
+            resolve_interval,
+            dns_family,
         });
     }
     (upstreams, names)
@@ -250,8 +259,12 @@ fn read_targets(t: &mut Table<'_, '_>, problems: &mut Problems) -> Vec<TargetSpe
         let Some(url) = url else { continue };
         // Checked above, where the weight's span is known.
         let weight = u32::try_from(weight).unwrap_or(u32::MAX);
-        match target_authority(&url.value) {
-            Ok(authority) => match targets.iter().position(|t| t.authority == authority) {
+        match parse_target(&url.value) {
+            Ok(Parsed {
+                authority,
+                name,
+                port,
+            }) => match targets.iter().position(|t| t.authority == authority) {
                 Some(first) => problems.add_related(
                     url.span,
                     item_path,
@@ -264,6 +277,8 @@ fn read_targets(t: &mut Table<'_, '_>, problems: &mut Problems) -> Vec<TargetSpe
                     targets.push(TargetSpec {
                         url: url.value,
                         authority,
+                        name,
+                        port,
                         weight,
                     });
                 }
@@ -296,6 +311,19 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 /// `http://host:port` → `host:port`.
 pub fn target_authority(url: &str) -> Result<String, String> {
+    parse_target(url).map(|p| p.authority)
+}
+
+/// A target URL taken apart.
+struct Parsed {
+    /// `host:port`, a name in lower case.
+    authority: String,
+    /// The host when it is a DNS name.
+    name: Option<String>,
+    port: u16,
+}
+
+fn parse_target(url: &str) -> Result<Parsed, String> {
     let Some(rest) = url.strip_prefix("http://") else {
         return Err(format!("invalid target {url:?}: expected http://host:port"));
     };
@@ -308,7 +336,8 @@ pub fn target_authority(url: &str) -> Result<String, String> {
     let authority: Authority = rest
         .parse()
         .map_err(|_| format!("invalid target {url:?}: bad host or port"))?;
-    if authority.host().is_empty() {
+    let host = authority.host();
+    if host.is_empty() {
         return Err(format!("invalid target {url:?}: missing host"));
     }
     let Some(port) = authority.port_u16().filter(|p| *p != 0) else {
@@ -316,7 +345,58 @@ pub fn target_authority(url: &str) -> Result<String, String> {
             "invalid target {url:?}: expected http://host:port with a port"
         ));
     };
-    Ok(format!("{}:{port}", authority.host()))
+    let is_ip = host.parse::<std::net::Ipv4Addr>().is_ok()
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    if is_ip {
+        return Ok(Parsed {
+            authority: format!("{host}:{port}"),
+            name: None,
+            port,
+        });
+    }
+    let name = host.to_ascii_lowercase();
+    check_host_name(&name).map_err(|why| format!("invalid target {url:?}: {why}"))?;
+    Ok(Parsed {
+        authority: format!("{name}:{port}"),
+        name: Some(name),
+        port,
+    })
+}
+
+/// A DNS name as hosts are named (RFC 1123): labels of letters, digits and
+/// hyphens, 1 to 63 characters, not starting or ending with a hyphen, at
+/// most 253 characters in all; a final dot (fully qualified, no search
+/// list) is allowed. A last label of digits only is a mistyped IPv4
+/// address, not a name.
+fn check_host_name(name: &str) -> Result<(), String> {
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() || bare.len() > 253 {
+        return Err("a host name has 1 to 253 characters".into());
+    }
+    let mut last = "";
+    for label in bare.split('.') {
+        let ldh = label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if label.is_empty() || label.len() > 63 || !ldh {
+            return Err(format!(
+                "bad host name label {label:?}: labels are 1 to 63 letters, digits or hyphens"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!(
+                "bad host name label {label:?}: a label cannot start or end with a hyphen"
+            ));
+        }
+        last = label;
+    }
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not an IP address, nor a host name (the last label is all digits)".into());
+    }
+    Ok(())
 }
 
 /// A positive count that fits the `u32` counters it feeds.

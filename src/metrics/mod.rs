@@ -40,6 +40,8 @@ pub struct Metrics {
     upstream_info: IntGaugeVec,
     target_healthy: IntGaugeVec,
     upstream_in_flight: IntGaugeVec,
+    upstream_endpoints: IntGaugeVec,
+    dns_resolutions: IntCounterVec,
     upstream_errors: IntCounterVec,
     ejections: IntCounterVec,
     retries: IntCounterVec,
@@ -124,6 +126,18 @@ impl Default for Metrics {
                 "figway_upstream_in_flight",
                 "Requests in flight to an upstream.",
                 &["upstream"],
+            ),
+            upstream_endpoints: gauge_vec(
+                r,
+                "figway_upstream_endpoints",
+                "Endpoints of an upstream: its IP targets and the addresses its target names resolve to.",
+                &["upstream"],
+            ),
+            dns_resolutions: counter_vec(
+                r,
+                "figway_dns_resolutions_total",
+                "Lookups of target names, by upstream and result (ok, empty, error).",
+                &["upstream", "result"],
             ),
             upstream_errors: counter_vec(
                 r,
@@ -229,6 +243,7 @@ impl Metrics {
         self.upstream_info.reset();
         self.target_healthy.reset();
         self.upstream_in_flight.reset();
+        self.upstream_endpoints.reset();
         fill(&TableGauges(self));
         let mut out = String::new();
         let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
@@ -286,6 +301,23 @@ impl Metrics {
         }
     }
 
+    /// One lookup of one of `upstream`'s target names; `result` is `ok`,
+    /// `empty` or `error`.
+    pub fn dns_resolved(&self, upstream: &str, result: &str) {
+        self.dns_resolutions
+            .with_label_values(&[upstream, result])
+            .inc();
+    }
+
+    /// Removes the lookup counters of an upstream that is gone.
+    pub fn forget_dns(&self, upstream: &str) {
+        for result in ["ok", "empty", "error"] {
+            let _ = self
+                .dns_resolutions
+                .remove_label_values(&[upstream, result]);
+        }
+    }
+
     /// Removes the ejection counter of one target of an upstream.
     pub fn forget_target(&self, upstream: &str, target: &str) {
         let _ = self.ejections.remove_label_values(&[upstream, target]);
@@ -306,8 +338,11 @@ impl TableGauges<'_> {
         }
     }
 
-    pub fn upstream(&self, name: &str, legacy: bool, in_flight: usize) {
+    pub fn upstream(&self, name: &str, legacy: bool, in_flight: usize, endpoints: usize) {
         let m = self.0;
+        m.upstream_endpoints
+            .with_label_values(&[name])
+            .set(i64::try_from(endpoints).unwrap_or(i64::MAX));
         m.upstream_info
             .with_label_values(&[name, if legacy { "true" } else { "false" }])
             .set(1);

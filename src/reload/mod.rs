@@ -1,6 +1,7 @@
 //! Hot reload (SPEC §6). Three triggers (a change to the config file, SIGHUP,
 //! `POST /reload`) lead to one function, [`reload`]: read the file, parse,
-//! validate and compile it whole off the hot path, then swap the new
+//! validate, resolve the target names it adds (bounded, see
+//! `state::resolve`), compile it whole off the hot path, then swap the new
 //! snapshot in with one atomic store. Requests in flight keep the snapshot
 //! they loaded; connections are never touched; targets that survive keep
 //! their pooled connections through the registry.
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::tls::Certificate;
 use crate::config::{self, Loaded};
-use crate::state::{Shared, Snapshot};
+use crate::state::Shared;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -142,21 +143,40 @@ async fn apply(
     // Parsing and compiling 10,000 routes is milliseconds of CPU: keep it off
     // the runtime's workers, which are serving requests.
     let worker = shared.clone();
-    let built = tokio::task::spawn_blocking(move || build(&worker, &path, bytes, hash)).await;
-    let Built {
-        snapshot,
+    let parsed = tokio::task::spawn_blocking(move || parse(&worker, &path, bytes, hash)).await;
+    let Parsed {
+        loaded,
         warnings,
         certs,
-    } = match built {
-        Ok(Ok(b)) => b,
+    } = match parsed {
+        Ok(Ok(p)) => p,
         Ok(Err(errors)) => return reject(shared, trigger, errors),
         Err(e) => return reject(shared, trigger, vec![format!("reload failed: {e}")]),
     };
-    let snapshot = Arc::new(snapshot);
-    // Checkers first: targets new in this snapshot are checked from the
-    // moment they can be picked; those that stay keep theirs.
-    crate::upstream::health::sync(&snapshot.upstreams);
-    let old = shared.snapshot.swap(snapshot.clone());
+    // Names this config adds are looked up now (names it keeps keep their
+    // sets): a failing lookup leaves a target without endpoints, never the
+    // reload undone.
+    let sets = crate::state::resolve::warm_up(
+        &shared.resolver,
+        &shared.registry.metrics,
+        &loaded.config,
+        &shared.dns_sets(),
+    )
+    .await;
+    let (worker, loaded) = (shared.clone(), Arc::new(loaded));
+    let compiling = (loaded.clone(), sets.clone());
+    let compiled = tokio::task::spawn_blocking(move || {
+        let previous = worker.snapshot.load_full();
+        let (loaded, sets) = compiling;
+        crate::state::compile::compile_with(&loaded, &worker.registry, Some(&previous), &sets)
+    })
+    .await;
+    let snapshot = match compiled {
+        Ok(s) => Arc::new(s),
+        Err(e) => return reject(shared, trigger, vec![format!("reload failed: {e}")]),
+    };
+    shared.set_loaded(loaded);
+    let old = shared.install(snapshot.clone(), sets);
     if let (Some(serving), Some(certs)) = (&shared.tls, certs) {
         serving.replace(certs);
     }
@@ -207,14 +227,14 @@ fn reject(shared: &Shared, trigger: Trigger, errors: Vec<String>) -> Outcome {
     Outcome::Rejected { errors }
 }
 
-/// Parse, validate and compile. Sections that need a restart keep the values
-/// the process started with; changing them only earns a warning.
-fn build(
+/// Parse and validate. Sections that need a restart keep the values the
+/// process started with; changing them only earns a warning.
+fn parse(
     shared: &Shared,
     path: &Path,
     bytes: Vec<u8>,
     version: String,
-) -> Result<Built, Vec<String>> {
+) -> Result<Parsed, Vec<String>> {
     let text = String::from_utf8(bytes)
         .map_err(|_| vec![format!("{}: config is not valid UTF-8", path.display())])?;
     let mut loaded: Loaded =
@@ -257,18 +277,16 @@ fn build(
             None
         }
     };
-    let previous = shared.snapshot.load_full();
-    let snapshot = crate::state::compile::compile_after(&loaded, &shared.registry, Some(&previous));
-    Ok(Built {
-        snapshot,
+    Ok(Parsed {
+        loaded,
         warnings,
         certs,
     })
 }
 
-/// A config that passed validation, compiled, ready to swap in.
-struct Built {
-    snapshot: Snapshot,
+/// A config that passed validation, ready to compile.
+struct Parsed {
+    loaded: Loaded,
     warnings: Vec<String>,
     /// The certificates to serve from now on; `None` keeps those in service.
     certs: Option<Vec<Certificate>>,

@@ -1,8 +1,10 @@
 //! Turns a validated [`Loaded`] config into the [`Snapshot`] the hot path
 //! reads: the router trie, upstreams with their round-robin schedules and
 //! targets from the registry (so health and pooled connections survive
-//! reloads), and the metric handles of every (route, upstream) pair. After a
-//! reload, [`forget`] removes the metric series the new table no longer has.
+//! reloads), and the metric handles of every (route, upstream) pair. Targets
+//! given by name become one endpoint per address in the resolved sets handed
+//! in ([`compile_with`]). After a reload or a change of addresses, [`forget`]
+//! removes the metric series the new table no longer has.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,19 +17,34 @@ use crate::config::Loaded;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::{RouteKey, Router};
 use crate::shadow::Shadow;
+use crate::upstream::dns::Sets;
 use crate::upstream::{Registry, Upstream};
 
+/// The snapshot of `loaded` with no name resolved (targets given by name
+/// have no endpoints): for tools and benches that do not resolve.
 pub fn compile(loaded: &Loaded, registry: &Registry) -> Snapshot {
     compile_after(loaded, registry, None)
 }
 
-/// As [`compile`], reusing the metric handles of `previous` (the snapshot
-/// being replaced) for the (route, upstream) pairs that stay: resolving
-/// 10,000 label sets again is a good part of a reload's time.
+/// As [`compile`], reusing the metric handles of `previous` (see
+/// [`compile_with`]).
 pub fn compile_after(
     loaded: &Loaded,
     registry: &Registry,
     previous: Option<&Snapshot>,
+) -> Snapshot {
+    compile_with(loaded, registry, previous, &Sets::new())
+}
+
+/// The snapshot of `loaded`, its names' endpoints taken from `sets`,
+/// reusing the metric handles of `previous` (the snapshot being replaced)
+/// for the (route, upstream) pairs that stay: resolving 10,000 label sets
+/// again is a good part of a reload's time.
+pub fn compile_with(
+    loaded: &Loaded,
+    registry: &Registry,
+    previous: Option<&Snapshot>,
+    sets: &Sets,
 ) -> Snapshot {
     let config = &loaded.config;
     let mut kept: FxHashMap<(&str, &str), &Arc<RouteMetrics>> = FxHashMap::default();
@@ -48,7 +65,7 @@ pub fn compile_after(
     let upstreams: Box<[Upstream]> = config
         .upstreams
         .iter()
-        .map(|u| Upstream::new(u, registry))
+        .map(|u| Upstream::with_endpoints(u, registry, sets))
         .collect();
     registry.sweep();
     let metrics = &registry.metrics;
@@ -144,6 +161,7 @@ pub fn forget(metrics: &Metrics, old: &Snapshot, new: &Snapshot) {
         let kept = new_upstreams.get(&*u.name);
         if kept.is_none() {
             u.metrics.remove();
+            metrics.forget_dns(&u.name);
         }
         for t in u.targets.iter() {
             if !kept.is_some_and(|k| k.targets.iter().any(|n| n.authority == t.authority)) {

@@ -3,8 +3,14 @@
 //! state around it. The snapshot sits behind one `ArcSwap`: a request loads
 //! it once and keeps that `Arc` to the end, so a reload that swaps in a new
 //! table never changes the rules under a request already in flight.
+//!
+//! [`Shared`] also keeps what a recompile needs without a reload: the
+//! config in service and the resolved sets of its target names, which
+//! `resolve` refreshes in the background (SPEC §10); [`Shared::install`] is
+//! the one way a compiled snapshot goes into service.
 
 pub mod compile;
+pub mod resolve;
 pub mod snapshot;
 pub mod tunnels;
 
@@ -17,6 +23,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::config::{Listen, Loaded, Log, Runtime};
+use crate::upstream::dns::{self, Sets};
 use crate::upstream::Registry;
 pub use snapshot::{Route, Snapshot};
 
@@ -59,15 +66,26 @@ pub struct Shared {
     pub tls: Option<Arc<crate::tls::Certs>>,
     /// Upgraded connections, which the drain waits for and cuts.
     pub tunnels: Arc<tunnels::Tunnels>,
+    /// The config in service, as compiled (restart-only sections as the
+    /// process runs them): what a change of addresses recompiles.
+    loaded: Mutex<Arc<Loaded>>,
+    /// The last good addresses of the target names of `loaded`. Written
+    /// only under `reload_lock`.
+    dns: Mutex<Sets>,
+    /// Looks target names up (`[runtime] resolver` is fixed at start).
+    pub resolver: dns::Resolver,
 }
 
 impl Shared {
     pub fn new(loaded: &Loaded) -> Arc<Shared> {
         let registry = Registry::default();
-        let snapshot = compile::compile(loaded, &registry);
+        // Names first, so that the first table already has their endpoints
+        // (bounded: a name that does not answer starts with none).
+        let sets = resolve::warm_up_blocking(&loaded.config, &registry.metrics);
+        let snapshot = compile::compile_with(loaded, &registry, None, &sets);
         crate::upstream::health::sync(&snapshot.upstreams);
         registry.metrics.loaded_at_start();
-        Arc::new(Shared {
+        let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
             status: Mutex::new(ConfigStatus {
@@ -93,7 +111,43 @@ impl Shared {
             tls: (!loaded.config.tls.is_empty())
                 .then(|| crate::tls::Certs::new(loaded.config.tls.clone())),
             tunnels: Arc::default(),
-        })
+            loaded: Mutex::new(Arc::new(loaded.clone())),
+            dns: Mutex::new(sets),
+            resolver: dns::Resolver::new(loaded.config.runtime.resolver),
+        });
+        resolve::start(&shared);
+        shared
+    }
+
+    /// Puts `snapshot`, compiled from the config [`Shared::set_loaded`]
+    /// holds with `sets`, into service: health checkers first (endpoints
+    /// new in it are checked from the moment they can be picked; those
+    /// that stay keep theirs), then the swap. Returns the snapshot it
+    /// replaces, for `compile::forget`. The caller holds `reload_lock`.
+    pub fn install(&self, snapshot: Arc<Snapshot>, sets: Sets) -> Arc<Snapshot> {
+        crate::upstream::health::sync(&snapshot.upstreams);
+        let old = self.snapshot.swap(snapshot);
+        *self.dns.lock().unwrap_or_else(|e| e.into_inner()) = sets;
+        old
+    }
+
+    /// The config in service, as compiled.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the config a reload put in service. The caller holds
+    /// `reload_lock`.
+    pub fn set_loaded(&self, loaded: Arc<Loaded>) {
+        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = loaded;
+    }
+
+    /// The last good addresses of the config's target names.
+    pub fn dns_sets(&self) -> Sets {
+        self.dns.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn config_path(&self) -> PathBuf {

@@ -68,7 +68,7 @@ impl Snapshot {
             gauges.access_log_dropped(crate::access_log::dropped());
             for u in self.upstreams.iter() {
                 let in_flight = u.shared.in_flight.load(Ordering::Relaxed);
-                gauges.upstream(&u.name, u.legacy, in_flight);
+                gauges.upstream(&u.name, u.legacy, in_flight, u.targets.len());
                 for t in u.targets.iter() {
                     gauges.target(&u.name, &t.authority, t.healthy.load(Ordering::Relaxed));
                 }

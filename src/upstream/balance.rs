@@ -104,6 +104,10 @@ pub fn pick_least_request(
     ok: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let n = weights.len();
+    // No endpoints (a name that resolves to nothing): nothing to draw from.
+    if n == 0 {
+        return None;
+    }
     if n == 1 {
         return ok(0).then_some(0);
     }

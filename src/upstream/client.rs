@@ -274,8 +274,9 @@ async fn send_h2c(
     }
 }
 
-/// A TCP connection to the target (`host:port`; names are resolved here,
-/// on each new connection) within `timeout`, resolution included.
+/// A TCP connection to the target within `timeout`. Targets are addresses:
+/// names are resolved ahead of time into one target per address (see
+/// `dns`), never here on the way of a request.
 async fn connect_tcp(target: &Target, timeout: Duration) -> Option<TcpStream> {
     let stream = match dial(&target.authority, timeout).await {
         Ok(s) => s,
@@ -293,8 +294,9 @@ async fn connect_tcp(target: &Target, timeout: Duration) -> Option<TcpStream> {
 /// `TcpStream::connect(authority)` does, but says which step failed: a
 /// name that does not resolve and an address that refuses both end in
 /// `502 upstream_connect`, and the log line is all an operator has to tell
-/// them apart. An IP literal is parsed, not looked up, so IP targets pay
-/// nothing for this.
+/// them apart. An IP literal is parsed, not looked up, so targets (every
+/// one an address since SPEC §10) pay nothing for this; the name branches
+/// stay for an authority that is not an address, should one ever get here.
 async fn dial(authority: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let addresses =

@@ -1,5 +1,6 @@
-//! Active health checks (SPEC §5): one task per target of an upstream with a
-//! `[health]` table, GET `path` with `Host: host:port` and
+//! Active health checks (SPEC §5): one task per target (per endpoint, for a
+//! target given by name) of an upstream with a `[health]` table, GET `path`
+//! to the endpoint's address with `Host` the configured `host:port` and
 //! `user-agent: figway-health` every `interval`. A target starts healthy,
 //! turns unhealthy after `unhealthy_after` failed checks in a row and back
 //! after `healthy_after` good ones ([`observe`], a pure function).
@@ -108,21 +109,22 @@ async fn run(target: Weak<Target>, spec: HealthSpec, protocol: Protocol, generat
     loop {
         tick.tick().await;
         let Some(t) = target.upgrade() else { return };
-        let authority = t.authority.clone();
+        let (authority, host) = (t.authority.clone(), t.host());
         drop(t);
         // Why the check failed, kept for the line that turns the target
         // unhealthy: a status, a refused connect and a timeout call for
         // different fixes.
-        let failed =
-            match tokio::time::timeout(spec.timeout, check(&authority, &spec.path, protocol)).await
-            {
-                Ok(Ok(status)) if (spec.expect.0..=spec.expect.1).contains(&status.as_u16()) => {
-                    None
-                }
-                Ok(Ok(status)) => Some(format!("status {}", status.as_u16())),
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(format!("no answer within timeout ({:?})", spec.timeout)),
-            };
+        let failed = match tokio::time::timeout(
+            spec.timeout,
+            check(&authority, &host, &spec.path, protocol),
+        )
+        .await
+        {
+            Ok(Ok(status)) if (spec.expect.0..=spec.expect.1).contains(&status.as_u16()) => None,
+            Ok(Ok(status)) => Some(format!("status {}", status.as_u16())),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within timeout ({:?})", spec.timeout)),
+        };
         let next = observe(counter, failed.is_none(), &spec);
         let Some(t) = target.upgrade() else { return };
         // `upstream_target`, not `target`: the JSON log already has a
@@ -170,15 +172,18 @@ fn checks_in_a_row(n: u32) -> String {
 /// One check on a fresh connection, so that a target that stopped accepting
 /// connections fails it even while pooled connections still answer. In the
 /// upstream's protocol: an h2c service may not speak HTTP/1.1 at all.
+/// `authority` is dialled (an address); `host`, the configured `host:port`,
+/// is what the request names, as SPEC §10 asks.
 async fn check(
     authority: &str,
+    host: &str,
     path: &str,
     protocol: Protocol,
 ) -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
     let stream = TcpStream::connect(authority).await?;
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
-    let request = Request::get(format!("http://{authority}{path}"))
+    let request = Request::get(format!("http://{host}{path}"))
         .header(http::header::USER_AGENT, "figway-health");
     let response = match protocol {
         Protocol::Http1 => {
@@ -188,7 +193,7 @@ async fn check(
             // Origin form, with Host, as a browser would send it.
             let request = request
                 .uri(path)
-                .header(http::header::HOST, authority)
+                .header(http::header::HOST, host)
                 .body(Empty::new())?;
             sender.send_request(request).await?
         }

@@ -6,9 +6,16 @@
 //! forgets neither health nor ejections, and pooled connections (kept per
 //! thread by target id, see [`pool`]) stay usable.
 //!
-//! Layers inside: `log_limit`, `target`, `outlier`, `balance`, `budget` and `pool` know
-//! nothing of this file; this file compiles upstreams from them; `client`
-//! (one attempt at one target) and `health` (active checks) build on it.
+//! A target given by DNS name is as many endpoints as it has addresses
+//! ([`Upstream::with_endpoints`], from the sets `dns` keeps); each endpoint
+//! is a [`Target`] of its own, keyed by (upstream, `ip:port`), so its
+//! health, ejection, in-flight count and pooled connections outlive the
+//! answers that keep it, as an IP target's outlive reloads.
+//!
+//! Layers inside: `log_limit`, `target`, `outlier`, `balance`, `budget`,
+//! `pool` and `dns` know nothing of this file; this file compiles upstreams
+//! from them; `client` (one attempt at one target) and `health` (active
+//! checks) build on it.
 //!
 //! Nothing here takes a lock on the way to a pick; the outlier mutex is
 //! taken only after a failure, or after a success that ends a failure streak.
@@ -16,6 +23,7 @@
 pub mod balance;
 pub mod budget;
 pub mod client;
+pub mod dns;
 pub mod h2pool;
 pub mod health;
 pub mod log_limit;
@@ -24,6 +32,7 @@ pub mod pool;
 pub mod target;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -31,7 +40,7 @@ use balance::{Ring, Tried};
 pub use target::{Target, TargetGuard};
 
 use crate::config::{
-    Balance, HealthSpec, KeySource, OutlierSpec, Protocol, Timeouts, UpstreamSpec,
+    Balance, HealthSpec, KeySource, OutlierSpec, Protocol, TargetSpec, Timeouts, UpstreamSpec,
 };
 
 /// Per-upstream state that outlives snapshots.
@@ -62,8 +71,11 @@ pub struct Upstream {
     pub protocol: Protocol,
     pub balance: Balance,
     pub hash_key: Option<KeySource>,
+    /// The endpoints: one per IP target, one per address of a target given
+    /// by name (none while the name resolves to nothing).
     pub targets: Box<[Arc<Target>]>,
-    /// As configured, for the admin API; parallel to `targets`.
+    /// The target URL each endpoint comes from, as configured, for the
+    /// admin API; parallel to `targets`.
     pub urls: Box<[Box<str>]>,
     pub weights: Box<[u32]>,
     pub timeouts: Timeouts,
@@ -79,25 +91,39 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The upstream with its IP targets only: names count as not resolved
+    /// (no endpoints). For benches and tools that never resolve.
     pub fn new(spec: &UpstreamSpec, registry: &Registry) -> Upstream {
-        let weights: Box<[u32]> = spec.targets.iter().map(|t| t.weight).collect();
-        let authorities: Vec<&str> = spec.targets.iter().map(|t| t.authority.as_str()).collect();
+        Upstream::with_endpoints(spec, registry, &dns::Sets::new())
+    }
+
+    /// The upstream with one endpoint per IP target and per address of each
+    /// name in `sets`, each with its target's weight. An address that two
+    /// targets share (a name and an IP target, two names) is one endpoint,
+    /// the first target's: one address, one health and one pool.
+    pub fn with_endpoints(spec: &UpstreamSpec, registry: &Registry, sets: &dns::Sets) -> Upstream {
+        let endpoints = endpoints(spec, sets);
+        let weights: Box<[u32]> = endpoints.iter().map(|e| e.target.weight).collect();
+        let authorities: Vec<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
         Upstream {
             name: spec.name.as_str().into(),
             legacy: spec.legacy,
             protocol: spec.protocol,
             balance: spec.balance,
             hash_key: spec.hash_key.clone(),
-            targets: spec
-                .targets
+            targets: endpoints
                 .iter()
-                .map(|t| {
-                    let target = registry.target(&spec.name, &t.authority);
+                .map(|e| {
+                    let target = registry.target(&spec.name, &e.address);
                     target.set_idle_timeout(spec.timeouts.idle);
+                    target.set_host(&e.target.authority);
                     target
                 })
                 .collect(),
-            urls: spec.targets.iter().map(|t| t.url.as_str().into()).collect(),
+            urls: endpoints
+                .iter()
+                .map(|e| e.target.url.as_str().into())
+                .collect(),
             schedule: balance::smooth_schedule(&weights),
             ring: match spec.balance {
                 Balance::Hash => Ring::new(&authorities, &weights),
@@ -191,6 +217,44 @@ impl Upstream {
             );
         }
     }
+}
+
+/// One endpoint before it becomes a [`Target`]: its address and the
+/// configured target it comes from.
+struct Endpoint<'a> {
+    /// `ip:port` (`[v6]:port`), or an IP target's own authority.
+    address: String,
+    target: &'a TargetSpec,
+}
+
+/// The endpoints of `spec`'s targets, in target order (a name's addresses
+/// in their sorted order), each address once.
+fn endpoints<'a>(spec: &'a UpstreamSpec, sets: &dns::Sets) -> Vec<Endpoint<'a>> {
+    let mut out: Vec<Endpoint<'a>> = Vec::with_capacity(spec.targets.len());
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for target in &spec.targets {
+        let addresses: Vec<String> = match &target.name {
+            None => vec![target.authority.clone()],
+            Some(name) => {
+                let key = dns::Key {
+                    upstream: spec.name.clone(),
+                    name: name.clone(),
+                    family: spec.dns_family,
+                };
+                sets.get(&key).map_or_else(Vec::new, |set| {
+                    set.iter()
+                        .map(|ip| SocketAddr::new(*ip, target.port).to_string())
+                        .collect()
+                })
+            }
+        };
+        for address in addresses {
+            if seen.insert(address.clone()) {
+                out.push(Endpoint { address, target });
+            }
+        }
+    }
+    out
 }
 
 /// Targets by (upstream, authority) and upstream state by name, held

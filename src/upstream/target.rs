@@ -22,8 +22,13 @@ pub struct Target {
     /// per upstream and authority), so that log lines about the target can
     /// say which upstream it serves.
     pub upstream: Box<str>,
-    /// `host:port`: what we dial and what logs and metrics call it.
+    /// `ip:port` for an endpoint of a name, `host:port` for an IP target:
+    /// what we dial and what logs, metrics and the admin API call it.
     pub authority: Box<str>,
+    /// The target's `host:port` as configured (the name, for an endpoint of
+    /// one): the `Host` of its health checks. Set by each compile, as an
+    /// address can move from one name to another.
+    host: Mutex<Arc<str>>,
     /// Key of this target's idle connections in every thread's pool.
     pub id: u64,
     /// The upstream's `idle_timeout` in milliseconds; set by each compile.
@@ -55,6 +60,7 @@ impl Target {
         Target {
             upstream: upstream.into(),
             authority: authority.into(),
+            host: Mutex::new(authority.into()),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             idle_timeout_ms: AtomicU64::new(90_000),
             healthy: AtomicBool::new(true),
@@ -85,6 +91,18 @@ impl Target {
 
     pub fn idle_timeout_ms(&self) -> u64 {
         self.idle_timeout_ms.load(Ordering::Relaxed)
+    }
+
+    /// The `Host` of health checks: the configured `host:port`.
+    pub fn host(&self) -> Arc<str> {
+        self.host.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(super) fn set_host(&self, host: &str) {
+        let mut current = self.host.lock().unwrap_or_else(|e| e.into_inner());
+        if **current != *host {
+            *current = host.into();
+        }
     }
 
     pub(super) fn set_idle_timeout(&self, timeout: Duration) {
