@@ -4,8 +4,10 @@
 #
 #   1. builds figway and starts it with a small config: a monolith
 #      (legacy = true) and new services, served by tiny python3 HTTP servers;
-#      a split route, a shadow route with compare, a route with a fallback;
-#      then sends traffic with curl;
+#      a split route, a shadow route with compare, a route with a fallback,
+#      and an upstream whose targets are DNS names, asked of a tiny python3
+#      DNS server (one name resolves, one answers SERVFAIL); then sends
+#      traffic with curl;
 #   2. `promtool check metrics` on GET /metrics (and the SPEC §8 names and
 #      types are all there);
 #   3. `promtool check rules config/alerts.yml`, `promtool check config` on a
@@ -147,6 +149,49 @@ PIDS+=($!)
 wait_for "the monolith backend" 10 curl -sf "http://127.0.0.1:$MONO_PORT/"
 wait_for "the new-service backend" 10 curl -sf "http://127.0.0.1:$NEW_PORT/"
 
+# A DNS server for the names of upstream "catalog" ([runtime] resolver):
+# catalog.figway.test is 127.0.0.1 (an endpoint, lookups "ok"), any other
+# name SERVFAIL (lookups "error", for the dashboard's DNS panel and the
+# alert). UDP on a port it picks and writes to dns.port.
+cat >"$WORK/dns.py" <<'PY'
+import os, socket, struct, sys
+
+ANSWERS = {"catalog.figway.test": "127.0.0.1"}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(s.getsockname()[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    q, peer = s.recvfrom(4096)
+    try:
+        ident, flags = struct.unpack(">HH", q[:4])
+        i, labels = 12, []
+        while q[i]:
+            labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
+            i += 1 + q[i]
+        qtype = struct.unpack(">H", q[i + 1:i + 3])[0]
+        question = q[12:i + 5]
+    except (IndexError, struct.error, UnicodeDecodeError):
+        continue
+    ip = ANSWERS.get(".".join(labels))
+    answer = b""
+    if ip is None:
+        rcode = 2  # SERVFAIL
+    else:
+        rcode = 0
+        if qtype == 1:  # A; other types: NOERROR without records
+            answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 5, 4) + socket.inet_aton(ip)
+    # QR, opcode 0, AA, RD copied, RA, rcode
+    out_flags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | rcode
+    header = struct.pack(">HHHHHH", ident, out_flags, 1, 1 if answer else 0, 0, 0)
+    s.sendto(header + question + answer, peer)
+PY
+python3 "$WORK/dns.py" "$WORK/dns.port" 2>"$WORK/dns.err" &
+PIDS+=($!)
+wait_for "the DNS server" 10 test -s "$WORK/dns.port"
+DNS_PORT=$(cat "$WORK/dns.port")
+
 # ------------------------------------------------------------------ figway
 # orders: split between the new service and the monolith; the new side has
 #         a second target nobody listens on (connect errors, retries,
@@ -154,6 +199,8 @@ wait_for "the new-service backend" 10 curl -sf "http://127.0.0.1:$NEW_PORT/"
 # users:  a new service that is down (health checks fail) with the monolith
 #         as fallback.
 # search: served by the monolith, shadowed to the new service with compare.
+# catalog: a service found by DNS name (catalog.figway.test: one endpoint;
+#          broken.figway.test: lookups fail, no endpoint).
 # legacy: everything else (GET/HEAD) to the monolith; a DELETE elsewhere
 #         matches no route (route="", upstream="").
 cat >"$WORK/figway.toml" <<EOF
@@ -166,6 +213,9 @@ address = "127.0.0.1:$ADMIN_PORT"
 
 [log]
 access_log = false
+
+[runtime]
+resolver = "127.0.0.1:$DNS_PORT"
 
 [defaults]
 connect_timeout = "500ms"
@@ -193,6 +243,10 @@ unhealthy_after = 1
 [upstreams.search]
 targets = ["http://127.0.0.1:$NEW_PORT"]
 
+[upstreams.catalog]
+targets = ["http://catalog.figway.test:$NEW_PORT", "http://broken.figway.test:$NEW_PORT"]
+resolve_interval = "1s"
+
 [[routes]]
 name = "orders"
 prefix = "/api/orders"
@@ -214,6 +268,11 @@ compare = true
 ignore_headers = ["date"]
 
 [[routes]]
+name = "catalog"
+prefix = "/api/catalog"
+to = "catalog"
+
+[[routes]]
 name = "legacy"
 prefix = "/"
 methods = ["GET", "HEAD"]
@@ -226,7 +285,7 @@ log "starting figway (proxy $PROXY, admin $ADMIN)"
 PIDS+=($!)
 wait_for "figway's /readyz" 30 curl -sf "$ADMIN/readyz"
 
-# One round of traffic: 16 requests on one keep-alive connection, plus one
+# One round of traffic: 17 requests on one keep-alive connection, plus one
 # that matches no route. Status codes go to $WORK/codes.
 round() {
   local args=(-s --max-time 10 -w '%{http_code}\n')
@@ -234,6 +293,7 @@ round() {
     /api/orders/1 /api/orders/2 /api/orders/3 /api/orders/4 /api/orders/boom /api/orders/slow
     /api/users/1 /api/users/2 /api/users/slow
     /api/search?q=figway /api/search?q=fig /api/search?q=strangler /api/search?q=proxy /api/search/whoami
+    /api/catalog/1
     / /about
   )
   for p in "${paths[@]}"; do args+=(-o /dev/null "$PROXY$p"); done
@@ -285,6 +345,8 @@ spec = {
     "figway_config_reloads_total": "counter",
     "figway_config_last_reload_success_timestamp_seconds": "gauge",
     "figway_connections_active": "gauge",
+    "figway_dns_resolutions_total": "counter",
+    "figway_upstream_endpoints": "gauge",
 }
 bad = [f"{n}: want {t}, exposed {types.get(n, 'nothing')}" for n, t in spec.items() if types.get(n) != t]
 extra = sorted(n for n in types if n.startswith("figway_") and n not in spec)
@@ -508,7 +570,7 @@ if not share or not 0 < share[0] < 1:
 pairs = {(dict(k).get("route", ""), dict(k).get("upstream", "")) for k in vector(
     "sum by (route, upstream) (rate(figway_requests_total[1m])) > 0")}
 for want in [("orders", "orders"), ("orders", "monolith"), ("users", "monolith"),
-             ("search", "monolith"), ("legacy", "monolith"), ("", "")]:
+             ("search", "monolith"), ("catalog", "catalog"), ("legacy", "monolith"), ("", "")]:
     if want not in pairs:
         problems.append(f"no traffic counted for route={want[0]!r} upstream={want[1]!r} (have {sorted(pairs)})")
 checks = {
@@ -524,13 +586,17 @@ checks = {
         'sum(rate(figway_shadow_requests_total{route="search", result=~"match|mismatch"}[1m])) by (result) > 0',
     "an outlier ejection on orders": 'figway_outlier_ejections_total{upstream="orders"} > 0',
     "a rejected reload counted": 'figway_config_reloads_total{result="error"} > 0',
+    "catalog: one endpoint (catalog.figway.test), none from broken.figway.test":
+        'figway_upstream_endpoints{upstream="catalog"} == 1',
+    "catalog: lookups ok and failed":
+        'sum by (result) (rate(figway_dns_resolutions_total{upstream="catalog", result=~"ok|error"}[1m])) > 0',
     "5xx on both sides of orders":
         'count(sum by (legacy) (rate(figway_requests_total{route="orders", code="500"}[1m]) '
         '* on (job, instance, upstream) group_left (legacy) figway_upstream_info)) == 2',
 }
 for what, q in checks.items():
     n = len(vector(q))
-    want = 2 if what == "shadow matches and mismatches on search" else 1
+    want = 2 if what in ("shadow matches and mismatches on search", "catalog: lookups ok and failed") else 1
     if n < want:
         problems.append(f"expected from the traffic: {what} ({q})")
 

@@ -10,10 +10,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+pub mod dns;
 pub mod rogue;
 pub mod ws;
 
@@ -434,14 +436,35 @@ type Handler =
 pub struct Backend {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections accepted so far, and those still open: how a test sees
+    /// figway's pooled connections to this backend come and go.
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Decrements a backend's open-connection count however its connection
+/// task ends (closed, failed, or aborted with the backend).
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Backend {
     /// Answers 200 with body `name` and header `x-backend: name`.
     pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::start_on(listener, name)
+    }
+
+    /// As [`Backend::start`], on a listener the test bound (another
+    /// loopback address, a given port).
+    pub fn start_on(listener: TcpListener, name: &str) -> Backend {
         let name = name.to_string();
-        Backend::with(move |_| {
+        Backend::with_on(listener, move |_| {
             let name = name.clone();
             async move {
                 Response::builder()
@@ -450,7 +473,15 @@ impl Backend {
                     .unwrap()
             }
         })
-        .await
+    }
+
+    /// As [`Backend::with`], on a listener the test bound.
+    pub fn with_on<F, Fut>(listener: TcpListener, handler: F) -> Backend
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        Backend::serve(listener, Arc::new(move |s| Box::pin(handler(s))))
     }
 
     /// Answers with `handler`, which sees the request after its body was read.
@@ -467,14 +498,21 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (accepted_count, open_count) = (accepted.clone(), open.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted_count.fetch_add(1, Ordering::SeqCst);
+                open_count.fetch_add(1, Ordering::SeqCst);
+                let guard = OpenConnection(open_count.clone());
                 let handler = handler.clone();
                 let log = log.clone();
                 tokio::spawn(async move {
+                    let _guard = guard;
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let handler = handler.clone();
                         let log = log.clone();
@@ -511,7 +549,23 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, seen, task }
+        Backend {
+            addr,
+            seen,
+            accepted,
+            open,
+            task,
+        }
+    }
+
+    /// Connections accepted since the backend started.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now (accepted and not yet closed by either side).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
