@@ -594,14 +594,6 @@ to = "all_families"
     // "all": every address /etc/hosts lists for localhost, and no other
     // (here /etc/hosts may list 127.0.0.1 alone, without ::1).
     //
-    // FAILS against the dns branch (f5159a6) on a machine whose /etc/hosts
-    // lists only `127.0.0.1 localhost`: figway's "all" gives
-    // [127.0.0.1, ::1]. The AAAA question finds nothing in /etc/hosts and
-    // goes to hickory's built-in RFC 6761 answer for localhost (::1), so
-    // the endpoint [::1]:port exists although the system's configuration
-    // does not say so (SPEC §10: "Resolution follows the system's
-    // /etc/hosts"); a service bound to 127.0.0.1 alone then refuses half
-    // the connections.
     let want_all: Vec<String> = listed.iter().map(|ip| endpoint(*ip, port)).collect();
     await_addresses(fig.admin, "all_families", &want_all).await;
 
@@ -1203,11 +1195,8 @@ async fn a_reload_resolves_again() {
     await_addresses(fig.admin, "svc", &[endpoint(V4_A, port)]).await;
 
     dns.set("re.figway.test", &[V4_B]);
-    // FAILS against the dns branch (f5159a6): a reload resolves only names
-    // it does not know yet (src/state/resolve.rs `warm_up`: "Names already
-    // known keep their last set"), so with resolve_interval = "1h" the new
-    // address appears an hour later; SPEC §10 says a name is resolved "on
-    // every reload".
+    // SPEC §10: names are resolved on every reload; a reload has the names
+    // it keeps looked up again at once (resolve_interval is an hour here).
     let a = admin_post(fig.admin, "/reload").await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     await_addresses(fig.admin, "svc", &[endpoint(V4_B, port)]).await;

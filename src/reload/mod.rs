@@ -153,9 +153,9 @@ async fn apply(
         Ok(Err(errors)) => return reject(shared, trigger, errors),
         Err(e) => return reject(shared, trigger, vec![format!("reload failed: {e}")]),
     };
-    // Names this config adds are looked up now (names it keeps keep their
-    // sets): a failing lookup leaves a target without endpoints, never the
-    // reload undone.
+    // Names this config adds are looked up now (names it keeps serve on
+    // their sets and are looked up again once it is in service): a failing
+    // lookup leaves a target without endpoints, never the reload undone.
     let sets = crate::state::resolve::warm_up(
         &shared.resolver,
         &shared.registry.metrics,
@@ -177,6 +177,10 @@ async fn apply(
     };
     shared.set_loaded(loaded);
     let old = shared.install(snapshot.clone(), sets);
+    // The names it kept are looked up again too, in the background: a
+    // reload is how an operator says "look again", and it must not wait
+    // on DNS for names it already serves.
+    shared.resolve_names_now();
     if let (Some(serving), Some(certs)) = (&shared.tls, certs) {
         serving.replace(certs);
     }

@@ -77,6 +77,10 @@ pub struct Shared {
     dns: Mutex<Sets>,
     /// Looks target names up (`[runtime] resolver` is fixed at start).
     pub resolver: dns::Resolver,
+    /// Woken by every reload that applies: the background task then looks
+    /// every name up again at once (SPEC §10: names are resolved on every
+    /// reload), while the reload itself waits only for the names it adds.
+    resolve_now: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -117,6 +121,7 @@ impl Shared {
             loaded: Mutex::new(Arc::new(loaded.clone())),
             dns: Mutex::new(sets),
             resolver: dns::Resolver::new(loaded.config.runtime.resolver),
+            resolve_now: Arc::default(),
         });
         follow_names(&shared);
         shared
@@ -148,6 +153,13 @@ impl Shared {
         *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = loaded;
     }
 
+    /// Has the background task look every target name up again now, not at
+    /// its next `resolve_interval` (after a reload). A wake-up while a round
+    /// runs is kept for the next.
+    pub fn resolve_names_now(&self) {
+        self.resolve_now.notify_one();
+    }
+
     /// The last good addresses of the config's target names.
     pub fn dns_sets(&self) -> Sets {
         self.dns.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -171,10 +183,10 @@ fn follow_names(shared: &Arc<Shared>) {
         tracing::warn!("no runtime: target names are not looked up again");
         return;
     };
-    runtime.spawn(follow(Arc::downgrade(shared)));
+    runtime.spawn(follow(Arc::downgrade(shared), shared.resolve_now.clone()));
 }
 
-async fn follow(shared: Weak<Shared>) {
+async fn follow(shared: Weak<Shared>, resolve_now: Arc<tokio::sync::Notify>) {
     // When each name is next due.
     let mut due: HashMap<Key, Instant> = HashMap::new();
     // Names whose last lookup failed: warned once when they start failing,
@@ -220,7 +232,13 @@ async fn follow(shared: Weak<Shared>) {
             at.saturating_duration_since(Instant::now())
                 .min(resolve::MAX_NAP)
         });
-        tokio::time::sleep(nap).await;
+        tokio::select! {
+            _ = tokio::time::sleep(nap) => {}
+            _ = resolve_now.notified() => {
+                let now = Instant::now();
+                due.values_mut().for_each(|at| *at = now);
+            }
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! names a config needs are resolved before its first compile and before a
 //! reload's compile, all at once and within [`dns::WARM_UP`]: a name that
 //! does not answer in time starts without endpoints. Names already known
-//! keep their last set, so a reload never waits on DNS for them.
+//! keep their last set, so a reload never waits on DNS for them; once the
+//! reload is in service, the background task looks them up again at once.
 //!
 //! Then a background task (started by `Shared::new`, in `state`'s own
 //! file, as it drives `Shared`) looks each name up again every

@@ -146,6 +146,51 @@ fn no_records_code(e: &NetError) -> Option<ResponseCode> {
 #[derive(Clone)]
 pub struct Resolver {
     inner: TokioResolver,
+    /// `/etc/hosts`, read once at start. A name it lists is answered from
+    /// it alone, family by family (an address family it does not list for
+    /// the name is "empty"), as glibc's `files` source does: hickory's own
+    /// hosts handling would go on to DNS, or to its built-in RFC 6761
+    /// answer for `localhost` (`::1`), for a family the file leaves out,
+    /// and make an endpoint the system never named (SPEC §10: resolution
+    /// follows `/etc/hosts`).
+    hosts: Arc<Hosts>,
+}
+
+/// Names (lowercase, no trailing dot) and the addresses `/etc/hosts` gives
+/// them, in file order.
+type Hosts = std::collections::HashMap<String, Vec<IpAddr>>;
+
+/// Parses a hosts file: `ADDRESS NAME [ALIAS...]` per line, `#` comments;
+/// lines whose first word is not an address are skipped, as the C library
+/// does.
+fn parse_hosts(text: &str) -> Hosts {
+    let mut hosts = Hosts::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let Some(Ok(ip)) = words.next().map(str::parse::<IpAddr>) else {
+            continue;
+        };
+        for name in words {
+            let listed = hosts
+                .entry(name.trim_end_matches('.').to_ascii_lowercase())
+                .or_default();
+            if !listed.contains(&ip) {
+                listed.push(ip);
+            }
+        }
+    }
+    hosts
+}
+
+fn system_hosts() -> Hosts {
+    match std::fs::read_to_string("/etc/hosts") {
+        Ok(text) => parse_hosts(&text),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read /etc/hosts; target names go to DNS only");
+            Hosts::new()
+        }
+    }
 }
 
 impl Resolver {
@@ -185,7 +230,8 @@ impl Resolver {
         // figway keeps the last good set itself; a cache would only answer
         // from old data when asked for new.
         options.cache_size = 0;
-        options.use_hosts_file = ResolveHosts::Always;
+        // /etc/hosts is ours to answer (see `hosts`).
+        options.use_hosts_file = ResolveHosts::Never;
         let inner = match builder.build() {
             Ok(r) => r,
             Err(e) => {
@@ -194,7 +240,7 @@ impl Resolver {
                     ResolverConfig::from_name_servers(Vec::new()),
                     TokioRuntimeProvider::default(),
                 );
-                fallback.options_mut().use_hosts_file = ResolveHosts::Always;
+                fallback.options_mut().use_hosts_file = ResolveHosts::Never;
                 fallback.options_mut().cache_size = 0;
                 match fallback.build() {
                     Ok(r) => r,
@@ -204,7 +250,10 @@ impl Resolver {
                 }
             }
         };
-        Resolver { inner }
+        Resolver {
+            inner,
+            hosts: Arc::new(system_hosts()),
+        }
     }
 
     /// A resolver whose every lookup fails; only when hickory cannot build
@@ -215,7 +264,10 @@ impl Resolver {
             TokioRuntimeProvider::default(),
         );
         match builder.build() {
-            Ok(inner) => Resolver { inner },
+            Ok(inner) => Resolver {
+                inner,
+                hosts: Arc::new(system_hosts()),
+            },
             Err(e) => unreachable!("hickory cannot build an empty resolver: {e}"),
         }
     }
@@ -270,6 +322,18 @@ impl Resolver {
     }
 
     async fn query(&self, name: &str, record_type: RecordType) -> Found {
+        if let Some(listed) = self.hosts.get(name.trim_end_matches('.')) {
+            let found: Vec<IpAddr> = listed
+                .iter()
+                .filter(|ip| (record_type == RecordType::A) == ip.is_ipv4())
+                .copied()
+                .collect();
+            return if found.is_empty() {
+                Found::Empty
+            } else {
+                Found::Addresses(found)
+            };
+        }
         let result = self.inner.lookup(name, record_type).await.map(|lookup| {
             lookup
                 .answers()
@@ -397,17 +461,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_hosts_file_answers_its_names_family_by_family() {
+        let hosts = parse_hosts(
+            "# comment\n127.0.0.1 localhost Local.Example.\n::1 ip6-localhost localhost\n\
+             10.0.0.1 app # the app\nnot-an-address ignored\n10.0.0.2 app\n",
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(hosts["localhost"], [ip("127.0.0.1"), ip("::1")]);
+        assert_eq!(hosts["local.example"], [ip("127.0.0.1")]);
+        assert_eq!(hosts["app"], [ip("10.0.0.1"), ip("10.0.0.2")]);
+        assert!(!hosts.contains_key("ignored"));
+    }
+
     #[tokio::test]
     async fn localhost_resolves_locally_and_invalid_names_to_nothing() {
         let resolver = Resolver::new(None);
         let v4 = resolver.resolve("localhost", DnsFamily::V4Preferred).await;
         assert_eq!(v4, Answer::Addresses(vec![IpAddr::from([127, 0, 0, 1])]));
+        // "all": what /etc/hosts lists for localhost, and nothing else.
+        let listed = system_hosts().remove("localhost").unwrap_or_default();
+        let mut want = listed.clone();
+        want.sort_unstable();
         let all = resolver.resolve("localhost", DnsFamily::All).await;
-        let Answer::Addresses(all) = all else {
-            panic!("localhost: {all:?}")
-        };
-        assert!(all.contains(&IpAddr::from([127, 0, 0, 1])), "{all:?}");
-        assert!(all.iter().any(IpAddr::is_ipv6), "{all:?}");
+        assert_eq!(all, Answer::Addresses(want));
         let nothing = resolver.resolve("nowhere.invalid", DnsFamily::All).await;
         assert_eq!(nothing, Answer::Empty);
     }
