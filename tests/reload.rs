@@ -916,6 +916,11 @@ async fn reload_logs_what_changed() {
     assert!(changes.contains("+[extra]"), "added route missing: {line}");
     assert!(changes.contains("-[old]"), "removed route missing: {line}");
     assert_eq!(line["trigger"], "file", "{line}");
+    // Rounded to a tenth of a millisecond, not the float's 17 digits.
+    let took = line["took_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no took_ms number: {line}"));
+    assert_eq!((took * 10.0).round() / 10.0, took, "{line}");
 }
 
 /// A config that is a symlink into a subdirectory (`figway.toml ->
