@@ -16,7 +16,7 @@
 #
 # Knobs (environment): FIGWAY_BIN (default: cargo build --release),
 # ROWS (default "nginx baseline figway-nolog figway"), SECONDS_EACH (8),
-# BASE_PORT (19300), SKIP_INSTALL=1.
+# BASE_PORT (19300), SKIP_INSTALL=1, KEEP_CALLGRIND=DIR (keep the profiles).
 #
 # Rows `embed` and `embed-nolog` run examples/embed.rs (figway as a library
 # behind an application's tower auth layer) on the same config as the
@@ -104,6 +104,11 @@ measure() { # row cmd...: prints one line of figures
   kill "$pid"; wait "$pid" 2>/dev/null || true
   [[ -n "$n" && "$n" -gt 0 ]] || die "$row: no requests counted"
   ir="$(cat "$out".* 2>/dev/null | awk '/^summary:/ {s += $2} END {print s + 0}')"
+  # KEEP_CALLGRIND=DIR keeps the profiles (DIR/ROW.callgrind.*), for
+  # `callgrind_annotate` when a figure moves and the question is where.
+  if [[ -n "${KEEP_CALLGRIND:-}" ]]; then
+    mkdir -p "$KEEP_CALLGRIND" && cp "$out".* "$KEEP_CALLGRIND/"
+  fi
   # System calls: natively, under strace -c (which slows every call, so the
   # window counts fewer requests; the ratio is what matters).
   "$@" >"$WORK/$row.stdout" 2>"$WORK/$row.stderr" &
