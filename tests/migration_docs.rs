@@ -253,7 +253,7 @@ impl Load {
                             .wrapping_mul(6364136223846793005)
                             .wrapping_add(1442695040888963407);
                         let user = (n >> 33) % 10_000;
-                        let path = if n % 5 == 0 {
+                        let path = if n.is_multiple_of(5) {
                             "/"
                         } else {
                             "/api/search?q=shoes"
