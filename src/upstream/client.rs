@@ -290,40 +290,25 @@ async fn connect_tcp(target: &Target, timeout: Duration) -> Option<TcpStream> {
     Some(stream)
 }
 
-/// Resolves `authority` and connects to its addresses in turn, as
-/// `TcpStream::connect(authority)` does, but says which step failed: a
-/// name that does not resolve and an address that refuses both end in
-/// `502 upstream_connect`, and the log line is all an operator has to tell
-/// them apart. An IP literal is parsed, not looked up, so targets (every
-/// one an address since SPEC §10) pay nothing for this; the name branches
-/// stay for an authority that is not an address, should one ever get here.
+/// Connects to `authority`, an `ip:port` (every target is an address since
+/// SPEC §10: names become one target per address ahead of time), within
+/// `timeout`; says which step failed, for the log line.
 async fn dial(authority: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let addresses =
-        match tokio::time::timeout_at(deadline, tokio::net::lookup_host(authority)).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => return Err(ConnectError::Resolve(e)),
-            Err(_) => return Err(ConnectError::ResolveTimeout(timeout)),
-        };
-    let mut last = None;
-    for address in addresses {
-        match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
-            Ok(Ok(s)) => return Ok(s),
-            Ok(Err(e)) => last = Some(e),
-            Err(_) => return Err(ConnectError::Timeout(timeout)),
-        }
+    let Ok(address) = authority.parse::<std::net::SocketAddr>() else {
+        return Err(ConnectError::NotAnAddress);
+    };
+    match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(ConnectError::Io(e)),
+        Err(_) => Err(ConnectError::Timeout(timeout)),
     }
-    Err(last.map_or(ConnectError::NoAddress, ConnectError::Io))
 }
 
 /// Why a new connection to a target could not be made.
 enum ConnectError {
-    /// The host name did not resolve (the resolver's own words).
-    Resolve(std::io::Error),
-    /// `connect_timeout` ran out while the name was still being resolved.
-    ResolveTimeout(Duration),
-    /// The name resolved to no address.
-    NoAddress,
+    /// The target's authority is not an `ip:port` (compile makes every
+    /// target one, so this would be a bug, said rather than panicked on).
+    NotAnAddress,
     /// The connect failed (refused, unreachable, ...).
     Io(std::io::Error),
     /// `connect_timeout` ran out while connecting.
@@ -336,14 +321,7 @@ enum ConnectError {
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectError::Resolve(e) => write!(f, "{e}"),
-            ConnectError::ResolveTimeout(t) => {
-                write!(
-                    f,
-                    "no answer from the resolver within connect_timeout ({t:?})"
-                )
-            }
-            ConnectError::NoAddress => f.write_str("the name resolved to no address"),
+            ConnectError::NotAnAddress => f.write_str("not an ip:port"),
             ConnectError::Io(e) => write!(f, "{e}"),
             ConnectError::Timeout(t) => write!(f, "no connection within connect_timeout ({t:?})"),
             ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
@@ -367,31 +345,13 @@ fn connect_failed(target: &Target, why: &ConnectError) {
         );
         return;
     };
-    match why {
-        ConnectError::Resolve(_) | ConnectError::ResolveTimeout(_) | ConnectError::NoAddress => {
-            // The host part of `host:port` (a name: IP literals are never
-            // looked up).
-            let authority = &*target.authority;
-            let host_name = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-            tracing::warn!(
-                upstream = %target.upstream,
-                upstream_target = %authority,
-                host_name = %host_name,
-                error = %why,
-                suppressed,
-                "cannot resolve an upstream target's host name"
-            );
-        }
-        ConnectError::Io(_) | ConnectError::Timeout(_) | ConnectError::Handshake(_) => {
-            tracing::warn!(
-                upstream = %target.upstream,
-                upstream_target = %target.authority,
-                error = %why,
-                suppressed,
-                "cannot connect to an upstream target"
-            );
-        }
-    }
+    tracing::warn!(
+        upstream = %target.upstream,
+        upstream_target = %target.authority,
+        error = %why,
+        suppressed,
+        "cannot connect to an upstream target"
+    );
 }
 
 /// Opens a new HTTP/1.1 connection to the target and starts its driver.
