@@ -6,6 +6,7 @@
 
 mod doc;
 mod fields;
+mod inventory;
 pub mod model;
 mod parse;
 mod routes;

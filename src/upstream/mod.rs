@@ -287,6 +287,8 @@ pub struct Registry {
     upstreams: Mutex<HashMap<String, Weak<UpstreamShared>>>,
     /// The Prometheus metrics whose handles compiled snapshots hold.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The legacy inventory, whose pairs compiled snapshots hold.
+    pub inventory: crate::inventory::Inventory,
 }
 
 impl Registry {
