@@ -334,7 +334,11 @@ mod tests {
         check(&s);
         assert_eq!(
             counts(&s),
-            [("/a".into(), 5, 0), ("/b".into(), 3, 0), ("/c".into(), 1, 0)]
+            [
+                ("/a".into(), 5, 0),
+                ("/b".into(), 3, 0),
+                ("/c".into(), 1, 0)
+            ]
         );
         assert_eq!(s.total(), 9);
         assert_eq!(s.floor(), 0);

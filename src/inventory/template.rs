@@ -90,7 +90,10 @@ mod tests {
     #[test]
     fn all_digits_fold() {
         assert_eq!(template("/users/7", "/"), "/users/{id}");
-        assert_eq!(template("/users/0000000000000000000000007", "/"), "/users/{id}");
+        assert_eq!(
+            template("/users/0000000000000000000000007", "/"),
+            "/users/{id}"
+        );
     }
 
     #[test]
@@ -155,7 +158,10 @@ mod tests {
 
     #[test]
     fn the_prefix_segments_stay_literal_even_when_they_look_like_ids() {
-        assert_eq!(template("/v1/2024/reports/7", "/v1/2024"), "/v1/2024/reports/{id}");
+        assert_eq!(
+            template("/v1/2024/reports/7", "/v1/2024"),
+            "/v1/2024/reports/{id}"
+        );
         assert_eq!(template("/v1/2024", "/v1/2024"), "/v1/2024");
     }
 
