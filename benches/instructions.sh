@@ -16,7 +16,10 @@
 #
 # Knobs (environment): FIGWAY_BIN (default: cargo build --release),
 # ROWS (default "nginx baseline figway-nolog figway"), SECONDS_EACH (8),
-# BASE_PORT (19300), SKIP_INSTALL=1, KEEP_CALLGRIND=DIR (keep the profiles).
+# BASE_PORT (19300), SKIP_INSTALL=1, KEEP_CALLGRIND=DIR (keep the profiles),
+# FIGWAY_TOML (the figway rows' config template, default
+# compare/figway.toml; compare/figway-legacy.toml routes to a legacy
+# upstream, with INVENTORY=true|false for the legacy inventory on or off).
 #
 # Rows `embed` and `embed-nolog` run examples/embed.rs (figway as a library
 # behind an application's tower auth layer) on the same config as the
@@ -67,8 +70,8 @@ render "$HERE/compare/upstream-nginx.conf" "$WORK/upstream.conf" "${common[@]}" 
 render "$HERE/compare/nginx.conf" "$WORK/nginx.conf" "${common[@]}" PORT="$PROXY"
 sed -i 's/master_process on;/master_process off;/' "$WORK/nginx.conf"
 for log_on in true false; do
-  render "$HERE/compare/figway.toml" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
-    ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on"
+  render "${FIGWAY_TOML:-$HERE/compare/figway.toml}" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
+    ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on" INVENTORY="${INVENTORY:-true}"
 done
 
 taskset -c 0 nginx -p "$WORK/" -c "$WORK/upstream.conf" >/dev/null 2>&1 &
