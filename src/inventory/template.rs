@@ -45,15 +45,23 @@ pub fn is_identifier(segment: &str) -> bool {
     if bytes.is_empty() {
         return false;
     }
-    if bytes.iter().all(u8::is_ascii_digit) || is_uuid(bytes) {
-        return true;
+    // One pass over the segment: which alphabets it stays within.
+    let (mut digits, mut hex, mut base64url, mut any_digit) = (true, true, true, false);
+    for &b in bytes {
+        let digit = b.is_ascii_digit();
+        any_digit |= digit;
+        digits &= digit;
+        hex &= b.is_ascii_hexdigit();
+        base64url &= is_base64url(b);
+        if !base64url {
+            // Outside every alphabet (a UUID's too: its dashes are base64url).
+            return false;
+        }
     }
-    if bytes.len() >= 16 && bytes.iter().all(u8::is_ascii_hexdigit) {
-        return true;
-    }
-    bytes.len() >= 24
-        && bytes.iter().all(|b| is_base64url(*b))
-        && bytes.iter().any(u8::is_ascii_digit)
+    digits
+        || (hex && bytes.len() >= 16)
+        || (any_digit && bytes.len() >= 24)
+        || is_uuid(bytes)
 }
 
 /// `8-4-4-4-12` hex digits, any case.
