@@ -58,10 +58,7 @@ pub fn is_identifier(segment: &str) -> bool {
             return false;
         }
     }
-    digits
-        || (hex && bytes.len() >= 16)
-        || (any_digit && bytes.len() >= 24)
-        || is_uuid(bytes)
+    digits || (hex && bytes.len() >= 16) || (any_digit && bytes.len() >= 24) || is_uuid(bytes)
 }
 
 /// `8-4-4-4-12` hex digits, any case.
