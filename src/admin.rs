@@ -8,6 +8,7 @@
 //! - `GET /routes`: the compiled table in match order
 //! - `GET /upstreams`: each upstream's targets with health, ejection and
 //!   in-flight counts
+//! - `GET /ramps`: each ramp's state on this instance (SPEC §11)
 //! - `POST /reload`: reload the config file now; 200 `{"version"}` or 422
 //!   `{"errors": [...]}`
 //!
@@ -68,6 +69,7 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
         "/config",
         "/routes",
         "/upstreams",
+        "/ramps",
         "/reload",
     ];
     let path = req.uri().path();
@@ -112,6 +114,7 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
             }))
         }
         "/upstreams" => json_response(&upstreams_json(&shared.snapshot.load())),
+        "/ramps" => json_response(&ramps_json(&shared.snapshot.load())),
         "/metrics" => {
             let body = shared
                 .snapshot
@@ -162,6 +165,38 @@ pub fn upstreams_json(snapshot: &Snapshot) -> Value {
     Value::Object(out)
 }
 
+/// `GET /ramps`: `{"<route>": {...}}` for every route with a ramp, `{}`
+/// without.
+pub fn ramps_json(snapshot: &Snapshot) -> Value {
+    let mut out = serde_json::Map::new();
+    for r in snapshot.routes.iter() {
+        if let Some(ramp) = &r.ramp {
+            let to = &snapshot.upstreams[r.sides[ramp.spec.to].upstream].name;
+            out.insert(r.name.to_string(), ramp.json(to));
+        }
+    }
+    Value::Object(out)
+}
+
+/// A route's split as `/routes` and `explain` show it: each side's
+/// upstream and weight; once a ramp's `start` has passed, the weights in
+/// force as percentages (SPEC §11).
+pub fn split_weights(snapshot: &Snapshot, route: &Route) -> Vec<(Box<str>, Value)> {
+    let in_force = route.ramp.as_ref().and_then(|r| r.shares_now());
+    route
+        .sides
+        .iter()
+        .enumerate()
+        .map(|(i, side)| {
+            let weight = match &in_force {
+                Some(shares) => crate::ramp::number(shares[i]),
+                None => json!(side.weight),
+            };
+            (snapshot.upstreams[side.upstream].name.clone(), weight)
+        })
+        .collect()
+}
+
 /// Routes in the order the router tries them (its precedence rule).
 pub fn match_order(snapshot: &Snapshot) -> impl Iterator<Item = &Route> {
     snapshot
@@ -180,9 +215,9 @@ pub fn routes_json(snapshot: &Snapshot) -> Value {
                 "host": r.host.as_ref().map(|h| h.to_string()),
                 "methods": r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
                 "to": (!r.split).then(|| &*snapshot.upstreams[r.sides[0].upstream].name),
-                "split": r.split.then(|| r.sides.iter().map(|side| json!({
-                    "to": &*snapshot.upstreams[side.upstream].name,
-                    "weight": side.weight,
+                "split": r.split.then(|| split_weights(snapshot, r).into_iter().map(|(to, weight)| json!({
+                    "to": &*to,
+                    "weight": weight,
                 })).collect::<Vec<_>>()),
                 "sticky": r.sticky.as_ref().map(|k| k.to_string()),
                 "fallback": r.fallback.map(|f| &*snapshot.upstreams[f].name),

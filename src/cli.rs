@@ -502,6 +502,12 @@ fn check(path: &Path) -> ExitCode {
     let snapshot = crate::state::compile::compile_with(&loaded, &registry, None, &sets);
     println!("{}: ok (version {})", path.display(), loaded.version);
     print!("{}", crate::table::render_routes(&snapshot));
+    for r in snapshot.routes.iter() {
+        if let Some(ramp) = &r.ramp {
+            let to = &snapshot.upstreams[r.sides[ramp.spec.to].upstream].name;
+            print!("{}", ramp.schedule_text(&r.name, to));
+        }
+    }
     ExitCode::SUCCESS
 }
 
@@ -599,7 +605,7 @@ fn explain(
                     "methods": route.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
                 },
                 "path_forwarded": d.path_forwarded_str(&uri),
-                "upstreams": route.sides.iter().map(|side| json!({"name": name(side.upstream), "weight": side.weight})).collect::<Vec<_>>(),
+                "upstreams": crate::admin::split_weights(&snapshot, route).into_iter().map(|(to, weight)| json!({"name": &*to, "weight": weight})).collect::<Vec<_>>(),
                 "sticky": sticky,
                 "fallback": route.fallback.map(name),
                 "shadow": shadow,

@@ -121,9 +121,14 @@ fn forwarded_path(
     forwarded
 }
 
-/// The side a sticky key lands on (SPEC §3; see [`crate::sticky`]).
+/// The side a sticky key lands on (SPEC §3; see [`crate::sticky`]); on a
+/// ramp, by the layout in force now (SPEC §11; see [`crate::ramp`]).
 pub fn sticky_side(route: &Route, key: &[u8]) -> usize {
-    sticky::side_for_bucket(&route.bucket_ends, sticky::bucket(&route.name, key))
+    let bucket = sticky::bucket(&route.name, key);
+    match &route.ramp {
+        Some(ramp) => ramp.layout_now().side(bucket),
+        None => sticky::side_for_bucket(&route.bucket_ends, bucket),
+    }
 }
 
 /// The side of the route this request goes to: by its sticky key when the
@@ -137,6 +142,10 @@ pub fn choose_side(route: &Route, headers: &HeaderMap, client: IpAddr) -> usize 
         if let Some(key) = keys::key_value(source, headers, client, &mut buf) {
             return sticky_side(route, key);
         }
+    }
+    if let Some(ramp) = &route.ramp {
+        // A uniformly random bucket: the shares in force, as for a key.
+        return ramp.layout_now().side(fastrand::u64(..sticky::BUCKETS));
     }
     let mut pick = fastrand::u64(..route.total_weight.max(1));
     for (i, side) in route.sides.iter().enumerate() {

@@ -7,7 +7,8 @@
 //! Modules form layers: each imports only modules below it (a test,
 //! `tests/layers.rs`, fails on any import cycle). From the bottom:
 //!
-//! - Leaves: [`clock`] (milliseconds on tokio's clock, for atomics),
+//! - Leaves: [`clock`] (milliseconds on tokio's clock, for atomics; the
+//!   wall clock ramps read, which tests move),
 //!   [`hash`] (the stable hash), [`path`] (normalisation), [`net`] (CIDRs,
 //!   the client address rule), [`timefmt`] (RFC 3339), [`headers`]
 //!   (hop-by-hop, `X-Forwarded-For`, `x-request-id`), [`error`] (why figway
@@ -32,6 +33,9 @@
 //!   `upstream::client`, which makes one attempt at one target for the
 //!   proxy and the shadow alike.
 //! - [`shadow`]: mirrored requests and the compare of their answers.
+//! - [`ramp`]: a ramp at run time (SPEC §11): the bucket layout of each
+//!   step, the sliding window of the new side's answers and the gates that
+//!   roll it back; its schedule is `config::ramp`.
 //! - [`state`]: the compiled [`state::Snapshot`] (`state::compile` builds it
 //!   from a config and the resolved target names, one endpoint per
 //!   address) and [`state::Shared`], the process state around it;
@@ -72,6 +76,7 @@ pub mod metrics;
 pub mod net;
 pub mod path;
 pub mod proxy;
+pub mod ramp;
 pub mod reload;
 pub mod router;
 pub mod server;

@@ -13,6 +13,7 @@ use std::ops::Range;
 use super::doc::{as_string, as_table, At, Problems, Table};
 use super::fields::{key_source, read_methods_key, upstream_index};
 use super::model::*;
+use super::ramp::read_ramp;
 use super::shadow::read_shadow;
 use crate::path;
 
@@ -172,6 +173,17 @@ fn read_route(
         s.finish(problems);
         spec
     });
+    let ramp = t.table("ramp", problems).and_then(|mut r| {
+        let upstream_name = |i: usize| {
+            names
+                .iter()
+                .find(|(_, at)| **at == i)
+                .map(|(n, _)| n.clone())
+        };
+        let spec = read_ramp(&mut r, sides.as_deref(), split, &upstream_name, problems);
+        r.finish(problems);
+        spec
+    });
     let strip_prefix = t.boolean("strip_prefix", problems).unwrap_or(false);
     let rewrite_prefix = t.string("rewrite_prefix", problems).and_then(|r| {
         if strip_prefix {
@@ -211,6 +223,7 @@ fn read_route(
         split,
         sticky,
         shadow,
+        ramp,
         fallback,
         strip_prefix,
         rewrite_prefix,

@@ -106,6 +106,9 @@ pub struct RequestCtx {
     /// A gRPC call (`content-type: application/grpc...`): figway's own
     /// failures are answered the gRPC way.
     pub grpc: bool,
+    /// The split sent this request to its ramp's `to` side: its answer
+    /// counts in the ramp's window (SPEC §11).
+    pub ramped: bool,
 }
 
 /// An upgrade the client asked for, until the target answers.
@@ -153,6 +156,7 @@ impl RequestCtx {
             log: None,
             upgrade: None,
             grpc: false,
+            ramped: false,
         }
     }
 

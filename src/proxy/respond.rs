@@ -52,12 +52,31 @@ pub fn respond(
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     ctx.status = Some(parts.status.as_u16());
+    if ctx.ramped {
+        record_ramp(&ctx, parts.status);
+    }
     if parts.status == StatusCode::SWITCHING_PROTOCOLS && ctx.upgrade.is_some() {
         // The request goes on in the tunnel, and ends there.
         upgrade::splice(ctx, &mut parts);
         return Response::from_parts(parts, ResponseBody::detached(source));
     }
     Response::from_parts(parts, ResponseBody::new(source, ctx))
+}
+
+/// Counts the answer's head in the ramp's window: a 5xx, figway's own
+/// failure (which a gRPC call gets as a 200), or an answer the fallback
+/// gave because `to` could not, is a failure of `to` (SPEC §11).
+fn record_ramp(ctx: &RequestCtx, status: StatusCode) {
+    let Some(route) = ctx.route.map(|r| &ctx.snapshot.routes[r]) else {
+        return;
+    };
+    if let Some(ramp) = route.ramp.as_deref() {
+        let to = route.sides[ramp.spec.to].upstream;
+        let failed = status.is_server_error()
+            || ctx.error.is_some_and(|k| k.status().is_server_error())
+            || ctx.upstream != Some(to);
+        ramp.record(failed, ctx.start.elapsed());
+    }
 }
 
 /// figway's own answer for `kind` to a gRPC request (SPEC §4): "trailers

@@ -35,7 +35,10 @@ pub fn route(
         route,
         path_forwarded,
     } = decision::decide(&ctx.snapshot, &parts.method, &parts.uri, &parts.headers)?;
-    let side = route.sides[decision::choose_side(route, &parts.headers, ctx.client)].upstream;
+    let side_index = decision::choose_side(route, &parts.headers, ctx.client);
+    // The ramp's gates judge what the split sent to `to`, whoever serves it.
+    ctx.ramped = route.ramp.as_ref().is_some_and(|r| r.spec.to == side_index);
+    let side = route.sides[side_index].upstream;
     let chosen = choose_upstream(&ctx.snapshot, route, side, clock::now_ms());
     ctx.route = Some(route_index);
     ctx.upstream = Some(side);

@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use super::snapshot::{Route, Snapshot};
 use crate::config::Loaded;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::ramp::Ramp;
 use crate::router::{RouteKey, Router};
 use crate::shadow::Shadow;
 use crate::upstream::dns::Sets;
@@ -49,7 +50,11 @@ pub fn compile_with(
     let config = &loaded.config;
     let mut kept: FxHashMap<(&str, &str), &Arc<RouteMetrics>> = FxHashMap::default();
     let mut kept_shadows: FxHashMap<&str, &[IntCounter; 4]> = FxHashMap::default();
+    let mut kept_ramps: FxHashMap<&str, &Ramp> = FxHashMap::default();
     for route in previous.map_or(&[][..], |p| &p.routes[..]) {
+        if let Some(ramp) = &route.ramp {
+            kept_ramps.insert(&route.name, ramp);
+        }
         for (_, m) in route.metrics.iter() {
             kept.insert((&route.name, &m.upstream), m);
         }
@@ -109,6 +114,22 @@ pub fn compile_with(
                 };
                 Shadow::new(spec, counters)
             }),
+            ramp: r.ramp.clone().map(|spec| {
+                let split = r
+                    .sides
+                    .iter()
+                    .map(|s| (Box::from(name(s.upstream)), s.weight))
+                    .collect();
+                Box::new(Ramp::new(
+                    &r.name,
+                    &r.sides,
+                    split,
+                    spec,
+                    registry.wall.clone(),
+                    kept_ramps.get(&*r.name).copied(),
+                    || metrics.ramp_failures(&r.name),
+                ))
+            }),
             fallback: r.fallback,
             strip_prefix: r.strip_prefix,
             rewrite_prefix: r.rewrite_prefix.as_deref().map(Into::into),
@@ -152,6 +173,9 @@ pub fn forget(metrics: &Metrics, old: &Snapshot, new: &Snapshot) {
         }
         if route.shadow.is_some() && kept.is_none_or(|k| k.shadow.is_none()) {
             metrics.forget_shadow(&route.name);
+        }
+        if route.ramp.is_some() && kept.is_none_or(|k| k.ramp.is_none()) {
+            metrics.forget_ramp(&route.name);
         }
     }
     metrics.forget_pairs(&gone);

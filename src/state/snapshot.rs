@@ -9,6 +9,7 @@ use http::Method;
 
 use crate::config::{HostPattern, KeySource, Side};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::ramp::Ramp;
 use crate::router::Router;
 use crate::shadow::Shadow;
 use crate::upstream::Upstream;
@@ -42,6 +43,9 @@ pub struct Route {
     pub total_weight: u64,
     pub sticky: Option<KeySource>,
     pub shadow: Option<Shadow>,
+    /// `[routes.ramp]`: the split's layouts per step and its verdict; the
+    /// side chosen by `decision` follows it instead of `bucket_ends`.
+    pub ramp: Option<Box<Ramp>>,
     /// Index into `Snapshot::upstreams`; serves when the chosen side cannot.
     pub fallback: Option<usize>,
     /// Metric handles for each upstream the route can send to (its sides
@@ -71,6 +75,12 @@ impl Snapshot {
                 gauges.upstream(&u.name, u.legacy, in_flight, u.targets.len());
                 for t in u.targets.iter() {
                     gauges.target(&u.name, &t.authority, t.healthy.load(Ordering::Relaxed));
+                }
+            }
+            for r in self.routes.iter() {
+                if let Some(ramp) = &r.ramp {
+                    let to = &self.upstreams[r.sides[ramp.spec.to].upstream].name;
+                    gauges.ramp_percent(&r.name, to, ramp.status().percent);
                 }
             }
         })
