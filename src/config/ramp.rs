@@ -58,7 +58,9 @@ pub enum Phase {
 
 impl RampSpec {
     fn hold_ms(&self) -> i64 {
-        i64::try_from(self.hold.as_millis()).unwrap_or(i64::MAX).max(1)
+        i64::try_from(self.hold.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1)
     }
 
     /// When step `k` comes into force (`k == steps.len()`: the end of the
@@ -227,7 +229,9 @@ pub(super) fn read_ramp(
                 problems.add(
                     f.span,
                     t.key_path("on_failure"),
-                    format!("unknown on_failure {other:?}{hint}: expected \"rollback\" or \"hold\""),
+                    format!(
+                        "unknown on_failure {other:?}{hint}: expected \"rollback\" or \"hold\""
+                    ),
                 );
                 None
             }
@@ -345,7 +349,10 @@ mod tests {
             shares(&[side(30), side(10), side(30)], 1, 20.0),
             [40.0, 20.0, 40.0]
         );
-        assert_eq!(shares(&[side(0), side(0), side(5)], 2, 50.0), [25.0, 25.0, 50.0]);
+        assert_eq!(
+            shares(&[side(0), side(0), side(5)], 2, 50.0),
+            [25.0, 25.0, 50.0]
+        );
         assert_eq!(configured_percent(&[side(1), side(3)], 0), 25.0);
     }
 
@@ -462,7 +469,10 @@ mod tests {
 
     #[test]
     fn a_ramp_needs_a_split() {
-        let e = one_error(&file("to = \"monolith\"", &[TO, START, STEPS, HOLD].join("\n")));
+        let e = one_error(&file(
+            "to = \"monolith\"",
+            &[TO, START, STEPS, HOLD].join("\n"),
+        ));
         assert_eq!(
             e,
             "14:6: routes[0].ramp.to: a ramp needs a route with `split`: it moves traffic \
@@ -472,7 +482,12 @@ mod tests {
 
     #[test]
     fn start_is_rfc3339_with_an_offset() {
-        for bad in ["2026-12-01T09:00:00", "2026-12-01", "tomorrow", "2026-12-01T09:00:00+0100"] {
+        for bad in [
+            "2026-12-01T09:00:00",
+            "2026-12-01",
+            "tomorrow",
+            "2026-12-01T09:00:00+0100",
+        ] {
             let e = one_error(&ramp(&[TO, &format!("start = \"{bad}\""), STEPS, HOLD]));
             assert!(
                 e.starts_with("15:9: routes[0].ramp.start: invalid time"),
@@ -517,7 +532,10 @@ mod tests {
         let e = one_error(&ramp(&[TO, START, STEPS, "hold = \"500ms\""]));
         assert_eq!(e, "17:8: routes[0].ramp.hold: must be at least 1s");
         let e = one_error(&ramp(&[TO, START, STEPS, "hold = \"10\""]));
-        assert!(e.starts_with("17:8: routes[0].ramp.hold: invalid duration"), "{e}");
+        assert!(
+            e.starts_with("17:8: routes[0].ramp.hold: invalid duration"),
+            "{e}"
+        );
         let e = one_error(&ramp(&[TO, START, STEPS, HOLD, "window = \"0s\""]));
         assert_eq!(e, "18:10: routes[0].ramp.window: must be at least 1s");
     }
@@ -525,18 +543,33 @@ mod tests {
     #[test]
     fn gates_limits_are_checked() {
         let e = one_error(&ramp(&[TO, START, STEPS, HOLD, "min_requests = 0"]));
-        assert_eq!(e, "18:16: routes[0].ramp.min_requests: must be a positive integer");
+        assert_eq!(
+            e,
+            "18:16: routes[0].ramp.min_requests: must be a positive integer"
+        );
         for bad in ["0", "0.0", "1.5", "-0.1"] {
-            let e = one_error(&ramp(&[TO, START, STEPS, HOLD, &format!("max_error_rate = {bad}")]));
+            let e = one_error(&ramp(&[
+                TO,
+                START,
+                STEPS,
+                HOLD,
+                &format!("max_error_rate = {bad}"),
+            ]));
             assert_eq!(
                 e,
                 "18:18: routes[0].ramp.max_error_rate: must be a share greater than 0 and at most 1 (0.05 is 5%)"
             );
         }
         let e = one_error(&ramp(&[TO, START, STEPS, HOLD, "max_p99 = \"fast\""]));
-        assert!(e.starts_with("18:11: routes[0].ramp.max_p99: invalid duration"), "{e}");
+        assert!(
+            e.starts_with("18:11: routes[0].ramp.max_p99: invalid duration"),
+            "{e}"
+        );
         let e = one_error(&ramp(&[TO, START, STEPS, HOLD, "max_p99 = \"0ms\""]));
-        assert_eq!(e, "18:11: routes[0].ramp.max_p99: must be greater than zero");
+        assert_eq!(
+            e,
+            "18:11: routes[0].ramp.max_p99: must be greater than zero"
+        );
     }
 
     #[test]

@@ -90,10 +90,16 @@ mod tests {
         // the total instead could shrink a part as the share grows): it
         // may get a bucket (0.01%) less per other side.
         let l = Layout::new(&[30, 10, 60], 1, 5_000);
-        assert_eq!((share(&l, 0), share(&l, 1), share(&l, 2)), (1_667, 4_999, 3_334));
+        assert_eq!(
+            (share(&l, 0), share(&l, 1), share(&l, 2)),
+            (1_667, 4_999, 3_334)
+        );
         // Other sides all at zero share equally.
         let l = Layout::new(&[0, 0, 0], 2, 1_000);
-        assert_eq!((share(&l, 0), share(&l, 1), share(&l, 2)), (4_500, 4_500, 1_000));
+        assert_eq!(
+            (share(&l, 0), share(&l, 1), share(&l, 2)),
+            (4_500, 4_500, 1_000)
+        );
         assert_eq!(share(&Layout::new(&[5, 5], 1, 0), 1), 0);
         assert_eq!(share(&Layout::new(&[5, 5], 1, BUCKETS), 1), BUCKETS);
         assert_eq!(share(&Layout::new(&[0], 0, 100), 0), BUCKETS);

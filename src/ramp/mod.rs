@@ -174,9 +174,7 @@ impl Ramp {
     /// Counts one answer to a request the split sent to `to`: `error` when
     /// its status is 5xx (`to`'s own, or figway's), `latency` to its head.
     pub fn record(&self, error: bool, latency: Duration) {
-        self.state
-            .window
-            .record(self.wall.now_ms(), error, latency);
+        self.state.window.record(self.wall.now_ms(), error, latency);
     }
 
     /// The ramp's state now on this instance.
@@ -188,11 +186,7 @@ impl Ramp {
         let verdict = self.state.verdict.load(Relaxed);
         if verdict != 0 {
             let step = (verdict & STEP) as usize;
-            let failure = *self
-                .state
-                .failure
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let failure = *self.state.failure.lock().unwrap_or_else(|e| e.into_inner());
             let rolled_back = verdict & ROLLED_BACK != 0;
             return Status {
                 state: if rolled_back { "rolled_back" } else { "held" },
@@ -281,11 +275,7 @@ impl Ramp {
         {
             return;
         }
-        *self
-            .state
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Failure {
+        *self.state.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(Failure {
             gate,
             value,
             limit,

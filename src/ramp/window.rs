@@ -184,7 +184,10 @@ mod tests {
             last = b;
             if micros < 1 << 31 {
                 let top = upper_bound(b);
-                assert!(top > micros && (top - micros) * 8 <= micros.max(8), "{micros}: {top}");
+                assert!(
+                    top > micros && (top - micros) * 8 <= micros.max(8),
+                    "{micros}: {top}"
+                );
             }
         }
     }
@@ -203,7 +206,10 @@ mod tests {
         assert_eq!(totals.error_rate(), 0.1);
         // 10 of 1000 at 900 ms: the 990th answer is still at 10 ms.
         let p99 = totals.p99();
-        assert!(p99 >= Duration::from_millis(10) && p99 < Duration::from_micros(11_300), "{p99:?}");
+        assert!(
+            p99 >= Duration::from_millis(10) && p99 < Duration::from_micros(11_300),
+            "{p99:?}"
+        );
         w.record(t + 1, false, Duration::from_millis(900));
         assert!(w.totals(t + 999).p99() >= Duration::from_millis(900));
     }
