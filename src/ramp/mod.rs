@@ -90,13 +90,16 @@ pub struct Status {
     pub failure: Option<Failure>,
 }
 
+/// A split by upstream name: each side's upstream and configured weight.
+pub type SplitNames = Box<[(Box<str>, u32)]>;
+
 pub struct Ramp {
     pub spec: RampSpec,
     /// The route's split, for the shares in force.
     sides: Box<[Side]>,
     /// The route's name and its split by upstream name: with `spec`, what
     /// makes a ramp "the same" across a reload.
-    identity: (Box<str>, Box<[(Box<str>, u32)]>),
+    identity: (Box<str>, SplitNames),
     configured: Layout,
     rollback: Layout,
     steps: Box<[Layout]>,
@@ -111,7 +114,7 @@ impl Ramp {
     pub fn new(
         route: &str,
         sides: &[Side],
-        split: Box<[(Box<str>, u32)]>,
+        split: SplitNames,
         spec: RampSpec,
         wall: Arc<Wall>,
         previous: Option<&Ramp>,
