@@ -35,7 +35,7 @@
 //! - [`shadow`]: mirrored requests and the compare of their answers.
 //! - [`ramp`]: a ramp at run time (SPEC §11): the bucket layout of each
 //!   step, the sliding window of the new side's answers and the gates that
-//!   roll it back; its schedule is `config::ramp`.
+//!   roll it back; its schedule is `config::schedule`.
 //! - [`state`]: the compiled [`state::Snapshot`] (`state::compile` builds it
 //!   from a config and the resolved target names, one endpoint per
 //!   address) and [`state::Shared`], the process state around it;

@@ -8,8 +8,9 @@ mod doc;
 mod fields;
 pub mod model;
 mod parse;
-pub mod ramp;
+mod ramp;
 mod routes;
+pub mod schedule;
 mod shadow;
 #[cfg(test)]
 mod tests;

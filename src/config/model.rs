@@ -279,7 +279,7 @@ pub struct RouteSpec {
     pub sticky: Option<KeySource>,
     pub shadow: Option<ShadowSpec>,
     /// `[routes.ramp]`: the split's schedule (SPEC §11).
-    pub ramp: Option<super::ramp::RampSpec>,
+    pub ramp: Option<super::schedule::RampSpec>,
     /// Serves when the chosen side has no available target or its breaker
     /// is open.
     pub fallback: Option<usize>,

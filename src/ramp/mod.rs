@@ -11,7 +11,7 @@
 //! and its parsed ramp section are the same ([`Ramp::same_ramp`]): an
 //! unchanged section keeps its rollback, a changed one starts afresh.
 //!
-//! The schedule itself is `config::ramp` (a pure function of the file and a
+//! The schedule itself is `config::schedule` (a pure function of the file and a
 //! time); this module adds what only a running instance knows.
 
 pub mod layout;
@@ -25,7 +25,7 @@ use prometheus::IntCounter;
 use serde_json::{json, Value};
 
 use crate::clock::Wall;
-use crate::config::ramp::{configured_percent, shares, OnFailure, Phase, RampSpec};
+use crate::config::schedule::{configured_percent, shares, OnFailure, Phase, RampSpec};
 use crate::config::Side;
 use crate::sticky::BUCKETS;
 pub use layout::Layout;
@@ -95,8 +95,8 @@ pub type SplitNames = Box<[(Box<str>, u32)]>;
 
 pub struct Ramp {
     pub spec: RampSpec,
-    /// The route's split, for the shares in force.
-    sides: Box<[Side]>,
+    /// The split's configured weights, for the shares in force.
+    weights: Box<[u32]>,
     /// The route's name and its split by upstream name: with `spec`, what
     /// makes a ramp "the same" across a reload.
     identity: (Box<str>, SplitNames),
@@ -136,12 +136,12 @@ impl Ramp {
             }),
         };
         Ramp {
-            configured: layout(configured_percent(sides, spec.to)),
+            configured: layout(configured_percent(&weights, spec.to)),
             rollback: layout(0.0),
             steps: (0..spec.steps.len())
                 .map(|k| layout(spec.percent(k)))
                 .collect(),
-            sides: sides.into(),
+            weights: weights.clone().into(),
             identity,
             spec,
             state,
@@ -212,7 +212,7 @@ impl Ramp {
                 Phase::Complete => "complete",
             },
             percent: match step {
-                None => configured_percent(&self.sides, self.spec.to),
+                None => configured_percent(&self.weights, self.spec.to),
                 Some(k) => self.spec.percent(k),
             },
             step,
@@ -228,7 +228,7 @@ impl Ramp {
         let status = self.status();
         status
             .step
-            .map(|_| shares(&self.sides, self.spec.to, status.percent))
+            .map(|_| shares(&self.weights, self.spec.to, status.percent))
     }
 
     /// Judges the gates at `now` (once a second, from the state's task).
