@@ -164,7 +164,7 @@ async fn four_steps_advance_on_schedule_and_two_instances_agree_on_every_key() {
 /// `/ramps`' fields, `next_step_at` through the schedule, `{}` without a
 /// ramp; `/routes` shows the configured weights before `start` and the
 /// weights in force as percentages after; `figway_ramp_percent` and both
-/// failure counters exist from the load.
+/// failure counters exist from the load, and go when the section does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ramps_routes_and_metrics_show_the_schedule() {
     let users = Backend::start("users").await;
@@ -176,7 +176,8 @@ async fn ramps_routes_and_metrics_show_the_schedule() {
     .await;
     assert_eq!(admin_json(plain.admin, "/ramps").await, json!({}));
 
-    let fig = Figway::start(&ramp_config(&users, &monolith, "", FOUR_STEPS)).await;
+    let toml = ramp_config(&users, &monolith, "", FOUR_STEPS);
+    let fig = Figway::start_file(&toml).await;
     fig.shared.wall().set(start_ms() - 5000);
     let ramps = admin_json(fig.admin, "/ramps").await;
     assert_eq!(
@@ -235,6 +236,20 @@ async fn ramps_routes_and_metrics_show_the_schedule() {
     assert_eq!(
         (ramp["state"].clone(), ramp["next_step_at"].clone()),
         (json!("complete"), Value::Null)
+    );
+
+    // The section removed: no ramp, and its series go with it.
+    let (without, _) = toml.split_once("[routes.ramp]").unwrap();
+    fig.reload_ok(without).await;
+    assert_eq!(admin_json(fig.admin, "/ramps").await, json!({}));
+    assert_eq!(
+        metric(fig.admin, "figway_ramp_percent", &percent).await,
+        None
+    );
+    let labels = ["route=\"users\""];
+    assert_eq!(
+        metric(fig.admin, "figway_ramp_failures_total", &labels).await,
+        None
     );
 }
 

@@ -153,6 +153,19 @@ fn route_changes(old: &Snapshot, was: &Route, new: &Snapshot, now: &Route) -> Ve
             out.push("shadow settings".into());
         }
     }
+    // A ramp whose section changed starts afresh (SPEC §11): say so.
+    let ramp = |s: &Snapshot, r: &Route| {
+        r.ramp.as_ref().map_or(NONE.into(), |ramp| {
+            name(s, r.sides[ramp.spec.to].upstream).into()
+        })
+    };
+    let (ramp_was, ramp_now) = (ramp(old, was), ramp(new, now));
+    let restarted = ramp_was == ramp_now
+        && matches!((&was.ramp, &now.ramp), (Some(a), Some(b)) if a.spec != b.spec);
+    change(&mut out, "ramp", ramp_was, ramp_now);
+    if restarted {
+        out.push("ramp settings (a new ramp: its gates start afresh)".into());
+    }
     change(
         &mut out,
         "prefix",
@@ -263,6 +276,26 @@ mod tests {
     const SPLIT_10: &str = "[[routes]]\nname = \"search\"\nprefix = \"/api/search\"\n\
         split = [{ to = \"search\", weight = 10 }, { to = \"monolith\", weight = 90 }]\n\
         sticky = \"header:x-user-id\"\nfallback = \"monolith\"\n";
+
+    #[test]
+    fn a_ramp_added_changed_or_removed_is_named() {
+        let ramp = "[routes.ramp]\nto = \"search\"\nstart = \"2030-01-01T00:00:00Z\"\n\
+                    steps = [10, 50]\nhold = \"1h\"\n";
+        let with = format!("{SPLIT_10}{ramp}");
+        assert_eq!(
+            changes(SPLIT_10, &with),
+            "routes ~[search]; search: ramp none→search"
+        );
+        let changed = with.replace("hold = \"1h\"", "hold = \"2h\"");
+        assert_eq!(
+            changes(&with, &changed),
+            "routes ~[search]; search: ramp settings (a new ramp: its gates start afresh)"
+        );
+        assert_eq!(
+            changes(&with, SPLIT_10),
+            "routes ~[search]; search: ramp search→none"
+        );
+    }
 
     #[test]
     fn a_weight_change_says_which_weights_moved() {
