@@ -18,6 +18,11 @@
 # ROWS (default "nginx baseline figway-nolog figway"), SECONDS_EACH (8),
 # BASE_PORT (19300), SKIP_INSTALL=1, KEEP_CALLGRIND=DIR (keep the profiles).
 #
+# Rows `figway-split` and `figway-ramp` (access log off) serve a 50/50
+# split of one route, the second with a ramp in progress at 50% (SPEC §11):
+# their difference is a ramp's cost per request.
+#   ROWS="figway-split figway-ramp" benches/instructions.sh
+#
 # Rows `embed` and `embed-nolog` run examples/embed.rs (figway as a library
 # behind an application's tower auth layer) on the same config as the
 # figway rows. It answers 401 without `authorization: Bearer TOKEN`, so
@@ -69,6 +74,11 @@ sed -i 's/master_process on;/master_process off;/' "$WORK/nginx.conf"
 for log_on in true false; do
   render "$HERE/compare/figway.toml" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
     ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on"
+done
+
+for shape in split ramp; do
+  render "$HERE/compare/figway-$shape.toml" "$WORK/figway-$shape.toml" "${common[@]}" PORT="$PROXY" \
+    ADMIN_PORT="$ADMIN" RAMP_START="$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)"
 done
 
 taskset -c 0 nginx -p "$WORK/" -c "$WORK/upstream.conf" >/dev/null 2>&1 &
@@ -136,6 +146,8 @@ for row in $ROWS; do
     baseline) measure baseline "$BASELINE_BIN" "127.0.0.1:$PROXY" "127.0.0.1:$UP" ;;
     figway) measure figway "$FIGWAY_BIN" run --config "$WORK/figway-true.toml" ;;
     figway-nolog) measure figway-nolog "$FIGWAY_BIN" run --config "$WORK/figway-false.toml" ;;
+    figway-split) measure figway-split "$FIGWAY_BIN" run --config "$WORK/figway-split.toml" ;;
+    figway-ramp) measure figway-ramp "$FIGWAY_BIN" run --config "$WORK/figway-ramp.toml" ;;
     embed) EMBED_TOKEN="$BEARER" measure embed "$EMBED_BIN" "$WORK/figway-true.toml" ;;
     embed-nolog) EMBED_TOKEN="$BEARER" measure embed-nolog "$EMBED_BIN" "$WORK/figway-false.toml" ;;
     *) die "unknown row $row" ;;
