@@ -12,12 +12,18 @@ use std::ops::Range;
 
 use super::doc::{as_string, as_table, At, Problems, Table};
 use super::fields::{key_source, read_methods_key, upstream_index};
+use super::matching::read_match;
 use super::model::*;
 use super::shadow::read_shadow;
 use crate::path;
 
 /// What makes two routes the same route to the router.
-type MatchKey<'a> = (&'a str, Option<&'a HostPattern>, Option<&'a [Method]>);
+type MatchKey<'a> = (
+    &'a str,
+    Option<&'a HostPattern>,
+    Option<&'a [Method]>,
+    Option<&'a MatchSpec>,
+);
 
 /// Where a route's identity is written, for the checks across routes: a
 /// duplicate is reported at the second route's key, naming the first's line.
@@ -25,7 +31,7 @@ struct RouteAt {
     /// The `name` value; `None` when the route is named by its prefix.
     name: Option<Range<usize>>,
     prefix: Range<usize>,
-    /// Whether `host` and `methods` were read as written: a broken one
+    /// Whether `host`, `methods` and `match` were read as written: a broken one
     /// reads as "any", and comparing it would add a second, misleading
     /// error to the real one.
     matchable: bool,
@@ -88,6 +94,7 @@ pub(super) fn read_routes(
             route.prefix.as_str(),
             route.host.as_ref(),
             route.methods.as_deref(),
+            route.conditions.as_ref(),
         );
         if !at.matchable {
             continue;
@@ -97,8 +104,8 @@ pub(super) fn read_routes(
                 at.prefix.clone(),
                 format!("routes[{i}].prefix"),
                 format!(
-                    "same prefix, host and methods as routes[{j}]: this route would never \
-                     match"
+                    "same prefix, host, methods and match conditions as routes[{j}]: this \
+                     route would never match"
                 ),
                 "first",
                 first.prefix.clone(),
@@ -172,6 +179,11 @@ fn read_route(
         s.finish(problems);
         spec
     });
+    let conditions = t.table("match", problems).and_then(|mut m| {
+        let spec = read_match(&mut m, problems);
+        m.finish(problems);
+        spec
+    });
     let strip_prefix = t.boolean("strip_prefix", problems).unwrap_or(false);
     let rewrite_prefix = t.string("rewrite_prefix", problems).and_then(|r| {
         if strip_prefix {
@@ -199,7 +211,9 @@ fn read_route(
     let at = RouteAt {
         name: name.as_ref().map(|n| n.span.clone()),
         prefix: prefix.span,
-        matchable: (host.is_some() || !t.has("host")) && (methods.is_some() || !t.has("methods")),
+        matchable: (host.is_some() || !t.has("host"))
+            && (methods.is_some() || !t.has("methods"))
+            && (conditions.is_some() || !t.has("match")),
     };
     let prefix = prefix.value;
     let route = RouteSpec {
@@ -214,6 +228,7 @@ fn read_route(
         fallback,
         strip_prefix,
         rewrite_prefix,
+        conditions,
     };
     Some((at, route, complete))
 }
