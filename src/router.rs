@@ -418,6 +418,80 @@ mod tests {
         assert_eq!(get(&r, None, "/a/b"), Some(0));
     }
 
+    /// `(prefix, methods, header conditions)`: the router's view of routes
+    /// with `[routes.match]` headers.
+    fn with_conditions(routes: &[(&'static str, Option<Vec<Method>>, &[&'static str])]) -> Router {
+        let specs: Vec<Option<Arc<Conditions>>> = routes
+            .iter()
+            .map(|(_, _, headers)| {
+                (!headers.is_empty()).then(|| {
+                    let spec = crate::config::MatchSpec {
+                        headers: headers
+                            .iter()
+                            .map(|h| {
+                                (
+                                    http::HeaderName::from_static(h),
+                                    crate::config::MatchValue::Present,
+                                )
+                            })
+                            .collect(),
+                        ..Default::default()
+                    };
+                    Arc::new(Conditions::compile(&spec))
+                })
+            })
+            .collect();
+        Router::build(routes.iter().zip(&specs).map(|((p, m, _), c)| RouteKey {
+            prefix: p,
+            host: None,
+            methods: m.as_deref(),
+            conditions: c.as_ref(),
+        }))
+    }
+
+    fn get_with(r: &Router, method: Method, path: &str, headers: &[&'static str]) -> Option<usize> {
+        let mut map = http::HeaderMap::new();
+        for h in headers {
+            map.insert(*h, http::HeaderValue::from_static("1"));
+        }
+        r.lookup_request(None, &method, path, &RequestFacts::new(&map, None))
+            .map(|m| m.route)
+    }
+
+    #[test]
+    fn conditions_rank_after_methods_and_fall_through() {
+        let r = with_conditions(&[
+            ("/", None, &[]),
+            ("/a", None, &[]),
+            ("/a", None, &["x-one"]),
+            ("/a", None, &["x-one", "x-two"]),
+            ("/a", Some(vec![Method::GET]), &[]),
+            ("/a/b", None, &["x-one"]),
+        ]);
+        assert_eq!(get_with(&r, Method::POST, "/a", &[]), Some(1));
+        assert_eq!(get_with(&r, Method::POST, "/a", &["x-one"]), Some(2));
+        assert_eq!(
+            get_with(&r, Method::POST, "/a", &["x-one", "x-two"]),
+            Some(3)
+        );
+        assert_eq!(
+            get_with(&r, Method::GET, "/a", &["x-one", "x-two"]),
+            Some(4)
+        );
+        assert_eq!(get_with(&r, Method::POST, "/a/b", &["x-one"]), Some(5));
+        assert_eq!(get_with(&r, Method::POST, "/a/b", &["x-two"]), Some(1));
+        // Routes with conditions never match a request without headers.
+        assert_eq!(get(&r, None, "/a/b"), Some(4));
+        assert_eq!(r.match_order(), [5, 4, 3, 2, 1, 0]);
+        // Those passed over are noted in the order they were tried.
+        let mut passed = Vec::new();
+        let headers = http::HeaderMap::new();
+        let facts = RequestFacts::new(&headers, None);
+        let found = r.lookup_noting(None, &Method::POST, "/a/b", &facts, &mut |i| passed.push(i));
+        assert_eq!(found.map(|m| m.route), Some(1));
+        assert_eq!(passed, [5, 3, 2]);
+    }
+
     #[test]
     fn ipv6_host() {
         let r = router(&[R("/", exact("[::1]"), None)]);

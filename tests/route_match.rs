@@ -735,7 +735,7 @@ fn bad_header_names_and_values_are_errors_at_their_place() {
     // The same header twice, in two cases.
     let p = one_problem(
         &with_match("headers = { \"X-Canary\" = \"1\", \"x-canary\" = \"2\" }"),
-        &format!("{line}:32: routes[0].match.headers.x-canary:"),
+        &format!("{line}:31: routes[0].match.headers.x-canary:"),
     );
     assert!(
         p.contains("case-insensitive") && p.contains("first at column 13"),

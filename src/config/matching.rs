@@ -21,9 +21,10 @@ pub(super) fn read_match(t: &mut Table<'_, '_>, problems: &mut Problems) -> Opti
         cookies,
         query,
     };
-    if spec.is_empty() && problems.list.len() == before {
+    if t.is_empty() {
         // An empty table would match every request yet rank above a route
-        // without one: almost certainly a condition forgotten.
+        // without one: almost certainly a condition forgotten. (A table
+        // with only unknown keys gets its "unknown key" error instead.)
         problems.add(
             t.span.clone(),
             t.path.clone(),
