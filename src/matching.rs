@@ -209,8 +209,12 @@ pub struct RequestFacts<'r> {
     header_map: &'r HeaderMap,
     raw_query: Option<&'r str>,
     cookie_pairs: OnceCell<Vec<(&'r [u8], &'r [u8])>>,
-    query_pairs: OnceCell<Vec<(Cow<'r, [u8]>, Cow<'r, [u8]>)>>,
+    query_pairs: OnceCell<Vec<QueryPair<'r>>>,
 }
+
+/// A query parameter's name and value, form-decoded (borrowed from the
+/// request unless decoding changed them).
+type QueryPair<'r> = (Cow<'r, [u8]>, Cow<'r, [u8]>);
 
 impl<'r> RequestFacts<'r> {
     pub fn new(headers: &'r HeaderMap, query: Option<&'r str>) -> RequestFacts<'r> {
@@ -248,7 +252,7 @@ impl<'r> RequestFacts<'r> {
 
 /// `a=1&b&c=x+y` as form-decoded (name, value) pairs; a parameter without
 /// `=` has an empty value, empty pieces (`a=1&&b`) are skipped.
-fn query_pairs(query: &str) -> Vec<(Cow<'_, [u8]>, Cow<'_, [u8]>)> {
+fn query_pairs(query: &str) -> Vec<QueryPair<'_>> {
     query
         .as_bytes()
         .split(|b| *b == b'&')

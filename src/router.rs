@@ -418,9 +418,11 @@ mod tests {
         assert_eq!(get(&r, None, "/a/b"), Some(0));
     }
 
-    /// `(prefix, methods, header conditions)`: the router's view of routes
+    /// `(prefix, methods, header conditions)`: the router's view of a route
     /// with `[routes.match]` headers.
-    fn with_conditions(routes: &[(&'static str, Option<Vec<Method>>, &[&'static str])]) -> Router {
+    type Conditional = (&'static str, Option<Vec<Method>>, &'static [&'static str]);
+
+    fn with_conditions(routes: &[Conditional]) -> Router {
         let specs: Vec<Option<Arc<Conditions>>> = routes
             .iter()
             .map(|(_, _, headers)| {

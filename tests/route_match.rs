@@ -685,13 +685,13 @@ fn explain_help_documents_headers_and_cookies() {
 
 #[test]
 fn check_prints_the_conditions_in_the_table() {
-    let text = config(&format!(
+    let text = config(
         "[upstreams.beta]\ntargets = [\"http://127.0.0.1:9001\"]\n\
          [upstreams.monolith]\ntargets = [\"http://127.0.0.1:9002\"]\n\
          [[routes]]\nname = \"beta\"\nprefix = \"/\"\nto = \"beta\"\n\
-         [routes.match]\nheaders = {{ \"X-Canary\" = \"1\" }}\nquery = {{ q = \"a b\" }}\n\
-         [[routes]]\nname = \"legacy\"\nprefix = \"/\"\nto = \"monolith\"\n"
-    ));
+         [routes.match]\nheaders = { \"X-Canary\" = \"1\" }\nquery = { q = \"a b\" }\n\
+         [[routes]]\nname = \"legacy\"\nprefix = \"/\"\nto = \"monolith\"\n",
+    );
     let out = run_binary(&text, "check", &[]);
     let header = out.lines().find(|l| l.starts_with("ROUTE")).unwrap();
     assert!(header.contains("MATCH"), "{out}");
