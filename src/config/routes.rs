@@ -1,6 +1,7 @@
-//! The `[[routes]]` tables: prefix, host, methods, where the traffic goes
-//! (`to`, or a weighted `split` with an optional `sticky` key), `fallback`,
-//! `[routes.shadow]`, and path rewriting. Cross-references to upstreams are
+//! The `[[routes]]` tables: prefix, host, methods, `[routes.match]` (read
+//! in `matching`), where the traffic goes (`to`, or a weighted `split` with
+//! an optional `sticky` key), `fallback`, `[routes.shadow]`, and path
+//! rewriting. Cross-references to upstreams are
 //! checked here, against the names the upstream tables defined.
 
 use std::collections::HashMap;
