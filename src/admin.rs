@@ -228,6 +228,7 @@ pub fn routes_json(snapshot: &Snapshot) -> Value {
                 })),
                 "strip_prefix": r.strip_prefix,
                 "rewrite_prefix": r.rewrite_prefix.as_deref(),
+                "match": r.conditions.as_ref().map(|c| crate::matching::to_json(c.spec())),
             })
         })
         .collect();

@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Uri};
 
 use crate::error::ErrorKind;
 use crate::keys;
+use crate::matching::RequestFacts;
 use crate::path;
 use crate::state::{Route, Snapshot};
 use crate::sticky;
@@ -60,10 +61,29 @@ pub fn decide<'s>(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Decision<'s>, ErrorKind> {
+    decide_noting(snapshot, method, uri, headers, &mut |_| {})
+}
+
+/// As [`decide`], calling `passed_over` with each route whose match
+/// conditions the request failed on its way to the decision (`explain`).
+pub fn decide_noting<'s>(
+    snapshot: &'s Snapshot,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    passed_over: &mut impl FnMut(usize),
+) -> Result<Decision<'s>, ErrorKind> {
     let normalized = path::normalize(uri.path()).map_err(|_| ErrorKind::BadRequest)?;
+    let request = RequestFacts::new(headers, uri.query());
     let found = snapshot
         .router
-        .lookup(request_host(uri, headers), method, &normalized)
+        .lookup_noting(
+            request_host(uri, headers),
+            method,
+            &normalized,
+            &request,
+            passed_over,
+        )
         .ok_or(ErrorKind::NoRoute)?;
     let route = &snapshot.routes[found.route];
     let unchanged = matches!(normalized, std::borrow::Cow::Borrowed(_))

@@ -23,7 +23,8 @@
 //! - [`tls`]: the certificates handshakes present (swapped on reload),
 //!   SNI choice, the acceptor, and the client stream, plain or TLS.
 //! - [`body`] (request bodies going upstream, bounded copies), [`keys`]
-//!   (hash and sticky keys), [`router`] (the segment trie and the match
+//!   (hash and sticky keys), [`matching`] (route match conditions on
+//!   headers, cookies and query), [`router`] (the segment trie and the match
 //!   order), [`metrics`] (the registry and pre-resolved handles),
 //!   [`access_log`] (lines formatted per worker, written by a writer thread).
 //! - [`upstream`]: targets (health, ejection, in-flight), balancing, the
@@ -72,6 +73,7 @@ pub mod framing;
 pub mod hash;
 pub mod headers;
 pub mod keys;
+pub mod matching;
 pub mod metrics;
 pub mod net;
 pub mod path;

@@ -248,6 +248,7 @@ to = "a"
     let mut expected_keys = vec![
         "fallback",
         "host",
+        "match",
         "methods",
         "name",
         "prefix",
@@ -275,7 +276,7 @@ to = "a"
         json!({
             "name": "root", "prefix": "/", "host": null, "methods": null, "to": "a",
             "split": null, "sticky": null, "fallback": null, "shadow": null,
-            "strip_prefix": false, "rewrite_prefix": null,
+            "strip_prefix": false, "rewrite_prefix": null, "match": null,
         })
     );
     assert_eq!(
@@ -283,7 +284,7 @@ to = "a"
         json!({
             "name": "users", "prefix": "/api/users", "host": null, "methods": null, "to": "b",
             "split": null, "sticky": null, "fallback": null, "shadow": null,
-            "strip_prefix": false, "rewrite_prefix": "/v2/users",
+            "strip_prefix": false, "rewrite_prefix": "/v2/users", "match": null,
         })
     );
     assert_eq!(by_name("orders")["strip_prefix"], true);

@@ -176,6 +176,34 @@ fn access_log_on_in_child() {
     );
 }
 
+/// Routes with `[routes.match]` conditions that the request fails, ahead of
+/// the route that takes it (SPEC §12): checking them must not allocate. The
+/// request carries no cookie and no query, so the cookie and query
+/// conditions find nothing to parse, and parsing nothing allocates nothing.
+#[test]
+fn allocations_per_request_past_failing_match_conditions() {
+    let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = runtime.block_on(canned_upstream());
+    let conditional = "[[routes]]\nname = \"canary\"\nprefix = \"/\"\nto = \"app\"\n\
+                       [routes.match]\nheaders = { \"x-canary\" = \"1\" }\n\
+                       [[routes]]\nname = \"beta\"\nprefix = \"/\"\nto = \"app\"\n\
+                       [routes.match]\ncookies = { beta = \"yes\" }\n\
+                       [[routes]]\nname = \"preview\"\nprefix = \"/\"\nto = \"app\"\n\
+                       [routes.match]\nquery = { preview = \"*\" }\n";
+    let text = format!("{}{conditional}", config(upstream, false));
+    let per_request = measure_config(&runtime, &text);
+    eprintln!("allocations per proxied request past failing conditions: {per_request:.2}");
+    assert!(
+        per_request <= MAX_ALLOCS_PER_REQUEST,
+        "{per_request:.2} allocations per request past failing match conditions, more than \
+         MAX_ALLOCS_PER_REQUEST ({MAX_ALLOCS_PER_REQUEST})"
+    );
+}
+
 /// The lowest of [`RUNS`] per-request allocation counts over [`REQUESTS`]
 /// keep-alive GETs through figway, after [`WARM_UP`] requests.
 fn measure(access_log: bool) -> f64 {
@@ -183,9 +211,15 @@ fn measure(access_log: bool) -> f64 {
         .enable_all()
         .build()
         .unwrap();
+    let upstream = runtime.block_on(canned_upstream());
+    measure_config(&runtime, &config(upstream, access_log))
+}
+
+/// [`measure`] with the config `text` (its upstream already started on
+/// `runtime`).
+fn measure_config(runtime: &tokio::runtime::Runtime, text: &str) -> f64 {
     runtime.block_on(async {
-        let upstream = canned_upstream().await;
-        let figway = support::Figway::start(&config(upstream, access_log)).await;
+        let figway = support::Figway::start(text).await;
         let mut client = Client::connect(figway.addr).await;
         for _ in 0..WARM_UP {
             client.get().await;

@@ -6,6 +6,7 @@
 
 mod doc;
 mod fields;
+mod matching;
 pub mod model;
 mod parse;
 mod ramp;

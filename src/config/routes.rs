@@ -1,6 +1,7 @@
-//! The `[[routes]]` tables: prefix, host, methods, where the traffic goes
-//! (`to`, or a weighted `split` with an optional `sticky` key), `fallback`,
-//! `[routes.shadow]`, and path rewriting. Cross-references to upstreams are
+//! The `[[routes]]` tables: prefix, host, methods, `[routes.match]` (read
+//! in `matching`), where the traffic goes (`to`, or a weighted `split` with
+//! an optional `sticky` key), `fallback`, `[routes.shadow]`, and path
+//! rewriting. Cross-references to upstreams are
 //! checked here, against the names the upstream tables defined.
 
 use std::collections::HashMap;
@@ -12,13 +13,19 @@ use std::ops::Range;
 
 use super::doc::{as_string, as_table, At, Problems, Table};
 use super::fields::{key_source, read_methods_key, upstream_index};
+use super::matching::read_match;
 use super::model::*;
 use super::ramp::read_ramp;
 use super::shadow::read_shadow;
 use crate::path;
 
 /// What makes two routes the same route to the router.
-type MatchKey<'a> = (&'a str, Option<&'a HostPattern>, Option<&'a [Method]>);
+type MatchKey<'a> = (
+    &'a str,
+    Option<&'a HostPattern>,
+    Option<&'a [Method]>,
+    Option<&'a MatchSpec>,
+);
 
 /// Where a route's identity is written, for the checks across routes: a
 /// duplicate is reported at the second route's key, naming the first's line.
@@ -26,7 +33,7 @@ struct RouteAt {
     /// The `name` value; `None` when the route is named by its prefix.
     name: Option<Range<usize>>,
     prefix: Range<usize>,
-    /// Whether `host` and `methods` were read as written: a broken one
+    /// Whether `host`, `methods` and `match` were read as written: a broken one
     /// reads as "any", and comparing it would add a second, misleading
     /// error to the real one.
     matchable: bool,
@@ -89,6 +96,7 @@ pub(super) fn read_routes(
             route.prefix.as_str(),
             route.host.as_ref(),
             route.methods.as_deref(),
+            route.conditions.as_ref(),
         );
         if !at.matchable {
             continue;
@@ -98,8 +106,8 @@ pub(super) fn read_routes(
                 at.prefix.clone(),
                 format!("routes[{i}].prefix"),
                 format!(
-                    "same prefix, host and methods as routes[{j}]: this route would never \
-                     match"
+                    "same prefix, host, methods and match conditions as routes[{j}]: this \
+                     route would never match"
                 ),
                 "first",
                 first.prefix.clone(),
@@ -184,6 +192,11 @@ fn read_route(
         r.finish(problems);
         spec
     });
+    let conditions = t.table("match", problems).and_then(|mut m| {
+        let spec = read_match(&mut m, problems);
+        m.finish(problems);
+        spec
+    });
     let strip_prefix = t.boolean("strip_prefix", problems).unwrap_or(false);
     let rewrite_prefix = t.string("rewrite_prefix", problems).and_then(|r| {
         if strip_prefix {
@@ -211,7 +224,9 @@ fn read_route(
     let at = RouteAt {
         name: name.as_ref().map(|n| n.span.clone()),
         prefix: prefix.span,
-        matchable: (host.is_some() || !t.has("host")) && (methods.is_some() || !t.has("methods")),
+        matchable: (host.is_some() || !t.has("host"))
+            && (methods.is_some() || !t.has("methods"))
+            && (conditions.is_some() || !t.has("match")),
     };
     let prefix = prefix.value;
     let route = RouteSpec {
@@ -227,6 +242,7 @@ fn read_route(
         fallback,
         strip_prefix,
         rewrite_prefix,
+        conditions,
     };
     Some((at, route, complete))
 }

@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 
 use super::snapshot::{Route, Snapshot};
 use crate::config::Loaded;
+use crate::matching::Conditions;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ramp::Ramp;
 use crate::router::{RouteKey, Router};
@@ -133,12 +134,17 @@ pub fn compile_with(
             fallback: r.fallback,
             strip_prefix: r.strip_prefix,
             rewrite_prefix: r.rewrite_prefix.as_deref().map(Into::into),
+            conditions: r
+                .conditions
+                .as_ref()
+                .map(|spec| Arc::new(Conditions::compile(spec))),
         })
         .collect();
     let router = Router::build(routes.iter().map(|r| RouteKey {
         prefix: &r.prefix,
         host: r.host.as_ref(),
         methods: r.methods.as_deref(),
+        conditions: r.conditions.as_ref(),
     }));
     Snapshot {
         router,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::config::{HostPattern, KeySource, Side};
+use crate::matching::Conditions;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ramp::Ramp;
 use crate::router::Router;
@@ -53,6 +54,8 @@ pub struct Route {
     pub metrics: Box<[(usize, Arc<RouteMetrics>)]>,
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<Box<str>>,
+    /// `[routes.match]`, shared with the router, which checks them.
+    pub conditions: Option<Arc<Conditions>>,
 }
 
 impl Route {
