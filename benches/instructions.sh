@@ -16,7 +16,10 @@
 #
 # Knobs (environment): FIGWAY_BIN (default: cargo build --release),
 # ROWS (default "nginx baseline figway-nolog figway"), SECONDS_EACH (8),
-# BASE_PORT (19300), SKIP_INSTALL=1, KEEP_CALLGRIND=DIR (keep the profiles).
+# BASE_PORT (19300), SKIP_INSTALL=1, KEEP_CALLGRIND=DIR (keep the profiles),
+# FIGWAY_TOML (the figway rows' config template, default
+# compare/figway.toml; compare/figway-legacy.toml routes to a legacy
+# upstream, with INVENTORY=true|false for the legacy inventory on or off).
 #
 # Rows `figway-split` and `figway-ramp` (access log off) serve a 50/50
 # split of one route, the second with a ramp in progress at 50% (SPEC §11):
@@ -72,8 +75,8 @@ render "$HERE/compare/upstream-nginx.conf" "$WORK/upstream.conf" "${common[@]}" 
 render "$HERE/compare/nginx.conf" "$WORK/nginx.conf" "${common[@]}" PORT="$PROXY"
 sed -i 's/master_process on;/master_process off;/' "$WORK/nginx.conf"
 for log_on in true false; do
-  render "$HERE/compare/figway.toml" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
-    ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on"
+  render "${FIGWAY_TOML:-$HERE/compare/figway.toml}" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
+    ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on" INVENTORY="${INVENTORY:-true}"
 done
 
 for shape in split ramp; do

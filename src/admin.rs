@@ -9,6 +9,9 @@
 //! - `GET /upstreams`: each upstream's targets with health, ejection and
 //!   in-flight counts
 //! - `GET /ramps`: each ramp's state on this instance (SPEC §11)
+//! - `GET /inventory`: the legacy inventory (SPEC §11); `?route=NAME`
+//!   narrows to one route, `?top=N` (a positive integer, else 400) to N
+//!   paths per route; other query keys are ignored
 //! - `POST /reload`: reload the config file now; 200 `{"version"}` or 422
 //!   `{"errors": [...]}`
 //!
@@ -70,6 +73,7 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
         "/routes",
         "/upstreams",
         "/ramps",
+        "/inventory",
         "/reload",
     ];
     let path = req.uri().path();
@@ -115,6 +119,7 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
         }
         "/upstreams" => json_response(&upstreams_json(&shared.snapshot.load())),
         "/ramps" => json_response(&ramps_json(&shared.snapshot.load())),
+        "/inventory" => inventory(req.uri().query(), shared),
         "/metrics" => {
             let body = shared
                 .snapshot
@@ -195,6 +200,71 @@ pub fn split_weights(snapshot: &Snapshot, route: &Route) -> Vec<(Box<str>, Value
             (snapshot.upstreams[side.upstream].name.clone(), weight)
         })
         .collect()
+}
+
+/// `GET /inventory`: the pairs of the table in service, narrowed by
+/// `?route=` and cut by `?top=`.
+fn inventory(query: Option<&str>, shared: &Shared) -> Response<Full<Bytes>> {
+    let mut route: Option<String> = None;
+    let mut top = None;
+    for param in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        match key {
+            "route" => route = Some(percent_decoded(value)),
+            "top" => match value.parse::<usize>() {
+                Ok(n) if n > 0 => top = Some(n),
+                _ => {
+                    let mut r = json_response(&json!({
+                        "error": format!("top: expected a positive integer, found {:?}", percent_decoded(value)),
+                    }));
+                    *r.status_mut() = StatusCode::BAD_REQUEST;
+                    return r;
+                }
+            },
+            _ => {}
+        }
+    }
+    let snapshot = shared.snapshot.load();
+    let pairs = snapshot
+        .routes
+        .iter()
+        .filter(|r| route.as_deref().is_none_or(|name| *r.name == *name))
+        .flat_map(|r| {
+            r.inventory
+                .iter()
+                .map(|(u, pair)| (&*r.name, &*snapshot.upstreams[*u].name, &**pair))
+        });
+    json_response(&shared.registry.inventory.report(pairs, top))
+}
+
+/// A query value with its `%XX` escapes decoded (route names default to
+/// their prefix, whose `/` a client may have escaped); an invalid escape
+/// stays as it is, and bytes that are not UTF-8 become U+FFFD.
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            }
+            _ => None,
+        };
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Routes in the order the router tries them (its precedence rule).

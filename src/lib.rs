@@ -26,7 +26,10 @@
 //!   (hash and sticky keys), [`matching`] (route match conditions on
 //!   headers, cookies and query), [`router`] (the segment trie and the match
 //!   order), [`metrics`] (the registry and pre-resolved handles),
-//!   [`access_log`] (lines formatted per worker, written by a writer thread).
+//!   [`access_log`] (lines formatted per worker, written by a writer thread),
+//!   [`inventory`] (the legacy inventory: per-worker Space-Saving summaries
+//!   of the path templates legacy upstreams answered, merged when read;
+//!   `inventory::template` folds identifiers into `{id}`).
 //! - [`upstream`]: targets (health, ejection, in-flight), balancing, the
 //!   retry budget, per-worker connection pools, active health checks,
 //!   `upstream::dns` (lookups of target names, and what an answer means:
@@ -72,6 +75,7 @@ pub mod error;
 pub mod framing;
 pub mod hash;
 pub mod headers;
+pub mod inventory;
 pub mod keys;
 pub mod matching;
 pub mod metrics;

@@ -103,7 +103,7 @@ static MEASURING: Mutex<()> = Mutex::new(());
 #[test]
 fn allocations_per_request_access_log_off() {
     let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    let per_request = measure(false);
+    let per_request = measure(false, false);
     eprintln!("allocations per proxied request (access log off): {per_request:.2}");
     assert!(
         per_request <= MAX_ALLOCS_PER_REQUEST,
@@ -167,7 +167,7 @@ fn access_log_on_in_child() {
         .finish();
     tracing::subscriber::set_global_default(subscriber).unwrap();
     assert!(tracing::enabled!(target: "figway::access", tracing::Level::INFO));
-    let per_request = measure(true);
+    let per_request = measure(true, false);
     eprintln!("allocations per proxied request (access log on): {per_request:.2}");
     assert!(
         per_request <= MAX_ALLOCS_PER_REQUEST_ACCESS_LOG,
@@ -194,7 +194,7 @@ fn allocations_per_request_past_failing_match_conditions() {
                        [routes.match]\ncookies = { beta = \"yes\" }\n\
                        [[routes]]\nname = \"preview\"\nprefix = \"/\"\nto = \"app\"\n\
                        [routes.match]\nquery = { preview = \"*\" }\n";
-    let text = format!("{}{conditional}", config(upstream, false));
+    let text = format!("{}{conditional}", config(upstream, false, false));
     let per_request = measure_config(&runtime, &text);
     eprintln!("allocations per proxied request past failing conditions: {per_request:.2}");
     assert!(
@@ -204,15 +204,30 @@ fn allocations_per_request_past_failing_match_conditions() {
     );
 }
 
+/// The same request to an upstream marked legacy, so the legacy
+/// inventory counts every one (SPEC §11): it keeps the path by reference
+/// and folds it into a per-thread buffer, so the ceiling is the same.
+#[test]
+fn allocations_per_request_counted_in_the_legacy_inventory() {
+    let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let per_request = measure(false, true);
+    eprintln!("allocations per proxied request (legacy, inventory on): {per_request:.2}");
+    assert!(
+        per_request <= MAX_ALLOCS_PER_REQUEST,
+        "{per_request:.2} allocations per request counted in the inventory, more than \
+         MAX_ALLOCS_PER_REQUEST ({MAX_ALLOCS_PER_REQUEST})"
+    );
+}
+
 /// The lowest of [`RUNS`] per-request allocation counts over [`REQUESTS`]
 /// keep-alive GETs through figway, after [`WARM_UP`] requests.
-fn measure(access_log: bool) -> f64 {
+fn measure(access_log: bool, legacy: bool) -> f64 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let upstream = runtime.block_on(canned_upstream());
-    measure_config(&runtime, &config(upstream, access_log))
+    measure_config(&runtime, &config(upstream, access_log, legacy))
 }
 
 /// [`measure`] with the config `text` (its upstream already started on
@@ -241,11 +256,11 @@ fn measure_config(runtime: &tokio::runtime::Runtime, text: &str) -> f64 {
 }
 
 /// One upstream and one route; no `[health]`, so no background probes.
-fn config(upstream: SocketAddr, access_log: bool) -> String {
+fn config(upstream: SocketAddr, access_log: bool, legacy: bool) -> String {
     format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
          [log]\naccess_log = {access_log}\n\
-         [upstreams.app]\ntargets = [\"http://{upstream}\"]\n\
+         [upstreams.app]\nlegacy = {legacy}\ntargets = [\"http://{upstream}\"]\n\
          [[routes]]\nprefix = \"/\"\nto = \"app\"\n"
     )
 }

@@ -6,6 +6,7 @@
 
 mod doc;
 mod fields;
+mod inventory;
 mod matching;
 pub mod model;
 mod parse;

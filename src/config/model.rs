@@ -22,6 +22,24 @@ pub struct Config {
     pub log: Log,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
+    pub inventory: InventorySpec,
+}
+
+/// `[inventory]`: the legacy inventory (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InventorySpec {
+    pub enabled: bool,
+    /// Path templates kept per (route, legacy upstream) pair.
+    pub capacity: usize,
+}
+
+impl Default for InventorySpec {
+    fn default() -> Self {
+        InventorySpec {
+            enabled: true,
+            capacity: 200,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

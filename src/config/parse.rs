@@ -37,6 +37,7 @@ pub fn read(root: &mut Table<'_, '_>, base: &Path, problems: &mut Problems) -> O
     }
     let (upstreams, names) = super::upstreams::read_upstreams(root, &defaults, problems);
     let routes = super::routes::read_routes(root, &names, problems);
+    let inventory = super::inventory::read_inventory(root, problems);
     if let (Some(l), a) = (&listen, &admin) {
         // Port 0 asks the kernel for a free port: two of those never clash.
         let overlap = l.address.port() != 0
@@ -82,6 +83,7 @@ pub fn read(root: &mut Table<'_, '_>, base: &Path, problems: &mut Problems) -> O
         log,
         upstreams,
         routes,
+        inventory,
     })
 }
 

@@ -6,7 +6,8 @@
 //! 2. [`rewrite`]: the head as the upstream gets it (hop-by-hop, `Host`,
 //!    `X-Forwarded-*`, the forwarded path);
 //! 3. [`attempt`]: the body policy, the shadow copy ([`mirror`]), then
-//!    attempts at targets with retries, through `upstream::client`;
+//!    attempts at targets with retries, through `upstream::client`; an
+//!    answer from a legacy upstream is counted in the legacy inventory;
 //! 4. [`respond`]: the answer's head, or figway's own error answer;
 //! 5. [`finish`]: the answer streams back, and when it is over the one
 //!    end-of-request step runs: pool return, compare copy, metrics, log line.
@@ -41,6 +42,7 @@ use crate::config::Protocol;
 use crate::decision;
 use crate::error::ErrorKind;
 use crate::headers;
+use crate::inventory;
 use crate::net;
 pub use context::{ConnCtx, LogFacts, RequestCtx};
 pub use finish::ResponseBody;
@@ -81,6 +83,16 @@ async fn forward(
     body: Incoming,
 ) -> Result<Response<Incoming>, ErrorKind> {
     let path = route::route(ctx, &parts)?;
+    // The path as the client sent it, kept (a reference count, no copy)
+    // only on a route with a legacy upstream: the inventory counts it once
+    // that upstream has answered (SPEC §11).
+    let counted = match ctx.route {
+        Some(r) if !ctx.snapshot.routes[r].inventory.is_empty() => parts
+            .uri
+            .path_and_query()
+            .map(|p| (p.clone(), inventory::method_index(&parts.method))),
+        _ => None,
+    };
     let h2c = ctx.upstream().is_some_and(|u| u.protocol == Protocol::H2c);
     rewrite::request(&ctx.conn, &mut parts, path, h2c);
     if let Some(pending) = &ctx.upgrade {
@@ -88,7 +100,24 @@ async fn forward(
     }
     let mut body = attempt::body(ctx, &parts, body).await?;
     mirror::start(ctx, &parts, &mut body);
-    attempt::send(ctx, parts, body).await
+    let answer = attempt::send(ctx, parts, body).await;
+    if let (Ok(_), Some((path, method))) = (&answer, counted) {
+        count_in_inventory(ctx, path.path(), method);
+    }
+    answer
+}
+
+/// Counts a request the upstream answered in the legacy inventory, when
+/// that upstream (the side chosen, or the fallback that took over) is a
+/// legacy one of the route.
+fn count_in_inventory(ctx: &RequestCtx, path: &str, method: u8) {
+    let (Some(r), Some(u)) = (ctx.route, ctx.upstream) else {
+        return;
+    };
+    let route = &ctx.snapshot.routes[r];
+    if let Some((_, pair)) = route.inventory.iter().find(|(at, _)| *at == u) {
+        pair.record(&route.prefix, path, method);
+    }
 }
 
 #[cfg(test)]

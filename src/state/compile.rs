@@ -13,7 +13,8 @@ use prometheus::IntCounter;
 use rustc_hash::FxHashMap;
 
 use super::snapshot::{Route, Snapshot};
-use crate::config::Loaded;
+use crate::config::{Config, Loaded, RouteSpec};
+use crate::inventory::{Inventory, Pair};
 use crate::matching::Conditions;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ramp::Ramp;
@@ -74,6 +75,7 @@ pub fn compile_with(
         .map(|u| Upstream::with_endpoints(u, registry, sets))
         .collect();
     registry.sweep();
+    registry.inventory.configure(config.inventory);
     let metrics = &registry.metrics;
     let name = |i: usize| config.upstreams[i].name.as_str();
     let routes: Box<[Route]> = config
@@ -99,6 +101,7 @@ pub fn compile_with(
                 }
                 pairs.into_boxed_slice()
             },
+            inventory: inventory_pairs(r, config, &registry.inventory),
             name: r.name.as_str().into(),
             prefix: r.prefix.as_str().into(),
             host: r.host.clone(),
@@ -154,6 +157,26 @@ pub fn compile_with(
         version: loaded.version.clone(),
         no_route: registry.metrics.route("", "", None),
     }
+}
+
+/// The inventory's pairs of `route`: one per legacy upstream it can send
+/// to, its sides' and its fallback's, each once.
+fn inventory_pairs(
+    route: &RouteSpec,
+    config: &Config,
+    inventory: &Inventory,
+) -> Box<[(usize, Arc<Pair>)]> {
+    let mut pairs: Vec<(usize, Arc<Pair>)> = Vec::new();
+    for u in route.sides.iter().map(|s| s.upstream).chain(route.fallback) {
+        let upstream = &config.upstreams[u];
+        if !upstream.legacy || pairs.iter().any(|(seen, _)| *seen == u) {
+            continue;
+        }
+        if let Some(pair) = inventory.pair(&route.name, &upstream.name) {
+            pairs.push((u, pair));
+        }
+    }
+    pairs.into_boxed_slice()
 }
 
 /// Removes the series of routes, route/upstream pairs, shadows, upstreams

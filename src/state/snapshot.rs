@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::config::{HostPattern, KeySource, Side};
+use crate::inventory::Pair;
 use crate::matching::Conditions;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ramp::Ramp;
@@ -52,6 +53,10 @@ pub struct Route {
     /// Metric handles for each upstream the route can send to (its sides
     /// and fallback), by index into `Snapshot::upstreams`.
     pub metrics: Box<[(usize, Arc<RouteMetrics>)]>,
+    /// The legacy inventory's pair for each legacy upstream the route can
+    /// send to (sides and fallback), by index into `Snapshot::upstreams`;
+    /// empty when none is legacy or the inventory is off.
+    pub inventory: Box<[(usize, Arc<Pair>)]>,
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<Box<str>>,
     /// `[routes.match]`, shared with the router, which checks them.

@@ -290,6 +290,8 @@ pub struct Registry {
     /// The wall clock ramps read (`clock::Wall`): here so that every
     /// snapshot compiled for one process shares it, and a test moves it.
     pub wall: Arc<crate::clock::Wall>,
+    /// The legacy inventory, whose pairs compiled snapshots hold.
+    pub inventory: crate::inventory::Inventory,
 }
 
 impl Registry {
