@@ -708,3 +708,7 @@ echo "  /metrics:   promtool check metrics $metrics_lint; all SPEC §8 names and
 echo "  alerts.yml: promtool check rules ok; loaded and evaluated by Prometheus"
 echo "  prometheus.yml: promtool check config ok; target up in Prometheus"
 echo "  dashboard:  every expression of config/grafana/figway.json ran and returned data"
+if [[ -n $PENDING ]]; then
+  echo "  NOT CHECKED (PENDING_OK=1: this figway has no ramps or rate limits): $PENDING,"
+  echo "              their panels, and the ramp and rate-limit traffic checks"
+fi
