@@ -313,7 +313,10 @@ fn ramp_start(block: &str, page_start: &str, from_now: i64) -> String {
     };
     let line = format!("start = \"{page_start}\"");
     assert!(block.contains(&line), "no {line} in the block");
-    block.replace(&line, &format!("start = \"{}\"", figway::timefmt::rfc3339(at)))
+    block.replace(
+        &line,
+        &format!("start = \"{}\"", figway::timefmt::rfc3339(at)),
+    )
 }
 
 // === load and probes ===
@@ -702,12 +705,9 @@ async fn the_dark_launch_and_the_drive_steps_of_the_page_fail_no_request_under_l
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(a.header("x-backend"), Some("monolith"));
     }
-    let inventory: serde_json::Value = serde_json::from_slice(
-        &get(f.admin, "/inventory?route=reviews", &[])
-            .await
-            .body,
-    )
-    .expect("/inventory is JSON");
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&get(f.admin, "/inventory?route=reviews", &[]).await.body)
+            .expect("/inventory is JSON");
     let routes = inventory["routes"].as_array().expect("routes");
     assert_eq!(routes.len(), 1, "{inventory}");
     assert_eq!(routes[0]["upstream"], "monolith", "{inventory}");
