@@ -22,7 +22,8 @@
 //! - [`tls`]: the certificates handshakes present (swapped on reload),
 //!   SNI choice, the acceptor, and the client stream, plain or TLS.
 //! - [`body`] (request bodies going upstream, bounded copies), [`keys`]
-//!   (hash and sticky keys), [`router`] (the segment trie and the match
+//!   (hash and sticky keys), [`rate_limit`] (the token buckets of
+//!   `[routes.rate_limit]`), [`router`] (the segment trie and the match
 //!   order), [`metrics`] (the registry and pre-resolved handles),
 //!   [`access_log`] (lines formatted per worker, written by a writer thread).
 //! - [`upstream`]: targets (health, ejection, in-flight), balancing, the
@@ -72,6 +73,7 @@ pub mod metrics;
 pub mod net;
 pub mod path;
 pub mod proxy;
+pub mod rate_limit;
 pub mod reload;
 pub mod router;
 pub mod server;

@@ -8,6 +8,7 @@ mod doc;
 mod fields;
 pub mod model;
 mod parse;
+mod policies;
 mod routes;
 mod shadow;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::ops::Range;
 use super::doc::{as_string, as_table, At, Problems, Table};
 use super::fields::{key_source, read_methods_key, upstream_index};
 use super::model::*;
+use super::policies::{read_header_edits, read_rate_limit};
 use super::shadow::read_shadow;
 use crate::path;
 
@@ -194,6 +195,8 @@ fn read_route(
             }
         }
     });
+    let headers = read_header_edits(t, problems);
+    let rate_limit = read_rate_limit(t, problems);
     let prefix = prefix?;
     let complete = sides.is_some();
     let at = RouteAt {
@@ -214,6 +217,8 @@ fn read_route(
         fallback,
         strip_prefix,
         rewrite_prefix,
+        headers,
+        rate_limit,
     };
     Some((at, route, complete))
 }

@@ -106,6 +106,9 @@ pub struct RequestCtx {
     /// A gRPC call (`content-type: application/grpc...`): figway's own
     /// failures are answered the gRPC way.
     pub grpc: bool,
+    /// Seconds until the route's rate limit has a token, for the
+    /// `retry-after` of a `rate_limited` answer.
+    pub retry_after: u32,
 }
 
 /// An upgrade the client asked for, until the target answers.
@@ -153,6 +156,7 @@ impl RequestCtx {
             log: None,
             upgrade: None,
             grpc: false,
+            retry_after: 0,
         }
     }
 

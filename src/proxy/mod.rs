@@ -82,7 +82,10 @@ async fn forward(
 ) -> Result<Response<Incoming>, ErrorKind> {
     let path = route::route(ctx, &parts)?;
     let h2c = ctx.upstream().is_some_and(|u| u.protocol == Protocol::H2c);
-    rewrite::request(&ctx.conn, &mut parts, path, h2c);
+    let edits = ctx
+        .route
+        .and_then(|r| ctx.snapshot.routes[r].headers.as_deref());
+    rewrite::request(&ctx.conn, &mut parts, path, h2c, edits);
     if let Some(pending) = &ctx.upgrade {
         upgrade::restore_request(&mut parts.headers, pending);
     }

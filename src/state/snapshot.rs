@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::{HostPattern, KeySource, Side};
+use prometheus::IntCounter;
+
+use crate::config::{HeaderEdits, HostPattern, KeySource, Side};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::rate_limit::RateLimiter;
 use crate::router::Router;
 use crate::shadow::Shadow;
 use crate::upstream::Upstream;
@@ -49,6 +52,20 @@ pub struct Route {
     pub metrics: Box<[(usize, Arc<RouteMetrics>)]>,
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<Box<str>>,
+    /// `[routes.headers]`; boxed: most routes have none.
+    pub headers: Option<Box<HeaderEdits>>,
+    pub rate_limit: Option<RouteLimit>,
+}
+
+/// A route's rate limit with its counters, resolved at compile.
+pub struct RouteLimit {
+    /// Shared with the previous snapshot's route when a reload kept the
+    /// route's name and its `rate_limit`: its buckets carry on.
+    pub limiter: Arc<RateLimiter>,
+    /// `figway_rate_limited_total{route}`.
+    pub limited: IntCounter,
+    /// Refused requests never reach an upstream: route=NAME, upstream="".
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Route {
