@@ -126,7 +126,7 @@ fn header_edits(c: &mut Criterion) {
     let edits = loaded.config.routes[0].headers.clone().unwrap();
     let mut g = c.benchmark_group("header_edits");
     g.bench_function("none", |b| {
-        b.iter_batched_ref(head, |h| black_box(h), BatchSize::SmallInput)
+        b.iter_batched_ref(head, |h| black_box(h.len()), BatchSize::SmallInput)
     });
     g.bench_function("request_2_2", |b| {
         b.iter_batched_ref(
