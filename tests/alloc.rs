@@ -157,6 +157,34 @@ fn allocations_per_request_access_log_on() {
     );
 }
 
+/// Route policies (SPEC §12) cost no allocation per request: header edits
+/// clone values parsed at load (a reference count each) into maps with room
+/// for them, and a per-client rate limit finds its key's bucket in place.
+/// Measured against the plain route in the same process, so the figure is
+/// the policies' own, whatever the rest of the path costs.
+#[test]
+fn route_policies_allocate_nothing_per_request() {
+    let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let plain = measure(false);
+    let policies = measure_with(|upstream| {
+        format!(
+            "{}[routes.headers]\n\
+             request_remove = [\"x-debug\"]\n\
+             request_set = {{ \"x-source\" = \"figway\", \"host\" = \"backend.internal\" }}\n\
+             response_remove = [\"x-powered-by\"]\n\
+             response_set = {{ \"strict-transport-security\" = \"max-age=31536000\", \"x-served-by\" = \"figway\" }}\n\
+             [routes.rate_limit]\nrate = 1000000000\nkey = \"client_ip\"\n",
+            config(upstream, false)
+        )
+    });
+    eprintln!("allocations per request: {plain:.2} plain, {policies:.2} with route policies");
+    assert!(
+        policies - plain < 0.05,
+        "route policies add {:.2} allocations per request",
+        policies - plain
+    );
+}
+
 /// Runs in the child: the access log is written only when a subscriber
 /// enables `figway::access` at INFO, so one is installed that discards what
 /// it is given (the access lines themselves go to stdout, not through it).
@@ -179,13 +207,18 @@ fn access_log_on_in_child() {
 /// The lowest of [`RUNS`] per-request allocation counts over [`REQUESTS`]
 /// keep-alive GETs through figway, after [`WARM_UP`] requests.
 fn measure(access_log: bool) -> f64 {
+    measure_with(|upstream| config(upstream, access_log))
+}
+
+/// As [`measure`], for the config `toml` makes for the upstream's address.
+fn measure_with(toml: impl FnOnce(SocketAddr) -> String) -> f64 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         let upstream = canned_upstream().await;
-        let figway = support::Figway::start(&config(upstream, access_log)).await;
+        let figway = support::Figway::start(&toml(upstream)).await;
         let mut client = Client::connect(figway.addr).await;
         for _ in 0..WARM_UP {
             client.get().await;
