@@ -2,7 +2,8 @@
 //! policies that edit what figway forwards and limit how fast a route may be
 //! asked. Header names and values are parsed here, once, so the request path
 //! only clones them; the names figway itself must own (`host` and
-//! `x-request-id` for removal, hop-by-hop and framing headers for any edit)
+//! `x-request-id` for removal, `x-request-id` for any set, the request's
+//! `x-figway-shadow` marker, hop-by-hop and framing headers for any edit)
 //! are refused with the place they were written.
 
 use http::header::{self, HeaderName, HeaderValue};

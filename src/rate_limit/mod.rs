@@ -7,8 +7,9 @@
 //! only when their keys share a shard, and the rate holds per instance
 //! whichever worker serves a client (a map per worker would multiply it by
 //! the number of workers). Keys are stored as seeded 64-bit hashes: no
-//! allocation per key, 40 bytes of state each, and a client cannot aim its
-//! key at another's bucket.
+//! allocation per key, about 60 bytes each (bucket, last use, list links
+//! and the map's slot; some 6 MB for a route at the cap), and a client
+//! cannot aim its key at another's bucket.
 //!
 //! Memory is bounded: at most [`MAX_KEYS`] keys per route (each shard holds
 //! its share, the least recently used dropped first), and keys unused for a
