@@ -70,6 +70,24 @@ for log_on in true false; do
   render "$HERE/compare/figway.toml" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
     ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on"
 done
+# Rows `policies` and `route-limit` (SPEC §12), access log off: the
+# figway-nolog config with header edits and a per-client rate limit, and
+# with a route-wide limit only; both limits too high to refuse, so every
+# request pays for the check and is proxied as in figway-nolog.
+#   ROWS="figway-nolog policies route-limit" benches/instructions.sh
+{ cat "$WORK/figway-false.toml"; cat <<'POLICIES'
+[routes.headers]
+request_remove = ["x-debug"]
+request_set = { "x-source" = "figway" }
+response_remove = ["x-powered-by"]
+response_set = { "strict-transport-security" = "max-age=31536000" }
+[routes.rate_limit]
+rate = 1000000000
+key = "client_ip"
+POLICIES
+} >"$WORK/figway-policies.toml"
+{ cat "$WORK/figway-false.toml"; printf '[routes.rate_limit]\nrate = 1000000000\nkey = "route"\n'; } \
+  >"$WORK/figway-route-limit.toml"
 
 taskset -c 0 nginx -p "$WORK/" -c "$WORK/upstream.conf" >/dev/null 2>&1 &
 PIDS+=($!)
@@ -136,6 +154,8 @@ for row in $ROWS; do
     baseline) measure baseline "$BASELINE_BIN" "127.0.0.1:$PROXY" "127.0.0.1:$UP" ;;
     figway) measure figway "$FIGWAY_BIN" run --config "$WORK/figway-true.toml" ;;
     figway-nolog) measure figway-nolog "$FIGWAY_BIN" run --config "$WORK/figway-false.toml" ;;
+    policies) measure policies "$FIGWAY_BIN" run --config "$WORK/figway-policies.toml" ;;
+    route-limit) measure route-limit "$FIGWAY_BIN" run --config "$WORK/figway-route-limit.toml" ;;
     embed) EMBED_TOKEN="$BEARER" measure embed "$EMBED_BIN" "$WORK/figway-true.toml" ;;
     embed-nolog) EMBED_TOKEN="$BEARER" measure embed-nolog "$EMBED_BIN" "$WORK/figway-false.toml" ;;
     *) die "unknown row $row" ;;
