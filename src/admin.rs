@@ -299,10 +299,36 @@ pub fn routes_json(snapshot: &Snapshot) -> Value {
                 "strip_prefix": r.strip_prefix,
                 "rewrite_prefix": r.rewrite_prefix.as_deref(),
                 "match": r.conditions.as_ref().map(|c| crate::matching::to_json(c.spec())),
+                "headers": r.headers.as_deref().map(header_edits_json),
+                "rate_limit": r.rate_limit.as_ref().map(|l| {
+                    let spec = l.limiter.spec();
+                    json!({"rate": spec.rate, "burst": spec.burst, "key": spec.key.to_string()})
+                }),
             })
         })
         .collect();
     Value::Array(routes)
+}
+
+/// `[routes.headers]` as written, every list present (empty when unset).
+fn header_edits_json(e: &crate::config::HeaderEdits) -> Value {
+    fn names(list: &[http::HeaderName]) -> Vec<&str> {
+        list.iter().map(|n| n.as_str()).collect()
+    }
+    let sets = |list: &[(http::HeaderName, HeaderValue)]| {
+        list.iter()
+            .map(|(n, v)| {
+                let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (n.as_str().to_string(), Value::String(text))
+            })
+            .collect::<serde_json::Map<_, _>>()
+    };
+    json!({
+        "request_remove": names(&e.request_remove),
+        "request_set": sets(&e.request_set),
+        "response_remove": names(&e.response_remove),
+        "response_set": sets(&e.response_set),
+    })
 }
 
 // Fixed answers, written out once: probes call `/healthz` and `/readyz`

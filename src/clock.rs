@@ -12,6 +12,13 @@ pub fn now_ms() -> u64 {
     to_ms(Instant::now())
 }
 
+/// Nanoseconds on the same clock, for rates finer than a millisecond (the
+/// rate limiter's buckets).
+pub fn now_ns() -> u64 {
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(Instant::now().saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+}
+
 pub fn to_ms(t: Instant) -> u64 {
     let base = *BASE.get_or_init(Instant::now);
     // Never 0, which `ejected_until` uses for "never ejected".

@@ -24,7 +24,8 @@
 //!   SNI choice, the acceptor, and the client stream, plain or TLS.
 //! - [`body`] (request bodies going upstream, bounded copies), [`keys`]
 //!   (hash and sticky keys), [`matching`] (route match conditions on
-//!   headers, cookies and query), [`router`] (the segment trie and the match
+//!   headers, cookies and query), [`rate_limit`] (the token buckets of
+//!   `[routes.rate_limit]`), [`router`] (the segment trie and the match
 //!   order), [`metrics`] (the registry and pre-resolved handles),
 //!   [`access_log`] (lines formatted per worker, written by a writer thread),
 //!   [`inventory`] (the legacy inventory: per-worker Space-Saving summaries
@@ -83,6 +84,7 @@ pub mod net;
 pub mod path;
 pub mod proxy;
 pub mod ramp;
+pub mod rate_limit;
 pub mod reload;
 pub mod router;
 pub mod server;

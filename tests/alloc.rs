@@ -219,6 +219,42 @@ fn allocations_per_request_counted_in_the_legacy_inventory() {
     );
 }
 
+/// Header edits and a rate limit (SPEC §12) on the route: compiled at load,
+/// so a request pays no allocation for them (the inserted values are
+/// shared, not copied).
+#[test]
+fn route_policies_allocate_nothing_per_request() {
+    let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let plain = measure(false, false);
+    let policies = measure_with(|upstream| {
+        format!(
+            "{}[routes.headers]\n\
+             request_remove = [\"x-debug\"]\n\
+             request_set = {{ \"x-source\" = \"figway\", \"host\" = \"backend.internal\" }}\n\
+             response_remove = [\"x-powered-by\"]\n\
+             response_set = {{ \"strict-transport-security\" = \"max-age=31536000\", \"x-served-by\" = \"figway\" }}\n\
+             [routes.rate_limit]\nrate = 1000000000\nkey = \"client_ip\"\n",
+            config(upstream, false, false)
+        )
+    });
+    eprintln!("allocations per request: {plain:.2} plain, {policies:.2} with route policies");
+    assert!(
+        policies - plain < 0.05,
+        "route policies add {:.2} allocations per request",
+        policies - plain
+    );
+}
+
+/// As [`measure`], for the config `toml` makes for the upstream's address.
+fn measure_with(toml: impl FnOnce(SocketAddr) -> String) -> f64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = runtime.block_on(canned_upstream());
+    measure_config(&runtime, &toml(upstream))
+}
+
 /// The lowest of [`RUNS`] per-request allocation counts over [`REQUESTS`]
 /// keep-alive GETs through figway, after [`WARM_UP`] requests.
 fn measure(access_log: bool, legacy: bool) -> f64 {

@@ -10,6 +10,7 @@ mod inventory;
 mod matching;
 pub mod model;
 mod parse;
+mod policies;
 mod ramp;
 mod routes;
 pub mod schedule;

@@ -305,6 +305,10 @@ pub struct RouteSpec {
     pub rewrite_prefix: Option<String>,
     /// `[routes.match]`: conditions every request of the route meets.
     pub conditions: Option<MatchSpec>,
+    /// `[routes.headers]`: edits of what figway forwards (SPEC §12).
+    pub headers: Option<HeaderEdits>,
+    /// `[routes.rate_limit]` (SPEC §12).
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 /// `[routes.match]` (SPEC §12). Each list is sorted by name and holds a
@@ -363,6 +367,46 @@ impl fmt::Display for MatchValue {
         match self {
             MatchValue::Present => f.write_str("*"),
             MatchValue::Exact(v) => f.write_str(v),
+        }
+    }
+}
+
+/// `[routes.headers]`, validated: names and values parsed once, at load.
+/// Each list keeps file order; removals apply before sets.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderEdits {
+    pub request_remove: Vec<http::HeaderName>,
+    pub request_set: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub response_remove: Vec<http::HeaderName>,
+    pub response_set: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// `[routes.rate_limit]`, with its defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitSpec {
+    /// Tokens per second, > 0.
+    pub rate: f64,
+    /// Bucket size, >= 1.
+    pub burst: u32,
+    pub key: RateLimitKey,
+}
+
+/// Whose bucket a request takes its token from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitKey {
+    /// One bucket for the whole route.
+    Route,
+    ClientIp,
+    /// The header's value; a request without it counts as its client address.
+    Header(http::HeaderName),
+}
+
+impl fmt::Display for RateLimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateLimitKey::Route => f.write_str("route"),
+            RateLimitKey::ClientIp => f.write_str("client_ip"),
+            RateLimitKey::Header(h) => write!(f, "header:{h}"),
         }
     }
 }

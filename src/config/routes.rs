@@ -15,6 +15,7 @@ use super::doc::{as_string, as_table, At, Problems, Table};
 use super::fields::{key_source, read_methods_key, upstream_index};
 use super::matching::read_match;
 use super::model::*;
+use super::policies::{read_header_edits, read_rate_limit};
 use super::ramp::read_ramp;
 use super::shadow::read_shadow;
 use crate::path;
@@ -219,6 +220,8 @@ fn read_route(
             }
         }
     });
+    let headers = read_header_edits(t, problems);
+    let rate_limit = read_rate_limit(t, problems);
     let prefix = prefix?;
     let complete = sides.is_some();
     let at = RouteAt {
@@ -243,6 +246,8 @@ fn read_route(
         strip_prefix,
         rewrite_prefix,
         conditions,
+        headers,
+        rate_limit,
     };
     Some((at, route, complete))
 }

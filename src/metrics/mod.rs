@@ -49,6 +49,7 @@ pub struct Metrics {
     shadow: IntCounterVec,
     ramp_percent: GaugeVec,
     ramp_failures: IntCounterVec,
+    rate_limited: IntCounterVec,
     reloads: IntCounterVec,
     last_reload: Gauge,
     pub connections: IntGauge,
@@ -187,6 +188,12 @@ impl Default for Metrics {
                 "Shadow outcomes, by route and result.",
                 &["route", "result"],
             ),
+            rate_limited: counter_vec(
+                r,
+                "figway_rate_limited_total",
+                "Requests refused by a route's rate limit (429 rate_limited), by route.",
+                &["route"],
+            ),
             reloads: counter_vec(
                 r,
                 "figway_config_reloads_total",
@@ -243,6 +250,17 @@ impl Metrics {
         for gate in ["error_rate", "p99"] {
             let _ = self.ramp_failures.remove_label_values(&[route, gate]);
         }
+    }
+
+    /// The counter of `route`'s refusals by its rate limit, present (at
+    /// zero) from the moment the limit is loaded.
+    pub fn rate_limited(&self, route: &str) -> IntCounter {
+        self.rate_limited.with_label_values(&[route])
+    }
+
+    /// Removes the refusal counter of a route whose rate limit is gone.
+    pub fn forget_rate_limited(&self, route: &str) {
+        let _ = self.rate_limited.remove_label_values(&[route]);
     }
 
     /// A reload's result; a success also moves the success timestamp.

@@ -109,6 +109,9 @@ pub struct RequestCtx {
     /// The split sent this request to its ramp's `to` side: its answer
     /// counts in the ramp's window (SPEC §11).
     pub ramped: bool,
+    /// Seconds until the route's rate limit has a token, for the
+    /// `retry-after` of a `rate_limited` answer.
+    pub retry_after: u32,
 }
 
 /// An upgrade the client asked for, until the target answers.
@@ -157,6 +160,7 @@ impl RequestCtx {
             upgrade: None,
             grpc: false,
             ramped: false,
+            retry_after: 0,
         }
     }
 

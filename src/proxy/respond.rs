@@ -3,10 +3,13 @@
 //! upstream spoke (an HTTP/1.0 upstream must not downgrade the client's
 //! connection); a failure becomes figway's own short answer with
 //! `x-figway-error`. Either way the answer carries `x-request-id`, and a
-//! shadow compare learns the head the client got.
+//! shadow compare learns the head the client got. The route's response
+//! edits (SPEC §12) apply to the upstream's answer only, after the compare
+//! took its head: the compare weighs one upstream's answer against the
+//! other's, and figway's edits are neither's.
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 
@@ -41,12 +44,22 @@ pub fn respond(
             (parts, Source::Full(Some(body)))
         }
     };
+    if ctx.error == Some(ErrorKind::RateLimited) {
+        parts
+            .headers
+            .insert(RETRY_AFTER, HeaderValue::from(ctx.retry_after));
+    }
     if let Some(slot) = ctx.compare.take() {
         // The shadow compares with what the client gets, figway's own error
         // answers included, but before figway adds its x-request-id: that
         // header is figway's, not the primary's.
         let _ = slot.head.send((parts.status, parts.headers.clone()));
         ctx.tee = Some(slot.tee);
+    }
+    if let (Source::Upstream(_), Some(route)) = (&source, ctx.route) {
+        if let Some(e) = &ctx.snapshot.routes[route].headers {
+            headers::edit(&mut parts.headers, &e.response_remove, &e.response_set);
+        }
     }
     parts
         .headers

@@ -188,6 +188,17 @@ fn route_changes(old: &Snapshot, was: &Route, new: &Snapshot, now: &Route) -> Ve
     );
     let rewrite = |r: &Route| r.rewrite_prefix.as_deref().unwrap_or(NONE).to_string();
     change(&mut out, "rewrite_prefix", rewrite(was), rewrite(now));
+    let limit = |r: &Route| {
+        r.rate_limit.as_ref().map_or(NONE.into(), |l| {
+            let spec = l.limiter.spec();
+            format!("{}/s burst {} by {}", spec.rate, spec.burst, spec.key)
+        })
+    };
+    change(&mut out, "rate_limit", limit(was), limit(now));
+    // The edits in one word, as the shadow's settings: the file says them.
+    if was.headers != now.headers {
+        out.push("header edits".into());
+    }
     out
 }
 
@@ -349,6 +360,22 @@ mod tests {
             changes(&sampled, &compared),
             "routes ~[search]; search: shadow settings"
         );
+    }
+
+    #[test]
+    fn rate_limit_and_header_edit_changes_are_named() {
+        let before = "[[routes]]\nname = \"search\"\nprefix = \"/api/search\"\nto = \"monolith\"\n";
+        let limited = format!("{before}[routes.rate_limit]\nrate = 5\n");
+        assert_eq!(
+            changes(before, &limited),
+            "routes ~[search]; search: rate_limit none→5/s burst 5 by client_ip"
+        );
+        let edited = format!("{limited}[routes.headers]\nresponse_remove = [\"server\"]\n");
+        assert_eq!(
+            changes(&limited, &edited),
+            "routes ~[search]; search: header edits"
+        );
+        assert_eq!(changes(&edited, &edited), "no routing change");
     }
 
     #[test]

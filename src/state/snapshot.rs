@@ -7,11 +7,14 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::{HostPattern, KeySource, Side};
+use prometheus::IntCounter;
+
+use crate::config::{HeaderEdits, HostPattern, KeySource, Side};
 use crate::inventory::Pair;
 use crate::matching::Conditions;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ramp::Ramp;
+use crate::rate_limit::RateLimiter;
 use crate::router::Router;
 use crate::shadow::Shadow;
 use crate::upstream::Upstream;
@@ -61,6 +64,20 @@ pub struct Route {
     pub rewrite_prefix: Option<Box<str>>,
     /// `[routes.match]`, shared with the router, which checks them.
     pub conditions: Option<Arc<Conditions>>,
+    /// `[routes.headers]`; boxed: most routes have none.
+    pub headers: Option<Box<HeaderEdits>>,
+    pub rate_limit: Option<RouteLimit>,
+}
+
+/// A route's rate limit with its counters, resolved at compile.
+pub struct RouteLimit {
+    /// Shared with the previous snapshot's route when a reload kept the
+    /// route's name and its `rate_limit`: its buckets carry on.
+    pub limiter: Arc<RateLimiter>,
+    /// `figway_rate_limited_total{route}`.
+    pub limited: IntCounter,
+    /// Refused requests never reach an upstream: route=NAME, upstream="".
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Route {
