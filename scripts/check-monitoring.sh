@@ -24,10 +24,6 @@
 # Needs cargo, curl, python3, prometheus and promtool (Debian: `apt-get
 # install prometheus curl python3`). PROMETHEUS and PROMTOOL override the
 # binaries; KEEP_WORKDIR=1 keeps the temp dir (configs, logs, TSDB).
-# PENDING_OK=1 is for a branch whose figway does not parse [routes.ramp] and
-# [routes.rate_limit] yet (the monitoring written ahead of the feature):
-# the check then runs without them and reports what it could not check as
-# warnings. Never set it on main.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -312,16 +308,8 @@ to = "monolith"
 EOF
 }
 write_config "$RAMP_TOML" "$LIMIT_TOML"
-PENDING=""
-if ! "$FIGWAY" check "$WORK/figway.toml" >"$WORK/check.out" 2>&1; then
-  [[ ${PENDING_OK:-} == 1 ]] || { cat "$WORK/check.out" >&2; fail "figway check rejects the test's config"; }
-  write_config "" ""
-  "$FIGWAY" check "$WORK/figway.toml" >"$WORK/check.out" 2>&1 ||
-    { cat "$WORK/check.out" >&2; fail "figway check rejects the test's config, even without ramp and rate limit"; }
-  PENDING="figway_ramp_percent figway_ramp_failures_total figway_rate_limited_total"
-  log "PENDING_OK=1: this figway rejects [routes.ramp]/[routes.rate_limit]; checking without them (not checked: $PENDING)"
-fi
-export PENDING
+"$FIGWAY" check "$WORK/figway.toml" >"$WORK/check.out" 2>&1 ||
+  { cat "$WORK/check.out" >&2; fail "figway check rejects the test's config"; }
 cp "$WORK/figway.toml" "$WORK/figway.toml.good"
 
 log "starting figway (proxy $PROXY, admin $ADMIN)"
@@ -396,11 +384,6 @@ spec = {
     "figway_ramp_failures_total": "counter",
     "figway_rate_limited_total": "counter",
 }
-import os
-pending = set(os.environ.get("PENDING", "").split())
-for name in sorted(pending):
-    print("  warning: PENDING_OK: not checked:", name)
-    spec.pop(name, None)
 bad = [f"{n}: want {t}, exposed {types.get(n, 'nothing')}" for n, t in spec.items() if types.get(n) != t]
 extra = sorted(n for n in types if n.startswith("figway_") and n not in spec)
 used = set()
@@ -409,7 +392,7 @@ for path in sys.argv[2:]:
 unknown = []
 for name in sorted(used):
     base = re.sub(r"_(bucket|sum|count)$", "", name)
-    if name not in types and not (base in types and types[base] == "histogram") and name not in pending:
+    if name not in types and not (base in types and types[base] == "histogram"):
         unknown.append(name)
 for line in bad:
     print("  SPEC §8 metric:", line)
@@ -494,8 +477,6 @@ import json, math, re, sys, urllib.parse, urllib.request
 prom, dashboard_path, alerts_path = sys.argv[1:4]
 dash = json.load(open(dashboard_path))
 problems, warnings = [], []
-import os
-pending = os.environ.get("PENDING", "").split()
 
 def get(path, **params):
     url = f"{prom}{path}?{urllib.parse.urlencode(params)}"
@@ -606,8 +587,7 @@ for where, target in exprs:
     shown = ", ".join(f"{v:.3g}" for v in finite[:4]) + (" ..." if len(finite) > 4 else "")
     if not values:
         state = "empty"
-        may_be_empty = where in MAY_BE_EMPTY or any(n in expr for n in pending)
-        (warnings if may_be_empty else problems).append(f"{where} [{ref}]: returned no data")
+        (warnings if where in MAY_BE_EMPTY else problems).append(f"{where} [{ref}]: returned no data")
     elif not finite:
         state = "NaN"
         problems.append(f"{where} [{ref}]: only NaN")
@@ -660,7 +640,6 @@ checks = {
         'sum(rate(figway_rate_limited_total{route="limited"}[1m])) > 0 '
         'and sum(rate(figway_requests_total{route="limited", upstream="", code="429"}[1m])) > 0',
 }
-checks = {what: q for what, q in checks.items() if not any(n in q for n in pending)}
 for what, q in checks.items():
     n = len(vector(q))
     want = 2 if what in ("shadow matches and mismatches on search", "catalog: lookups ok and failed",
@@ -708,7 +687,3 @@ echo "  /metrics:   promtool check metrics $metrics_lint; all SPEC §8 names and
 echo "  alerts.yml: promtool check rules ok; loaded and evaluated by Prometheus"
 echo "  prometheus.yml: promtool check config ok; target up in Prometheus"
 echo "  dashboard:  every expression of config/grafana/figway.json ran and returned data"
-if [[ -n $PENDING ]]; then
-  echo "  NOT CHECKED (PENDING_OK=1: this figway has no ramps or rate limits): $PENDING,"
-  echo "              their panels, and the ramp and rate-limit traffic checks"
-fi
