@@ -21,6 +21,11 @@
 # compare/figway.toml; compare/figway-legacy.toml routes to a legacy
 # upstream, with INVENTORY=true|false for the legacy inventory on or off).
 #
+# Rows `figway-split` and `figway-ramp` (access log off) serve a 50/50
+# split of one route, the second with a ramp in progress at 50% (SPEC §11):
+# their difference is a ramp's cost per request.
+#   ROWS="figway-split figway-ramp" benches/instructions.sh
+#
 # Rows `embed` and `embed-nolog` run examples/embed.rs (figway as a library
 # behind an application's tower auth layer) on the same config as the
 # figway rows. It answers 401 without `authorization: Bearer TOKEN`, so
@@ -73,6 +78,29 @@ for log_on in true false; do
   render "${FIGWAY_TOML:-$HERE/compare/figway.toml}" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
     ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on" INVENTORY="${INVENTORY:-true}"
 done
+
+for shape in split ramp; do
+  render "$HERE/compare/figway-$shape.toml" "$WORK/figway-$shape.toml" "${common[@]}" PORT="$PROXY" \
+    ADMIN_PORT="$ADMIN" RAMP_START="$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)"
+done
+# Rows `policies` and `route-limit` (SPEC §12), access log off: the
+# figway-nolog config with header edits and a per-client rate limit, and
+# with a route-wide limit only; both limits too high to refuse, so every
+# request pays for the check and is proxied as in figway-nolog.
+#   ROWS="figway-nolog policies route-limit" benches/instructions.sh
+{ cat "$WORK/figway-false.toml"; cat <<'POLICIES'
+[routes.headers]
+request_remove = ["x-debug"]
+request_set = { "x-source" = "figway" }
+response_remove = ["x-powered-by"]
+response_set = { "strict-transport-security" = "max-age=31536000" }
+[routes.rate_limit]
+rate = 1000000000
+key = "client_ip"
+POLICIES
+} >"$WORK/figway-policies.toml"
+{ cat "$WORK/figway-false.toml"; printf '[routes.rate_limit]\nrate = 1000000000\nkey = "route"\n'; } \
+  >"$WORK/figway-route-limit.toml"
 
 taskset -c 0 nginx -p "$WORK/" -c "$WORK/upstream.conf" >/dev/null 2>&1 &
 PIDS+=($!)
@@ -139,6 +167,10 @@ for row in $ROWS; do
     baseline) measure baseline "$BASELINE_BIN" "127.0.0.1:$PROXY" "127.0.0.1:$UP" ;;
     figway) measure figway "$FIGWAY_BIN" run --config "$WORK/figway-true.toml" ;;
     figway-nolog) measure figway-nolog "$FIGWAY_BIN" run --config "$WORK/figway-false.toml" ;;
+    figway-split) measure figway-split "$FIGWAY_BIN" run --config "$WORK/figway-split.toml" ;;
+    figway-ramp) measure figway-ramp "$FIGWAY_BIN" run --config "$WORK/figway-ramp.toml" ;;
+    policies) measure policies "$FIGWAY_BIN" run --config "$WORK/figway-policies.toml" ;;
+    route-limit) measure route-limit "$FIGWAY_BIN" run --config "$WORK/figway-route-limit.toml" ;;
     embed) EMBED_TOKEN="$BEARER" measure embed "$EMBED_BIN" "$WORK/figway-true.toml" ;;
     embed-nolog) EMBED_TOKEN="$BEARER" measure embed-nolog "$EMBED_BIN" "$WORK/figway-false.toml" ;;
     *) die "unknown row $row" ;;

@@ -83,6 +83,7 @@ fn metrics_only() {
         prefix: p,
         host: None,
         methods: None,
+        conditions: None,
     }));
     println!(
         "router build x10k: {:.1} ms ({} nodes)",

@@ -6,12 +6,15 @@
 #      (legacy = true) and new services, served by tiny python3 HTTP servers;
 #      a split route, a shadow route with compare, a route with a fallback,
 #      and an upstream whose targets are DNS names, asked of a tiny python3
-#      DNS server (one name resolves, one answers SERVFAIL); then sends
-#      traffic with curl;
+#      DNS server (one name resolves, one answers SERVFAIL), a ramp under
+#      way on the split route and a rate-limited route; then sends traffic
+#      with curl;
 #   2. `promtool check metrics` on GET /metrics (and the SPEC §8 names and
 #      types are all there);
-#   3. `promtool check rules config/alerts.yml`, `promtool check config` on a
-#      copy of config/prometheus.yml pointed at figway's admin port;
+#   3. `promtool check rules config/alerts.yml`, `promtool test rules
+#      config/alerts_test.yml` (the alerts' unit tests), `promtool check
+#      config` on a copy of config/prometheus.yml pointed at figway's admin
+#      port;
 #   4. starts Prometheus scraping figway every second with the alert rules,
 #      sends traffic for ~10 s (and a good and a rejected reload), then
 #      evaluates every PromQL expression of config/grafana/figway.json through
@@ -201,8 +204,26 @@ DNS_PORT=$(cat "$WORK/dns.port")
 # search: served by the monolith, shadowed to the new service with compare.
 # catalog: a service found by DNS name (catalog.figway.test: one endpoint;
 #          broken.figway.test: lookups fail, no endpoint).
+# limited: the monolith behind a rate limit of one bucket (burst 2, 1/s)
+#          that every round overflows (429 rate_limited).
 # legacy: everything else (GET/HEAD) to the monolith; a DELETE elsewhere
 #         matches no route (route="", upstream="").
+# orders' ramp began a minute ago: step 0 (50%, the split's own share) holds
+# for an hour; its gates have limits the traffic cannot pass, so the
+# failure counters stay at 0 and the orders side keeps its traffic.
+RAMP_START=$(date -u -d '1 minute ago' +%Y-%m-%dT%H:%M:%SZ)
+RAMP_TOML="[routes.ramp]
+to = \"orders\"
+start = \"$RAMP_START\"
+steps = [50, 100]
+hold = \"1h\"
+max_error_rate = 1.0
+max_p99 = \"1h\""
+LIMIT_TOML="[routes.rate_limit]
+rate = 1
+burst = 2
+key = \"route\""
+write_config() {
 cat >"$WORK/figway.toml" <<EOF
 [listen]
 address = "127.0.0.1:$PROXY_PORT"
@@ -251,6 +272,7 @@ resolve_interval = "1s"
 name = "orders"
 prefix = "/api/orders"
 split = [{ to = "orders", weight = 1 }, { to = "monolith", weight = 1 }]
+$1
 
 [[routes]]
 name = "users"
@@ -273,11 +295,21 @@ prefix = "/api/catalog"
 to = "catalog"
 
 [[routes]]
+name = "limited"
+prefix = "/api/limited"
+to = "monolith"
+$2
+
+[[routes]]
 name = "legacy"
 prefix = "/"
 methods = ["GET", "HEAD"]
 to = "monolith"
 EOF
+}
+write_config "$RAMP_TOML" "$LIMIT_TOML"
+"$FIGWAY" check "$WORK/figway.toml" >"$WORK/check.out" 2>&1 ||
+  { cat "$WORK/check.out" >&2; fail "figway check rejects the test's config"; }
 cp "$WORK/figway.toml" "$WORK/figway.toml.good"
 
 log "starting figway (proxy $PROXY, admin $ADMIN)"
@@ -285,7 +317,7 @@ log "starting figway (proxy $PROXY, admin $ADMIN)"
 PIDS+=($!)
 wait_for "figway's /readyz" 30 curl -sf "$ADMIN/readyz"
 
-# One round of traffic: 17 requests on one keep-alive connection, plus one
+# One round of traffic: 21 requests on one keep-alive connection, plus one
 # that matches no route. Status codes go to $WORK/codes.
 round() {
   local args=(-s --max-time 10 -w '%{http_code}\n')
@@ -294,6 +326,7 @@ round() {
     /api/users/1 /api/users/2 /api/users/slow
     /api/search?q=figway /api/search?q=fig /api/search?q=strangler /api/search?q=proxy /api/search/whoami
     /api/catalog/1
+    /api/limited/1 /api/limited/2 /api/limited/3 /api/limited/4
     / /about
   )
   for p in "${paths[@]}"; do args+=(-o /dev/null "$PROXY$p"); done
@@ -347,6 +380,9 @@ spec = {
     "figway_connections_active": "gauge",
     "figway_dns_resolutions_total": "counter",
     "figway_upstream_endpoints": "gauge",
+    "figway_ramp_percent": "gauge",
+    "figway_ramp_failures_total": "counter",
+    "figway_rate_limited_total": "counter",
 }
 bad = [f"{n}: want {t}, exposed {types.get(n, 'nothing')}" for n, t in spec.items() if types.get(n) != t]
 extra = sorted(n for n in types if n.startswith("figway_") and n not in spec)
@@ -373,6 +409,8 @@ PY
 # ------------------------------------------------------ rules and config
 log "promtool check rules config/alerts.yml"
 "$PROMTOOL" check rules config/alerts.yml
+log "promtool test rules config/alerts_test.yml"
+"$PROMTOOL" test rules config/alerts_test.yml
 
 # A copy of config/prometheus.yml pointed at this figway, scraping (and
 # evaluating rules) every second, with the alert rules next to it.
@@ -514,7 +552,8 @@ def substitute(expr, chosen=None):
     return expr
 
 # Panels whose data depends on timing, not on figway exposing the right thing.
-MAY_BE_EMPTY = {"annotation: Config reloaded", "annotation: Reload rejected"}
+MAY_BE_EMPTY = {"annotation: Config reloaded", "annotation: Reload rejected",
+                "annotation: Ramp gate failed"}
 
 results = []
 for where, target in exprs:
@@ -593,10 +632,18 @@ checks = {
     "5xx on both sides of orders":
         'count(sum by (legacy) (rate(figway_requests_total{route="orders", code="500"}[1m]) '
         '* on (job, instance, upstream) group_left (legacy) figway_upstream_info)) == 2',
+    "orders' ramp at its step 0, 50%":
+        'figway_ramp_percent{route="orders", upstream="orders"} == 50',
+    "orders' gate counters present at 0 from load, for both gates":
+        'figway_ramp_failures_total{route="orders", gate=~"error_rate|p99"} == 0',
+    "429 rate_limited on route limited, counted in both counters":
+        'sum(rate(figway_rate_limited_total{route="limited"}[1m])) > 0 '
+        'and sum(rate(figway_requests_total{route="limited", upstream="", code="429"}[1m])) > 0',
 }
 for what, q in checks.items():
     n = len(vector(q))
-    want = 2 if what in ("shadow matches and mismatches on search", "catalog: lookups ok and failed") else 1
+    want = 2 if what in ("shadow matches and mismatches on search", "catalog: lookups ok and failed",
+                         "orders' gate counters present at 0 from load, for both gates") else 1
     if n < want:
         problems.append(f"expected from the traffic: {what} ({q})")
 

@@ -8,6 +8,7 @@
 //! - `GET /routes`: the compiled table in match order
 //! - `GET /upstreams`: each upstream's targets with health, ejection and
 //!   in-flight counts
+//! - `GET /ramps`: each ramp's state on this instance (SPEC §11)
 //! - `GET /inventory`: the legacy inventory (SPEC §11); `?route=NAME`
 //!   narrows to one route, `?top=N` (a positive integer, else 400) to N
 //!   paths per route; other query keys are ignored
@@ -71,6 +72,7 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
         "/config",
         "/routes",
         "/upstreams",
+        "/ramps",
         "/inventory",
         "/reload",
     ];
@@ -116,6 +118,7 @@ async fn answer(req: &Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
             }))
         }
         "/upstreams" => json_response(&upstreams_json(&shared.snapshot.load())),
+        "/ramps" => json_response(&ramps_json(&shared.snapshot.load())),
         "/inventory" => inventory(req.uri().query(), shared),
         "/metrics" => {
             let body = shared
@@ -165,6 +168,38 @@ pub fn upstreams_json(snapshot: &Snapshot) -> Value {
         );
     }
     Value::Object(out)
+}
+
+/// `GET /ramps`: `{"<route>": {...}}` for every route with a ramp, `{}`
+/// without.
+pub fn ramps_json(snapshot: &Snapshot) -> Value {
+    let mut out = serde_json::Map::new();
+    for r in snapshot.routes.iter() {
+        if let Some(ramp) = &r.ramp {
+            let to = &snapshot.upstreams[r.sides[ramp.spec.to].upstream].name;
+            out.insert(r.name.to_string(), ramp.json(to));
+        }
+    }
+    Value::Object(out)
+}
+
+/// A route's split as `/routes` and `explain` show it: each side's
+/// upstream and weight; once a ramp's `start` has passed, the weights in
+/// force as percentages (SPEC §11).
+pub fn split_weights(snapshot: &Snapshot, route: &Route) -> Vec<(Box<str>, Value)> {
+    let in_force = route.ramp.as_ref().and_then(|r| r.shares_now());
+    route
+        .sides
+        .iter()
+        .enumerate()
+        .map(|(i, side)| {
+            let weight = match &in_force {
+                Some(shares) => crate::ramp::number(shares[i]),
+                None => json!(side.weight),
+            };
+            (snapshot.upstreams[side.upstream].name.clone(), weight)
+        })
+        .collect()
 }
 
 /// `GET /inventory`: the pairs of the table in service, narrowed by
@@ -250,9 +285,9 @@ pub fn routes_json(snapshot: &Snapshot) -> Value {
                 "host": r.host.as_ref().map(|h| h.to_string()),
                 "methods": r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
                 "to": (!r.split).then(|| &*snapshot.upstreams[r.sides[0].upstream].name),
-                "split": r.split.then(|| r.sides.iter().map(|side| json!({
-                    "to": &*snapshot.upstreams[side.upstream].name,
-                    "weight": side.weight,
+                "split": r.split.then(|| split_weights(snapshot, r).into_iter().map(|(to, weight)| json!({
+                    "to": &*to,
+                    "weight": weight,
                 })).collect::<Vec<_>>()),
                 "sticky": r.sticky.as_ref().map(|k| k.to_string()),
                 "fallback": r.fallback.map(|f| &*snapshot.upstreams[f].name),
@@ -263,10 +298,37 @@ pub fn routes_json(snapshot: &Snapshot) -> Value {
                 })),
                 "strip_prefix": r.strip_prefix,
                 "rewrite_prefix": r.rewrite_prefix.as_deref(),
+                "match": r.conditions.as_ref().map(|c| crate::matching::to_json(c.spec())),
+                "headers": r.headers.as_deref().map(header_edits_json),
+                "rate_limit": r.rate_limit.as_ref().map(|l| {
+                    let spec = l.limiter.spec();
+                    json!({"rate": spec.rate, "burst": spec.burst, "key": spec.key.to_string()})
+                }),
             })
         })
         .collect();
     Value::Array(routes)
+}
+
+/// `[routes.headers]` as written, every list present (empty when unset).
+fn header_edits_json(e: &crate::config::HeaderEdits) -> Value {
+    fn names(list: &[http::HeaderName]) -> Vec<&str> {
+        list.iter().map(|n| n.as_str()).collect()
+    }
+    let sets = |list: &[(http::HeaderName, HeaderValue)]| {
+        list.iter()
+            .map(|(n, v)| {
+                let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (n.as_str().to_string(), Value::String(text))
+            })
+            .collect::<serde_json::Map<_, _>>()
+    };
+    json!({
+        "request_remove": names(&e.request_remove),
+        "request_set": sets(&e.request_set),
+        "response_remove": names(&e.response_remove),
+        "response_set": sets(&e.response_set),
+    })
 }
 
 // Fixed answers, written out once: probes call `/healthz` and `/readyz`

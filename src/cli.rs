@@ -25,7 +25,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde_json::json;
 
 use crate::config::{self, LogFormat};
-use crate::decision::decide;
+use crate::decision::decide_noting;
+use crate::matching::RequestFacts;
 use crate::state::Shared;
 
 #[derive(Parser, Debug)]
@@ -53,12 +54,16 @@ enum Command {
     },
     /// Validate a config and print its compiled route table.
     Check { path: PathBuf },
-    /// Show which route and upstream a request would get.
+    /// Show which route and upstream a request would get. The URL's query
+    /// and the -H headers (cookies too) meet the routes' [routes.match]
+    /// conditions as the proxy's would; routes passed over for a failed
+    /// condition are listed with what failed.
     Explain {
         path: PathBuf,
         method: String,
         url: String,
-        /// A request header, `Name: value`; repeatable.
+        /// A request header, `Name: value`; repeatable. Cookies are a
+        /// header too: -H 'cookie: beta=yes; theme=dark'.
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
         /// The client address (for client_ip keys).
@@ -502,6 +507,12 @@ fn check(path: &Path) -> ExitCode {
     let snapshot = crate::state::compile::compile_with(&loaded, &registry, None, &sets);
     println!("{}: ok (version {})", path.display(), loaded.version);
     print!("{}", crate::table::render_routes(&snapshot));
+    for r in snapshot.routes.iter() {
+        if let Some(ramp) = &r.ramp {
+            let to = &snapshot.upstreams[r.sides[ramp.spec.to].upstream].name;
+            print!("{}", ramp.schedule_text(&r.name, to));
+        }
+    }
     ExitCode::SUCCESS
 }
 
@@ -549,7 +560,32 @@ fn explain(
         &loaded,
         &crate::upstream::Registry::default(),
     ));
-    let decision = decide(&snapshot, &method, &uri, &headers);
+    let mut passed_over = Vec::new();
+    let decision = decide_noting(&snapshot, &method, &uri, &headers, &mut |i| {
+        passed_over.push(i)
+    });
+    let request = RequestFacts::new(&headers, uri.query());
+    let passed_over: Vec<_> = passed_over
+        .iter()
+        .map(|i| &snapshot.routes[*i])
+        .map(|r| {
+            let failed: Vec<_> = r
+                .conditions
+                .iter()
+                .flat_map(|c| c.judge(&request))
+                .filter(|j| !j.held)
+                .map(|j| {
+                    json!({
+                        "source": j.source.as_str(),
+                        "name": j.name,
+                        "expect": j.expect.to_string(),
+                        "got": j.got,
+                    })
+                })
+                .collect();
+            json!({"name": &*r.name, "failed": failed})
+        })
+        .collect();
     let out = match &decision {
         Ok(d) => {
             let route = d.route;
@@ -597,12 +633,15 @@ fn explain(
                     "prefix": &*route.prefix,
                     "host": route.host.as_ref().map(|h| h.to_string()),
                     "methods": route.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+                    // Every condition held, or the route was not chosen.
+                    "match": route.conditions.as_ref().map(|c| crate::matching::to_json(c.spec())),
                 },
                 "path_forwarded": d.path_forwarded_str(&uri),
-                "upstreams": route.sides.iter().map(|side| json!({"name": name(side.upstream), "weight": side.weight})).collect::<Vec<_>>(),
+                "upstreams": crate::admin::split_weights(&snapshot, route).into_iter().map(|(to, weight)| json!({"name": &*to, "weight": weight})).collect::<Vec<_>>(),
                 "sticky": sticky,
                 "fallback": route.fallback.map(name),
                 "shadow": shadow,
+                "passed_over": passed_over,
             })
         }
         Err(_) => json!({
@@ -612,6 +651,7 @@ fn explain(
             "sticky": null,
             "fallback": null,
             "shadow": null,
+            "passed_over": passed_over,
         }),
     };
     // The object keeps SPEC §1's shape; a request figway would refuse

@@ -12,6 +12,13 @@ pub fn now_ms() -> u64 {
     to_ms(Instant::now())
 }
 
+/// Nanoseconds on the same clock, for rates finer than a millisecond (the
+/// rate limiter's buckets).
+pub fn now_ns() -> u64 {
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(Instant::now().saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+}
+
 pub fn to_ms(t: Instant) -> u64 {
     let base = *BASE.get_or_init(Instant::now);
     // Never 0, which `ejected_until` uses for "never ejected".
@@ -26,5 +33,54 @@ pub fn to_system(ms: u64) -> std::time::SystemTime {
         wall + std::time::Duration::from_millis(ms - now)
     } else {
         wall - std::time::Duration::from_millis(now - ms)
+    }
+}
+
+/// The wall clock a ramp's schedule reads (SPEC §11): Unix milliseconds,
+/// `SystemTime::now()` plus an offset that only tests move. A schedule is
+/// written in calendar time and every instance of a fleet must agree on
+/// it, so it cannot follow tokio's clock (which starts at the process's
+/// start and pauses in tests); yet a test must run a ramp of hours in a
+/// second. The offset is the smallest thing that gives both: real runs
+/// never touch it, in-process tests call [`Wall::advance`] or
+/// [`Wall::set`] on the instance's clock (`Shared::wall`). One relaxed
+/// atomic load on top of the system clock's read.
+#[derive(Debug, Default)]
+pub struct Wall {
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Wall {
+    /// Unix milliseconds now, as this clock reads.
+    pub fn now_ms(&self) -> i64 {
+        let system = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        system.saturating_add(self.offset_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Moves this clock forward by `by` (tests).
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets this clock so that it reads `unix_ms` now (tests).
+    pub fn set(&self, unix_ms: i64) {
+        let now = self.now_ms();
+        self.offset_ms
+            .fetch_add(unix_ms - now, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A Unix-milliseconds time as a `SystemTime`, for the RFC 3339 formatter.
+pub fn unix_ms_to_system(ms: i64) -> std::time::SystemTime {
+    let magnitude = std::time::Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        std::time::UNIX_EPOCH + magnitude
+    } else {
+        std::time::UNIX_EPOCH - magnitude
     }
 }

@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Uri};
 
 use crate::error::ErrorKind;
 use crate::keys;
+use crate::matching::RequestFacts;
 use crate::path;
 use crate::state::{Route, Snapshot};
 use crate::sticky;
@@ -60,10 +61,29 @@ pub fn decide<'s>(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Decision<'s>, ErrorKind> {
+    decide_noting(snapshot, method, uri, headers, &mut |_| {})
+}
+
+/// As [`decide`], calling `passed_over` with each route whose match
+/// conditions the request failed on its way to the decision (`explain`).
+pub fn decide_noting<'s>(
+    snapshot: &'s Snapshot,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    passed_over: &mut impl FnMut(usize),
+) -> Result<Decision<'s>, ErrorKind> {
     let normalized = path::normalize(uri.path()).map_err(|_| ErrorKind::BadRequest)?;
+    let request = RequestFacts::new(headers, uri.query());
     let found = snapshot
         .router
-        .lookup(request_host(uri, headers), method, &normalized)
+        .lookup_noting(
+            request_host(uri, headers),
+            method,
+            &normalized,
+            &request,
+            passed_over,
+        )
         .ok_or(ErrorKind::NoRoute)?;
     let route = &snapshot.routes[found.route];
     let unchanged = matches!(normalized, std::borrow::Cow::Borrowed(_))
@@ -121,9 +141,14 @@ fn forwarded_path(
     forwarded
 }
 
-/// The side a sticky key lands on (SPEC §3; see [`crate::sticky`]).
+/// The side a sticky key lands on (SPEC §3; see [`crate::sticky`]); on a
+/// ramp, by the layout in force now (SPEC §11; see [`crate::ramp`]).
 pub fn sticky_side(route: &Route, key: &[u8]) -> usize {
-    sticky::side_for_bucket(&route.bucket_ends, sticky::bucket(&route.name, key))
+    let bucket = sticky::bucket(&route.name, key);
+    match &route.ramp {
+        Some(ramp) => ramp.layout_now().side(bucket),
+        None => sticky::side_for_bucket(&route.bucket_ends, bucket),
+    }
 }
 
 /// The side of the route this request goes to: by its sticky key when the
@@ -137,6 +162,10 @@ pub fn choose_side(route: &Route, headers: &HeaderMap, client: IpAddr) -> usize 
         if let Some(key) = keys::key_value(source, headers, client, &mut buf) {
             return sticky_side(route, key);
         }
+    }
+    if let Some(ramp) = &route.ramp {
+        // A uniformly random bucket: the shares in force, as for a key.
+        return ramp.layout_now().side(fastrand::u64(..sticky::BUCKETS));
     }
     let mut pick = fastrand::u64(..route.total_weight.max(1));
     for (i, side) in route.sides.iter().enumerate() {

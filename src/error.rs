@@ -36,6 +36,8 @@ pub enum ErrorKind {
     NoHealthyUpstream,
     /// The upstream's `max_in_flight` is reached and no fallback took over.
     CircuitOpen,
+    /// The route's rate limit has no token for this request (SPEC §12).
+    RateLimited,
     /// figway cut the request when its drain ran out of `drain_timeout`.
     /// Never an answer (the connection is closed); logged with status 444,
     /// nginx's "closed without response", so that dashboards tell a drain
@@ -44,7 +46,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamReset,
         ErrorKind::UpstreamTimeout,
@@ -55,6 +57,7 @@ impl ErrorKind {
         ErrorKind::NoHealthyUpstream,
         ErrorKind::CircuitOpen,
         ErrorKind::DrainTimeout,
+        ErrorKind::RateLimited,
     ];
 
     /// Position in [`ErrorKind::ALL`], for per-kind tables.
@@ -70,6 +73,7 @@ impl ErrorKind {
             ErrorKind::NoHealthyUpstream => 7,
             ErrorKind::CircuitOpen => 8,
             ErrorKind::DrainTimeout => 9,
+            ErrorKind::RateLimited => 10,
         }
     }
 
@@ -84,12 +88,14 @@ impl ErrorKind {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorKind::DrainTimeout => DRAIN_CUT,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     /// The `grpc-status` a gRPC client gets instead (SPEC §4): 14
     /// UNAVAILABLE for every 502/503 kind, 4 DEADLINE_EXCEEDED for a
-    /// timeout, 12 UNIMPLEMENTED for no route; the rest as gRPC maps their
+    /// timeout, 12 UNIMPLEMENTED for no route, 8 RESOURCE_EXHAUSTED for a
+    /// rate limit; the rest as gRPC maps their
     /// HTTP statuses (400 → 13 INTERNAL).
     pub fn grpc_status(self) -> &'static str {
         match self {
@@ -100,6 +106,7 @@ impl ErrorKind {
             | ErrorKind::DrainTimeout => "14",
             ErrorKind::UpstreamTimeout => "4",
             ErrorKind::NoRoute => "12",
+            ErrorKind::RateLimited => "8",
             ErrorKind::BadRequest | ErrorKind::BadFraming | ErrorKind::MethodNotAllowed => "13",
         }
     }
@@ -117,6 +124,7 @@ impl ErrorKind {
             ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
             ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::DrainTimeout => "drain_timeout",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 
@@ -137,6 +145,7 @@ impl ErrorKind {
                 "service unavailable: too many requests in flight to the upstream\n"
             }
             ErrorKind::DrainTimeout => "",
+            ErrorKind::RateLimited => "too many requests: the route's rate limit is reached\n",
         }
     }
 }

@@ -8,6 +8,8 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Marks figway's shadow copies (SPEC §4); only figway sets it.
+pub static X_FIGWAY_SHADOW: HeaderName = HeaderName::from_static("x-figway-shadow");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -23,6 +25,23 @@ fn hop_by_hop() -> [&'static HeaderName; 7] {
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
     ]
+}
+
+/// A route's header edits (SPEC §12): removals first, then sets, which
+/// replace any value already there. Names and values were parsed at load;
+/// a set clones them, which is a reference count, not a copy.
+pub fn edit(headers: &mut HeaderMap, remove: &[HeaderName], set: &[(HeaderName, HeaderValue)]) {
+    for name in remove {
+        headers.remove(name);
+    }
+    for (name, value) in set {
+        headers.insert(name, value.clone());
+    }
+}
+
+/// Whether `name` is one of the hop-by-hop headers figway always drops.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop().contains(&name)
 }
 
 /// Drops hop-by-hop headers, including every header `Connection` names.

@@ -1,5 +1,7 @@
-//! Request keys for `hash_key` (and, later, `sticky`): a header's value, a
-//! cookie's value, or the client address, hashed with the stable hash.
+//! Request keys for `hash_key` and `sticky`: a header's value, a cookie's
+//! value, or the client address, hashed with the stable hash. The one
+//! reading of `Cookie` headers ([`cookie_pairs`]) lives here; route match
+//! conditions use it too.
 
 use std::net::IpAddr;
 
@@ -40,11 +42,18 @@ pub fn key_hash(source: &KeySource, headers: &HeaderMap, client: IpAddr) -> Opti
 
 /// A cookie's value from the request's `Cookie` headers.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
-    headers.get_all(COOKIE).iter().find_map(|v| {
-        v.as_bytes().split(|b| *b == b';').find_map(|pair| {
+    cookie_pairs(headers).find_map(|(n, v)| (n == name.as_bytes()).then_some(v))
+}
+
+/// Every `name=value` pair of the request's `Cookie` headers, in order:
+/// one header or several (HTTP/2 clients may send a line per cookie); a
+/// piece without `=` is no cookie.
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers.get_all(COOKIE).into_iter().flat_map(|v| {
+        v.as_bytes().split(|b| *b == b';').filter_map(|pair| {
             let pair = pair.trim_ascii();
             let eq = pair.iter().position(|b| *b == b'=')?;
-            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+            Some((&pair[..eq], &pair[eq + 1..]))
         })
     })
 }

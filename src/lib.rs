@@ -7,7 +7,8 @@
 //! Modules form layers: each imports only modules below it (a test,
 //! `tests/layers.rs`, fails on any import cycle). From the bottom:
 //!
-//! - Leaves: [`clock`] (milliseconds on tokio's clock, for atomics),
+//! - Leaves: [`clock`] (milliseconds on tokio's clock, for atomics; the
+//!   wall clock ramps read, which tests move),
 //!   [`hash`] (the stable hash), [`path`] (normalisation), [`net`] (CIDRs,
 //!   the client address rule), [`timefmt`] (RFC 3339), [`headers`]
 //!   (hop-by-hop, `X-Forwarded-For`, `x-request-id`), [`error`] (why figway
@@ -22,7 +23,9 @@
 //! - [`tls`]: the certificates handshakes present (swapped on reload),
 //!   SNI choice, the acceptor, and the client stream, plain or TLS.
 //! - [`body`] (request bodies going upstream, bounded copies), [`keys`]
-//!   (hash and sticky keys), [`router`] (the segment trie and the match
+//!   (hash and sticky keys), [`matching`] (route match conditions on
+//!   headers, cookies and query), [`rate_limit`] (the token buckets of
+//!   `[routes.rate_limit]`), [`router`] (the segment trie and the match
 //!   order), [`metrics`] (the registry and pre-resolved handles),
 //!   [`access_log`] (lines formatted per worker, written by a writer thread),
 //!   [`inventory`] (the legacy inventory: per-worker Space-Saving summaries
@@ -35,6 +38,9 @@
 //!   `upstream::client`, which makes one attempt at one target for the
 //!   proxy and the shadow alike.
 //! - [`shadow`]: mirrored requests and the compare of their answers.
+//! - [`ramp`]: a ramp at run time (SPEC §11): the bucket layout of each
+//!   step, the sliding window of the new side's answers and the gates that
+//!   roll it back; its schedule is `config::schedule`.
 //! - [`state`]: the compiled [`state::Snapshot`] (`state::compile` builds it
 //!   from a config and the resolved target names, one endpoint per
 //!   address) and [`state::Shared`], the process state around it;
@@ -72,10 +78,13 @@ pub mod hash;
 pub mod headers;
 pub mod inventory;
 pub mod keys;
+pub mod matching;
 pub mod metrics;
 pub mod net;
 pub mod path;
 pub mod proxy;
+pub mod ramp;
+pub mod rate_limit;
 pub mod reload;
 pub mod router;
 pub mod server;

@@ -7,16 +7,23 @@
 //! The maps use FxHash: keys come from the config, not from clients, and
 //! hashing a path segment is most of a lookup's cost.
 //!
-//! Precedence (SPEC §3): longest prefix; at equal prefixes exact host, then
-//! wildcard (longer suffix first), then no host; between equally specific
-//! hosts a route listing methods before one without. A route whose methods
-//! exclude the request falls through to the next candidate.
+//! Precedence (SPEC §3, §12): longest prefix; at equal prefixes exact host,
+//! then wildcard (longer suffix first), then no host; between equally
+//! specific hosts a route listing methods before one without; then a route
+//! with match conditions before one without, more conditions first; config
+//! order last. A route whose methods or conditions exclude the request falls
+//! through to the next candidate. Conditions are only asked of the
+//! candidates of the nodes a lookup visits, so they do not make lookups
+//! grow with the table either.
+
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 use http::Method;
 
 use crate::config::HostPattern;
+use crate::matching::{Conditions, RequestFacts};
 
 /// What the router needs to know of a route.
 #[derive(Clone, Copy)]
@@ -24,6 +31,7 @@ pub struct RouteKey<'a> {
     pub prefix: &'a str,
     pub host: Option<&'a HostPattern>,
     pub methods: Option<&'a [Method]>,
+    pub conditions: Option<&'a Arc<Conditions>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +50,11 @@ pub struct Router {
     order: Box<[usize]>,
 }
 
-/// The match order (SPEC §3, §7) as a sort key: longer prefix (in bytes)
-/// first; at equal prefixes exact host, then wildcard (longer suffix
-/// first), then no host; then routes listing methods before those without.
-/// A stable sort by it leaves config order last. `build` orders each
+/// The match order (SPEC §3, §7, §12) as a sort key: longer prefix (in
+/// bytes) first; at equal prefixes exact host, then wildcard (longer suffix
+/// first), then no host; then routes listing methods before those without;
+/// then more match conditions before fewer (none is fewest). A stable sort
+/// by it leaves config order last. `build` orders each
 /// node's candidates by it, so lookups and listings cannot disagree.
 fn precedence(route: &RouteKey<'_>) -> impl Ord {
     let (host_rank, suffix) = match route.host {
@@ -58,6 +67,7 @@ fn precedence(route: &RouteKey<'_>) -> impl Ord {
         host_rank,
         std::cmp::Reverse(suffix),
         route.methods.is_none(),
+        std::cmp::Reverse(route.conditions.map_or(0, |c| c.len())),
     )
 }
 
@@ -82,6 +92,8 @@ impl Node {
 #[derive(Debug)]
 struct Entry {
     methods: Option<Box<[Method]>>,
+    /// Shared with the route in the snapshot, which shows them.
+    conditions: Option<Arc<Conditions>>,
     route: usize,
 }
 
@@ -102,6 +114,7 @@ impl Router {
             let node = router.insert_path(route.prefix);
             let entry = Entry {
                 methods: route.methods.map(|m| m.to_vec().into_boxed_slice()),
+                conditions: route.conditions.cloned(),
                 route: index,
             };
             let node = &mut router.nodes[node];
@@ -115,7 +128,8 @@ impl Router {
             list.push(entry);
         }
         // Within one list prefix and host are equal: the precedence puts
-        // routes listing methods first, config order among the rest.
+        // routes listing methods first, then those with more conditions,
+        // config order among the rest.
         for node in &mut router.nodes {
             let lists = node
                 .exact
@@ -159,7 +173,36 @@ impl Router {
     }
 
     /// `host` may carry a port and any case; `path` must be normalised.
+    /// A request with no headers and no query: routes with conditions are
+    /// passed over (for tools and benches; the proxy uses
+    /// [`Router::lookup_request`]).
     pub fn lookup(&self, host: Option<&str>, method: &Method, path: &str) -> Option<Match> {
+        let headers = http::HeaderMap::new();
+        self.lookup_request(host, method, path, &RequestFacts::new(&headers, None))
+    }
+
+    /// As [`Router::lookup`], checking match conditions against `request`.
+    pub fn lookup_request(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+        request: &RequestFacts<'_>,
+    ) -> Option<Match> {
+        self.lookup_noting(host, method, path, request, &mut |_| {})
+    }
+
+    /// As [`Router::lookup_request`], calling `passed_over` with each route
+    /// whose prefix, host and methods accepted the request but whose
+    /// conditions did not, in the order they were tried (for `explain`).
+    pub fn lookup_noting(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+        request: &RequestFacts<'_>,
+        passed_over: &mut impl FnMut(usize),
+    ) -> Option<Match> {
         let mut buf = [0u8; MAX_HOST];
         let host = host.and_then(|h| lower_host(h, &mut buf));
         let mut node = 0usize;
@@ -172,7 +215,7 @@ impl Router {
         loop {
             let n = &self.nodes[node];
             if n.has_routes() {
-                if let Some(route) = n.pick(host, method) {
+                if let Some(route) = n.pick(host, method, request, passed_over) {
                     return Some(Match {
                         route,
                         prefix_len: n.prefix_len,
@@ -189,9 +232,16 @@ impl Router {
 }
 
 impl Node {
-    fn pick(&self, host: Option<&str>, method: &Method) -> Option<usize> {
+    fn pick(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        request: &RequestFacts<'_>,
+        passed_over: &mut impl FnMut(usize),
+    ) -> Option<usize> {
+        let mut pick_in = |list: &[Entry]| pick_entry(list, method, request, passed_over);
         if let Some(host) = host {
-            if let Some(route) = self.exact.get(host).and_then(|l| pick_method(l, method)) {
+            if let Some(route) = self.exact.get(host).and_then(|l| pick_in(l)) {
                 return Some(route);
             }
             if !self.wildcard.is_empty() {
@@ -199,10 +249,8 @@ impl Node {
                 // tries b.example.com, example.com, com.
                 for (i, b) in host.bytes().enumerate() {
                     if b == b'.' {
-                        if let Some(route) = self
-                            .wildcard
-                            .get(&host[i + 1..])
-                            .and_then(|l| pick_method(l, method))
+                        if let Some(route) =
+                            self.wildcard.get(&host[i + 1..]).and_then(|l| pick_in(l))
                         {
                             return Some(route);
                         }
@@ -210,14 +258,28 @@ impl Node {
                 }
             }
         }
-        pick_method(&self.any_host, method)
+        pick_in(&self.any_host)
     }
 }
 
-fn pick_method(list: &[Entry], method: &Method) -> Option<usize> {
-    list.iter()
-        .find(|e| e.methods.as_ref().is_none_or(|m| m.contains(method)))
-        .map(|e| e.route)
+/// The first entry of `list` (in precedence order) whose methods and
+/// conditions accept the request.
+fn pick_entry(
+    list: &[Entry],
+    method: &Method,
+    request: &RequestFacts<'_>,
+    passed_over: &mut impl FnMut(usize),
+) -> Option<usize> {
+    for e in list {
+        if !e.methods.as_ref().is_none_or(|m| m.contains(method)) {
+            continue;
+        }
+        match &e.conditions {
+            Some(c) if !c.holds(request) => passed_over(e.route),
+            _ => return Some(e.route),
+        }
+    }
+    None
 }
 
 /// Path segments after the leading `/`; the root `/` has none.
@@ -256,6 +318,7 @@ mod tests {
             prefix: r.0,
             host: r.1.as_ref(),
             methods: r.2.as_deref(),
+            conditions: None,
         }))
     }
 
@@ -353,6 +416,82 @@ mod tests {
         let r = router(&[R("/a/b", None, None), R("/", None, None)]);
         assert_eq!(get(&r, None, "/a%2Fb"), Some(1));
         assert_eq!(get(&r, None, "/a/b"), Some(0));
+    }
+
+    /// `(prefix, methods, header conditions)`: the router's view of a route
+    /// with `[routes.match]` headers.
+    type Conditional = (&'static str, Option<Vec<Method>>, &'static [&'static str]);
+
+    fn with_conditions(routes: &[Conditional]) -> Router {
+        let specs: Vec<Option<Arc<Conditions>>> = routes
+            .iter()
+            .map(|(_, _, headers)| {
+                (!headers.is_empty()).then(|| {
+                    let spec = crate::config::MatchSpec {
+                        headers: headers
+                            .iter()
+                            .map(|h| {
+                                (
+                                    http::HeaderName::from_static(h),
+                                    crate::config::MatchValue::Present,
+                                )
+                            })
+                            .collect(),
+                        ..Default::default()
+                    };
+                    Arc::new(Conditions::compile(&spec))
+                })
+            })
+            .collect();
+        Router::build(routes.iter().zip(&specs).map(|((p, m, _), c)| RouteKey {
+            prefix: p,
+            host: None,
+            methods: m.as_deref(),
+            conditions: c.as_ref(),
+        }))
+    }
+
+    fn get_with(r: &Router, method: Method, path: &str, headers: &[&'static str]) -> Option<usize> {
+        let mut map = http::HeaderMap::new();
+        for h in headers {
+            map.insert(*h, http::HeaderValue::from_static("1"));
+        }
+        r.lookup_request(None, &method, path, &RequestFacts::new(&map, None))
+            .map(|m| m.route)
+    }
+
+    #[test]
+    fn conditions_rank_after_methods_and_fall_through() {
+        let r = with_conditions(&[
+            ("/", None, &[]),
+            ("/a", None, &[]),
+            ("/a", None, &["x-one"]),
+            ("/a", None, &["x-one", "x-two"]),
+            ("/a", Some(vec![Method::GET]), &[]),
+            ("/a/b", None, &["x-one"]),
+        ]);
+        assert_eq!(get_with(&r, Method::POST, "/a", &[]), Some(1));
+        assert_eq!(get_with(&r, Method::POST, "/a", &["x-one"]), Some(2));
+        assert_eq!(
+            get_with(&r, Method::POST, "/a", &["x-one", "x-two"]),
+            Some(3)
+        );
+        assert_eq!(
+            get_with(&r, Method::GET, "/a", &["x-one", "x-two"]),
+            Some(4)
+        );
+        assert_eq!(get_with(&r, Method::POST, "/a/b", &["x-one"]), Some(5));
+        assert_eq!(get_with(&r, Method::POST, "/a/b", &["x-two"]), Some(1));
+        // Routes with conditions never match a request without headers.
+        assert_eq!(get(&r, None, "/a/b"), Some(4));
+        assert_eq!(r.match_order(), [5, 4, 3, 2, 1, 0]);
+        // Those passed over are noted in the order they were tried.
+        let mut passed = Vec::new();
+        let headers = http::HeaderMap::new();
+        let facts = RequestFacts::new(&headers, None);
+        let found = r.lookup_noting(None, &Method::POST, "/a/b", &facts, &mut |i| passed.push(i));
+        assert_eq!(found.map(|m| m.route), Some(1));
+        assert_eq!(passed, [5, 3, 2]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub fn render_routes(snapshot: &Snapshot) -> String {
         "PREFIX".into(),
         "HOST".into(),
         "METHODS".into(),
+        "MATCH".into(),
         "TO".into(),
         "FORWARDS".into(),
     ]];
@@ -34,6 +35,9 @@ pub fn render_routes(snapshot: &Snapshot) -> String {
             r.methods.as_ref().map_or("*".into(), |m| {
                 m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
             }),
+            r.conditions
+                .as_ref()
+                .map_or("*".into(), |c| c.spec().to_string()),
             if r.split {
                 r.sides
                     .iter()
@@ -91,6 +95,7 @@ pub fn render_explain(v: &Value) -> String {
             rows.push(vec!["prefix".into(), s(&route["prefix"])]);
             rows.push(vec!["host".into(), s(&route["host"])]);
             rows.push(vec!["methods".into(), s(&route["methods"])]);
+            rows.push(vec!["match".into(), conditions_text(&route["match"])]);
             rows.push(vec!["path_forwarded".into(), s(&v["path_forwarded"])]);
             if let Value::Array(ups) = &v["upstreams"] {
                 for u in ups {
@@ -127,7 +132,65 @@ pub fn render_explain(v: &Value) -> String {
             rows.push(vec!["shadow".into(), shadow]);
         }
     }
+    if let Value::Array(passed) = &v["passed_over"] {
+        for p in passed {
+            rows.push(vec!["passed over".into(), passed_over_text(p)]);
+        }
+    }
     align(&rows)
+}
+
+/// A route's `match` object in words: `header x-canary = "1", cookie beta
+/// present`; `-` without conditions.
+fn conditions_text(m: &Value) -> String {
+    let mut parts = Vec::new();
+    for (table, source) in [
+        ("headers", "header"),
+        ("cookies", "cookie"),
+        ("query", "query"),
+    ] {
+        if let Value::Object(entries) = &m[table] {
+            for (name, want) in entries {
+                parts.push(match want.as_str() {
+                    Some("*") => format!("{source} {name} present"),
+                    _ => format!("{source} {name} = {want}"),
+                });
+            }
+        }
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// One route passed over for its conditions: its name and what failed,
+/// `orders-beta: header x-canary is "0", not "1"`.
+fn passed_over_text(p: &Value) -> String {
+    let failed: Vec<String> = match &p["failed"] {
+        Value::Array(list) => list
+            .iter()
+            .map(|f| {
+                let what = format!(
+                    "{} {}",
+                    f["source"].as_str().unwrap_or_default(),
+                    f["name"].as_str().unwrap_or_default()
+                );
+                match (&f["got"], f["expect"].as_str()) {
+                    (Value::Null, _) => format!("{what} absent"),
+                    (got, Some(want)) => format!("{what} is {got}, not {want:?}"),
+                    (got, None) => format!("{what} is {got}"),
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    format!(
+        "{}: {}",
+        p["name"].as_str().unwrap_or_default(),
+        failed.join(", ")
+    )
 }
 
 fn align(rows: &[Vec<String>]) -> String {

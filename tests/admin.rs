@@ -247,10 +247,13 @@ to = "a"
     );
     let mut expected_keys = vec![
         "fallback",
+        "headers",
         "host",
+        "match",
         "methods",
         "name",
         "prefix",
+        "rate_limit",
         "rewrite_prefix",
         "shadow",
         "split",
@@ -268,6 +271,8 @@ to = "a"
         assert!(r["sticky"].is_null(), "{r}");
         assert!(r["fallback"].is_null(), "{r}");
         assert!(r["shadow"].is_null(), "{r}");
+        assert!(r["headers"].is_null(), "{r}");
+        assert!(r["rate_limit"].is_null(), "{r}");
     }
     let by_name = |n: &str| routes.iter().find(|r| r["name"] == n).unwrap().clone();
     assert_eq!(
@@ -275,7 +280,8 @@ to = "a"
         json!({
             "name": "root", "prefix": "/", "host": null, "methods": null, "to": "a",
             "split": null, "sticky": null, "fallback": null, "shadow": null,
-            "strip_prefix": false, "rewrite_prefix": null,
+            "strip_prefix": false, "rewrite_prefix": null, "match": null, "headers": null,
+            "rate_limit": null,
         })
     );
     assert_eq!(
@@ -283,7 +289,8 @@ to = "a"
         json!({
             "name": "users", "prefix": "/api/users", "host": null, "methods": null, "to": "b",
             "split": null, "sticky": null, "fallback": null, "shadow": null,
-            "strip_prefix": false, "rewrite_prefix": "/v2/users",
+            "strip_prefix": false, "rewrite_prefix": "/v2/users", "match": null,
+            "headers": null, "rate_limit": null,
         })
     );
     assert_eq!(by_name("orders")["strip_prefix"], true);

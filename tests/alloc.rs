@@ -176,6 +176,34 @@ fn access_log_on_in_child() {
     );
 }
 
+/// Routes with `[routes.match]` conditions that the request fails, ahead of
+/// the route that takes it (SPEC §12): checking them must not allocate. The
+/// request carries no cookie and no query, so the cookie and query
+/// conditions find nothing to parse, and parsing nothing allocates nothing.
+#[test]
+fn allocations_per_request_past_failing_match_conditions() {
+    let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = runtime.block_on(canned_upstream());
+    let conditional = "[[routes]]\nname = \"canary\"\nprefix = \"/\"\nto = \"app\"\n\
+                       [routes.match]\nheaders = { \"x-canary\" = \"1\" }\n\
+                       [[routes]]\nname = \"beta\"\nprefix = \"/\"\nto = \"app\"\n\
+                       [routes.match]\ncookies = { beta = \"yes\" }\n\
+                       [[routes]]\nname = \"preview\"\nprefix = \"/\"\nto = \"app\"\n\
+                       [routes.match]\nquery = { preview = \"*\" }\n";
+    let text = format!("{}{conditional}", config(upstream, false, false));
+    let per_request = measure_config(&runtime, &text);
+    eprintln!("allocations per proxied request past failing conditions: {per_request:.2}");
+    assert!(
+        per_request <= MAX_ALLOCS_PER_REQUEST,
+        "{per_request:.2} allocations per request past failing match conditions, more than \
+         MAX_ALLOCS_PER_REQUEST ({MAX_ALLOCS_PER_REQUEST})"
+    );
+}
+
 /// The same request to an upstream marked legacy, so the legacy
 /// inventory counts every one (SPEC §11): it keeps the path by reference
 /// and folds it into a per-thread buffer, so the ceiling is the same.
@@ -191,6 +219,42 @@ fn allocations_per_request_counted_in_the_legacy_inventory() {
     );
 }
 
+/// Header edits and a rate limit (SPEC §12) on the route: compiled at load,
+/// so a request pays no allocation for them (the inserted values are
+/// shared, not copied).
+#[test]
+fn route_policies_allocate_nothing_per_request() {
+    let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let plain = measure(false, false);
+    let policies = measure_with(|upstream| {
+        format!(
+            "{}[routes.headers]\n\
+             request_remove = [\"x-debug\"]\n\
+             request_set = {{ \"x-source\" = \"figway\", \"host\" = \"backend.internal\" }}\n\
+             response_remove = [\"x-powered-by\"]\n\
+             response_set = {{ \"strict-transport-security\" = \"max-age=31536000\", \"x-served-by\" = \"figway\" }}\n\
+             [routes.rate_limit]\nrate = 1000000000\nkey = \"client_ip\"\n",
+            config(upstream, false, false)
+        )
+    });
+    eprintln!("allocations per request: {plain:.2} plain, {policies:.2} with route policies");
+    assert!(
+        policies - plain < 0.05,
+        "route policies add {:.2} allocations per request",
+        policies - plain
+    );
+}
+
+/// As [`measure`], for the config `toml` makes for the upstream's address.
+fn measure_with(toml: impl FnOnce(SocketAddr) -> String) -> f64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = runtime.block_on(canned_upstream());
+    measure_config(&runtime, &toml(upstream))
+}
+
 /// The lowest of [`RUNS`] per-request allocation counts over [`REQUESTS`]
 /// keep-alive GETs through figway, after [`WARM_UP`] requests.
 fn measure(access_log: bool, legacy: bool) -> f64 {
@@ -198,9 +262,15 @@ fn measure(access_log: bool, legacy: bool) -> f64 {
         .enable_all()
         .build()
         .unwrap();
+    let upstream = runtime.block_on(canned_upstream());
+    measure_config(&runtime, &config(upstream, access_log, legacy))
+}
+
+/// [`measure`] with the config `text` (its upstream already started on
+/// `runtime`).
+fn measure_config(runtime: &tokio::runtime::Runtime, text: &str) -> f64 {
     runtime.block_on(async {
-        let upstream = canned_upstream().await;
-        let figway = support::Figway::start(&config(upstream, access_log, legacy)).await;
+        let figway = support::Figway::start(text).await;
         let mut client = Client::connect(figway.addr).await;
         for _ in 0..WARM_UP {
             client.get().await;

@@ -591,6 +591,7 @@ fn explain_json_prints_the_spec_object() {
         keys(&v),
         [
             "fallback",
+            "passed_over",
             "path_forwarded",
             "route",
             "shadow",
@@ -599,7 +600,11 @@ fn explain_json_prints_the_spec_object() {
         ],
         "{v}"
     );
-    assert_eq!(keys(&v["route"]), ["host", "methods", "name", "prefix"]);
+    // `match` and `passed_over`: SPEC §12 (tests/route_match.rs).
+    assert_eq!(
+        keys(&v["route"]),
+        ["host", "match", "methods", "name", "prefix"]
+    );
     assert_eq!(
         v["route"],
         serde_json::json!({
@@ -607,8 +612,10 @@ fn explain_json_prints_the_spec_object() {
             "prefix": "/api/users",
             "host": "shop.example.com",
             "methods": ["GET", "HEAD"],
+            "match": null,
         })
     );
+    assert_eq!(v["passed_over"], serde_json::json!([]), "{v}");
     assert_eq!(v["path_forwarded"], "/api/users/7?x=1");
     assert_eq!(
         v["upstreams"],
@@ -651,6 +658,7 @@ fn explain_without_a_matching_route_prints_null() {
         "sticky",
         "fallback",
         "shadow",
+        "passed_over",
     ] {
         assert!(v.get(key).is_some(), "missing key {key}: {v}");
     }

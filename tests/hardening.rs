@@ -658,6 +658,7 @@ fn explain_json_keeps_its_shape_for_a_path_above_the_root() {
         keys,
         [
             "fallback",
+            "passed_over",
             "path_forwarded",
             "route",
             "shadow",

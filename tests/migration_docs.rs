@@ -8,7 +8,12 @@
 //!
 //! The TOML blocks below are the page's own: a test checks that the page's
 //! ```toml blocks are exactly these, in this order, so that the page and
-//! the edits tested here cannot drift apart.
+//! the edits tested here cannot drift apart. (The constants keep the step
+//! numbers the page had before its dark-launch step; the page's step 1 is
+//! `DARK_LAUNCH`, its step 2 `STEP1_SHADOW`, and so on.)
+//!
+//! The dark launch and "Let figway drive" (`[routes.match]`,
+//! `[routes.ramp]`, `[inventory]`) are walked by a test of their own.
 
 mod support;
 use support::*;
@@ -36,6 +41,22 @@ to = "monolith"
 [[routes]]
 name = "legacy"
 prefix = "/"
+to = "monolith"
+"#;
+
+const DARK_LAUNCH: &str = r#"[upstreams.search]
+targets = ["http://10.0.4.4:9300", "http://10.0.4.5:9300"]
+
+[[routes]]
+name = "search-staff"
+prefix = "/api/search"
+to = "search"
+[routes.match]
+headers = { "x-staff" = "1" }
+
+[[routes]]
+name = "search"
+prefix = "/api/search"
 to = "monolith"
 "#;
 
@@ -119,9 +140,54 @@ prefix = "/api/search"
 to = "search"
 "#;
 
+// "Let figway drive".
+
+const DRIVE_RAMP: &str = r#"[[routes]]
+name = "search"
+prefix = "/api/search"
+split = [{ to = "search", weight = 0 }, { to = "monolith", weight = 100 }]
+sticky = "header:x-user-id"
+fallback = "monolith"
+[routes.ramp]
+to = "search"
+start = "2026-12-07T09:00:00Z"
+steps = [1, 10, 50, 100]
+hold = "30m"
+window = "5m"
+min_requests = 200
+max_error_rate = 0.01
+max_p99 = "500ms"
+"#;
+
+const DRIVE_STOP: &str = r#"[[routes]]
+name = "search"
+prefix = "/api/search"
+split = [{ to = "search", weight = 0 }, { to = "monolith", weight = 100 }]
+sticky = "header:x-user-id"
+fallback = "monolith"
+"#;
+
+const DRIVE_RESUME: &str = r#"[routes.ramp]
+to = "search"
+start = "2026-12-08T09:00:00Z"
+steps = [1, 10, 50, 100]
+hold = "30m"
+window = "5m"
+min_requests = 200
+max_error_rate = 0.01
+max_p99 = "500ms"
+"#;
+
+const DRIVE_NEXT_ROUTE: &str = r#"[[routes]]
+name = "reviews"
+prefix = "/api/reviews"
+to = "monolith"
+"#;
+
 /// The page's ```toml blocks in page order.
-const PAGE: [&str; 13] = [
+const PAGE: [&str; 18] = [
     STEP0,
+    DARK_LAUNCH,
     STEP1_SHADOW,
     ROLLBACK1_NO_SHADOW,
     STEP2_COMPARE,
@@ -134,6 +200,10 @@ const PAGE: [&str; 13] = [
     ROLLBACK_TO_MONOLITH,
     ROLLBACK5_SPLIT,
     STEP6_NO_FALLBACK,
+    DRIVE_RAMP,
+    DRIVE_STOP,
+    DRIVE_RESUME,
+    DRIVE_NEXT_ROUTE,
 ];
 
 fn page_blocks() -> Vec<String> {
@@ -223,6 +293,29 @@ fn split_replaced(file: &str, line: &str) -> String {
 fn shadow_replaced(file: &str, shadow: &str) -> String {
     let at = file.find("[routes.shadow]").expect("no shadow table");
     format!("{}{shadow}", &file[..at])
+}
+
+/// `file` with the `[routes.ramp]` table (the file's last) replaced.
+fn ramp_replaced(file: &str, ramp: &str) -> String {
+    let at = file.find("[routes.ramp]").expect("no ramp table");
+    format!("{}{ramp}", &file[..at])
+}
+
+/// The page's ramp `start` moved to `from_now` (negative: in the past),
+/// so that the schedule is where the test wants it on today's clock.
+fn ramp_start(block: &str, page_start: &str, from_now: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let at = if from_now < 0 {
+        now - Duration::from_secs(from_now.unsigned_abs())
+    } else {
+        now + Duration::from_secs(from_now as u64)
+    };
+    let line = format!("start = \"{page_start}\"");
+    assert!(block.contains(&line), "no {line} in the block");
+    block.replace(
+        &line,
+        &format!("start = \"{}\"", figway::timefmt::rfc3339(at)),
+    )
 }
 
 // === load and probes ===
@@ -514,4 +607,115 @@ async fn every_step_and_rollback_of_the_page_fails_no_request_under_load() {
     let (sent, failed) = load.finish().await;
     assert_eq!(failed, 0, "{failed} of {sent} requests failed");
     assert!(sent > 500, "too little load: {sent} requests");
+}
+
+// === the dark launch and "Let figway drive" ===
+
+/// Which backend answers `GET /api/search` with these headers.
+async fn side_with(addr: SocketAddr, headers: &[(&str, &str)]) -> String {
+    let a = get(addr, "/api/search?q=staff", headers).await;
+    assert_eq!(a.status, StatusCode::OK, "{headers:?}: {}", a.text());
+    a.header("x-backend").unwrap_or("?").to_string()
+}
+
+async fn ramps(f: &Figway) -> serde_json::Value {
+    serde_json::from_slice(&get(f.admin, "/ramps", &[]).await.body).expect("/ramps is JSON")
+}
+
+/// The page's step 1 (dark launch) and its rollback, then "Let figway
+/// drive": the ramp under way, stopped by hand, resumed by a changed
+/// section, and the next route picked from the inventory; under load, no
+/// request failing. A gate's rollback is not driven here: it needs a
+/// failing side for a whole window, which the ramp's own tests do with an
+/// injected clock; what the page says of it (`/ramps`, the metric, the
+/// log line) is what those tests check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dark_launch_and_the_drive_steps_of_the_page_fail_no_request_under_load() {
+    let monolith = [
+        Backend::start("monolith").await,
+        Backend::start("monolith").await,
+    ];
+    let search = [
+        Backend::start("search").await,
+        Backend::start("search").await,
+    ];
+    let files = Files {
+        monolith: [monolith[0].url(), monolith[1].url()],
+        search: [search[0].url(), search[1].url()],
+    };
+    let f = Figway::start_file(&files.step0()).await;
+    let _watch = figway::reload::start(&f.shared, true, false);
+    let load = Load::start(f.addr, 4);
+    let all_monolith = |sides: &HashMap<u32, String>, step: &str| {
+        assert!(sides.values().all(|b| b == "monolith"), "{step}: {sides:?}");
+    };
+
+    // 1. Dark launch: x-staff: 1 on search, any other request on the
+    // monolith (the load's clients, another value, no header).
+    let dark = files.with(DARK_LAUNCH);
+    apply(&f, &dark, &[]).await;
+    assert_eq!(side_with(f.addr, &[("x-staff", "1")]).await, "search");
+    assert_eq!(side_with(f.addr, &[("x-staff", "yes")]).await, "monolith");
+    assert_eq!(side_with(f.addr, &[]).await, "monolith");
+    all_monolith(&sides(f.addr, USERS).await, "1");
+
+    // Its rollback: the staff route deleted, the file as in step 0.
+    apply(&f, &files.step0(), &[]).await;
+    assert_eq!(side_with(f.addr, &[("x-staff", "1")]).await, "monolith");
+
+    // The ramp, started 40 minutes ago with 30-minute steps: step 1, 10%.
+    let upstream = STEP3_CANARY.split("\n\n").next().unwrap_or_default();
+    let ramp = ramp_start(DRIVE_RAMP, "2026-12-07T09:00:00Z", -40 * 60);
+    let drive = files.with(&format!("{upstream}\n\n{ramp}"));
+    // No weight-0 warning: `to` at 0 is how a ramp starts.
+    apply(&f, &drive, &[]).await;
+    let r = ramps(&f).await;
+    assert_eq!(r["search"]["to"], "search", "{r}");
+    assert_eq!(r["search"]["state"], "ramping", "{r}");
+    assert_eq!(r["search"]["percent"].as_f64(), Some(10.0), "{r}");
+    assert_eq!(r["search"]["step"], 1, "{r}");
+    assert!(r["search"]["failure"].is_null(), "{r}");
+    let at10 = sides(f.addr, USERS).await;
+    let share = search_share(&at10);
+    assert!((0.05..0.16).contains(&share), "ramp at 10%: {share}");
+
+    // Stopped by hand: the ramp table deleted, the configured 0/100 again.
+    apply(&f, &route_replaced(&drive, DRIVE_STOP), &["weight 0"]).await;
+    assert_eq!(ramps(&f).await, serde_json::json!({}));
+    all_monolith(&sides(f.addr, USERS).await, "ramp stopped");
+
+    // Resumed by a changed section: the page's new start, here an hour
+    // ahead, so the ramp is scheduled and the configured weights hold.
+    apply(&f, &drive, &[]).await;
+    let resume = ramp_start(DRIVE_RESUME, "2026-12-08T09:00:00Z", 3600);
+    apply(&f, &ramp_replaced(&drive, &resume), &[]).await;
+    let r = ramps(&f).await;
+    assert_eq!(r["search"]["state"], "scheduled", "{r}");
+    assert_eq!(r["search"]["percent"].as_f64(), Some(0.0), "{r}");
+    assert!(r["search"]["step"].is_null(), "{r}");
+    all_monolith(&sides(f.addr, USERS).await, "ramp scheduled again");
+
+    // The next route: on the monolith under its own name, counted by the
+    // inventory with its ids folded.
+    let next = files.with(&format!("{ROLLBACK1_NO_SHADOW}\n{DRIVE_NEXT_ROUTE}"));
+    apply(&f, &next, &[]).await;
+    for id in ["7", "8", "9"] {
+        let a = get(f.addr, &format!("/api/reviews/{id}"), &[]).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.header("x-backend"), Some("monolith"));
+    }
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&get(f.admin, "/inventory?route=reviews", &[]).await.body)
+            .expect("/inventory is JSON");
+    let routes = inventory["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 1, "{inventory}");
+    assert_eq!(routes[0]["upstream"], "monolith", "{inventory}");
+    assert_eq!(routes[0]["requests"].as_u64(), Some(3), "{inventory}");
+    assert_eq!(
+        routes[0]["paths"][0]["template"], "/api/reviews/{id}",
+        "{inventory}"
+    );
+
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
 }

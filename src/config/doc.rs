@@ -164,6 +164,11 @@ impl<'a, 'i> Table<'a, 'i> {
         self.map.iter().any(|(k, _)| k.get_ref().as_ref() == key)
     }
 
+    /// Whether the file wrote no key at all in this table.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// A float, or an integer read as one.
     pub fn number(&mut self, key: &'static str, problems: &mut Problems) -> Option<At<f64>> {
         let value = self.get(key)?;

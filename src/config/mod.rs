@@ -7,9 +7,13 @@
 mod doc;
 mod fields;
 mod inventory;
+mod matching;
 pub mod model;
 mod parse;
+mod policies;
+mod ramp;
 mod routes;
+pub mod schedule;
 mod shadow;
 #[cfg(test)]
 mod tests;
@@ -168,7 +172,9 @@ fn warnings(config: &Config) -> Vec<String> {
     }
     for (i, r) in config.routes.iter().enumerate() {
         for (j, side) in r.sides.iter().enumerate() {
-            if r.split && side.weight == 0 {
+            // A ramp's `to` starts at 0 by design: the ramp gives it traffic.
+            let ramped = r.ramp.as_ref().is_some_and(|ramp| ramp.to == j);
+            if r.split && side.weight == 0 && !ramped {
                 out.push(format!(
                     "warning: routes[{i}].split[{j}]: weight 0: upstream {:?} gets none of route {:?}'s traffic",
                     config.upstreams[side.upstream].name, r.name

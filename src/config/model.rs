@@ -296,9 +296,117 @@ pub struct RouteSpec {
     pub split: bool,
     pub sticky: Option<KeySource>,
     pub shadow: Option<ShadowSpec>,
+    /// `[routes.ramp]`: the split's schedule (SPEC §11).
+    pub ramp: Option<super::schedule::RampSpec>,
     /// Serves when the chosen side has no available target or its breaker
     /// is open.
     pub fallback: Option<usize>,
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<String>,
+    /// `[routes.match]`: conditions every request of the route meets.
+    pub conditions: Option<MatchSpec>,
+    /// `[routes.headers]`: edits of what figway forwards (SPEC §12).
+    pub headers: Option<HeaderEdits>,
+    /// `[routes.rate_limit]` (SPEC §12).
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+/// `[routes.match]` (SPEC §12). Each list is sorted by name and holds a
+/// name once, so two routes with the same conditions compare equal
+/// whatever order their files wrote them in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct MatchSpec {
+    pub headers: Vec<(http::HeaderName, MatchValue)>,
+    pub cookies: Vec<(String, MatchValue)>,
+    pub query: Vec<(String, MatchValue)>,
+}
+
+impl MatchSpec {
+    /// Entries over all three tables: between two routes with conditions,
+    /// the one with more wins.
+    pub fn len(&self) -> usize {
+        self.headers.len() + self.cookies.len() + self.query.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `header:x-canary=1, cookie:beta=*`: the conditions on one line, for
+/// `figway check`'s table. A value with a space, comma or quote is quoted.
+impl fmt::Display for MatchSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers = self.headers.iter().map(|(n, v)| ("header", n.as_str(), v));
+        let cookies = self.cookies.iter().map(|(n, v)| ("cookie", n.as_str(), v));
+        let query = self.query.iter().map(|(n, v)| ("query", n.as_str(), v));
+        for (i, (source, name, value)) in headers.chain(cookies).chain(query).enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            match value {
+                MatchValue::Exact(v) if v.is_empty() || v.contains([' ', ',', '"']) => {
+                    write!(f, "{sep}{source}:{name}={v:?}")?
+                }
+                v => write!(f, "{sep}{source}:{name}={v}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a condition asks of a header, cookie or query parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MatchValue {
+    /// `"*"`: present, with any value (an empty one too).
+    Present,
+    /// Exactly this value, case-sensitive.
+    Exact(String),
+}
+
+impl fmt::Display for MatchValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MatchValue::Present => f.write_str("*"),
+            MatchValue::Exact(v) => f.write_str(v),
+        }
+    }
+}
+
+/// `[routes.headers]`, validated: names and values parsed once, at load.
+/// Each list keeps file order; removals apply before sets.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderEdits {
+    pub request_remove: Vec<http::HeaderName>,
+    pub request_set: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub response_remove: Vec<http::HeaderName>,
+    pub response_set: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// `[routes.rate_limit]`, with its defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitSpec {
+    /// Tokens per second, > 0.
+    pub rate: f64,
+    /// Bucket size, >= 1.
+    pub burst: u32,
+    pub key: RateLimitKey,
+}
+
+/// Whose bucket a request takes its token from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitKey {
+    /// One bucket for the whole route.
+    Route,
+    ClientIp,
+    /// The header's value; a request without it counts as its client address.
+    Header(http::HeaderName),
+}
+
+impl fmt::Display for RateLimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateLimitKey::Route => f.write_str("route"),
+            RateLimitKey::ClientIp => f.write_str("client_ip"),
+            RateLimitKey::Header(h) => write!(f, "header:{h}"),
+        }
+    }
 }

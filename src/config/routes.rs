@@ -1,6 +1,7 @@
-//! The `[[routes]]` tables: prefix, host, methods, where the traffic goes
-//! (`to`, or a weighted `split` with an optional `sticky` key), `fallback`,
-//! `[routes.shadow]`, and path rewriting. Cross-references to upstreams are
+//! The `[[routes]]` tables: prefix, host, methods, `[routes.match]` (read
+//! in `matching`), where the traffic goes (`to`, or a weighted `split` with
+//! an optional `sticky` key), `fallback`, `[routes.shadow]`, and path
+//! rewriting. Cross-references to upstreams are
 //! checked here, against the names the upstream tables defined.
 
 use std::collections::HashMap;
@@ -12,12 +13,20 @@ use std::ops::Range;
 
 use super::doc::{as_string, as_table, At, Problems, Table};
 use super::fields::{key_source, read_methods_key, upstream_index};
+use super::matching::read_match;
 use super::model::*;
+use super::policies::{read_header_edits, read_rate_limit};
+use super::ramp::read_ramp;
 use super::shadow::read_shadow;
 use crate::path;
 
 /// What makes two routes the same route to the router.
-type MatchKey<'a> = (&'a str, Option<&'a HostPattern>, Option<&'a [Method]>);
+type MatchKey<'a> = (
+    &'a str,
+    Option<&'a HostPattern>,
+    Option<&'a [Method]>,
+    Option<&'a MatchSpec>,
+);
 
 /// Where a route's identity is written, for the checks across routes: a
 /// duplicate is reported at the second route's key, naming the first's line.
@@ -25,7 +34,7 @@ struct RouteAt {
     /// The `name` value; `None` when the route is named by its prefix.
     name: Option<Range<usize>>,
     prefix: Range<usize>,
-    /// Whether `host` and `methods` were read as written: a broken one
+    /// Whether `host`, `methods` and `match` were read as written: a broken one
     /// reads as "any", and comparing it would add a second, misleading
     /// error to the real one.
     matchable: bool,
@@ -88,6 +97,7 @@ pub(super) fn read_routes(
             route.prefix.as_str(),
             route.host.as_ref(),
             route.methods.as_deref(),
+            route.conditions.as_ref(),
         );
         if !at.matchable {
             continue;
@@ -97,8 +107,8 @@ pub(super) fn read_routes(
                 at.prefix.clone(),
                 format!("routes[{i}].prefix"),
                 format!(
-                    "same prefix, host and methods as routes[{j}]: this route would never \
-                     match"
+                    "same prefix, host, methods and match conditions as routes[{j}]: this \
+                     route would never match"
                 ),
                 "first",
                 first.prefix.clone(),
@@ -172,6 +182,22 @@ fn read_route(
         s.finish(problems);
         spec
     });
+    let ramp = t.table("ramp", problems).and_then(|mut r| {
+        let upstream_name = |i: usize| {
+            names
+                .iter()
+                .find(|(_, at)| **at == i)
+                .map(|(n, _)| n.clone())
+        };
+        let spec = read_ramp(&mut r, sides.as_deref(), split, &upstream_name, problems);
+        r.finish(problems);
+        spec
+    });
+    let conditions = t.table("match", problems).and_then(|mut m| {
+        let spec = read_match(&mut m, problems);
+        m.finish(problems);
+        spec
+    });
     let strip_prefix = t.boolean("strip_prefix", problems).unwrap_or(false);
     let rewrite_prefix = t.string("rewrite_prefix", problems).and_then(|r| {
         if strip_prefix {
@@ -194,12 +220,16 @@ fn read_route(
             }
         }
     });
+    let headers = read_header_edits(t, problems);
+    let rate_limit = read_rate_limit(t, problems);
     let prefix = prefix?;
     let complete = sides.is_some();
     let at = RouteAt {
         name: name.as_ref().map(|n| n.span.clone()),
         prefix: prefix.span,
-        matchable: (host.is_some() || !t.has("host")) && (methods.is_some() || !t.has("methods")),
+        matchable: (host.is_some() || !t.has("host"))
+            && (methods.is_some() || !t.has("methods"))
+            && (conditions.is_some() || !t.has("match")),
     };
     let prefix = prefix.value;
     let route = RouteSpec {
@@ -211,9 +241,13 @@ fn read_route(
         split,
         sticky,
         shadow,
+        ramp,
         fallback,
         strip_prefix,
         rewrite_prefix,
+        conditions,
+        headers,
+        rate_limit,
     };
     Some((at, route, complete))
 }

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 mod handles;
@@ -47,6 +47,9 @@ pub struct Metrics {
     retries: IntCounterVec,
     fallbacks: IntCounterVec,
     shadow: IntCounterVec,
+    ramp_percent: GaugeVec,
+    ramp_failures: IntCounterVec,
+    rate_limited: IntCounterVec,
     reloads: IntCounterVec,
     last_reload: Gauge,
     pub connections: IntGauge,
@@ -101,7 +104,23 @@ impl Default for Metrics {
         )
         .unwrap_or_else(|e| unreachable!("access_log_dropped: {e}"));
         let _ = registry.register(Box::new(access_log_dropped.clone()));
+        let ramp_percent = GaugeVec::new(
+            Opts::new(
+                "figway_ramp_percent",
+                "The percent a ramp gives its upstream now, by route and upstream.",
+            ),
+            &["route", "upstream"],
+        )
+        .unwrap_or_else(|e| unreachable!("ramp_percent: {e}"));
+        let _ = registry.register(Box::new(ramp_percent.clone()));
         Metrics {
+            ramp_percent,
+            ramp_failures: counter_vec(
+                r,
+                "figway_ramp_failures_total",
+                "Ramps stopped by a failed gate, by route and gate (error_rate, p99).",
+                &["route", "gate"],
+            ),
             requests: counter_vec(
                 r,
                 "figway_requests_total",
@@ -169,6 +188,12 @@ impl Default for Metrics {
                 "Shadow outcomes, by route and result.",
                 &["route", "result"],
             ),
+            rate_limited: counter_vec(
+                r,
+                "figway_rate_limited_total",
+                "Requests refused by a route's rate limit (429 rate_limited), by route.",
+                &["route"],
+            ),
             reloads: counter_vec(
                 r,
                 "figway_config_reloads_total",
@@ -214,6 +239,30 @@ impl Metrics {
         ShadowOutcome::ALL.map(|o| self.shadow.with_label_values(&[route, o.as_str()]))
     }
 
+    /// A ramp's failure counters, by gate in `ramp::Gate::ALL` order
+    /// (`error_rate`, `p99`): both exist at 0 from the load.
+    pub fn ramp_failures(&self, route: &str) -> [IntCounter; 2] {
+        ["error_rate", "p99"].map(|gate| self.ramp_failures.with_label_values(&[route, gate]))
+    }
+
+    /// Removes a ramp's failure counters (its route, or its ramp, is gone).
+    pub fn forget_ramp(&self, route: &str) {
+        for gate in ["error_rate", "p99"] {
+            let _ = self.ramp_failures.remove_label_values(&[route, gate]);
+        }
+    }
+
+    /// The counter of `route`'s refusals by its rate limit, present (at
+    /// zero) from the moment the limit is loaded.
+    pub fn rate_limited(&self, route: &str) -> IntCounter {
+        self.rate_limited.with_label_values(&[route])
+    }
+
+    /// Removes the refusal counter of a route whose rate limit is gone.
+    pub fn forget_rate_limited(&self, route: &str) {
+        let _ = self.rate_limited.remove_label_values(&[route]);
+    }
+
     /// A reload's result; a success also moves the success timestamp.
     pub fn reloaded(&self, ok: bool) {
         self.reloads
@@ -244,6 +293,7 @@ impl Metrics {
         self.target_healthy.reset();
         self.upstream_in_flight.reset();
         self.upstream_endpoints.reset();
+        self.ramp_percent.reset();
         fill(&TableGauges(self));
         let mut out = String::new();
         let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
@@ -349,6 +399,14 @@ impl TableGauges<'_> {
         m.upstream_in_flight
             .with_label_values(&[name])
             .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+    }
+
+    /// `figway_ramp_percent`: the percent a ramp gives `upstream` now.
+    pub fn ramp_percent(&self, route: &str, upstream: &str, percent: f64) {
+        self.0
+            .ramp_percent
+            .with_label_values(&[route, upstream])
+            .set(percent);
     }
 
     pub fn target(&self, upstream: &str, target: &str, healthy: bool) {

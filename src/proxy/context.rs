@@ -106,6 +106,12 @@ pub struct RequestCtx {
     /// A gRPC call (`content-type: application/grpc...`): figway's own
     /// failures are answered the gRPC way.
     pub grpc: bool,
+    /// The split sent this request to its ramp's `to` side: its answer
+    /// counts in the ramp's window (SPEC §11).
+    pub ramped: bool,
+    /// Seconds until the route's rate limit has a token, for the
+    /// `retry-after` of a `rate_limited` answer.
+    pub retry_after: u32,
 }
 
 /// An upgrade the client asked for, until the target answers.
@@ -153,6 +159,8 @@ impl RequestCtx {
             log: None,
             upgrade: None,
             grpc: false,
+            ramped: false,
+            retry_after: 0,
         }
     }
 

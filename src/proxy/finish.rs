@@ -164,6 +164,11 @@ impl Drop for RequestCtx {
         let route = self.route.map(|r| &snapshot.routes[r]);
         let metrics = match (route, self.upstream) {
             (Some(route), Some(upstream)) => route.metrics_for(upstream),
+            // Refused by the route's rate limit, before any upstream.
+            (Some(route), None) => route
+                .rate_limit
+                .as_ref()
+                .map_or(&snapshot.no_route, |l| &l.metrics),
             _ => &snapshot.no_route,
         };
         metrics.observe(status, elapsed.as_secs_f64());

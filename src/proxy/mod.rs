@@ -94,7 +94,10 @@ async fn forward(
         _ => None,
     };
     let h2c = ctx.upstream().is_some_and(|u| u.protocol == Protocol::H2c);
-    rewrite::request(&ctx.conn, &mut parts, path, h2c);
+    let edits = ctx
+        .route
+        .and_then(|r| ctx.snapshot.routes[r].headers.as_deref());
+    rewrite::request(&ctx.conn, &mut parts, path, h2c, edits);
     if let Some(pending) = &ctx.upgrade {
         upgrade::restore_request(&mut parts.headers, pending);
     }

@@ -3,10 +3,13 @@
 //! upstream spoke (an HTTP/1.0 upstream must not downgrade the client's
 //! connection); a failure becomes figway's own short answer with
 //! `x-figway-error`. Either way the answer carries `x-request-id`, and a
-//! shadow compare learns the head the client got.
+//! shadow compare learns the head the client got. The route's response
+//! edits (SPEC §12) apply to the upstream's answer only, after the compare
+//! took its head: the compare weighs one upstream's answer against the
+//! other's, and figway's edits are neither's.
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 
@@ -41,6 +44,11 @@ pub fn respond(
             (parts, Source::Full(Some(body)))
         }
     };
+    if ctx.error == Some(ErrorKind::RateLimited) {
+        parts
+            .headers
+            .insert(RETRY_AFTER, HeaderValue::from(ctx.retry_after));
+    }
     if let Some(slot) = ctx.compare.take() {
         // The shadow compares with what the client gets, figway's own error
         // answers included, but before figway adds its x-request-id: that
@@ -48,16 +56,40 @@ pub fn respond(
         let _ = slot.head.send((parts.status, parts.headers.clone()));
         ctx.tee = Some(slot.tee);
     }
+    if let (Source::Upstream(_), Some(route)) = (&source, ctx.route) {
+        if let Some(e) = &ctx.snapshot.routes[route].headers {
+            headers::edit(&mut parts.headers, &e.response_remove, &e.response_set);
+        }
+    }
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     ctx.status = Some(parts.status.as_u16());
+    if ctx.ramped {
+        record_ramp(&ctx, parts.status);
+    }
     if parts.status == StatusCode::SWITCHING_PROTOCOLS && ctx.upgrade.is_some() {
         // The request goes on in the tunnel, and ends there.
         upgrade::splice(ctx, &mut parts);
         return Response::from_parts(parts, ResponseBody::detached(source));
     }
     Response::from_parts(parts, ResponseBody::new(source, ctx))
+}
+
+/// Counts the answer's head in the ramp's window: a 5xx, figway's own
+/// failure (which a gRPC call gets as a 200), or an answer the fallback
+/// gave because `to` could not, is a failure of `to` (SPEC §11).
+fn record_ramp(ctx: &RequestCtx, status: StatusCode) {
+    let Some(route) = ctx.route.map(|r| &ctx.snapshot.routes[r]) else {
+        return;
+    };
+    if let Some(ramp) = route.ramp.as_deref() {
+        let to = route.sides[ramp.spec.to].upstream;
+        let failed = status.is_server_error()
+            || ctx.error.is_some_and(|k| k.status().is_server_error())
+            || ctx.upstream != Some(to);
+        ramp.record(failed, ctx.start.elapsed());
+    }
 }
 
 /// figway's own answer for `kind` to a gRPC request (SPEC §4): "trailers

@@ -1,8 +1,11 @@
 //! Phase 2, rewrite: the request head as the upstream gets it (SPEC §4).
 //! Hop-by-hop headers go, the client's shadow marker goes, HTTP/2 cookie
 //! fields are joined, `Host` carries the host the request was routed by,
-//! `X-Forwarded-*` are set, the path is the forwarded one, and the version
-//! is HTTP/1.1 whatever the client spoke.
+//! `X-Forwarded-*` are set, the path is the forwarded one, the version
+//! is HTTP/1.1 whatever the client spoke, and last the route's
+//! `[routes.headers]` request edits apply (SPEC §12), so they see and may
+//! replace what figway set. The shadow copy is taken after this phase: it
+//! gets the edited head, as the primary does.
 
 use http::header::{HOST, TE};
 use http::request::Parts;
@@ -10,6 +13,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Uri, Version};
 
 use super::context::ConnCtx;
+use crate::config::HeaderEdits;
 use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::shadow::X_FIGWAY_SHADOW;
 
@@ -18,7 +22,13 @@ const ADDED: usize = 4;
 
 /// `h2c`: the upstream speaks h2c, the one kind that gets `TE: trailers`
 /// (SPEC §4; gRPC needs it, HTTP/1.1 upstreams must not see TE at all).
-pub fn request(conn: &ConnCtx, parts: &mut Parts, path: Option<PathAndQuery>, h2c: bool) {
+pub fn request(
+    conn: &ConnCtx,
+    parts: &mut Parts,
+    path: Option<PathAndQuery>,
+    h2c: bool,
+    edits: Option<&HeaderEdits>,
+) {
     let headers = &mut parts.headers;
     headers.reserve(ADDED);
     let trailers = h2c && headers::te_trailers(headers);
@@ -41,6 +51,9 @@ pub fn request(conn: &ConnCtx, parts: &mut Parts, path: Option<PathAndQuery>, h2
         }
     }
     forwarded(conn, headers);
+    if let Some(e) = edits {
+        headers::edit(headers, &e.request_remove, &e.request_set);
+    }
     // Origin form upstream: the path and query only.
     match path {
         Some(p) => parts.uri = Uri::from(p),

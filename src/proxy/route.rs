@@ -1,5 +1,6 @@
 //! Phase 1, route: refuse what must not be forwarded (CONNECT, ambiguous
-//! framing), find the route (`decision`), pick the split side, and settle
+//! framing), find the route (`decision`), take a token from its rate limit
+//! (SPEC §12), pick the split side, and settle
 //! the upstream: the side's own, or the route's fallback when the side has
 //! no usable target or its breaker is open (SPEC §5). The chosen upstream's
 //! in-flight place is taken here and held until the answer ends.
@@ -35,7 +36,20 @@ pub fn route(
         route,
         path_forwarded,
     } = decision::decide(&ctx.snapshot, &parts.method, &parts.uri, &parts.headers)?;
-    let side = route.sides[decision::choose_side(route, &parts.headers, ctx.client)].upstream;
+    if let Some(limit) = &route.rate_limit {
+        // Before any upstream is chosen: a refused request takes no
+        // in-flight place and nothing from a retry budget.
+        if let Err(seconds) = limit.limiter.check(&parts.headers, ctx.client) {
+            limit.limited.inc();
+            ctx.route = Some(route_index);
+            ctx.retry_after = seconds;
+            return Err(ErrorKind::RateLimited);
+        }
+    }
+    let side_index = decision::choose_side(route, &parts.headers, ctx.client);
+    // The ramp's gates judge what the split sent to `to`, whoever serves it.
+    ctx.ramped = route.ramp.as_ref().is_some_and(|r| r.spec.to == side_index);
+    let side = route.sides[side_index].upstream;
     let chosen = choose_upstream(&ctx.snapshot, route, side, clock::now_ms());
     ctx.route = Some(route_index);
     ctx.upstream = Some(side);

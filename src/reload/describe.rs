@@ -153,6 +153,19 @@ fn route_changes(old: &Snapshot, was: &Route, new: &Snapshot, now: &Route) -> Ve
             out.push("shadow settings".into());
         }
     }
+    // A ramp whose section changed starts afresh (SPEC §11): say so.
+    let ramp = |s: &Snapshot, r: &Route| {
+        r.ramp.as_ref().map_or(NONE.into(), |ramp| {
+            name(s, r.sides[ramp.spec.to].upstream).into()
+        })
+    };
+    let (ramp_was, ramp_now) = (ramp(old, was), ramp(new, now));
+    let restarted = ramp_was == ramp_now
+        && matches!((&was.ramp, &now.ramp), (Some(a), Some(b)) if a.spec != b.spec);
+    change(&mut out, "ramp", ramp_was, ramp_now);
+    if restarted {
+        out.push("ramp settings (a new ramp: its gates start afresh)".into());
+    }
     change(
         &mut out,
         "prefix",
@@ -175,6 +188,17 @@ fn route_changes(old: &Snapshot, was: &Route, new: &Snapshot, now: &Route) -> Ve
     );
     let rewrite = |r: &Route| r.rewrite_prefix.as_deref().unwrap_or(NONE).to_string();
     change(&mut out, "rewrite_prefix", rewrite(was), rewrite(now));
+    let limit = |r: &Route| {
+        r.rate_limit.as_ref().map_or(NONE.into(), |l| {
+            let spec = l.limiter.spec();
+            format!("{}/s burst {} by {}", spec.rate, spec.burst, spec.key)
+        })
+    };
+    change(&mut out, "rate_limit", limit(was), limit(now));
+    // The edits in one word, as the shadow's settings: the file says them.
+    if was.headers != now.headers {
+        out.push("header edits".into());
+    }
     out
 }
 
@@ -265,6 +289,26 @@ mod tests {
         sticky = \"header:x-user-id\"\nfallback = \"monolith\"\n";
 
     #[test]
+    fn a_ramp_added_changed_or_removed_is_named() {
+        let ramp = "[routes.ramp]\nto = \"search\"\nstart = \"2030-01-01T00:00:00Z\"\n\
+                    steps = [10, 50]\nhold = \"1h\"\n";
+        let with = format!("{SPLIT_10}{ramp}");
+        assert_eq!(
+            changes(SPLIT_10, &with),
+            "routes ~[search]; search: ramp none→search"
+        );
+        let changed = with.replace("hold = \"1h\"", "hold = \"2h\"");
+        assert_eq!(
+            changes(&with, &changed),
+            "routes ~[search]; search: ramp settings (a new ramp: its gates start afresh)"
+        );
+        assert_eq!(
+            changes(&with, SPLIT_10),
+            "routes ~[search]; search: ramp search→none"
+        );
+    }
+
+    #[test]
     fn a_weight_change_says_which_weights_moved() {
         let after = SPLIT_10
             .replace("weight = 10 }", "weight = 50 }")
@@ -316,6 +360,22 @@ mod tests {
             changes(&sampled, &compared),
             "routes ~[search]; search: shadow settings"
         );
+    }
+
+    #[test]
+    fn rate_limit_and_header_edit_changes_are_named() {
+        let before = "[[routes]]\nname = \"search\"\nprefix = \"/api/search\"\nto = \"monolith\"\n";
+        let limited = format!("{before}[routes.rate_limit]\nrate = 5\n");
+        assert_eq!(
+            changes(before, &limited),
+            "routes ~[search]; search: rate_limit none→5/s burst 5 by client_ip"
+        );
+        let edited = format!("{limited}[routes.headers]\nresponse_remove = [\"server\"]\n");
+        assert_eq!(
+            changes(&limited, &edited),
+            "routes ~[search]; search: header edits"
+        );
+        assert_eq!(changes(&edited, &edited), "no routing change");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use prometheus::IntCounter;
 use tokio::sync::oneshot;
@@ -25,13 +25,12 @@ use tokio::sync::oneshot;
 use crate::body::{BodyCopy, RequestBody, Tee};
 use crate::clock;
 use crate::config::ShadowSpec;
+pub use crate::headers::X_FIGWAY_SHADOW;
 use crate::headers::X_REQUEST_ID;
 pub use crate::metrics::ShadowOutcome as Outcome;
 use crate::upstream::balance::Tried;
 use crate::upstream::{client, TargetGuard, Upstream};
 use compare::Answer;
-
-pub static X_FIGWAY_SHADOW: HeaderName = HeaderName::from_static("x-figway-shadow");
 
 /// A route's shadow as compiled into a snapshot.
 pub struct Shadow {

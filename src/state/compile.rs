@@ -12,10 +12,13 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use rustc_hash::FxHashMap;
 
-use super::snapshot::{Route, Snapshot};
+use super::snapshot::{Route, RouteLimit, Snapshot};
 use crate::config::{Config, Loaded, RouteSpec};
 use crate::inventory::{Inventory, Pair};
+use crate::matching::Conditions;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::ramp::Ramp;
+use crate::rate_limit::RateLimiter;
 use crate::router::{RouteKey, Router};
 use crate::shadow::Shadow;
 use crate::upstream::dns::Sets;
@@ -50,7 +53,15 @@ pub fn compile_with(
     let config = &loaded.config;
     let mut kept: FxHashMap<(&str, &str), &Arc<RouteMetrics>> = FxHashMap::default();
     let mut kept_shadows: FxHashMap<&str, &[IntCounter; 4]> = FxHashMap::default();
+    let mut kept_ramps: FxHashMap<&str, &Ramp> = FxHashMap::default();
+    let mut kept_limits: FxHashMap<&str, &RouteLimit> = FxHashMap::default();
     for route in previous.map_or(&[][..], |p| &p.routes[..]) {
+        if let Some(ramp) = &route.ramp {
+            kept_ramps.insert(&route.name, ramp);
+        }
+        if let Some(limit) = &route.rate_limit {
+            kept_limits.insert(&route.name, limit);
+        }
         for (_, m) in route.metrics.iter() {
             kept.insert((&route.name, &m.upstream), m);
         }
@@ -112,15 +123,53 @@ pub fn compile_with(
                 };
                 Shadow::new(spec, counters)
             }),
+            ramp: r.ramp.clone().map(|spec| {
+                let split = r
+                    .sides
+                    .iter()
+                    .map(|s| (Box::from(name(s.upstream)), s.weight))
+                    .collect();
+                Box::new(Ramp::new(
+                    &r.name,
+                    &r.sides,
+                    split,
+                    spec,
+                    registry.wall.clone(),
+                    kept_ramps.get(&*r.name).copied(),
+                    || metrics.ramp_failures(&r.name),
+                ))
+            }),
             fallback: r.fallback,
             strip_prefix: r.strip_prefix,
             rewrite_prefix: r.rewrite_prefix.as_deref().map(Into::into),
+            conditions: r
+                .conditions
+                .as_ref()
+                .map(|spec| Arc::new(Conditions::compile(spec))),
+            headers: r.headers.clone().map(Box::new),
+            rate_limit: r.rate_limit.as_ref().map(|spec| {
+                // The buckets carry on while the limit stays as it was; a
+                // changed limit starts with full buckets (SPEC §12).
+                match kept_limits.get(&*r.name) {
+                    Some(kept) if kept.limiter.spec() == spec => RouteLimit {
+                        limiter: Arc::clone(&kept.limiter),
+                        limited: kept.limited.clone(),
+                        metrics: Arc::clone(&kept.metrics),
+                    },
+                    _ => RouteLimit {
+                        limiter: Arc::new(RateLimiter::new(spec)),
+                        limited: metrics.rate_limited(&r.name),
+                        metrics: handles(&r.name, "", None),
+                    },
+                }
+            }),
         })
         .collect();
     let router = Router::build(routes.iter().map(|r| RouteKey {
         prefix: &r.prefix,
         host: r.host.as_ref(),
         methods: r.methods.as_deref(),
+        conditions: r.conditions.as_ref(),
     }));
     Snapshot {
         router,
@@ -175,6 +224,15 @@ pub fn forget(metrics: &Metrics, old: &Snapshot, new: &Snapshot) {
         }
         if route.shadow.is_some() && kept.is_none_or(|k| k.shadow.is_none()) {
             metrics.forget_shadow(&route.name);
+        }
+        if route.ramp.is_some() && kept.is_none_or(|k| k.ramp.is_none()) {
+            metrics.forget_ramp(&route.name);
+        }
+        if let Some(limit) = &route.rate_limit {
+            if kept.is_none_or(|k| k.rate_limit.is_none()) {
+                metrics.forget_rate_limited(&route.name);
+                gone.push(&limit.metrics);
+            }
         }
     }
     metrics.forget_pairs(&gone);

@@ -124,7 +124,13 @@ impl Shared {
             resolve_now: Arc::default(),
         });
         follow_names(&shared);
+        judge_ramps(&shared);
         shared
+    }
+
+    /// The wall clock ramps read; tests move it (see `clock::Wall`).
+    pub fn wall(&self) -> &crate::clock::Wall {
+        &self.registry.wall
     }
 
     /// Puts `snapshot`, compiled from the config [`Shared::set_loaded`]
@@ -172,6 +178,36 @@ impl Shared {
             .path
             .clone()
     }
+}
+
+// === the ramps' gates (SPEC §11; see `ramp`) ===
+
+/// Starts the task that judges the gates of every ramp in progress once a
+/// second, on the snapshot in service. It holds `shared` weakly and ends
+/// when `shared` is dropped. Beside the lookups' task, for the same reason:
+/// the state owns what runs in the background over the table.
+fn judge_ramps(shared: &Arc<Shared>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let shared = Arc::downgrade(shared);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(strong) = shared.upgrade() else {
+                return;
+            };
+            let snapshot = strong.snapshot.load();
+            for route in snapshot.routes.iter() {
+                if let Some(ramp) = &route.ramp {
+                    let to = &snapshot.upstreams[route.sides[ramp.spec.to].upstream].name;
+                    ramp.judge(&route.name, to);
+                }
+            }
+        }
+    });
 }
 
 // === the background lookups (SPEC §10; see `resolve`) ===

@@ -7,9 +7,14 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::{HostPattern, KeySource, Side};
+use prometheus::IntCounter;
+
+use crate::config::{HeaderEdits, HostPattern, KeySource, Side};
 use crate::inventory::Pair;
+use crate::matching::Conditions;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::ramp::Ramp;
+use crate::rate_limit::RateLimiter;
 use crate::router::Router;
 use crate::shadow::Shadow;
 use crate::upstream::Upstream;
@@ -43,6 +48,9 @@ pub struct Route {
     pub total_weight: u64,
     pub sticky: Option<KeySource>,
     pub shadow: Option<Shadow>,
+    /// `[routes.ramp]`: the split's layouts per step and its verdict; the
+    /// side chosen by `decision` follows it instead of `bucket_ends`.
+    pub ramp: Option<Box<Ramp>>,
     /// Index into `Snapshot::upstreams`; serves when the chosen side cannot.
     pub fallback: Option<usize>,
     /// Metric handles for each upstream the route can send to (its sides
@@ -54,6 +62,22 @@ pub struct Route {
     pub inventory: Box<[(usize, Arc<Pair>)]>,
     pub strip_prefix: bool,
     pub rewrite_prefix: Option<Box<str>>,
+    /// `[routes.match]`, shared with the router, which checks them.
+    pub conditions: Option<Arc<Conditions>>,
+    /// `[routes.headers]`; boxed: most routes have none.
+    pub headers: Option<Box<HeaderEdits>>,
+    pub rate_limit: Option<RouteLimit>,
+}
+
+/// A route's rate limit with its counters, resolved at compile.
+pub struct RouteLimit {
+    /// Shared with the previous snapshot's route when a reload kept the
+    /// route's name and its `rate_limit`: its buckets carry on.
+    pub limiter: Arc<RateLimiter>,
+    /// `figway_rate_limited_total{route}`.
+    pub limited: IntCounter,
+    /// Refused requests never reach an upstream: route=NAME, upstream="".
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Route {
@@ -76,6 +100,12 @@ impl Snapshot {
                 gauges.upstream(&u.name, u.legacy, in_flight, u.targets.len());
                 for t in u.targets.iter() {
                     gauges.target(&u.name, &t.authority, t.healthy.load(Ordering::Relaxed));
+                }
+            }
+            for r in self.routes.iter() {
+                if let Some(ramp) = &r.ramp {
+                    let to = &self.upstreams[r.sides[ramp.spec.to].upstream].name;
+                    gauges.ramp_percent(&r.name, to, ramp.status().percent);
                 }
             }
         })

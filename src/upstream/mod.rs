@@ -287,6 +287,9 @@ pub struct Registry {
     upstreams: Mutex<HashMap<String, Weak<UpstreamShared>>>,
     /// The Prometheus metrics whose handles compiled snapshots hold.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The wall clock ramps read (`clock::Wall`): here so that every
+    /// snapshot compiled for one process shares it, and a test moves it.
+    pub wall: Arc<crate::clock::Wall>,
     /// The legacy inventory, whose pairs compiled snapshots hold.
     pub inventory: crate::inventory::Inventory,
 }
