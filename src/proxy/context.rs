@@ -110,8 +110,10 @@ pub struct RequestCtx {
     /// counts in the ramp's window (SPEC §11).
     pub ramped: bool,
     /// Seconds until the route's rate limit has a token, for the
-    /// `retry-after` of a `rate_limited` answer.
-    pub retry_after: u32,
+    /// `retry-after` of a `rate_limited` answer; a u16 (at most ~18 h)
+    /// because every idle client connection carries this context's size
+    /// (see `handle`), and a u32 pushed it past the bound its test holds.
+    pub retry_after: u16,
 }
 
 /// An upgrade the client asked for, until the target answers.

@@ -42,7 +42,7 @@ pub fn route(
         if let Err(seconds) = limit.limiter.check(&parts.headers, ctx.client) {
             limit.limited.inc();
             ctx.route = Some(route_index);
-            ctx.retry_after = seconds;
+            ctx.retry_after = u16::try_from(seconds).unwrap_or(u16::MAX);
             return Err(ErrorKind::RateLimited);
         }
     }
