@@ -84,6 +84,30 @@ enum Command {
     ConfigPath(Vec<OsString>),
 }
 
+/// `print!` for `check` and `explain`, whose output is often piped: a
+/// reader that went away (`figway check | head -1`) ends the command
+/// quietly with success, where `print!` panics on EPIPE (Rust ignores
+/// SIGPIPE). The exit status is settled before anything is printed: an
+/// invalid config has already failed, on stderr.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -482,7 +506,7 @@ fn check(path: &Path) -> ExitCode {
         }
     };
     for w in &loaded.warnings {
-        println!("{w}");
+        outln!("{w}");
     }
     // Names are looked up as a start would (bounded); one that does not
     // resolve now is worth a warning, not a failed check: it may well
@@ -501,16 +525,16 @@ fn check(path: &Path) -> ExitCode {
         sets.insert(key.clone(), answer.next_set(None));
     }
     for line in unresolved_warnings(&loaded.config, &keys, &answers) {
-        println!("{line}");
+        outln!("{line}");
     }
     let registry = crate::upstream::Registry::default();
     let snapshot = crate::state::compile::compile_with(&loaded, &registry, None, &sets);
-    println!("{}: ok (version {})", path.display(), loaded.version);
-    print!("{}", crate::table::render_routes(&snapshot));
+    outln!("{}: ok (version {})", path.display(), loaded.version);
+    out!("{}", crate::table::render_routes(&snapshot));
     for r in snapshot.routes.iter() {
         if let Some(ramp) = &r.ramp {
             let to = &snapshot.upstreams[r.sides[ramp.spec.to].upstream].name;
-            print!("{}", ramp.schedule_text(&r.name, to));
+            out!("{}", ramp.schedule_text(&r.name, to));
         }
     }
     ExitCode::SUCCESS
@@ -663,9 +687,9 @@ fn explain(
         );
     }
     if as_json {
-        println!("{out}");
+        outln!("{out}");
     } else {
-        print!("{}", crate::table::render_explain(&out));
+        out!("{}", crate::table::render_explain(&out));
     }
     ExitCode::SUCCESS
 }

@@ -1115,3 +1115,29 @@ fn the_example_config_is_valid_and_warning_free() {
     assert_eq!(run.code(), Some(0), "stderr:\n{}", run.stderr);
     assert!(!run.stdout.contains("warning:"), "stdout:\n{}", run.stdout);
 }
+
+/// `figway check FILE | head -1` and the like: when the reader of stdout
+/// has gone, check and explain end quietly with their status, rather than
+/// panicking on EPIPE (Rust ignores SIGPIPE, so `print!` would).
+#[test]
+fn check_and_explain_end_quietly_when_stdout_is_closed() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let example = example.to_str().unwrap();
+    for args in [
+        vec!["check", example],
+        vec!["explain", example, "GET", "http://example.com/"],
+    ] {
+        // The read end is closed before figway starts: its first write fails.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(&args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+    }
+}
