@@ -340,7 +340,7 @@ async fn a_killed_target_under_load_fails_no_request_and_stops_getting_attempts(
     for c in clients {
         c.await.unwrap();
     }
-    let failed = failed.lock().unwrap();
+    let failed = std::mem::take(&mut *failed.lock().unwrap());
     let unexpected: Vec<_> = failed
         .iter()
         .filter(|(sent, what)| {
