@@ -12,7 +12,8 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -20,9 +21,8 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -115,7 +115,7 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
     // Connection tasks, so that the drain can wait for them and cut what
     // outlives it.
     let mut connections = JoinSet::new();
-    let builder = Arc::new(http_builder(&shared));
+    let http = Arc::new(Http::new(&shared));
     let tls = match &shared.tls {
         Some(certs) => match crate::tls::acceptor(certs.clone()) {
             Ok(a) => Some(a),
@@ -126,7 +126,7 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
         },
         None => None,
     };
-    let (drain, draining) = watch::channel(false);
+    let drain = Arc::new(Drain::new());
     let limit = shared.connection_slots.clone();
     let shutdown = stop_accepting(&shared, shutdown);
     tokio::pin!(shutdown);
@@ -165,9 +165,9 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
             stream,
             peer,
             shared.clone(),
-            builder.clone(),
+            http.clone(),
             tls.clone(),
-            draining.clone(),
+            drain.clone(),
         );
         connections.spawn(async move {
             served.await;
@@ -177,7 +177,7 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
     drop(proxy);
     shared.draining.store(true, Ordering::SeqCst);
     tracing::info!(connections = connections.len(), "draining");
-    let _ = drain.send(true);
+    drain.start();
     // Upgraded connections (WebSockets) left their connection task with
     // their 101; they are waited for beside it and cut with the rest.
     let tunnels = shared.tunnels.clone();
@@ -204,7 +204,7 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
 
 /// One client connection from accept to close: its first bytes
 /// ([`first_bytes`]), the TLS handshake when there is one, then HTTP until
-/// the peer leaves or the drain closes it ([`until_drained`]). The whole
+/// the peer leaves or the drain closes it ([`until_done`]). The whole
 /// head, first bytes and handshake included, is due within
 /// `header_read_timeout` of the accept (slowloris; a TLS client that sends
 /// nothing is cut off then).
@@ -212,21 +212,24 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    http: Arc<Http>,
     tls: Option<TlsAcceptor>,
-    draining: watch::Receiver<bool>,
+    drain: Arc<Drain>,
 ) {
     let header_read_timeout = shared.listen.header_read_timeout;
-    let Some(waited) = first_bytes(&stream, header_read_timeout).await else {
+    let Some(first) = first_bytes(&stream, header_read_timeout).await else {
         return;
     };
     let (stream, waited) = match &tls {
-        None => (ClientStream::Plain(stream), waited),
+        None => (ClientStream::Plain(stream), first.waited),
         Some(acceptor) => {
             let start = tokio::time::Instant::now();
-            let left = header_read_timeout.saturating_sub(waited);
+            let left = header_read_timeout.saturating_sub(first.waited);
             match tokio::time::timeout(left, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => (ClientStream::Tls(Box::new(s)), waited + start.elapsed()),
+                Ok(Ok(s)) => (
+                    ClientStream::Tls(Box::new(s)),
+                    first.waited + start.elapsed(),
+                ),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, %peer, "TLS handshake failed");
                     return;
@@ -238,9 +241,12 @@ async fn connection(
             }
         }
     };
-    let builder = remaining_head_time(&builder, header_read_timeout, waited);
     let flags = ConnFlags::new();
-    let io = Guarded::new(stream, flags.clone(), shared.listen.max_header_bytes);
+    let io = TokioIo::new(Guarded::new(
+        stream,
+        flags.clone(),
+        shared.listen.max_header_bytes,
+    ));
     let conn_ctx = Arc::new(ConnCtx::new(
         shared.clone(),
         peer,
@@ -248,55 +254,149 @@ async fn connection(
         tls.is_some(),
     ));
     let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    let served = until_drained(conn, draining);
-    let ended = match first_request_within(
-        served,
-        &flags,
-        header_read_timeout.saturating_sub(waited),
-    )
-    .await
-    {
-        Some(ended) => ended,
-        None => {
-            tracing::debug!(%peer, "no request within header_read_timeout; closed");
-            return;
-        }
+    let left = header_read_timeout.saturating_sub(waited);
+    let ended = if first.http1 && tls.is_none() {
+        // Plain bytes that cannot begin the HTTP/2 preface: HTTP/1 for
+        // certain, served by hyper's HTTP/1 connection directly rather than
+        // through the auto builder's version sniffing, which would wrap
+        // every read of the connection for the sake of its first bytes.
+        let builder = shortened(&http.http1, waited, left, |b, t| {
+            b.header_read_timeout(t);
+        });
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        until_done(conn, &flags, left, &drain, |c| c.graceful_shutdown())
+            .await
+            .map(|r| r.map_err(Into::into))
+    } else {
+        let builder = shortened(&http.auto, waited, left, |b, t| {
+            b.http1().header_read_timeout(t);
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        until_done(conn, &flags, left, &drain, |c| c.graceful_shutdown()).await
     };
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, %peer, "client connection ended with an error");
+    let ended: Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> = ended;
+    match ended {
+        None => tracing::debug!(%peer, "no request within header_read_timeout; closed"),
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "client connection ended with an error");
+        }
+        Some(Ok(())) => {}
     }
 }
 
-/// Drives `served` to its end, unless no request has reached the service
-/// when `left` runs out (then `None`, and the connection is dropped,
-/// closing it). hyper's own head timer starts only once the auto builder
-/// knows the protocol, and nothing bounds that wait: a client that
+/// The HTTP server settings of the binary's client connections: hyper's
+/// HTTP/1 connection for plain connections that are HTTP/1 from their
+/// first bytes, the auto builder (HTTP/1 or h2, by preface or ALPN) for
+/// the rest. Both carry the same settings ([`http_builder`]).
+struct Http {
+    http1: hyper::server::conn::http1::Builder,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+impl Http {
+    fn new(shared: &Shared) -> Http {
+        let listen = &shared.listen;
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(listen.header_read_timeout)
+            .max_buf_size(listen.max_header_bytes);
+        Http {
+            http1,
+            auto: http_builder(shared),
+        }
+    }
+}
+
+/// The drain's signal to the connections of one `serve`: a flag each
+/// connection reads when it wakes (a load), and a `Notify` that wakes the
+/// idle ones, each registered once per connection. A `watch` channel's
+/// `wait_for` would take the channel's lock on every wake-up of every
+/// connection, that is several times a request.
+struct Drain {
+    started: AtomicBool,
+    wake: Notify,
+}
+
+impl Drain {
+    fn new() -> Drain {
+        Drain {
+            started: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    fn start(&self) {
+        self.started.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+}
+
+/// Drives `conn` to its end (`Some`), unless no request has reached the
+/// service when `left` runs out (then `None`, and the connection is
+/// dropped, closing it). Once the drain begins, gracefully (`shutdown`):
+/// HTTP/1.1 finishes the request in progress (or the first, still
+/// arriving) with `Connection: close` and closes when idle; h2 sends
+/// GOAWAY and finishes its open streams.
+///
+/// The head deadline: hyper's own head timer starts only once the auto
+/// builder knows the protocol, and nothing bounds that wait; a client that
 /// completes a TLS handshake, or sends part of the h2 preface, and then
 /// nothing, would hold its connection (and a `max_connections` place)
-/// forever. One timer per connection, none per request.
-async fn first_request_within<F: Future>(
-    served: F,
+/// forever. One timer per connection, dropped (deregistered) once a
+/// request has been seen, so later wake-ups poll the connection, read one
+/// counter and one flag, and nothing else.
+async fn until_done<C, E>(
+    conn: C,
     flags: &ConnFlags,
     left: Duration,
-) -> Option<F::Output> {
-    tokio::pin!(served);
-    // Dropped (its timer deregistered) as soon as a request has been seen,
-    // so the connection's later wake-ups poll the connection alone.
+    drain: &Drain,
+    shutdown: fn(Pin<&mut C>),
+) -> Option<Result<(), E>>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(conn);
     let mut deadline = Some(Box::pin(tokio::time::sleep(left)));
+    let drained = drain.wake.notified();
+    tokio::pin!(drained);
+    let mut listening = false;
+    let mut draining = false;
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(ended) = served.as_mut().poll(cx) {
+        // The connection is polled first, so by the time it hears of the
+        // drain it has read the bytes `first_bytes` saw and, under the
+        // auto builder, left its version sniffing, where a graceful
+        // shutdown would drop it unanswered. (Only a client whose first
+        // bytes are a strict prefix of the h2 preface can still be there.)
+        if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
             return Poll::Ready(Some(ended));
         }
-        if flags.requests() > 0 {
-            deadline = None;
+        if !draining {
+            if !listening {
+                // Registers this task's waker once; the flag is read after,
+                // so a drain that started before is seen, and one after
+                // wakes this task.
+                listening = true;
+                let _ = drained.as_mut().poll(cx);
+            }
+            if drain.started.load(Ordering::SeqCst) {
+                draining = true;
+                shutdown(conn.as_mut());
+                if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Some(ended));
+                }
+            }
         }
-        match deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(None),
-            _ => Poll::Pending,
+        if let Some(d) = deadline.as_mut() {
+            if flags.requests() > 0 {
+                deadline = None;
+            } else if d.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
         }
+        Poll::Pending
     })
     .await
 }
@@ -318,8 +418,19 @@ async fn stop_accepting(shared: &Shared, signal: impl Future<Output = ()>) {
     }
 }
 
+/// What a new connection's first bytes said, and how long they took.
+struct FirstBytes {
+    waited: Duration,
+    /// They cannot begin the HTTP/2 preface, so a plain connection is
+    /// HTTP/1 (method names never begin `PRI * HTTP/2.0`).
+    http1: bool,
+}
+
+/// The client preface of HTTP/2 over cleartext (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Waits until a new connection's first bytes have arrived; None when it
-/// closed or `deadline` passed first. Otherwise how long that took.
+/// closed or `deadline` passed first.
 ///
 /// SPEC §9: a connection accepted but not yet given its first request is
 /// not idle. Until bytes arrive, hyper would treat it as idle and close it
@@ -332,11 +443,14 @@ async fn stop_accepting(shared: &Shared, signal: impl Future<Output = ()>) {
 /// would report as bytes. The cost is one `recv(MSG_PEEK)` per connection,
 /// nothing per request; with the bytes already there (the usual case) the
 /// timeout's timer is never registered.
-async fn first_bytes(stream: &TcpStream, deadline: Duration) -> Option<Duration> {
+async fn first_bytes(stream: &TcpStream, deadline: Duration) -> Option<FirstBytes> {
     let start = tokio::time::Instant::now();
-    let mut byte = [0u8; 1];
-    match tokio::time::timeout(deadline, stream.peek(&mut byte)).await {
-        Ok(Ok(n)) if n > 0 => Some(start.elapsed()),
+    let mut bytes = [0u8; H2_PREFACE.len()];
+    match tokio::time::timeout(deadline, stream.peek(&mut bytes)).await {
+        Ok(Ok(n)) if n > 0 => Some(FirstBytes {
+            waited: start.elapsed(),
+            http1: !H2_PREFACE.starts_with(&bytes[..n]),
+        }),
         _ => None,
     }
 }
@@ -348,42 +462,20 @@ async fn first_bytes(stream: &TcpStream, deadline: Duration) -> Option<Duration>
 /// connection pays no copy.
 const SLOW_FIRST_BYTES: Duration = Duration::from_millis(100);
 
-fn remaining_head_time(
-    builder: &auto::Builder<TokioExecutor>,
-    header_read_timeout: Duration,
+/// `builder`, or when the first bytes took [`SLOW_FIRST_BYTES`] or more a
+/// copy whose head timeout is what is `left` of `header_read_timeout`.
+fn shortened<B: Clone>(
+    builder: &B,
     waited: Duration,
-) -> Cow<'_, auto::Builder<TokioExecutor>> {
+    left: Duration,
+    set_head_timeout: impl FnOnce(&mut B, Duration),
+) -> Cow<'_, B> {
     if waited < SLOW_FIRST_BYTES {
         return Cow::Borrowed(builder);
     }
     let mut shortened = builder.clone();
-    shortened
-        .http1()
-        .header_read_timeout(header_read_timeout.saturating_sub(waited));
+    set_head_timeout(&mut shortened, left);
     Cow::Owned(shortened)
-}
-
-/// Drives `conn` to its end; once the drain begins, gracefully: HTTP/1.1
-/// finishes the request in progress (or the first, still arriving) with
-/// `Connection: close` and closes when idle; h2 sends GOAWAY and finishes
-/// its open streams.
-async fn until_drained<C>(conn: C, mut draining: watch::Receiver<bool>) -> Result<(), C::Error>
-where
-    C: GracefulConnection,
-{
-    tokio::pin!(conn);
-    // The connection is polled first, so by the time it hears of the drain
-    // it has read the bytes `first_bytes` saw and left the auto builder's
-    // version sniffing, where a graceful shutdown would drop it unanswered.
-    // (Only a client whose first bytes are a strict prefix of the h2
-    // preface can still be in there.)
-    tokio::select! {
-        biased;
-        done = &mut conn => return done,
-        _ = draining.wait_for(|d| *d) => {}
-    }
-    conn.as_mut().graceful_shutdown();
-    conn.await
 }
 
 /// Returns freed memory to the OS once many connections have closed (see

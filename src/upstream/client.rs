@@ -12,7 +12,9 @@
 //! has sat idle in a pool for `idle_timeout`, or once its target has left
 //! every snapshot.
 
+use std::future::Future;
 use std::sync::{Arc, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::HOST;
@@ -412,9 +414,18 @@ async fn connect_h2c(
 /// Runs one upstream connection until it ends, or until it has sat idle in
 /// a pool for its target's `idle_timeout`, or its target is gone (then an
 /// idle connection closes at once, one in use once its exchange is over).
+///
+/// A wake-up of the connection (several per exchange) costs the
+/// connection's own poll and two atomic loads: the idle timer and the
+/// target's retirement are only looked into when the timer has fired or
+/// the target has gone. The retirement `Notify` is polled once, to
+/// register this task's waker (a spawned task's waker does not change), so
+/// that a target leaving wakes its idle connections; a `select!` over the
+/// three would poll the timer and take the `Notify`'s lock, which every
+/// connection to the target shares, on every wake-up.
 async fn drive(
     // hyper's upgradeable connection, a type it does not name.
-    connection: impl std::future::Future<Output = hyper::Result<()>>,
+    connection: impl Future<Output = hyper::Result<()>>,
     state: Arc<ConnState>,
     target: Weak<Target>,
     retired: Arc<tokio::sync::Notify>,
@@ -422,31 +433,41 @@ async fn drive(
     tokio::pin!(connection);
     let gone = retired.notified();
     tokio::pin!(gone);
-    // Registered before the target can be checked, so a drop in between is
-    // not missed.
-    gone.as_mut().enable();
-    let mut retired = false;
-    loop {
-        let idle = state.idle_for(clock::now_ms());
-        let timeout = target.upgrade().map(|t| t.idle_timeout_ms());
-        let wait = match (idle, timeout) {
-            // No snapshot lists the target any more: an idle connection
-            // closes; one still in use finishes its exchange first.
-            (Some(_), None) => return,
-            (None, None) => Duration::from_millis(100),
-            (Some(idle), Some(timeout)) if idle >= timeout => return,
-            (Some(idle), Some(timeout)) => Duration::from_millis(timeout - idle),
-            (None, Some(timeout)) => Duration::from_millis(timeout.max(1)),
-        };
-        tokio::select! {
-            ended = &mut connection => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-                return;
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut registered = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
             }
-            _ = &mut gone, if !retired => retired = true,
-            _ = tokio::time::sleep(wait) => {}
+            return Poll::Ready(());
         }
-    }
+        if !registered {
+            registered = true;
+            let _ = gone.as_mut().poll(cx);
+        } else if target.strong_count() > 0 && !timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        // The timer fired, the target left, or this is the first poll:
+        // close the connection, or set the timer for the next look.
+        loop {
+            let idle = state.idle_for(clock::now_ms());
+            let timeout = target.upgrade().map(|t| t.idle_timeout_ms());
+            let wait = match (idle, timeout) {
+                // No snapshot lists the target any more: an idle connection
+                // closes; one still in use finishes its exchange first.
+                (Some(_), None) => return Poll::Ready(()),
+                (None, None) => Duration::from_millis(100),
+                (Some(idle), Some(timeout)) if idle >= timeout => return Poll::Ready(()),
+                (Some(idle), Some(timeout)) => Duration::from_millis(timeout - idle),
+                (None, Some(timeout)) => Duration::from_millis(timeout.max(1)),
+            };
+            timer.as_mut().reset(tokio::time::Instant::now() + wait);
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
 }
