@@ -111,14 +111,19 @@ pub fn te_trailers(headers: &HeaderMap) -> bool {
 /// The client's `x-request-id` when it sent a usable one, else a fresh
 /// 32-hex-digit id. Either way the header is set on `headers`.
 pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
-        if !id.is_empty() && id.len() <= 200 {
-            return id.clone();
+    // One lookup for both the read and the write.
+    match headers.entry(&X_REQUEST_ID) {
+        header::Entry::Occupied(mut o) => {
+            let id = o.get();
+            if !id.is_empty() && id.len() <= 200 {
+                return id.clone();
+            }
+            let id = fresh_request_id();
+            o.insert(id.clone());
+            id
         }
+        header::Entry::Vacant(v) => v.insert(fresh_request_id()).clone(),
     }
-    let id = fresh_request_id();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
 }
 
 /// Fresh request ids are rendered this many at a time into one buffer that

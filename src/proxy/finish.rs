@@ -32,11 +32,13 @@ pub enum Source {
 pub struct ResponseBody {
     source: Source,
     /// `None` for a 101, whose request goes on in its tunnel.
-    ctx: Option<RequestCtx>,
+    /// Boxed: hyper moves the answer several times on its way out, and
+    /// the context is most of its size (about 500 bytes against 40).
+    ctx: Option<Box<RequestCtx>>,
 }
 
 impl ResponseBody {
-    pub fn new(source: Source, ctx: RequestCtx) -> ResponseBody {
+    pub fn new(source: Source, ctx: Box<RequestCtx>) -> ResponseBody {
         ResponseBody {
             source,
             ctx: Some(ctx),

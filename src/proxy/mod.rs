@@ -52,7 +52,10 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnCtx>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let mut ctx = RequestCtx::new(conn, Instant::now());
+    // Boxed once here: the context rides in the answer's body, which hyper
+    // moves several times, and in this future, which hyper keeps a slot of
+    // for every connection.
+    let mut ctx = Box::new(RequestCtx::new(conn, Instant::now()));
     let (mut parts, body) = req.into_parts();
     ctx.request_id = headers::request_id(&mut parts.headers);
     ctx.upgrade = upgrade::requested(&mut parts);

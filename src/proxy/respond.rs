@@ -20,7 +20,7 @@ use crate::error::{ErrorKind, X_FIGWAY_ERROR};
 use crate::headers::{self, X_REQUEST_ID};
 
 pub fn respond(
-    mut ctx: RequestCtx,
+    mut ctx: Box<RequestCtx>,
     outcome: Result<Response<Incoming>, ErrorKind>,
 ) -> Response<ResponseBody> {
     let (mut parts, source) = match outcome {

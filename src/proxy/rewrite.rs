@@ -7,7 +7,7 @@
 //! replace what figway set. The shadow copy is taken after this phase: it
 //! gets the edited head, as the primary does.
 
-use http::header::{HOST, TE};
+use http::header::{Entry, HOST, TE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Uri, Version};
@@ -71,17 +71,17 @@ pub fn request(
 /// unless a trusted proxy set them already.
 fn forwarded(conn: &ConnCtx, headers: &mut http::HeaderMap) {
     let peer = &conn.forwarded_for;
-    let mut incoming = headers.get_all(&X_FORWARDED_FOR).iter();
-    let value = match (incoming.next(), incoming.next()) {
+    // One lookup for both the read and the write.
+    match headers.entry(&X_FORWARDED_FOR) {
         // The common case: the per-connection value as it is.
-        (None, _) => peer.clone(),
-        (Some(first), None) => headers::append_forwarded_for([first], peer),
-        (Some(first), Some(second)) => {
-            let rest = headers.get_all(&X_FORWARDED_FOR).iter().skip(2);
-            headers::append_forwarded_for([first, second].into_iter().chain(rest), peer)
+        Entry::Vacant(v) => {
+            v.insert(peer.clone());
         }
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), value);
+        Entry::Occupied(mut o) => {
+            let value = headers::append_forwarded_for(o.iter(), peer);
+            o.insert(value);
+        }
+    }
     if !(conn.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if conn.tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));

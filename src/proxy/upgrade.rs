@@ -61,7 +61,7 @@ pub fn restore_request(headers: &mut HeaderMap, pending: &Pending) {
 /// The target answered 101: the client gets the target's `Upgrade` back,
 /// and a task splices the two connections, taking the request's context
 /// with it. `upstream` is the target side's upgrade handle.
-pub fn splice(mut ctx: RequestCtx, response: &mut http::response::Parts) {
+pub fn splice(mut ctx: Box<RequestCtx>, response: &mut http::response::Parts) {
     let Some(pending) = ctx.upgrade.take() else {
         return;
     };
