@@ -330,16 +330,23 @@ fn any_needs_escape(bytes: &[u8]) -> bool {
     fn equal(word: u64, b: u8) -> u64 {
         below(word ^ (ONES * u64::from(b)), 1)
     }
+    let flagged = |word: [u8; 8]| {
+        let word = u64::from_ne_bytes(word);
+        below(word, 0x20) | equal(word, b'"') | equal(word, b'\\') != 0
+    };
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let word = u64::from_ne_bytes(word);
-        if below(word, 0x20) | equal(word, b'"') | equal(word, b'\\') != 0 {
+        if flagged(word) {
             return true;
         }
     }
-    chunks.remainder().iter().any(|b| needs_escape(*b))
+    // The tail as one more word, padded with a byte that needs nothing.
+    let tail = chunks.remainder();
+    let mut word = [b'a'; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    flagged(word)
 }
 
 fn escape(buf: &mut Vec<u8>, text: &str) {
