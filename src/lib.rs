@@ -57,7 +57,11 @@
 //! - [`demo`]: `figway demo`, stub services on loopback behind the real
 //!   server; its `demo::stub` is the stub upstream the examples and tests
 //!   share.
-//! - At the top, [`cli`]: run, check, explain, demo; beside it [`embed`],
+//! - At the top, [`cli`]: the arguments and which command they name, one
+//!   file per command: `cli::serve` (`run`: bind, serve, drain; the
+//!   tracing setup and the shutdown signal `demo` borrows), `cli::workers`
+//!   (the worker threads, one runtime and listener each), `cli::check`,
+//!   `cli::explain`; `figway demo` is [`demo`]'s. Beside it [`embed`],
 //!   figway as a library: the request path as a tower `Service` for an
 //!   application's own hyper server and layers (what it leaves to the
 //!   application is in its docs). The two share their start-up through

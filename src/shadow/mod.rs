@@ -29,7 +29,7 @@ pub use crate::headers::X_FIGWAY_SHADOW;
 use crate::headers::X_REQUEST_ID;
 pub use crate::metrics::ShadowOutcome as Outcome;
 use crate::upstream::balance::Tried;
-use crate::upstream::{client, TargetGuard, Upstream};
+use crate::upstream::{client, Target, TargetGuard, Upstream};
 use compare::Answer;
 
 /// A route's shadow as compiled into a snapshot.
@@ -152,6 +152,8 @@ pub async fn run(shadow: &Shadow, upstream: &Upstream, route: &str, mirror: Mirr
     shadow.record(outcome);
 }
 
+/// The shadow's outcome: its copy of the request sent, its answer read
+/// and, when comparing, judged against the primary's.
 async fn exchange(shadow: &Shadow, upstream: &Upstream, route: &str, mirror: Mirror) -> Outcome {
     let Mirror {
         method,
@@ -162,14 +164,9 @@ async fn exchange(shadow: &Shadow, upstream: &Upstream, route: &str, mirror: Mir
         permit,
     } = mirror;
     let _permit = permit;
-    let body = match body {
-        BodyCopy::Known(b) => b,
-        // Larger than max_body, or the client gave up mid-body: no copy.
-        BodyCopy::TooLarge => return Outcome::Skipped,
-        BodyCopy::Pending(rx) => match rx.await {
-            Ok(Some(b)) => b,
-            _ => return Outcome::Skipped,
-        },
+    // Larger than max_body, or the client gave up mid-body: no copy.
+    let Some(body) = body_copy(body).await else {
+        return Outcome::Skipped;
     };
     headers.insert(X_FIGWAY_SHADOW.clone(), HeaderValue::from_static("1"));
     let request_id = headers.get(&X_REQUEST_ID).cloned();
@@ -178,6 +175,52 @@ async fn exchange(shadow: &Shadow, upstream: &Upstream, route: &str, mirror: Mir
     };
     let target = &upstream.targets[index];
     let _guard = TargetGuard::new(target.clone());
+    let request = shadow_request(method, uri, headers, body);
+    let Some((status, shadow_headers, shadow_body)) =
+        send_and_read(shadow, upstream, target, request).await
+    else {
+        return Outcome::Error;
+    };
+    let Some(primary) = primary else {
+        return Outcome::Skipped;
+    };
+    let Some(shadow_body) = shadow_body else {
+        return Outcome::Skipped;
+    };
+    let Some(primary) = primary_answer(primary).await else {
+        return Outcome::Skipped;
+    };
+    let theirs = Answer {
+        status,
+        headers: shadow_headers,
+        body: shadow_body,
+    };
+    judge(
+        shadow,
+        upstream,
+        route,
+        request_id.as_ref(),
+        &primary,
+        &theirs,
+    )
+}
+
+/// The request body's copy, once the client has sent all of it; `None`
+/// when there is none to send.
+async fn body_copy(body: BodyCopy) -> Option<Bytes> {
+    match body {
+        BodyCopy::Known(b) => Some(b),
+        BodyCopy::TooLarge => None,
+        BodyCopy::Pending(rx) => rx.await.ok().flatten(),
+    }
+}
+
+fn shadow_request(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Request<RequestBody> {
     let body = match body.is_empty() {
         true => RequestBody::Empty,
         false => RequestBody::Replay(Some(body)),
@@ -186,6 +229,18 @@ async fn exchange(shadow: &Shadow, upstream: &Upstream, route: &str, mirror: Mir
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
+    request
+}
+
+/// Sends `request` to `target` and reads the whole answer: its status,
+/// headers and body copy (`None`: over `max_body`). `None`: no answer in
+/// time, or a failed exchange.
+async fn send_and_read(
+    shadow: &Shadow,
+    upstream: &Upstream,
+    target: &Arc<Target>,
+    request: Request<RequestBody>,
+) -> Option<(StatusCode, HeaderMap, Option<Bytes>)> {
     // One deadline for the whole exchange, head and body: a slow shadow
     // holds only its own task and its place under max_in_flight.
     let answer = tokio::time::timeout(upstream.timeouts.request, async {
@@ -206,38 +261,40 @@ async fn exchange(shadow: &Shadow, upstream: &Upstream, route: &str, mirror: Mir
         Ok::<_, ()>((parts.status, parts.headers, copy))
     })
     .await;
-    let (status, shadow_headers, shadow_body) = match answer {
-        Ok(Ok(a)) => a,
-        _ => return Outcome::Error,
+    answer.ok()?.ok()
+}
+
+/// The primary's answer, once it has streamed to the client; `None` when
+/// the primary is gone before its answer was complete or its body was over
+/// `max_body`.
+async fn primary_answer((head_rx, body_rx): PrimaryReceivers) -> Option<Answer> {
+    let (Ok((status, headers)), Ok(Some(body))) = (head_rx.await, body_rx.await) else {
+        return None;
     };
-    let Some((head_rx, body_rx)) = primary else {
-        return Outcome::Skipped;
-    };
-    let Some(shadow_body) = shadow_body else {
-        return Outcome::Skipped;
-    };
-    let (Ok((primary_status, primary_headers)), Ok(Some(primary_body))) =
-        (head_rx.await, body_rx.await)
-    else {
-        return Outcome::Skipped;
-    };
-    let primary = Answer {
-        status: primary_status,
-        headers: primary_headers,
-        body: primary_body,
-    };
-    let theirs = Answer {
+    Some(Answer {
         status,
-        headers: shadow_headers,
-        body: shadow_body,
-    };
-    match compare::first_difference(&shadow.spec, &primary, &theirs) {
+        headers,
+        body,
+    })
+}
+
+/// `match` or `mismatch`; a mismatch is logged with its first difference,
+/// under the per-route rate limit.
+fn judge(
+    shadow: &Shadow,
+    upstream: &Upstream,
+    route: &str,
+    request_id: Option<&HeaderValue>,
+    primary: &Answer,
+    theirs: &Answer,
+) -> Outcome {
+    match compare::first_difference(&shadow.spec, primary, theirs) {
         None => Outcome::Match,
         Some(difference) => {
             if shadow.may_log() {
                 tracing::warn!(
                     route,
-                    request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                    request_id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("-"),
                     shadow = %upstream.name,
                     difference = %difference,
                     "shadow mismatch"
