@@ -177,9 +177,11 @@ async fn attempts(
             }
         }
     }
-    // Every attempt failed to connect (and there was one): nothing was
-    // sent, so the request may still go to the fallback.
-    if sent || tried.is_empty() {
+    // Every attempt failed to connect, or no target was left to try (one
+    // ejected between the route phase's look and the pick: another
+    // request's failed connect): nothing was sent, so the request may
+    // still go to the fallback, as the route phase would have sent it.
+    if sent {
         *request = None;
     }
     Err(last_error)
