@@ -1,9 +1,11 @@
 //! Listeners and connections: binding (exclusive, or with SO_REUSEPORT
 //! beside the listeners already there, so a new binary can start beside an
-//! old one), the `max_connections` cap, TLS termination, HTTP/1.1 and h2
-//! (h2c on plain TCP) from clients through hyper-util's auto builder, the
-//! admin server beside it, and on shutdown `drain_delay` then the drain
-//! (SPEC §9), upgraded connections included.
+//! old one), the `max_connections` cap, TLS termination, HTTP from clients
+//! (a plain connection whose first bytes cannot begin the h2 preface goes
+//! straight to hyper's HTTP/1 connection; h2c, TLS with ALPN and the
+//! undecided go through hyper-util's auto builder), the admin server beside
+//! it, and on shutdown `drain_delay` then the drain (SPEC §9), upgraded
+//! connections included.
 //!
 //! [`run`] takes bound listeners and a shutdown future, so tests and the CLI
 //! bind wherever they like (port 0 in tests) and stop it how they like.
