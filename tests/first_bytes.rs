@@ -8,6 +8,7 @@
 mod support;
 use support::*;
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -135,8 +136,6 @@ impl AsyncWrite for SplitFirstWrite {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
-
-use std::future::Future;
 
 #[tokio::test]
 async fn an_h2c_preface_split_across_packets_is_served_as_h2() {
