@@ -36,7 +36,8 @@
 //!   `upstream::dns` (lookups of target names, and what an answer means:
 //!   addresses, nothing, or a failure that keeps the last set), and
 //!   `upstream::client`, which makes one attempt at one target for the
-//!   proxy and the shadow alike.
+//!   proxy and the shadow alike (`upstream::connect` opens and drives its
+//!   connections).
 //! - [`shadow`]: mirrored requests and the compare of their answers.
 //! - [`ramp`]: a ramp at run time (SPEC §11): the bucket layout of each
 //!   step, the sliding window of the new side's answers and the gates that
@@ -53,7 +54,9 @@
 //!   `finish`; `proxy::context` holds what a connection and a request know.
 //! - [`reload`] (file watch, SIGHUP, `POST /reload` → parse, compile, swap),
 //!   [`admin`] (the admin API), [`server`] (listeners, connection cap,
-//!   per-connection context, drain), [`table`] (text renderings).
+//!   the accept loop and the drain; `server::conn`: one client
+//!   connection, its first bytes, TLS, which HTTP server), [`table`] (text
+//!   renderings).
 //! - [`demo`]: `figway demo`, stub services on loopback behind the real
 //!   server; its `demo::stub` is the stub upstream the examples and tests
 //!   share.

@@ -23,6 +23,7 @@
 pub mod balance;
 pub mod budget;
 pub mod client;
+mod connect;
 pub mod dns;
 pub mod h2pool;
 pub mod health;
