@@ -26,7 +26,8 @@
 //!   (hash and sticky keys), [`matching`] (route match conditions on
 //!   headers, cookies and query), [`rate_limit`] (the token buckets of
 //!   `[routes.rate_limit]`), [`router`] (the segment trie and the match
-//!   order), [`metrics`] (the registry and pre-resolved handles),
+//!   order), [`metrics`] (the registry and pre-resolved handles;
+//!   `metrics::families`: every family's name, help and labels),
 //!   [`access_log`] (lines formatted per worker, written by a writer thread),
 //!   [`inventory`] (the legacy inventory: per-worker Space-Saving summaries
 //!   of the path templates legacy upstreams answered, merged when read;
