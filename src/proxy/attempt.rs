@@ -3,7 +3,7 @@
 //! one answers, a failure may not be retried, or the retry budget says no.
 //! Each attempt goes through the upstream client (`upstream::client`).
 //!
-//! Retries (SPEC §4), decided in one place, [`next_request`]:
+//! Retries (SPEC §4), decided in one place, `next_request`:
 //! - connect failed: nothing was sent, so any request goes to another target;
 //! - reset before the response head: only idempotent requests whose body
 //!   was held whole (at most 64 KiB) are sent again;
@@ -12,7 +12,7 @@
 //!   budget (20% of first attempts over 10 s, plus 10: `upstream::budget`).
 //!
 //! A request that every attempt failed to connect for was never sent: it
-//! goes to the route's fallback once ([`fall_back`], SPEC §5) before the
+//! goes to the route's fallback once (`fall_back`, SPEC §5) before the
 //! client gets a 502. Only the failure path pays for this.
 
 use http::header::HeaderName;

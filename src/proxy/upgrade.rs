@@ -7,7 +7,7 @@
 //! upgrade is one request in the access log and metrics, logged when it
 //! ends with the bytes of both directions. It holds no snapshot-bound
 //! state, so reloads leave it alone; on drain it is tracked by
-//! [`Tunnels`](crate::state::Tunnels) and cut at `drain_timeout`.
+//! [`Tunnels`] and cut at `drain_timeout`.
 //!
 //! `Upgrade: h2c` is not passed on (figway itself speaks h2c by prior
 //! knowledge; an upstream has no business taking over the client's

@@ -3,7 +3,7 @@
 //! ([`gcra`]). With `key = "route"` the route has one bucket, an atomic
 //! that every worker updates by compare-and-swap: no lock. Per-key buckets
 //! (`client_ip`, `header:NAME`) live in 64 shards, each a mutex over a small
-//! LRU map ([`lru`]) picked by the key's hash, so workers meet on a lock
+//! LRU map (`lru`) picked by the key's hash, so workers meet on a lock
 //! only when their keys share a shard, and the rate holds per instance
 //! whichever worker serves a client (a map per worker would multiply it by
 //! the number of workers). Keys are stored as seeded 64-bit hashes: no

@@ -10,7 +10,7 @@ use crate::state::{Route, Snapshot};
 /// One line for the log that lets an operator read a migration's history:
 /// `routes +[search] -[old] ~[orders]; orders: orders 10→50, monolith 90→50;
 /// upstreams +[search]; weights orders/127.0.0.1:9001 3→5`.
-/// Long lists are cut after [`LISTED`] names (and the details of changed
+/// Long lists are cut after `LISTED` names (and the details of changed
 /// routes with them). Linear in the table size.
 pub fn describe_changes(old: &Snapshot, new: &Snapshot) -> String {
     let before: HashMap<&str, &Route> = old.routes.iter().map(|r| (&*r.name, r)).collect();
