@@ -353,6 +353,61 @@ async fn a_killed_target_under_load_fails_no_request_and_stops_getting_attempts(
     assert!(fallbacks(f.admin).await >= 1.0);
 }
 
+/// A request routed while its upstream had a target, that finds none left
+/// when its attempts begin (ejected meanwhile by other requests' failed
+/// connects), was never sent: it goes to the fallback like a failed
+/// connect, not to a 503. Here the window is the wait for a replayable
+/// body (a PUT to an upstream of two targets is held whole for a retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_finds_no_target_left_goes_to_the_fallback() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let monolith = Backend::start("monolith").await;
+    let (one, two) = (refused_port().await, refused_port().await);
+    let f = Figway::start(&config(&format!(
+        "[upstreams.monolith]\nlegacy = true\ntargets = [\"{}\"]\n\
+         [upstreams.search]\ntargets = [\"http://{one}\", \"http://{two}\"]\n\
+         {SEARCH_WITH_FALLBACK}",
+        monolith.url()
+    )))
+    .await;
+    // Routed to `search` now (both targets untried), then held while the
+    // body is awaited.
+    let mut held = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    held.write_all(
+        b"PUT /api/search/held HTTP/1.1\r\nhost: test.local\r\ncontent-length: 5\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Three failed connects on each target eject both.
+    for _ in 0..3 {
+        let a = get(f.addr, "/api/search?q=1", &[]).await;
+        assert_eq!(a.header("x-backend"), Some("monolith"), "{}", a.text());
+    }
+    let ejections = metric(
+        f.admin,
+        "figway_outlier_ejections_total",
+        &["upstream=\"search\""],
+    )
+    .await;
+    assert_eq!(ejections, 2.0, "both targets ejected");
+    held.write_all(b"hello").await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf))
+            .await
+            .expect("no answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("x-backend: monolith"), "{answer}");
+    assert_eq!(&monolith.last().body[..], b"hello");
+}
+
 // === a fallback naming the route's own upstream ===
 
 /// `to = "monolith"` with `fallback = "monolith"` (migration.md's
