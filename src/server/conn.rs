@@ -121,6 +121,18 @@ async fn handshake(
     }
 }
 
+/// `[listen]`'s HTTP/1 settings, the one list for both of the binary's
+/// builders (hyper's own and the auto builder's HTTP/1 half, two types
+/// with the same setters): the head timeout, the head size, the timer.
+macro_rules! http1_settings {
+    ($builder:expr, $listen:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout($listen.header_read_timeout)
+            .max_buf_size($listen.max_header_bytes)
+    };
+}
+
 /// The HTTP server settings of the binary's client connections: hyper's
 /// HTTP/1 connection for plain connections that are HTTP/1 from their
 /// first bytes, the auto builder (HTTP/1 or h2, by preface or ALPN) for
@@ -132,12 +144,8 @@ pub(super) struct Http {
 
 impl Http {
     pub(super) fn new(shared: &Shared) -> Http {
-        let listen = &shared.listen;
         let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(listen.header_read_timeout)
-            .max_buf_size(listen.max_header_bytes);
+        http1_settings!(http1, shared.listen);
         Http {
             http1,
             auto: http_builder(shared),
@@ -302,11 +310,7 @@ fn shortened<B: Clone>(
 pub fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     let listen = &shared.listen;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(listen.header_read_timeout)
-        .max_buf_size(listen.max_header_bytes);
+    http1_settings!(builder.http1(), listen);
     // h2 limits, set here rather than left to hyper's defaults so that they
     // are documented where they apply (docs/configuration.md, "HTTP/2"):
     // 256 concurrent streams a connection (nginx: 128, Envoy: 2^31), 1 MiB
