@@ -30,7 +30,7 @@
 //! unchanged (`proxy::handle`: routing, splits, retries, shadows, metrics,
 //! the access log, WebSocket upgrades when served with
 //! `serve_connection_with_upgrades`). What the binary's server does around
-//! that path (`server.rs`) is the application's here, with helpers where a
+//! that path (`server/`) is the application's here, with helpers where a
 //! piece stands alone:
 //!
 //! - Accepting, binding, TLS, worker threads: the application's. `[listen]

@@ -6,7 +6,7 @@
 //! arenas) mapped, so after 10,000 idle connections close, the process would
 //! stay ~100 MiB larger for good. `malloc_trim(0)` returns those free pages;
 //! the server calls [`release_free_memory`] when the number of open
-//! connections has fallen well below its recent peak (see `server.rs`),
+//! connections has fallen well below its recent peak (see `server/mod.rs`),
 //! never on the request path. Other allocators return memory on their own,
 //! so elsewhere this does nothing.
 
