@@ -18,13 +18,20 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 
 use crate::framing::{ConnFlags, Guarded};
 use crate::proxy::ConnCtx;
 use crate::state::Shared;
 use crate::tls::ClientStream;
+
+/// What a connection holds until it ends: its place under
+/// `max_connections` and its count in the open-connections gauge.
+pub(super) type Held = (OwnedSemaphorePermit, ActiveConnection);
+
+/// How a connection's HTTP server says it ended badly.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One client connection from accept to close: its first bytes
 /// ([`first_bytes`]), the TLS handshake when there is one, then HTTP until
@@ -39,6 +46,7 @@ pub(super) async fn connection(
     http: Arc<Http>,
     tls: Option<TlsAcceptor>,
     drain: Arc<Drain>,
+    _held: Held,
 ) {
     let header_read_timeout = shared.listen.header_read_timeout;
     let Some(first) = first_bytes(&stream, header_read_timeout).await else {
@@ -48,7 +56,8 @@ pub(super) async fn connection(
         None => (ClientStream::Plain(stream), first.waited),
         Some(acceptor) => {
             let left = header_read_timeout.saturating_sub(first.waited);
-            let Some((stream, took)) = handshake(acceptor, stream, left, peer).await else {
+            let Some((stream, took)) = Box::pin(handshake(acceptor, stream, left, peer)).await
+            else {
                 return;
             };
             (stream, first.waited + took)
@@ -66,9 +75,9 @@ pub(super) async fn connection(
         flags.clone(),
         tls.is_some(),
     ));
-    let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
     let left = header_read_timeout.saturating_sub(waited);
     let ended = if first.http1 && tls.is_none() {
+        let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
         // Plain bytes that cannot begin the HTTP/2 preface: HTTP/1 for
         // certain, served by hyper's HTTP/1 connection directly rather than
         // through the auto builder's version sniffing, which would wrap
@@ -76,20 +85,25 @@ pub(super) async fn connection(
         let builder = shortened(&http.http1, waited, left, |b, t| {
             b.header_read_timeout(t);
         });
-        let conn = builder.serve_connection(io, service).with_upgrades();
+        let conn = std::pin::pin!(builder.serve_connection(io, service).with_upgrades());
         until_done(conn, &flags, left, &drain, |c| c.graceful_shutdown())
             .await
             .map(|r| r.map_err(Into::into))
     } else {
-        let builder = shortened(&http.auto, waited, left, |b, t| {
-            b.http1().header_read_timeout(t);
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        until_done(conn, &flags, left, &drain, |c| c.graceful_shutdown()).await
+        // Boxed: the auto builder's connection (HTTP/1 or h2, undecided)
+        // is several KiB, and inline it would size the task of every
+        // connection, plain HTTP/1 ones included, that is the memory each
+        // idle connection holds.
+        Box::pin(auto_connection(
+            &http,
+            io,
+            conn_ctx,
+            &flags,
+            (waited, left),
+            &drain,
+        ))
+        .await
     };
-    let ended: Option<Result<(), Box<dyn std::error::Error + Send + Sync>>> = ended;
     match ended {
         None => tracing::debug!(%peer, "no request within header_read_timeout; closed"),
         Some(Err(e)) => {
@@ -97,6 +111,26 @@ pub(super) async fn connection(
         }
         Some(Ok(())) => {}
     }
+}
+
+/// A connection served by the auto builder: h2c, TLS (HTTP/1 or h2 by
+/// ALPN), or first bytes that may yet be the HTTP/2 preface.
+async fn auto_connection(
+    http: &Http,
+    io: TokioIo<Guarded<ClientStream>>,
+    conn_ctx: Arc<ConnCtx>,
+    flags: &ConnFlags,
+    (waited, left): (Duration, Duration),
+    drain: &Drain,
+) -> Option<Result<(), BoxError>> {
+    let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
+    let builder = shortened(&http.auto, waited, left, |b, t| {
+        b.http1().header_read_timeout(t);
+    });
+    let conn = std::pin::pin!(builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned());
+    until_done(conn, flags, left, drain, |c| c.graceful_shutdown()).await
 }
 
 /// The TLS handshake within `left`, and how long it took; `None` (logged
@@ -192,7 +226,7 @@ impl Drain {
 /// request has been seen, so later wake-ups poll the connection, read one
 /// counter and one flag, and nothing else.
 async fn until_done<C, E>(
-    conn: C,
+    mut conn: Pin<&mut C>,
     flags: &ConnFlags,
     left: Duration,
     drain: &Drain,
@@ -201,7 +235,6 @@ async fn until_done<C, E>(
 where
     C: Future<Output = Result<(), E>>,
 {
-    tokio::pin!(conn);
     let mut deadline = Some(Box::pin(tokio::time::sleep(left)));
     let drained = drain.wake.notified();
     tokio::pin!(drained);
@@ -329,4 +362,20 @@ pub fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(256);
     builder
+}
+
+/// Counts a client connection in `figway_connections_active` while it lives.
+pub struct ActiveConnection(prometheus::IntGauge);
+
+impl ActiveConnection {
+    pub fn new(gauge: &prometheus::IntGauge) -> ActiveConnection {
+        gauge.inc();
+        ActiveConnection(gauge.clone())
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

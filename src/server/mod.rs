@@ -24,8 +24,8 @@ use crate::state::Shared;
 
 mod conn;
 
-pub use conn::http_builder;
 use conn::{connection, Drain, Http};
+pub use conn::{http_builder, ActiveConnection};
 
 /// Binds a listening socket with SO_REUSEPORT (SPEC §9), beside any
 /// listener on `address` that set it too: this process's other workers, and
@@ -157,18 +157,18 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
         };
         let _ = stream.set_nodelay(true);
         let active = ActiveConnection::new(&shared.registry.metrics.connections);
-        let served = connection(
+        // Spawned as it is, not inside an `async` block that awaits it:
+        // such a block keeps the future twice (its capture and its await),
+        // and the task's size is what every idle connection holds.
+        connections.spawn(connection(
             stream,
             peer,
             shared.clone(),
             http.clone(),
             tls.clone(),
             drain.clone(),
-        );
-        connections.spawn(async move {
-            served.await;
-            drop((permit, active));
-        });
+            (permit, active),
+        ));
     }
     drop(proxy);
     drain_connections(&shared, &drain, connections).await;
@@ -236,21 +236,5 @@ async fn trim_after_crowds(shared: Arc<Shared>) {
             peak = open;
             let _ = tokio::task::spawn_blocking(crate::trim::release_free_memory).await;
         }
-    }
-}
-
-/// Counts a client connection in `figway_connections_active` while it lives.
-pub struct ActiveConnection(prometheus::IntGauge);
-
-impl ActiveConnection {
-    pub fn new(gauge: &prometheus::IntGauge) -> ActiveConnection {
-        gauge.inc();
-        ActiveConnection(gauge.clone())
-    }
-}
-
-impl Drop for ActiveConnection {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
