@@ -4,7 +4,8 @@
 //! and takes over when it drains; `[listen] drain_delay` keeps the
 //! listener accepting after SIGTERM while `/readyz` says 503; and a
 //! connection accepted before the drain but not yet given its request gets
-//! that request answered, with `Connection: close`.
+//! that request answered, with `Connection: close`; and past
+//! `max_connections` a new connection waits until one closes.
 
 mod support;
 use support::*;
@@ -513,4 +514,76 @@ async fn a_head_begun_late_is_still_due_within_header_read_timeout_of_the_accept
     );
     assert!(!got.starts_with("HTTP/1.1 200"), "{got:?}");
     assert_eq!(b.count(), 0);
+}
+
+// === max_connections ===
+
+/// A keep-alive client connection that has had one `GET /` answered and
+/// stays open.
+async fn open_after_one_request(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = read_answer_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+}
+
+/// Sends `GET /` on `stream` and reads until the end of the answer's head
+/// (the backend's bodies are short and come in the same read).
+async fn read_answer_head(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// SPEC §1 `max_connections`: at the limit figway stops accepting, and a
+/// new connection waits (in the kernel's backlog) until one of the open
+/// ones closes; the open ones are served meanwhile, and counted in
+/// `figway_connections_active`. (A connection's place is held by its
+/// task: dropped early, the cap would let every connection in.)
+#[tokio::test]
+async fn past_max_connections_a_new_connection_waits_until_one_closes() {
+    let b = Backend::start("m").await;
+    let toml = config(&route_to(&b.url())).replace("[listen]\n", "[listen]\nmax_connections = 2\n");
+    let f = Figway::start(&toml).await;
+    let first = open_after_one_request(f.addr).await;
+    let mut second = open_after_one_request(f.addr).await;
+    assert_eq!(connections_active(f.admin).await, 2);
+    // The kernel completes the handshake; figway does not take it.
+    let mut third = TcpStream::connect(f.addr).await.unwrap();
+    third
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served past max_connections = 2"
+    );
+    // The connections in place are still served.
+    let head = read_answer_head(&mut second).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    drop(first);
+    let n = tokio::time::timeout(WAIT, third.read(&mut buf))
+        .await
+        .expect("the waiting connection was not served once a place freed")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    f.shutdown().await;
 }

@@ -11,14 +11,16 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
+use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 
 use crate::framing::{ConnFlags, Guarded};
@@ -39,77 +41,92 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// head, first bytes and handshake included, is due within
 /// `header_read_timeout` of the accept (slowloris; a TLS client that sends
 /// nothing is cut off then).
-pub(super) async fn connection(
+#[allow(clippy::manual_async_fn)]
+pub(super) fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     http: Arc<Http>,
     tls: Option<TlsAcceptor>,
     drain: Arc<Drain>,
-    _held: Held,
-) {
-    let header_read_timeout = shared.listen.header_read_timeout;
-    let Some(first) = first_bytes(&stream, header_read_timeout).await else {
-        return;
-    };
-    let (stream, waited) = match &tls {
-        None => (ClientStream::Plain(stream), first.waited),
-        Some(acceptor) => {
-            let left = header_read_timeout.saturating_sub(first.waited);
-            let Some((stream, took)) = Box::pin(handshake(acceptor, stream, left, peer)).await
-            else {
-                return;
-            };
-            (stream, first.waited + took)
-        }
-    };
-    let flags = ConnFlags::new();
-    let io = TokioIo::new(Guarded::new(
-        stream,
-        flags.clone(),
-        shared.listen.max_header_bytes,
-    ));
-    let conn_ctx = Arc::new(ConnCtx::new(
-        shared.clone(),
-        peer,
-        flags.clone(),
-        tls.is_some(),
-    ));
-    let left = header_read_timeout.saturating_sub(waited);
-    let ended = if first.http1 && tls.is_none() {
-        let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
-        // Plain bytes that cannot begin the HTTP/2 preface: HTTP/1 for
-        // certain, served by hyper's HTTP/1 connection directly rather than
-        // through the auto builder's version sniffing, which would wrap
-        // every read of the connection for the sake of its first bytes.
-        let builder = shortened(&http.http1, waited, left, |b, t| {
-            b.header_read_timeout(t);
-        });
-        let conn = std::pin::pin!(builder.serve_connection(io, service).with_upgrades());
-        until_done(conn, &flags, left, &drain, |c| c.graceful_shutdown())
+    held: Held,
+) -> impl Future<Output = ()> + Send {
+    // An `async` block, not an `async fn`: an `async fn` keeps its
+    // arguments twice for the connection's whole life (as given and as
+    // moved into its body), and this future is each connection's task.
+    async move {
+        let header_read_timeout = shared.listen.header_read_timeout;
+        let Some(first) = first_bytes(&stream, header_read_timeout).await else {
+            return;
+        };
+        let (stream, waited) = match &tls {
+            None => (ClientStream::Plain(stream), first.waited),
+            Some(acceptor) => {
+                let left = header_read_timeout.saturating_sub(first.waited);
+                let Some((stream, took)) = Box::pin(handshake(acceptor, stream, left, peer)).await
+                else {
+                    return;
+                };
+                (stream, first.waited + took)
+            }
+        };
+        let flags = ConnFlags::new();
+        let io = TokioIo::new(Guarded::new(
+            stream,
+            flags.clone(),
+            shared.listen.max_header_bytes,
+        ));
+        let conn_ctx = Arc::new(ConnCtx::new(
+            shared.clone(),
+            peer,
+            flags.clone(),
+            tls.is_some(),
+        ));
+        let left = header_read_timeout.saturating_sub(waited);
+        let ended = if first.http1 && tls.is_none() {
+            let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
+            // Plain bytes that cannot begin the HTTP/2 preface: HTTP/1 for
+            // certain, served by hyper's HTTP/1 connection directly rather than
+            // through the auto builder's version sniffing, which would wrap
+            // every read of the connection for the sake of its first bytes.
+            let conn = shortened(&http.http1, waited, left, |b, t| {
+                b.header_read_timeout(t);
+            })
+            .serve_connection(io, service)
+            .with_upgrades();
+            let conn = std::pin::pin!(conn);
+            let drained = std::pin::pin!(drain.wake.notified());
+            until_done(conn, drained, &flags, left, &drain, |c| {
+                c.graceful_shutdown()
+            })
             .await
             .map(|r| r.map_err(Into::into))
-    } else {
-        // Boxed: the auto builder's connection (HTTP/1 or h2, undecided)
-        // is several KiB, and inline it would size the task of every
-        // connection, plain HTTP/1 ones included, that is the memory each
-        // idle connection holds.
-        Box::pin(auto_connection(
-            &http,
-            io,
-            conn_ctx,
-            &flags,
-            (waited, left),
-            &drain,
-        ))
-        .await
-    };
-    match ended {
-        None => tracing::debug!(%peer, "no request within header_read_timeout; closed"),
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, %peer, "client connection ended with an error");
+        } else {
+            // Boxed: the auto builder's connection (HTTP/1 or h2, undecided)
+            // is several KiB, and inline it would size the task of every
+            // connection, plain HTTP/1 ones included, that is the memory each
+            // idle connection holds.
+            Box::pin(auto_connection(
+                &http,
+                io,
+                conn_ctx,
+                &flags,
+                (waited, left),
+                &drain,
+            ))
+            .await
+        };
+        match ended {
+            None => tracing::debug!(%peer, "no request within header_read_timeout; closed"),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, %peer, "client connection ended with an error");
+            }
+            Some(Ok(())) => {}
         }
-        Some(Ok(())) => {}
+        // Named here so that the block owns it: a variable an `async` block
+        // never mentions is not captured, and would be dropped (freeing the
+        // connection's place) as soon as the task is made.
+        drop(held);
     }
 }
 
@@ -130,7 +147,8 @@ async fn auto_connection(
     let conn = std::pin::pin!(builder
         .serve_connection_with_upgrades(io, service)
         .into_owned());
-    until_done(conn, flags, left, drain, |c| c.graceful_shutdown()).await
+    let drained = std::pin::pin!(drain.wake.notified());
+    until_done(conn, drained, flags, left, drain, |c| c.graceful_shutdown()).await
 }
 
 /// The TLS handshake within `left`, and how long it took; `None` (logged
@@ -225,56 +243,88 @@ impl Drain {
 /// forever. One timer per connection, dropped (deregistered) once a
 /// request has been seen, so later wake-ups poll the connection, read one
 /// counter and one flag, and nothing else.
-async fn until_done<C, E>(
-    mut conn: Pin<&mut C>,
-    flags: &ConnFlags,
+///
+/// A hand-written future rather than an `async fn`: it lives in every
+/// connection's task for the connection's whole life, and an `async fn`
+/// keeps its arguments twice (as given and as moved into its body).
+/// `drained` is the drain's `Notify` future, pinned by the caller.
+fn until_done<'a, 'd, C, E>(
+    conn: Pin<&'a mut C>,
+    drained: Pin<&'a mut Notified<'d>>,
+    flags: &'a ConnFlags,
     left: Duration,
-    drain: &Drain,
+    drain: &'a Drain,
     shutdown: fn(Pin<&mut C>),
-) -> Option<Result<(), E>>
+) -> UntilDone<'a, 'd, C>
 where
     C: Future<Output = Result<(), E>>,
 {
-    let mut deadline = Some(Box::pin(tokio::time::sleep(left)));
-    let drained = drain.wake.notified();
-    tokio::pin!(drained);
-    let mut listening = false;
-    let mut draining = false;
-    std::future::poll_fn(|cx| {
+    UntilDone {
+        conn,
+        drained,
+        flags,
+        drain,
+        shutdown,
+        deadline: Some(Box::pin(tokio::time::sleep(left))),
+        listening: false,
+        draining: false,
+    }
+}
+
+/// [`until_done`]'s future.
+struct UntilDone<'a, 'd, C> {
+    conn: Pin<&'a mut C>,
+    drained: Pin<&'a mut Notified<'d>>,
+    flags: &'a ConnFlags,
+    drain: &'a Drain,
+    shutdown: fn(Pin<&mut C>),
+    deadline: Option<Pin<Box<Sleep>>>,
+    listening: bool,
+    draining: bool,
+}
+
+impl<C, E> Future for UntilDone<'_, '_, C>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    type Output = Option<Result<(), E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is a pointer, a flag or boxed: the future is Unpin.
+        let this = self.get_mut();
         // The connection is polled first, so by the time it hears of the
         // drain it has read the bytes `first_bytes` saw and, under the
         // auto builder, left its version sniffing, where a graceful
         // shutdown would drop it unanswered. (Only a client whose first
         // bytes are a strict prefix of the h2 preface can still be there.)
-        if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
+        if let Poll::Ready(ended) = this.conn.as_mut().poll(cx) {
             return Poll::Ready(Some(ended));
         }
-        if !draining {
-            if !listening {
+        if !this.draining {
+            if !this.listening {
                 // Registers this task's waker once; the flag is read after,
                 // so a drain that started before is seen, and one after
                 // wakes this task.
-                listening = true;
-                let _ = drained.as_mut().poll(cx);
+                this.listening = true;
+                let _ = this.drained.as_mut().poll(cx);
             }
-            if drain.started.load(Ordering::SeqCst) {
-                draining = true;
-                shutdown(conn.as_mut());
-                if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
+            if this.drain.started.load(Ordering::SeqCst) {
+                this.draining = true;
+                (this.shutdown)(this.conn.as_mut());
+                if let Poll::Ready(ended) = this.conn.as_mut().poll(cx) {
                     return Poll::Ready(Some(ended));
                 }
             }
         }
-        if let Some(d) = deadline.as_mut() {
-            if flags.requests() > 0 {
-                deadline = None;
+        if let Some(d) = this.deadline.as_mut() {
+            if this.flags.requests() > 0 {
+                this.deadline = None;
             } else if d.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
         }
         Poll::Pending
-    })
-    .await
+    }
 }
 
 /// What a new connection's first bytes said, and how long they took.
