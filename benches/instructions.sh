@@ -19,7 +19,8 @@
 # BASE_PORT (19300), SKIP_INSTALL=1, KEEP_CALLGRIND=DIR (keep the profiles),
 # FIGWAY_TOML (the figway rows' config template, default
 # compare/figway.toml; compare/figway-legacy.toml routes to a legacy
-# upstream, with INVENTORY=true|false for the legacy inventory on or off).
+# upstream, with INVENTORY=true|false for the legacy inventory on or off),
+# REQUEST_PATH (/; /big for the upstream's 64 KiB answer).
 #
 # Rows `figway-split` and `figway-ramp` (access log off) serve a 50/50
 # split of one route, the second with a ramp in progress at 50% (SPEC §11):
@@ -39,6 +40,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 ROWS="${ROWS:-nginx baseline figway-nolog figway}"
 SECONDS_EACH="${SECONDS_EACH:-8}"
+REQUEST_PATH="${REQUEST_PATH:-/}"
+[[ "$REQUEST_PATH" == /* ]] || { echo "instructions.sh: REQUEST_PATH must begin with /" >&2; exit 2; }
 BASE_PORT="${BASE_PORT:-19300}"
 
 # die, log, need_tools, render, cleanup_pids: shared with the other bench scripts.
@@ -128,9 +131,9 @@ measure() { # row cmd...: prints one line of figures
   pid=$!
   PIDS+=("$pid")
   ready "$pid" "$row"
-  wrk -t1 -c16 -d2s "${AUTH[@]}" "http://127.0.0.1:$PROXY/" >/dev/null
+  wrk -t1 -c16 -d2s "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
-  n="$(wrk -t1 -c16 -d"${SECONDS_EACH}s" "${AUTH[@]}" "http://127.0.0.1:$PROXY/" | requests)"
+  n="$(wrk -t1 -c16 -d"${SECONDS_EACH}s" "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" | requests)"
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
   [[ -n "$n" && "$n" -gt 0 ]] || die "$row: no requests counted"
@@ -146,12 +149,12 @@ measure() { # row cmd...: prints one line of figures
   pid=$!
   PIDS+=("$pid")
   ready "$pid" "$row"
-  wrk -t1 -c16 -d1s "${AUTH[@]}" "http://127.0.0.1:$PROXY/" >/dev/null
+  wrk -t1 -c16 -d1s "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" >/dev/null
   strace -c -f -p "$pid" -o "$WORK/$row.strace" 2>/dev/null &
   local tracer=$!
   sleep 0.5
   local m
-  m="$(wrk -t1 -c16 -d3s "${AUTH[@]}" "http://127.0.0.1:$PROXY/" | requests)"
+  m="$(wrk -t1 -c16 -d3s "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" | requests)"
   sleep 0.2
   kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -160,7 +163,7 @@ measure() { # row cmd...: prints one line of figures
     'BEGIN { printf "%-14s %9.0f instructions/request (%d requests)  %5.2f syscalls/request\n", row, ir / n, n, c / m }'
 }
 
-log "callgrind, ${SECONDS_EACH}s of wrk -t1 -c16 per row, then strace -c for 3s"
+log "callgrind, ${SECONDS_EACH}s of wrk -t1 -c16 on $REQUEST_PATH per row, then strace -c for 3s"
 for row in $ROWS; do
   case "$row" in
     nginx) measure nginx nginx -p "$WORK/" -c "$WORK/nginx.conf" ;;
