@@ -67,38 +67,46 @@ struct Resend {
 /// Attempts until one target answers; the answer's head and the connection
 /// it came on (in `ctx.lease`) go back to the caller. A request that every
 /// attempt failed to connect for goes to the route's fallback once.
-pub async fn send(
-    ctx: &mut RequestCtx,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
+)]
+pub fn send<'a>(
+    ctx: &'a mut RequestCtx,
     parts: Parts,
     body: RequestBody,
-) -> Result<Response<Incoming>, ErrorKind> {
-    let Some(chosen) = ctx.upstream else {
-        return Err(ErrorKind::NoHealthyUpstream);
-    };
-    let upstream = &ctx.snapshot.upstreams[chosen];
-    // A copy of the head only when the body could be sent twice and a
-    // retry is possible at all.
-    let resend = match body.replay() {
-        Some(copy) if upstream.retries > 0 && upstream.targets.len() > 1 => Some(Resend {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            body: copy,
-        }),
-        _ => None,
-    };
-    // Lent to `attempts`, not moved in and out of it: the request is a few
-    // hundred bytes, and handing it back inside the error cost every
-    // request ~350 instructions of copies (benches/instructions.sh).
-    let mut request = Some(Request::from_parts(parts, body));
-    match attempts(ctx, chosen, &mut request, resend.as_ref()).await {
-        Ok(response) => Ok(response),
-        // Boxed: the success path's future need not carry a second round
-        // of attempts; the allocation is paid on this failure path only.
-        Err(kind) => match request.take() {
-            Some(unsent) => Box::pin(fall_back(ctx, chosen, unsent, resend.as_ref(), kind)).await,
-            None => Err(kind),
-        },
+) -> impl std::future::Future<Output = Result<Response<Incoming>, ErrorKind>> + Send + 'a {
+    async move {
+        let Some(chosen) = ctx.upstream else {
+            return Err(ErrorKind::NoHealthyUpstream);
+        };
+        let upstream = &ctx.snapshot.upstreams[chosen];
+        // A copy of the head only when the body could be sent twice and a
+        // retry is possible at all.
+        let resend = match body.replay() {
+            Some(copy) if upstream.retries > 0 && upstream.targets.len() > 1 => Some(Resend {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+                body: copy,
+            }),
+            _ => None,
+        };
+        // Lent to `attempts`, not moved in and out of it: the request is a few
+        // hundred bytes, and handing it back inside the error cost every
+        // request ~350 instructions of copies (benches/instructions.sh).
+        let mut request = Some(Request::from_parts(parts, body));
+        match attempts(ctx, chosen, &mut request, resend.as_ref()).await {
+            Ok(response) => Ok(response),
+            // Boxed: the success path's future need not carry a second round
+            // of attempts; the allocation is paid on this failure path only.
+            Err(kind) => match request.take() {
+                Some(unsent) => {
+                    Box::pin(fall_back(ctx, chosen, unsent, resend.as_ref(), kind)).await
+                }
+                None => Err(kind),
+            },
+        }
     }
 }
 

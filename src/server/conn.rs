@@ -48,7 +48,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// head, first bytes and handshake included, is due within
 /// `header_read_timeout` of the accept (slowloris; a TLS client that sends
 /// nothing is cut off then).
-#[allow(clippy::manual_async_fn)]
+#[allow(
+    clippy::manual_async_fn,
+    reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
+)]
 pub(super) fn connection(
     stream: TcpStream,
     peer: SocketAddr,

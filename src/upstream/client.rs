@@ -112,74 +112,86 @@ impl Drop for Stream {
 
 /// One attempt at one target: a pooled or new connection, the request, and
 /// the response head within `request_timeout`.
-pub async fn send(
-    upstream: &Upstream,
-    target: &Arc<Target>,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
+)]
+pub fn send<'a>(
+    upstream: &'a Upstream,
+    target: &'a Arc<Target>,
     request: Request<RequestBody>,
-) -> Result<(Response<Incoming>, Lease), Failure> {
-    match upstream.protocol {
-        Protocol::Http1 => send_http1(upstream, target, request).await,
-        Protocol::H2c => send_h2c(upstream, target, request).await,
+) -> impl std::future::Future<Output = Result<(Response<Incoming>, Lease), Failure>> + Send + 'a {
+    async move {
+        match upstream.protocol {
+            Protocol::Http1 => send_http1(upstream, target, request).await,
+            Protocol::H2c => send_h2c(upstream, target, request).await,
+        }
     }
 }
 
-async fn send_http1(
-    upstream: &Upstream,
-    target: &Arc<Target>,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
+)]
+fn send_http1<'a>(
+    upstream: &'a Upstream,
+    target: &'a Arc<Target>,
     mut request: Request<RequestBody>,
-) -> Result<(Response<Incoming>, Lease), Failure> {
-    let timeouts = upstream.timeouts;
-    let pooled = pool::checkout(target.id, target.idle_timeout_ms(), clock::now_ms());
-    let (mut conn, mut reused) = match pooled {
-        Some(c) => (c, true),
-        None => match connect_http1(target, timeouts.connect).await {
-            Some(c) => (c, false),
-            None => return Err(Failure::Connect(request)),
-        },
-    };
-    loop {
-        let upload = request.body().upload().cloned();
-        let attempt = await_head!(
-            timeouts.request,
-            upload.as_deref(),
-            conn.sender.try_send_request(request)
-        );
-        match attempt {
-            Err(()) => {
-                return Err(Failure::Timeout {
-                    upload_unfinished: upload.is_some_and(|u| !u.is_done()),
-                })
-            }
-            Ok(Ok(response)) => {
-                let lease = Lease(Lent::Http1 {
-                    conn,
-                    target: target.clone(),
-                });
-                return Ok((response, lease));
-            }
-            Ok(Err(mut e)) => match e.take_message() {
-                // A pooled connection the upstream closed while it sat idle:
-                // nothing was written, so a fresh connection may carry the
-                // very same request. Not a retry: no target failed.
-                Some(unsent) if reused => {
-                    request = unsent;
-                    conn = match connect_http1(target, timeouts.connect).await {
-                        Some(c) => c,
-                        None => return Err(Failure::Connect(request)),
-                    };
-                    reused = false;
-                }
-                Some(unsent) => return Err(Failure::Connect(unsent)),
-                None => {
-                    let error = e.into_error();
-                    tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "upstream request failed");
-                    return Err(if error.is_user() {
-                        Failure::ClientBody
-                    } else {
-                        Failure::Reset
-                    });
-                }
+) -> impl std::future::Future<Output = Result<(Response<Incoming>, Lease), Failure>> + Send + 'a {
+    async move {
+        let timeouts = upstream.timeouts;
+        let pooled = pool::checkout(target.id, target.idle_timeout_ms(), clock::now_ms());
+        let (mut conn, mut reused) = match pooled {
+            Some(c) => (c, true),
+            None => match connect_http1(target, timeouts.connect).await {
+                Some(c) => (c, false),
+                None => return Err(Failure::Connect(request)),
             },
+        };
+        loop {
+            let upload = request.body().upload().cloned();
+            let attempt = await_head!(
+                timeouts.request,
+                upload.as_deref(),
+                conn.sender.try_send_request(request)
+            );
+            match attempt {
+                Err(()) => {
+                    return Err(Failure::Timeout {
+                        upload_unfinished: upload.is_some_and(|u| !u.is_done()),
+                    })
+                }
+                Ok(Ok(response)) => {
+                    let lease = Lease(Lent::Http1 {
+                        conn,
+                        target: target.clone(),
+                    });
+                    return Ok((response, lease));
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    // A pooled connection the upstream closed while it sat idle:
+                    // nothing was written, so a fresh connection may carry the
+                    // very same request. Not a retry: no target failed.
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        conn = match connect_http1(target, timeouts.connect).await {
+                            Some(c) => c,
+                            None => return Err(Failure::Connect(request)),
+                        };
+                        reused = false;
+                    }
+                    Some(unsent) => return Err(Failure::Connect(unsent)),
+                    None => {
+                        let error = e.into_error();
+                        tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "upstream request failed");
+                        return Err(if error.is_user() {
+                            Failure::ClientBody
+                        } else {
+                            Failure::Reset
+                        });
+                    }
+                },
+            }
         }
     }
 }
