@@ -27,6 +27,8 @@ pub struct ConnCtx {
     pub shared: Arc<Shared>,
     /// The socket peer, IPv4-mapped addresses made plain.
     pub peer: IpAddr,
+    /// The socket peer's port, for the connection's logs.
+    pub port: u16,
     /// Whether the peer is in `trusted_proxies` (a `[listen]` setting, so
     /// fixed for the life of the process and of this connection).
     pub trusted: bool,
@@ -45,6 +47,7 @@ impl ConnCtx {
         framing: Arc<ConnFlags>,
         tls: bool,
     ) -> ConnCtx {
+        let port = peer.port();
         let peer = peer.ip().to_canonical();
         let trusted = net::is_trusted(&shared.listen.trusted_proxies, peer);
         let forwarded_for = HeaderValue::try_from(peer.to_string())
@@ -52,11 +55,19 @@ impl ConnCtx {
         ConnCtx {
             shared,
             peer,
+            port,
             trusted,
             forwarded_for,
             framing,
             tls,
         }
+    }
+}
+
+impl ConnCtx {
+    /// The socket peer as the connection's logs give it.
+    pub fn peer_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.peer, self.port)
     }
 }
 

@@ -42,94 +42,88 @@ pub(super) type Held = (OwnedSemaphorePermit, ActiveConnection);
 /// How a connection's HTTP server says it ended badly.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What every connection of one listener shares: the settings, the HTTP
+/// servers, the TLS acceptor and the drain. One `Arc` a connection rather
+/// than four: each connection's task holds it for its whole life.
+pub(super) struct Listening {
+    pub(super) shared: Arc<Shared>,
+    pub(super) http: Http,
+    pub(super) tls: Option<TlsAcceptor>,
+    pub(super) drain: Drain,
+}
+
 /// One client connection from accept to close: its first bytes
 /// ([`first_bytes`]), the TLS handshake when there is one, then HTTP until
 /// the peer leaves or the drain closes it ([`until_done`]). The whole
 /// head, first bytes and handshake included, is due within
 /// `header_read_timeout` of the accept (slowloris; a TLS client that sends
-/// nothing is cut off then).
+/// nothing is cut off then). `conn` is the connection's facts, made at
+/// accept.
 #[allow(
     clippy::manual_async_fn,
     reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
 )]
 pub(super) fn connection(
     stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    http: Arc<Http>,
-    tls: Option<TlsAcceptor>,
-    drain: Arc<Drain>,
+    conn: Arc<ConnCtx>,
+    listening: Arc<Listening>,
     held: Held,
 ) -> impl Future<Output = ()> + Send {
     // An `async` block, not an `async fn`: an `async fn` keeps its
     // arguments twice for the connection's whole life (as given and as
     // moved into its body), and this future is each connection's task.
+    // For the same reason nothing but the arguments and the plain HTTP/1
+    // connection lives across its awaits.
     async move {
-        let header_read_timeout = shared.listen.header_read_timeout;
-        let Some(first) = first_bytes(&stream, header_read_timeout).await else {
+        let head_timeout = listening.shared.listen.header_read_timeout;
+        let Some(first) = first_bytes(&stream, head_timeout).await else {
             return;
         };
-        let (stream, waited) = match &tls {
-            None => (ClientStream::Plain(stream), first.waited),
-            Some(acceptor) => {
-                let left = header_read_timeout.saturating_sub(first.waited);
-                let Some((stream, took)) = Box::pin(handshake(acceptor, stream, left, peer)).await
-                else {
-                    return;
-                };
-                (stream, first.waited + took)
-            }
-        };
-        let flags = ConnFlags::new();
-        let io = TokioIo::new(Guarded::new(
-            stream,
-            flags.clone(),
-            shared.listen.max_header_bytes,
-        ));
-        let conn_ctx = Arc::new(ConnCtx::new(
-            shared.clone(),
-            peer,
-            flags.clone(),
-            tls.is_some(),
-        ));
-        let left = header_read_timeout.saturating_sub(waited);
-        let ended = if first.http1 && tls.is_none() {
-            let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
+        let ended = if first.http1 && listening.tls.is_none() {
             // Plain bytes that cannot begin the HTTP/2 preface: HTTP/1 for
-            // certain, served by hyper's HTTP/1 connection directly rather than
-            // through the auto builder's version sniffing, which would wrap
-            // every read of the connection for the sake of its first bytes.
-            let conn = shortened(&http.http1, waited, left, |b, t| {
+            // certain, served by hyper's HTTP/1 connection directly rather
+            // than through the auto builder's version sniffing, which would
+            // wrap every read of the connection for the sake of its first
+            // bytes.
+            let listen = &listening.shared.listen;
+            let left = listen.header_read_timeout.saturating_sub(first.waited);
+            let io = TokioIo::new(Guarded::new(
+                ClientStream::Plain(stream),
+                conn.framing.clone(),
+                listen.max_header_bytes,
+            ));
+            let service_conn = conn.clone();
+            let service = service_fn(move |req| crate::proxy::handle(req, service_conn.clone()));
+            let served = shortened(&listening.http.http1, first.waited, left, |b, t| {
                 b.header_read_timeout(t);
             })
             .serve_connection(io, service)
             .with_upgrades();
-            let conn = std::pin::pin!(conn);
-            let drained = std::pin::pin!(drain.wake.notified());
-            until_done(conn, drained, &flags, left, &drain, |c| {
-                c.graceful_shutdown()
-            })
+            let served = std::pin::pin!(served);
+            let drained = std::pin::pin!(listening.drain.wake.notified());
+            until_done(
+                served,
+                drained,
+                &conn.framing,
+                left,
+                &listening.drain,
+                |c| c.graceful_shutdown(),
+            )
             .await
             .map(|r| r.map_err(Into::into))
         } else {
-            // Boxed: the auto builder's connection (HTTP/1 or h2, undecided)
-            // is several KiB, and inline it would size the task of every
-            // connection, plain HTTP/1 ones included, that is the memory each
-            // idle connection holds.
-            Box::pin(auto_connection(
-                &http,
-                io,
-                conn_ctx,
-                &flags,
-                (waited, left),
-                &drain,
-            ))
-            .await
+            // Boxed: the TLS handshake and the auto builder's connection
+            // (HTTP/1 or h2, undecided) are several KiB, and inline they
+            // would size the task of every connection, plain HTTP/1 ones
+            // included, that is the memory each idle connection holds.
+            Box::pin(auto_connection(&listening, stream, &conn, first.waited)).await
         };
         match ended {
-            None => tracing::debug!(%peer, "no request within header_read_timeout; closed"),
+            None => {
+                tracing::debug!(peer = %conn.peer_addr(), "no request within header_read_timeout; closed");
+            }
             Some(Err(e)) => {
-                tracing::debug!(error = %e, %peer, "client connection ended with an error");
+                tracing::debug!(error = %e, peer = %conn.peer_addr(), "client connection ended with an error");
             }
             Some(Ok(())) => {}
         }
@@ -140,25 +134,52 @@ pub(super) fn connection(
     }
 }
 
-/// A connection served by the auto builder: h2c, TLS (HTTP/1 or h2 by
-/// ALPN), or first bytes that may yet be the HTTP/2 preface.
+/// A connection served by the auto builder: TLS (HTTP/1 or h2 by ALPN,
+/// after the handshake), h2c, or first bytes that may yet be the HTTP/2
+/// preface. `waited` is how long the first bytes took. A failed handshake
+/// ends it as `Some(Ok(()))`: [`handshake`] has logged why.
 async fn auto_connection(
-    http: &Http,
-    io: TokioIo<Guarded<ClientStream>>,
-    conn_ctx: Arc<ConnCtx>,
-    flags: &ConnFlags,
-    (waited, left): (Duration, Duration),
-    drain: &Drain,
+    listening: &Listening,
+    stream: TcpStream,
+    conn: &Arc<ConnCtx>,
+    waited: Duration,
 ) -> Option<Result<(), BoxError>> {
-    let service = service_fn(move |req| crate::proxy::handle(req, conn_ctx.clone()));
-    let builder = shortened(&http.auto, waited, left, |b, t| {
+    let listen = &listening.shared.listen;
+    let (stream, waited) = match &listening.tls {
+        None => (ClientStream::Plain(stream), waited),
+        Some(acceptor) => {
+            let left = listen.header_read_timeout.saturating_sub(waited);
+            let Some((stream, took)) = handshake(acceptor, stream, left, conn.peer_addr()).await
+            else {
+                return Some(Ok(()));
+            };
+            (stream, waited + took)
+        }
+    };
+    let left = listen.header_read_timeout.saturating_sub(waited);
+    let io = TokioIo::new(Guarded::new(
+        stream,
+        conn.framing.clone(),
+        listen.max_header_bytes,
+    ));
+    let service_conn = conn.clone();
+    let service = service_fn(move |req| crate::proxy::handle(req, service_conn.clone()));
+    let builder = shortened(&listening.http.auto, waited, left, |b, t| {
         b.http1().header_read_timeout(t);
     });
-    let conn = std::pin::pin!(builder
+    let served = std::pin::pin!(builder
         .serve_connection_with_upgrades(io, service)
         .into_owned());
-    let drained = std::pin::pin!(drain.wake.notified());
-    until_done(conn, drained, flags, left, drain, |c| c.graceful_shutdown()).await
+    let drained = std::pin::pin!(listening.drain.wake.notified());
+    until_done(
+        served,
+        drained,
+        &conn.framing,
+        left,
+        &listening.drain,
+        |c| c.graceful_shutdown(),
+    )
+    .await
 }
 
 /// The TLS handshake within `left`, and how long it took; `None` (logged

@@ -24,7 +24,10 @@ use crate::state::Shared;
 
 mod conn;
 
-use conn::{connection, Drain, Http};
+use conn::{connection, Drain, Http, Listening};
+
+use crate::framing::ConnFlags;
+use crate::proxy::ConnCtx;
 pub use conn::{http_builder, ActiveConnection};
 
 /// Binds a listening socket with SO_REUSEPORT (SPEC §9), beside any
@@ -111,7 +114,6 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
     // Connection tasks, so that the drain can wait for them and cut what
     // outlives it.
     let mut connections = JoinSet::new();
-    let http = Arc::new(Http::new(&shared));
     let tls = match &shared.tls {
         Some(certs) => match crate::tls::acceptor(certs.clone()) {
             Ok(a) => Some(a),
@@ -122,7 +124,12 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
         },
         None => None,
     };
-    let drain = Arc::new(Drain::new());
+    let listening = Arc::new(Listening {
+        shared: shared.clone(),
+        http: Http::new(&shared),
+        tls,
+        drain: Drain::new(),
+    });
     let limit = shared.connection_slots.clone();
     let shutdown = stop_accepting(&shared, shutdown);
     tokio::pin!(shutdown);
@@ -157,21 +164,24 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
         };
         let _ = stream.set_nodelay(true);
         let active = ActiveConnection::new(&shared.registry.metrics.connections);
+        let conn = Arc::new(ConnCtx::new(
+            shared.clone(),
+            peer,
+            ConnFlags::new(),
+            listening.tls.is_some(),
+        ));
         // Spawned as it is, not inside an `async` block that awaits it:
         // such a block keeps the future twice (its capture and its await),
         // and the task's size is what every idle connection holds.
         connections.spawn(connection(
             stream,
-            peer,
-            shared.clone(),
-            http.clone(),
-            tls.clone(),
-            drain.clone(),
+            conn,
+            listening.clone(),
             (permit, active),
         ));
     }
     drop(proxy);
-    drain_connections(&shared, &drain, connections).await;
+    drain_connections(&shared, &listening.drain, connections).await;
 }
 
 /// The drain (SPEC §9), once the listener is closed: every connection is
