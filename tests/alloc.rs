@@ -196,10 +196,7 @@ fn access_log_on_in_child() {
 #[test]
 fn allocations_per_request_past_failing_match_conditions() {
     let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let upstream = runtime.block_on(canned_upstream());
     let conditional = "[[routes]]\nname = \"canary\"\nprefix = \"/\"\nto = \"app\"\n\
                        [routes.match]\nheaders = { \"x-canary\" = \"1\" }\n\
@@ -275,10 +272,7 @@ const MAX_LIVE_BYTES_PER_IDLE_CONNECTION: f64 = 19_800.0;
 #[test]
 fn heap_bytes_held_by_an_idle_client_connection() {
     let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let per_connection = runtime.block_on(async {
         let upstream = canned_upstream().await;
         let figway = support::Figway::start(&config(upstream, false, false)).await;
@@ -335,12 +329,18 @@ async fn settle() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
-/// As [`measure`], for the config `toml` makes for the upstream's address.
-fn measure_with(toml: impl FnOnce(SocketAddr) -> String) -> f64 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// The one `current_thread` runtime a measurement runs on (see the module
+/// docs: the counts repeat run after run).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// As [`measure`], for the config `toml` makes for the upstream's address.
+fn measure_with(toml: impl FnOnce(SocketAddr) -> String) -> f64 {
+    let runtime = runtime();
     let upstream = runtime.block_on(canned_upstream());
     measure_config(&runtime, &toml(upstream))
 }
@@ -348,10 +348,7 @@ fn measure_with(toml: impl FnOnce(SocketAddr) -> String) -> f64 {
 /// The lowest of [`RUNS`] per-request allocation counts over [`REQUESTS`]
 /// keep-alive GETs through figway, after [`WARM_UP`] requests.
 fn measure(access_log: bool, legacy: bool) -> f64 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let upstream = runtime.block_on(canned_upstream());
     measure_config(&runtime, &config(upstream, access_log, legacy))
 }

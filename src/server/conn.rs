@@ -87,11 +87,7 @@ pub(super) fn connection(
             // bytes.
             let listen = &listening.shared.listen;
             let left = listen.header_read_timeout.saturating_sub(first.waited);
-            let io = TokioIo::new(Guarded::new(
-                ClientStream::Plain(stream),
-                conn.framing.clone(),
-                listen.max_header_bytes,
-            ));
+            let io = guarded(ClientStream::Plain(stream), &conn, listen);
             let service_conn = conn.clone();
             let service = service_fn(move |req| crate::proxy::handle(req, service_conn.clone()));
             let served = shortened(&listening.http.http1, first.waited, left, |b, t| {
@@ -157,11 +153,7 @@ async fn auto_connection(
         }
     };
     let left = listen.header_read_timeout.saturating_sub(waited);
-    let io = TokioIo::new(Guarded::new(
-        stream,
-        conn.framing.clone(),
-        listen.max_header_bytes,
-    ));
+    let io = guarded(stream, conn, listen);
     let service_conn = conn.clone();
     let service = service_fn(move |req| crate::proxy::handle(req, service_conn.clone()));
     let builder = shortened(&listening.http.auto, waited, left, |b, t| {
@@ -180,6 +172,20 @@ async fn auto_connection(
         |c| c.graceful_shutdown(),
     )
     .await
+}
+
+/// A connection's stream as either HTTP server reads it: behind the
+/// framing guard, with `[listen]`'s head size.
+fn guarded(
+    stream: ClientStream,
+    conn: &ConnCtx,
+    listen: &crate::config::Listen,
+) -> TokioIo<Guarded<ClientStream>> {
+    TokioIo::new(Guarded::new(
+        stream,
+        conn.framing.clone(),
+        listen.max_header_bytes,
+    ))
 }
 
 /// The TLS handshake within `left`, and how long it took; `None` (logged
