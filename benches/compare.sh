@@ -48,7 +48,12 @@ Set PROXIES, RATE_PROXIES or MEM_PROXIES to the empty string to skip that part.
 Rows: direct (no proxy), nginx, haproxy, figway-nolog (one route, access log
 off), figway (one route, default config: access log on, written to a file),
 figway-full (access log on, 10,001 routes, health checks, outlier detection,
-sticky split with fallback on /).
+sticky split with fallback on /). Two floors, in no default list:
+baseline (examples/baseline_proxy.rs: a minimal proxy on hyper and tokio,
+figway's crates without its features) and codec-floor
+(examples/codec_floor.rs: the same with HTTP/1.1 parsed and written by
+hand); built with cargo when the rows are asked for, e.g.
+  PROXIES="nginx baseline codec-floor figway" benches/compare.sh
 EOF
 }
 
@@ -102,7 +107,7 @@ for v in DURATION ROUNDS CONNS WARMUP RATE_DURATION RATE_WORKERS RATE_QPS IDLE_C
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 (( DURATION >= 1 && ROUNDS >= 1 && CONNS >= 1 )) || die "DURATION, ROUNDS and CONNS must be at least 1"
-KNOWN_ROWS=" direct nginx haproxy figway-nolog figway figway-full "
+KNOWN_ROWS=" direct nginx haproxy figway-nolog figway figway-full baseline codec-floor "
 for p in $PROXIES $RATE_PROXIES $MEM_PROXIES; do
   [[ "$KNOWN_ROWS" == *" $p "* ]] || die "unknown row '$p' (known:$KNOWN_ROWS)"
 done
@@ -175,6 +180,20 @@ else
 fi
 FIGWAY_BIN="$(cd "$(dirname "$FIGWAY_BIN")" && pwd)/$(basename "$FIGWAY_BIN")"
 FIGWAY_VERSION="$("$FIGWAY_BIN" --version 2>/dev/null | head -n1 || echo unknown)"
+# The floors (examples), beside the binary unless given.
+declare -A FLOOR_BIN=(
+  [baseline]="${BASELINE_BIN:-$(dirname "$FIGWAY_BIN")/examples/baseline_proxy}"
+  [codec-floor]="${CODEC_FLOOR_BIN:-$(dirname "$FIGWAY_BIN")/examples/codec_floor}"
+)
+for row in baseline codec-floor; do
+  [[ " $PROXIES $RATE_PROXIES $MEM_PROXIES " == *" $row "* ]] || continue
+  [[ -x "${FLOOR_BIN[$row]}" ]] && continue
+  example="$(basename "${FLOOR_BIN[$row]}")"
+  command -v cargo >/dev/null || die "${FLOOR_BIN[$row]} is missing and cargo is not found to build it"
+  log "building examples/$example.rs (cargo build --release)"
+  cargo build --release --quiet --example "$example" >&2 || die "cargo build --release --example $example failed"
+  FLOOR_BIN[$row]="$ROOT/target/release/examples/$example"
+done
 
 # ---------------------------------------------------------------- processes and cleanup
 WORK="$(mktemp -d /tmp/figway-compare.XXXXXX)"
@@ -221,8 +240,8 @@ pids_of() { # row -> main pid and its children (nginx master + worker)
   children_of "$p"
 }
 
-cpu_ticks() { # row -> utime+stime (clock ticks) over the row's processes
-  tree_cpu_ticks "${PID[$1]}"
+cpu_ticks() { # row -> "utime stime" (clock ticks) over the row's processes
+  tree_cpu_split "${PID[$1]}"
 }
 
 rss_kib() { # sum of VmRSS (KiB) over the row's processes
@@ -243,12 +262,12 @@ US_PER_TICK=$(( 1000000 / CLK_TCK ))
 
 # ---------------------------------------------------------------- configs
 i=0
-for row in upstream nginx haproxy figway-nolog figway figway-full; do
+for row in upstream nginx haproxy figway-nolog figway figway-full baseline codec-floor; do
   PORT[$row]=$(( BASE_PORT + i ))
   i=$(( i + 1 ))
 done
 PORT[direct]=${PORT[upstream]}
-for row in upstream nginx haproxy figway-nolog figway figway-full; do
+for row in upstream nginx haproxy figway-nolog figway figway-full baseline codec-floor; do
   port_free "${PORT[$row]}" || die "port ${PORT[$row]} (for $row) is in use; set BASE_PORT"
 done
 for row in figway-nolog figway figway-full; do
@@ -297,6 +316,7 @@ for row in $PROXIES $RATE_PROXIES $MEM_PROXIES; do
     nginx) start nginx "$PROXY_CPU" /dev/null nginx -p "$WORK/" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" ;;
     haproxy) start haproxy "$PROXY_CPU" /dev/null haproxy -db -f "$WORK/haproxy.cfg" ;;
     figway-nolog) start "$row" "$PROXY_CPU" /dev/null "$FIGWAY_BIN" run --config "$WORK/$row.toml" ;;
+    baseline|codec-floor) start "$row" "$PROXY_CPU" /dev/null "${FLOOR_BIN[$row]}" "127.0.0.1:${PORT[$row]}" "127.0.0.1:${PORT[upstream]}" ;;
     figway|figway-full)
       # The access log (stdout) goes to a file on disk, truncated between runs.
       : > "$WORK/$row.access.log"
@@ -350,7 +370,18 @@ cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
 # ---------------------------------------------------------------- wrk rounds
 WRK=(wrk -t1 -c"$CONNS" --latency --timeout 5s -H 'x-user-id: 12345')
 
-run_wrk() { # row path duration -> "rps p50 p99 requests errors non2xx cpu_us_per_req"
+# CPU µs per request from two cpu_ticks readings: "total user system" (the
+# user/system split shows where two proxies differ: in their own code or
+# in the kernel's work for their system calls).
+cpu_per_req() { # "u0 s0" "u1 s1" requests
+  local u0 s0 u1 s1
+  read -r u0 s0 <<<"$1"
+  read -r u1 s1 <<<"$2"
+  awk -v u=$(( (u1 - u0) * US_PER_TICK )) -v s=$(( (s1 - s0) * US_PER_TICK )) -v n="$3" \
+    'BEGIN { printf "%.2f %.2f %.2f", (u + s) / n, u / n, s / n }'
+}
+
+run_wrk() { # row path duration -> "rps p50 p99 requests errors non2xx cpu user sys" (µs/req)
   local row="$1" path="$2" dur="$3" t0 t1 out parsed
   [[ "$row" == direct ]] || alive "$row"
   [[ "$row" == direct ]] || t0="$(cpu_ticks "$row")"
@@ -358,10 +389,10 @@ run_wrk() { # row path duration -> "rps p50 p99 requests errors non2xx cpu_us_pe
     || { echo "$out" >&2; die "wrk against $row$path failed"; }
   [[ "$row" == direct ]] || t1="$(cpu_ticks "$row")"
   parsed="$(parse_wrk <<<"$out")" || { echo "$out" >&2; die "cannot read wrk's output for $row$path"; }
-  local reqs cpu="-"
+  local reqs cpu="- - -"
   reqs="$(awk '{print $4}' <<<"$parsed")"
   if [[ "$row" != direct ]] && (( reqs > 0 )); then
-    cpu="$(awk -v d=$(( (t1 - t0) * US_PER_TICK )) -v n="$reqs" 'BEGIN { printf "%.2f", d / n }')"
+    cpu="$(cpu_per_req "$t0" "$t1" "$reqs")"
   fi
   truncate_logs
   echo "$parsed $cpu"
@@ -375,17 +406,17 @@ if [[ -n "${PROXIES// /}" ]]; then
       for path in $PATHS; do run_wrk "$row" "$path" "$WARMUP" >/dev/null; done
     done
   fi
-  printf 'round\tproxy\tpath\trps\tp50_ms\tp99_ms\trequests\terrors\tnon2xx\tcpu_us_per_req\n' > "$WORK/results/runs.tsv"
+  printf 'round\tproxy\tpath\trps\tp50_ms\tp99_ms\trequests\terrors\tnon2xx\tcpu_us_per_req\tuser_us_per_req\tsys_us_per_req\n' > "$WORK/results/runs.tsv"
   n=0
   for ((round = 1; round <= ROUNDS; round++)); do
     for row in $PROXIES; do
       for path in $PATHS; do
         n=$(( n + 1 ))
         res="$(run_wrk "$row" "$path" "$DURATION")"
-        read -r rps p50 p99 reqs errs non2xx cpu <<<"$res"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$row" "$path" "$rps" "$p50" "$p99" "$reqs" "$errs" "$non2xx" "$cpu" \
+        read -r rps p50 p99 reqs errs non2xx cpu user sys <<<"$res"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$row" "$path" "$rps" "$p50" "$p99" "$reqs" "$errs" "$non2xx" "$cpu" "$user" "$sys" \
           >> "$WORK/results/runs.tsv"
-        log "[$n/$total_runs] round $round $row $path: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, CPU ${cpu} us/req$( (( errs + non2xx == 0 )) || echo ", errors $errs, non-2xx $non2xx")"
+        log "[$n/$total_runs] round $round $row $path: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, CPU ${cpu} us/req (user ${user}, sys ${sys})$( (( errs + non2xx == 0 )) || echo ", errors $errs, non-2xx $non2xx")"
       done
     done
   done
@@ -418,7 +449,7 @@ for row in $RATE_PROXIES; do
   read -r rps p50 p99 reqs bad <<<"$parsed"
   cpu="-"
   if [[ "$row" != direct ]] && (( reqs > 0 )); then
-    cpu="$(awk -v d=$(( (t1 - t0) * US_PER_TICK )) -v n="$reqs" 'BEGIN { printf "%.2f", d / n }')"
+    read -r cpu _ <<<"$(cpu_per_req "$t0" "$t1" "$reqs")"
   fi
   printf '%s\t/\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$rps" "$p50" "$p99" "$reqs" "$bad" "$cpu" >> "$WORK/results/rate.tsv"
   log "fixed rate $row: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, CPU ${cpu} us/req, non-200 $bad"

@@ -27,6 +27,12 @@
 # their difference is a ramp's cost per request.
 #   ROWS="figway-split figway-ramp" benches/instructions.sh
 #
+# Row `codec-floor` runs examples/codec_floor.rs: baseline_proxy's minimal
+# proxy with HTTP/1.1 parsed and written by hand instead of by hyper, one
+# task per client connection doing the whole exchange. Against `baseline`
+# it is what a codec of figway's own could save (docs/benchmarks.md):
+#   ROWS="nginx baseline codec-floor" benches/instructions.sh
+#
 # Rows `embed` and `embed-nolog` run examples/embed.rs (figway as a library
 # behind an application's tower auth layer) on the same config as the
 # figway rows. It answers 401 without `authorization: Bearer TOKEN`, so
@@ -51,12 +57,13 @@ BASE_PORT="${BASE_PORT:-19300}"
 need_tools nginx wrk valgrind strace curl
 
 if [[ -z "${FIGWAY_BIN:-}" ]]; then
-  log "building figway, examples/baseline_proxy and examples/embed (release)"
-  (cd "$ROOT" && cargo build --release --quiet --bin figway --example baseline_proxy --example embed) || die "cargo build failed"
+  log "building figway and examples baseline_proxy, codec_floor, embed (release)"
+  (cd "$ROOT" && cargo build --release --quiet --bin figway --example baseline_proxy --example codec_floor --example embed) || die "cargo build failed"
   FIGWAY_BIN="$ROOT/target/release/figway"
 fi
 BASELINE_BIN="${BASELINE_BIN:-$(dirname "$FIGWAY_BIN")/examples/baseline_proxy}"
 EMBED_BIN="${EMBED_BIN:-$(dirname "$FIGWAY_BIN")/examples/embed}"
+CODEC_FLOOR_BIN="${CODEC_FLOOR_BIN:-$(dirname "$FIGWAY_BIN")/examples/codec_floor}"
 # Every row sends the same header when any row is the embed example.
 AUTH=()
 if [[ " $ROWS " == *" embed"* ]]; then
@@ -168,6 +175,7 @@ for row in $ROWS; do
   case "$row" in
     nginx) measure nginx nginx -p "$WORK/" -c "$WORK/nginx.conf" ;;
     baseline) measure baseline "$BASELINE_BIN" "127.0.0.1:$PROXY" "127.0.0.1:$UP" ;;
+    codec-floor) measure codec-floor "$CODEC_FLOOR_BIN" "127.0.0.1:$PROXY" "127.0.0.1:$UP" ;;
     figway) measure figway "$FIGWAY_BIN" run --config "$WORK/figway-true.toml" ;;
     figway-nolog) measure figway-nolog "$FIGWAY_BIN" run --config "$WORK/figway-false.toml" ;;
     figway-split) measure figway-split "$FIGWAY_BIN" run --config "$WORK/figway-split.toml" ;;

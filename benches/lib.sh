@@ -87,26 +87,42 @@ render() { # template output KEY=VALUE...
 # utime + stime in clock ticks (getconf CLK_TCK a second), from
 # /proc/PID/stat. Two kinds, as the scripts measure different things:
 
-# One process, all its threads (a proxy that is a single process). Fails,
-# as `cat` does, if the process is gone.
-pid_cpu_ticks() { # pid
+# One process, all its threads (a proxy that is a single process):
+# "utime stime". Fails, as `cat` does, if the process is gone.
+pid_cpu_split() { # pid
   local stat
   stat="$(cat "/proc/$1/stat")" || return 1
   stat="${stat##*) }" # past "pid (comm) ": comm may hold spaces
   # shellcheck disable=SC2086
   set -- $stat
-  echo $(( ${12} + ${13} ))
+  echo "${12} ${13}"
 }
 
-# A process and its children summed (nginx's master and workers); those
-# gone by the time they are read count nothing.
-tree_cpu_ticks() { # pid
-  local total=0 p t
+# The same, summed: utime + stime.
+pid_cpu_ticks() { # pid
+  local u s
+  read -r u s <<<"$(pid_cpu_split "$1")" || return 1
+  [[ -n "$s" ]] || return 1
+  echo $(( u + s ))
+}
+
+# A process and its children summed (nginx's master and workers), as
+# "utime stime"; those gone by the time they are read count nothing.
+tree_cpu_split() { # pid
+  local user=0 sys=0 p u s
   for p in "$1" $(children_of "$1"); do
-    t="$(pid_cpu_ticks "$p" 2>/dev/null)" || continue
-    total=$(( total + t ))
+    read -r u s <<<"$(pid_cpu_split "$p" 2>/dev/null)" || continue
+    [[ -n "$s" ]] || continue
+    user=$(( user + u )) sys=$(( sys + s ))
   done
-  echo "$total"
+  echo "$user $sys"
+}
+
+# The same, summed: utime + stime.
+tree_cpu_ticks() { # pid
+  local u s
+  read -r u s <<<"$(tree_cpu_split "$1")"
+  echo $(( u + s ))
 }
 
 # Share of all CPU time (every core) in use over the next 2 s, in percent:

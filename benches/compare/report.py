@@ -91,8 +91,9 @@ def throughput_rows(runs, order):
     cells = {}
     for key, rs in by.items():
         c = {}
-        for field, digits in (("rps", 0), ("p50_ms", 2), ("p99_ms", 2), ("cpu_us_per_req", 1)):
-            c[field], medians[key + (field,)] = spread([num(x[field]) for x in rs], digits)
+        for field, digits in (("rps", 0), ("p50_ms", 2), ("p99_ms", 2), ("cpu_us_per_req", 1),
+                              ("user_us_per_req", 1), ("sys_us_per_req", 1)):
+            c[field], medians[key + (field,)] = spread([num(x.get(field)) for x in rs], digits)
         errs = sum(int(x["errors"]) + int(x["non2xx"]) for x in rs)
         c["flag"] = f" [{errs} errors/non-2xx]" if errs else ""
         cells[key] = c
@@ -103,10 +104,15 @@ def throughput_rows(runs, order):
                 continue
             c = cells[key]
             nginx_cpu = medians.get(("nginx", path, "cpu_us_per_req"))
+            nginx_user = medians.get(("nginx", path, "user_us_per_req"))
             nginx_p99 = medians.get(("nginx", path, "p99_ms"))
+            user, sys_ = medians.get(key + ("user_us_per_req",)), medians.get(key + ("sys_us_per_req",))
+            proxied = proxy != "direct"
             rows.append([
                 proxy + c["flag"], path, c["rps"], c["p50_ms"], c["p99_ms"], c["cpu_us_per_req"],
-                ratio(medians.get(key + ("cpu_us_per_req",)), nginx_cpu) if proxy != "direct" else "-",
+                f"{fmt(user, 1)} + {fmt(sys_, 1)}" if proxied and user is not None else "-",
+                ratio(medians.get(key + ("cpu_us_per_req",)), nginx_cpu) if proxied else "-",
+                ratio(user, nginx_user) if proxied else "-",
                 ratio(medians.get(key + ("p99_ms",)), nginx_p99),
             ])
     return rows
@@ -168,7 +174,11 @@ def main():
         if r["proxy"] not in order:
             order.append(r["proxy"])
 
-    th = ["proxy", "path", "req/s", "p50 ms", "p99 ms", "CPU \u00b5s/req", "CPU vs nginx", "p99 vs nginx"]
+    # "user + sys": medians of each (they need not add up to the median of
+    # the total); user space is the proxy's own code, system the kernel's
+    # work for its system calls.
+    th = ["proxy", "path", "req/s", "p50 ms", "p99 ms", "CPU \u00b5s/req", "user + sys \u00b5s",
+          "CPU vs nginx", "user vs nginx", "p99 vs nginx"]
     rh = ["proxy", "path", "req/s", "p50 ms", "p99 ms", "CPU \u00b5s/req", "p99 vs nginx"]
     mh = ["proxy", "idle conns", "RSS before MiB", "RSS held MiB", "KiB/conn", "RSS after close MiB", "after \u2212 before MiB"]
     tr, rr, mr = throughput_rows(runs, order), rate_rows(rate, order), mem_rows(mem, order)
