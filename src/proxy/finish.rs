@@ -110,7 +110,9 @@ impl Body for ResponseBody {
                         tee.push(data);
                     }
                 }
-                if this.source_ended() {
+                // Trailers are a body's last frame: after them hyper
+                // polls no more, and `is_end_stream` need not say so.
+                if f.is_trailers() || this.source_ended() {
                     this.ended();
                 }
             }

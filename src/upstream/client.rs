@@ -8,14 +8,15 @@
 //!
 //! A connection goes back to its pool only when its response body has been
 //! read to the end ([`Lease::release`]); one abandoned midway is dropped,
-//! which closes it. Each connection's driver task (`connect.rs`, where
+//! which closes it, and so is one whose response was framed two ways
+//! ([`framing`]). Each connection's driver task (`connect.rs`, where
 //! connections are opened) also closes it once it has sat idle in a pool
 //! for `idle_timeout`, or once its target has left every snapshot.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::HOST;
+use http::header::{HeaderMap, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response};
 use http::{Uri, Version};
@@ -79,16 +80,22 @@ enum Lent {
     Http1 {
         conn: Conn,
         target: Arc<Target>,
+        /// False when the response's framing was in doubt: the
+        /// connection then serves no other request.
+        reuse: bool,
     },
     /// A stream on a shared h2c connection; it ends when this drops.
-    H2 {
-        _stream: Stream,
-    },
+    H2 { _stream: Stream },
 }
 
 impl Lease {
     pub fn release(self) {
-        if let Lent::Http1 { conn, target } = self.0 {
+        if let Lent::Http1 {
+            conn,
+            target,
+            reuse: true,
+        } = self.0
+        {
             pool::checkin(target.id, target.idle_timeout_ms(), conn, clock::now_ms());
         }
     }
@@ -161,10 +168,15 @@ fn send_http1<'a>(
                         upload_unfinished: upload.is_some_and(|u| !u.is_done()),
                     })
                 }
-                Ok(Ok(response)) => {
+                Ok(Ok(mut response)) => {
+                    let Some(reuse) = framing(response.headers_mut()) else {
+                        tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, "upstream response with a transfer coding other than chunked");
+                        return Err(Failure::Reset);
+                    };
                     let lease = Lease(Lent::Http1 {
                         conn,
                         target: target.clone(),
+                        reuse,
                     });
                     return Ok((response, lease));
                 }
@@ -194,6 +206,39 @@ fn send_http1<'a>(
             }
         }
     }
+}
+
+/// What an HTTP/1.1 response head hyper accepted says of its framing, past
+/// what hyper checks (RFC 9112 §6.3); `Some(reusable)`, or `None` for a
+/// response figway cannot relay faithfully.
+///
+/// - `Transfer-Encoding` with `Content-Length`: the coding wins and hyper
+///   reads the body as chunked, but the length would go on to the client
+///   with the decoded body (`Transfer-Encoding` is hop-by-hop, the length
+///   is not) and cut it short there, the rest read as the next response.
+///   The length is removed, as an intermediary must, and since the
+///   upstream framed one message two ways its connection is not reused
+///   (the same rule as HAProxy's).
+/// - A final coding other than `chunked` (`gzip` alone, say): hyper reads
+///   the body to the connection's close, still coded, and without the
+///   hop-by-hop header that names the coding no client could decode it.
+///   nginx refuses such a response too; here it is an `upstream_reset`.
+///
+/// Only responses with `Transfer-Encoding` pay more than its lookup.
+fn framing(headers: &mut HeaderMap) -> Option<bool> {
+    if !headers.contains_key(TRANSFER_ENCODING) {
+        return Some(true);
+    }
+    let last = headers.get_all(TRANSFER_ENCODING).iter().next_back()?;
+    let chunked = last
+        .as_bytes()
+        .rsplit(|b| *b == b',')
+        .next()
+        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if !chunked {
+        return None;
+    }
+    Some(headers.remove(CONTENT_LENGTH).is_none())
 }
 
 /// Awaits `$response` (an attempt's response head) within `$limit`, the

@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub mod dns;
+pub mod raw_client;
 pub mod rogue;
 pub mod ws;
 

@@ -1,0 +1,532 @@
+//! What figway does with each way an upstream can frame a response (RFC
+//! 9112 §6.3), and with responses framed wrongly: the body the client gets,
+//! whether the client's keep-alive connection survives, and whether the
+//! upstream connection goes back to the pool. A raw TCP upstream writes each
+//! response byte for byte; a raw client reads figway's answer as sent.
+//!
+//! The rule for a badly framed response: the client never gets bytes that
+//! could be read as part of another response, and the upstream connection
+//! it came on is never used again (a response-splitting upstream must not
+//! poison the pool). These are the cases an HTTP/1 client of figway's own
+//! must answer the same way (docs/http1-codec.md).
+
+mod support;
+use support::raw_client::{RawAnswer, RawClient};
+use support::*;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// What the scripted upstream does after writing an answer.
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    /// Reads the next request on the same connection.
+    KeepOpen,
+    /// Closes the connection (FIN).
+    Close,
+}
+
+/// A raw upstream: for every request head it reads (figway's requests here
+/// have no body), it writes `answer(request line)` and then does `then`.
+/// It counts the connections it accepted.
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Scripted {
+    async fn start(answer: fn(&str) -> Vec<u8>, then: Then) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end);
+                        let line = head.lines().next().unwrap_or("").to_string();
+                        if s.write_all(&answer(&line)).await.is_err() {
+                            return;
+                        }
+                        if then == Then::Close {
+                            let _ = s.shutdown().await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Scripted {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// figway with one catch-all route to `upstream`, no retries (a retry
+/// would hide which connection answered).
+async fn figway_to(upstream: &Scripted) -> Figway {
+    Figway::start(&config(&format!(
+        "[upstreams.m]\ntargets = [\"http://{}\"]\nretries = 0\n\
+         [[routes]]\nprefix = \"/\"\nto = \"m\"\n",
+        upstream.addr
+    )))
+    .await
+}
+
+async fn request(client: &mut RawClient, method: &str, path: &str) {
+    client
+        .send(format!("{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+}
+
+/// `GET path` on the client's connection, and figway's whole answer.
+async fn get_on(client: &mut RawClient, path: &str) -> RawAnswer {
+    request(client, "GET", path).await;
+    client
+        .answer()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// Two GETs on one client connection, a moment apart (so that the first
+/// exchange's upstream connection is back in its pool); both answers.
+async fn two_gets(f: &Figway) -> (RawAnswer, RawAnswer) {
+    let mut client = RawClient::connect(f.addr).await;
+    let first = get_on(&mut client, "/one").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = get_on(&mut client, "/two").await;
+    (first, second)
+}
+
+fn body(a: &RawAnswer) -> String {
+    String::from_utf8_lossy(&a.body).into_owned()
+}
+
+// === well-framed responses ===
+
+#[tokio::test]
+async fn a_length_delimited_body_is_relayed_and_its_connection_reused() {
+    let up = Scripted::start(
+        |_| b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let (a, b) = two_gets(&f).await;
+    for x in [&a, &b] {
+        assert_eq!((x.status, body(x).as_str()), (200, "hello"), "{}", x.head);
+    }
+    assert_eq!(up.accepted(), 1, "the second request took a new connection");
+}
+
+#[tokio::test]
+async fn a_chunked_body_with_extensions_and_trailers_is_decoded_and_its_connection_reused() {
+    let up = Scripted::start(
+        |_| {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 1\r\n\r\n"
+                .to_vec()
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let (a, b) = two_gets(&f).await;
+    for x in [&a, &b] {
+        assert_eq!(
+            (x.status, body(x).as_str()),
+            (200, "hello world"),
+            "{}",
+            x.head
+        );
+    }
+    assert_eq!(up.accepted(), 1, "the second request took a new connection");
+}
+
+#[tokio::test]
+async fn a_close_delimited_body_is_relayed_whole_and_the_client_keeps_its_connection() {
+    // Neither Content-Length nor chunked: the body ends with the
+    // connection, which therefore serves one response only.
+    let up = Scripted::start(|_| b"HTTP/1.1 200 OK\r\n\r\nhello".to_vec(), Then::Close).await;
+    let f = figway_to(&up).await;
+    let (a, b) = two_gets(&f).await;
+    for x in [&a, &b] {
+        assert_eq!((x.status, body(x).as_str()), (200, "hello"), "{}", x.head);
+        assert!(
+            !x.close_delimited && !x.says_close(),
+            "figway passed the close-delimited framing on to its client:\n{}",
+            x.head
+        );
+    }
+    assert_eq!(up.accepted(), 2);
+}
+
+#[tokio::test]
+async fn connection_close_from_the_upstream_is_never_reused_even_if_it_stays_open() {
+    let up = Scripted::start(
+        |_| b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_vec(),
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let (a, b) = two_gets(&f).await;
+    for x in [&a, &b] {
+        assert_eq!((x.status, body(x).as_str()), (200, "hello"), "{}", x.head);
+        assert!(!x.says_close(), "hop-by-hop close reached the client");
+    }
+    assert_eq!(up.accepted(), 2);
+}
+
+#[tokio::test]
+async fn bodiless_answers_ignore_their_length_and_leave_the_connection_in_step() {
+    // 204 and 304 never have a body, nor does the answer to HEAD, whatever
+    // Content-Length says; reading one would take the next answer's bytes.
+    let up = Scripted::start(
+        |line| {
+            let answer: &[u8] = if line.starts_with("HEAD") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+            } else if line.contains("/nothing") {
+                b"HTTP/1.1 204 No Content\r\n\r\n"
+            } else if line.contains("/same") {
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            };
+            answer.to_vec()
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let mut client = RawClient::connect(f.addr).await;
+    for (method, path, status) in [
+        ("HEAD", "/page", 200),
+        ("GET", "/nothing", 204),
+        ("GET", "/same", 304),
+    ] {
+        request(&mut client, method, path).await;
+        let a = client.head().await.unwrap();
+        assert_eq!(a.status, status, "{method} {path}:\n{}", a.head);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let a = get_on(&mut client, "/page").await;
+        assert_eq!(
+            (a.status, body(&a).as_str()),
+            (200, "hello"),
+            "the GET after {method} {path}:\n{}",
+            a.head
+        );
+    }
+    assert_eq!(up.accepted(), 1, "a bodiless answer cost its connection");
+}
+
+#[tokio::test]
+async fn interim_responses_are_skipped_and_the_final_one_relayed() {
+    let up = Scripted::start(
+        |_| {
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+                .to_vec()
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let (a, b) = two_gets(&f).await;
+    for x in [&a, &b] {
+        assert_eq!((x.status, body(x).as_str()), (200, "hello"), "{}", x.head);
+    }
+    assert_eq!(up.accepted(), 1);
+}
+
+#[tokio::test]
+async fn bare_lf_line_endings_from_an_old_upstream_are_accepted() {
+    let up = Scripted::start(
+        |_| b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello".to_vec(),
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let mut client = RawClient::connect(f.addr).await;
+    let a = get_on(&mut client, "/").await;
+    assert_eq!((a.status, body(&a).as_str()), (200, "hello"), "{}", a.head);
+}
+
+// === badly framed responses ===
+
+/// Sends `GET /` through figway to an upstream answering `answer`, then a
+/// second GET on the same client connection if figway kept it open; the
+/// answers, and whether figway closed the client's connection after the
+/// first.
+async fn through(answer: fn(&str) -> Vec<u8>, then: Then) -> (Scripted, Vec<RawAnswer>, bool) {
+    let up = Scripted::start(answer, then).await;
+    let f = figway_to(&up).await;
+    let mut client = RawClient::connect(f.addr).await;
+    request(&mut client, "GET", "/one").await;
+    let mut answers = Vec::new();
+    let first = match client.answer().await {
+        Ok(a) => a,
+        Err(e) => panic!("no whole answer from figway: {e}"),
+    };
+    answers.push(first);
+    if client.closed_within(Duration::from_millis(100)).await {
+        return (up, answers, true);
+    }
+    assert!(
+        client.leftover().is_empty(),
+        "figway sent bytes past the answer's end: {:?}",
+        String::from_utf8_lossy(client.leftover())
+    );
+    let second = get_on(&mut client, "/two").await;
+    answers.push(second);
+    (up, answers, false)
+}
+
+#[tokio::test]
+async fn differing_content_lengths_are_a_bad_gateway() {
+    let (_up, answers, _) = through(
+        |_| b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello".to_vec(),
+        Then::KeepOpen,
+    )
+    .await;
+    for a in &answers {
+        assert_eq!(a.status, 502, "{}", a.head);
+    }
+}
+
+#[tokio::test]
+async fn a_non_numeric_content_length_is_a_bad_gateway() {
+    let (_up, answers, _) = through(
+        |_| b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello".to_vec(),
+        Then::KeepOpen,
+    )
+    .await;
+    assert_eq!(answers[0].status, 502, "{}", answers[0].head);
+}
+
+#[tokio::test]
+async fn an_unparsable_status_line_is_a_bad_gateway() {
+    let (_up, answers, _) = through(|_| b"HTTP/1.1 OK\r\n\r\n".to_vec(), Then::KeepOpen).await;
+    assert_eq!(answers[0].status, 502, "{}", answers[0].head);
+}
+
+#[tokio::test]
+async fn an_obs_folded_header_is_a_bad_gateway() {
+    let (_up, answers, _) = through(
+        |_| b"HTTP/1.1 200 OK\r\nX-Long: a\r\n  b\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+        Then::KeepOpen,
+    )
+    .await;
+    assert_eq!(answers[0].status, 502, "{}", answers[0].head);
+}
+
+#[tokio::test]
+async fn both_length_and_chunked_never_split_the_answer_or_reuse_the_connection() {
+    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and an
+    // intermediary removes the length before it forwards the message. Were
+    // the 3 to reach the client, it would cut the body short there and
+    // take the rest for the next response.
+    let (up, answers, _) = through(
+        |_| {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n"
+                .to_vec()
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    assert_eq!(answers.len(), 2, "figway closed the client's connection");
+    for a in &answers {
+        assert_eq!(
+            (a.status, body(a).as_str()),
+            (200, "hello"),
+            "the length reached the client with the decoded body:\n{}",
+            a.head
+        );
+        assert_eq!(a.header("content-length"), None, "{}", a.head);
+    }
+    assert_eq!(
+        up.accepted(),
+        2,
+        "a connection that sent both framings was used again"
+    );
+}
+
+#[tokio::test]
+async fn bytes_past_a_response_never_become_the_next_answer() {
+    // The upstream writes more than its Content-Length: what follows is not
+    // a response to anything, and must not be taken for the next one.
+    let up = Scripted::start(
+        |line| {
+            if line.contains("/one") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+                    .to_vec()
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond".to_vec()
+            }
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let (a, b) = two_gets(&f).await;
+    assert_eq!((a.status, body(&a).as_str()), (200, "hello"), "{}", a.head);
+    assert_ne!(
+        body(&b),
+        "smuggled",
+        "the extra bytes answered the next request"
+    );
+    assert_eq!((b.status, body(&b).as_str()), (200, "second"), "{}", b.head);
+    assert_eq!(
+        up.accepted(),
+        2,
+        "the connection with stray bytes was used again"
+    );
+}
+
+#[tokio::test]
+async fn a_body_cut_short_closes_the_client_connection_instead_of_ending_the_answer() {
+    // The length promises 10 bytes, 5 come, then the connection closes: the
+    // client must not see a complete 5-byte answer.
+    let up = Scripted::start(
+        |_| b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello".to_vec(),
+        Then::Close,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let mut client = RawClient::connect(f.addr).await;
+    request(&mut client, "GET", "/").await;
+    match client.answer().await {
+        Err(e) => assert!(e.contains("closed after 5 of 10"), "{e}"),
+        Ok(a) => panic!(
+            "the cut answer reached the client as complete: {}{:?}",
+            a.head,
+            String::from_utf8_lossy(&a.body)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_chunk_size_closes_the_client_connection_instead_of_ending_the_answer() {
+    let up = Scripted::start(
+        |_| b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n".to_vec(),
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let mut client = RawClient::connect(f.addr).await;
+    request(&mut client, "GET", "/").await;
+    match client.answer().await {
+        Err(e) => assert!(e.contains("closed"), "{e}"),
+        Ok(a) => panic!(
+            "the broken answer reached the client as complete: {}{:?}",
+            a.head,
+            String::from_utf8_lossy(&a.body)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_a_bad_gateway() {
+    // The body would reach the client still gzip-coded, without the
+    // hop-by-hop header that says so.
+    let (_up, answers, _) = through(
+        |_| b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot really gzip".to_vec(),
+        Then::Close,
+    )
+    .await;
+    assert_eq!(answers[0].status, 502, "{}", answers[0].head);
+    assert_eq!(
+        answers[0].header("x-figway-error"),
+        Some("upstream_reset"),
+        "{}",
+        answers[0].head
+    );
+}
+
+#[tokio::test]
+async fn an_http10_answer_with_transfer_encoding_is_a_bad_gateway() {
+    // HTTP/1.0 has no chunked coding: the framing is faulty (RFC 9112 §6.1).
+    let (_up, answers, _) = through(
+        |_| {
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec()
+        },
+        Then::Close,
+    )
+    .await;
+    assert_eq!(answers[0].status, 502, "{}", answers[0].head);
+}
+
+#[tokio::test]
+async fn an_answer_with_trailers_is_still_compared_with_its_shadow() {
+    // The client's answer ends at its trailers; an answer not seen to end
+    // has no whole body to weigh, and its compare is not a match.
+    let chunked_with_trailers = |_: &str| {
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\nx-checksum: 1\r\n\r\n"
+            .to_vec()
+    };
+    let primary = Scripted::start(chunked_with_trailers, Then::KeepOpen).await;
+    let shadow = Scripted::start(chunked_with_trailers, Then::KeepOpen).await;
+    let f = Figway::start(&config(&format!(
+        "[upstreams.primary]\nlegacy = true\ntargets = [\"http://{}\"]\n\
+         [upstreams.shadow]\ntargets = [\"http://{}\"]\n\
+         [[routes]]\nname = \"r\"\nprefix = \"/\"\nto = \"primary\"\n\
+         [routes.shadow]\nto = \"shadow\"\ncompare = true\nignore_headers = [\"x-request-id\"]\n",
+        primary.addr, shadow.addr
+    )))
+    .await;
+    let mut client = RawClient::connect(f.addr).await;
+    let a = get_on(&mut client, "/").await;
+    assert_eq!((a.status, body(&a).as_str()), (200, "hello"), "{}", a.head);
+    let route = || {
+        let snapshot = f.shared.snapshot.load();
+        let shadow = snapshot.routes[0]
+            .shadow
+            .as_ref()
+            .expect("the route's shadow");
+        figway::shadow::Outcome::ALL.map(|o| shadow.count(o))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while route().iter().sum::<u64>() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the compare never counted: [match, mismatch, error, skipped] = {:?}",
+            route()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(route(), [1, 0, 0, 0], "[match, mismatch, error, skipped]");
+}
