@@ -9,7 +9,7 @@
 //! A connection goes back to its pool only when its response body has been
 //! read to the end ([`Lease::release`]); one abandoned midway is dropped,
 //! which closes it, and so is one whose response was framed two ways
-//! ([`framing`]). Each connection's driver task (`connect.rs`, where
+//! (`response_framing`). Each connection's driver task (`connect.rs`, where
 //! connections are opened) also closes it once it has sat idle in a pool
 //! for `idle_timeout`, or once its target has left every snapshot.
 
@@ -169,7 +169,7 @@ fn send_http1<'a>(
                     })
                 }
                 Ok(Ok(mut response)) => {
-                    let Some(reuse) = framing(response.headers_mut()) else {
+                    let Some(reuse) = response_framing(response.headers_mut()) else {
                         tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, "upstream response with a transfer coding other than chunked");
                         return Err(Failure::Reset);
                     };
@@ -225,7 +225,7 @@ fn send_http1<'a>(
 ///   nginx refuses such a response too; here it is an `upstream_reset`.
 ///
 /// Only responses with `Transfer-Encoding` pay more than its lookup.
-fn framing(headers: &mut HeaderMap) -> Option<bool> {
+fn response_framing(headers: &mut HeaderMap) -> Option<bool> {
     if !headers.contains_key(TRANSFER_ENCODING) {
         return Some(true);
     }
