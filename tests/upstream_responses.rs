@@ -530,3 +530,29 @@ async fn an_answer_with_trailers_is_still_compared_with_its_shadow() {
     }
     assert_eq!(route(), [1, 0, 0, 0], "[match, mismatch, error, skipped]");
 }
+
+#[tokio::test]
+async fn switching_protocols_to_a_request_that_asked_for_no_upgrade_is_a_bad_gateway() {
+    // RFC 9110 §15.2.2: a server must not switch to a protocol the client
+    // did not name. Passed on, the 101 left the client on a connection
+    // that would never carry another byte.
+    let (up, answers, _) = through(
+        |_| {
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+                .to_vec()
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    assert_eq!(answers.len(), 2, "figway closed the client's connection");
+    for a in &answers {
+        assert_eq!(a.status, 502, "{}", a.head);
+        assert_eq!(
+            a.header("x-figway-error"),
+            Some("upstream_reset"),
+            "{}",
+            a.head
+        );
+    }
+    assert_eq!(up.accepted(), 2, "the switched connection was used again");
+}

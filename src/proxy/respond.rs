@@ -23,6 +23,17 @@ pub fn respond(
     mut ctx: Box<RequestCtx>,
     outcome: Result<Response<Incoming>, ErrorKind>,
 ) -> Response<ResponseBody> {
+    let outcome = match outcome {
+        // A server must not switch to a protocol the client did not ask
+        // for (RFC 9110 §15.2.2): after a 101 to a plain request, nothing
+        // follows that the client could read, and the connection it came
+        // on is in no state to serve again.
+        Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS && ctx.upgrade.is_none() => {
+            ctx.lease = None;
+            Err(ErrorKind::UpstreamReset)
+        }
+        other => other,
+    };
     let (mut parts, source) = match outcome {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
