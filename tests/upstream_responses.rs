@@ -556,3 +556,30 @@ async fn switching_protocols_to_a_request_that_asked_for_no_upgrade_is_a_bad_gat
     }
     assert_eq!(up.accepted(), 2, "the switched connection was used again");
 }
+
+#[tokio::test]
+async fn a_bodiless_answer_is_framed_by_no_header() {
+    // The answer to HEAD names the coding GET would get; it has no body to
+    // decode, so the coding is no reason to refuse it or its connection.
+    let up = Scripted::start(
+        |line| {
+            let answer: &[u8] = if line.starts_with("HEAD") {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            };
+            answer.to_vec()
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let mut client = RawClient::connect(f.addr).await;
+    request(&mut client, "HEAD", "/").await;
+    let a = client.head().await.unwrap();
+    assert_eq!(a.status, 200, "{}", a.head);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let a = get_on(&mut client, "/").await;
+    assert_eq!((a.status, body(&a).as_str()), (200, "hello"), "{}", a.head);
+    assert_eq!(up.accepted(), 1);
+}

@@ -16,11 +16,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderMap, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response};
 use http::{Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use super::connect::{connect_h2c, connect_http1};
 use super::h2pool;
@@ -169,7 +169,7 @@ fn send_http1<'a>(
                     })
                 }
                 Ok(Ok(mut response)) => {
-                    let Some(reuse) = response_framing(response.headers_mut()) else {
+                    let Some(reuse) = response_framing(&mut response) else {
                         tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, "upstream response with a transfer coding other than chunked");
                         return Err(Failure::Reset);
                     };
@@ -224,11 +224,14 @@ fn send_http1<'a>(
 ///   hop-by-hop header that names the coding no client could decode it.
 ///   nginx refuses such a response too; here it is an `upstream_reset`.
 ///
-/// Only responses with `Transfer-Encoding` pay more than its lookup.
-fn response_framing(headers: &mut HeaderMap) -> Option<bool> {
-    if !headers.contains_key(TRANSFER_ENCODING) {
+/// Answers without a body (to `HEAD`, 204, 304) are framed by no header
+/// and pass as they are. Only responses with `Transfer-Encoding` pay more
+/// than its lookup.
+fn response_framing(response: &mut Response<Incoming>) -> Option<bool> {
+    if !response.headers().contains_key(TRANSFER_ENCODING) || response.body().is_end_stream() {
         return Some(true);
     }
+    let headers = response.headers_mut();
     let last = headers.get_all(TRANSFER_ENCODING).iter().next_back()?;
     let chunked = last
         .as_bytes()
