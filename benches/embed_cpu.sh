@@ -57,9 +57,9 @@ PIDS+=($!)
 measure() { # row cmd... -> µs of CPU per request
   local row="$1"; shift
   taskset -c 0 "$@" >"$WORK/$row.stdout" 2>"$WORK/$row.stderr" &
-  local pid=$! i
+  local pid=$!
   PIDS+=("$pid")
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     curl -fsS -o /dev/null --max-time 1 -H "authorization: Bearer $TOKEN" \
       "http://127.0.0.1:$PROXY/" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || { tail "$WORK/$row.stderr" >&2; die "$row exited"; }

@@ -116,8 +116,8 @@ taskset -c 0 nginx -p "$WORK/" -c "$WORK/upstream.conf" >/dev/null 2>&1 &
 PIDS+=($!)
 
 ready() { # pid row
-  local i
-  for i in $(seq 1 200); do
+  local _try
+  for _try in $(seq 1 200); do
     curl -fsS -o /dev/null --max-time 1 "${AUTH[@]}" "http://127.0.0.1:$PROXY/" 2>/dev/null && return 0
     kill -0 "$1" 2>/dev/null || { tail "$WORK/$2.stderr" >&2; die "$2 exited"; }
     sleep 0.1

@@ -25,8 +25,10 @@ need_tools() { # tool...
   (( ${#need[@]} )) || return 0
   [[ "${SKIP_INSTALL:-0}" == 1 ]] && die "missing: ${need[*]}"
   log "installing ${need[*]}"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
-    || die "apt-get install ${need[*]} failed"
+  if ! { apt-get update -qq >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }; then
+    die "apt-get install ${need[*]} failed"
+  fi
 }
 
 # ---------------------------------------------------------------- cleanup
