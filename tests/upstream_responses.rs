@@ -583,3 +583,51 @@ async fn a_bodiless_answer_is_framed_by_no_header() {
     assert_eq!((a.status, body(&a).as_str()), (200, "hello"), "{}", a.head);
     assert_eq!(up.accepted(), 1);
 }
+
+#[tokio::test]
+async fn a_chunk_size_past_u64_closes_the_client_connection_instead_of_ending_the_answer() {
+    let up = Scripted::start(
+        |_| {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n\
+              10000000000000000\r\n"
+                .to_vec()
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let mut client = RawClient::connect(f.addr).await;
+    request(&mut client, "GET", "/").await;
+    match client.answer().await {
+        Err(e) => assert!(e.contains("closed"), "{e}"),
+        Ok(a) => panic!(
+            "the broken answer reached the client as complete: {}{:?}",
+            a.head,
+            String::from_utf8_lossy(&a.body)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_response_head_past_a_megabyte_is_a_bad_gateway() {
+    let (_up, answers, _) = through(
+        |_| {
+            let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..64 {
+                head.extend_from_slice(format!("x-big-{i}: ").as_bytes());
+                head.extend(std::iter::repeat_n(b'a', 16 * 1024));
+                head.extend_from_slice(b"\r\n");
+            }
+            head.extend_from_slice(b"Content-Length: 5\r\n\r\nhello");
+            head
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    assert_eq!(
+        answers[0].status,
+        502,
+        "{}",
+        &answers[0].head[..80.min(answers[0].head.len())]
+    );
+}
