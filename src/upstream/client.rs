@@ -216,13 +216,13 @@ fn send_http1<'a>(
 ///   reads the body as chunked, but the length would go on to the client
 ///   with the decoded body (`Transfer-Encoding` is hop-by-hop, the length
 ///   is not) and cut it short there, the rest read as the next response.
-///   The length is removed, as an intermediary must, and since the
-///   upstream framed one message two ways its connection is not reused
-///   (the same rule as HAProxy's).
+///   The length is removed, as an intermediary must (nginx 1.22 does the
+///   same), and since the upstream framed one message two ways its
+///   connection is not reused.
 /// - A final coding other than `chunked` (`gzip` alone, say): hyper reads
 ///   the body to the connection's close, still coded, and without the
-///   hop-by-hop header that names the coding no client could decode it.
-///   nginx refuses such a response too; here it is an `upstream_reset`.
+///   hop-by-hop header that names the coding no client could decode it
+///   (nginx 1.22 passes it on so). Here it is an `upstream_reset`.
 ///
 /// Answers without a body (to `HEAD`, 204, 304) are framed by no header
 /// and pass as they are. Only responses with `Transfer-Encoding` pay more
