@@ -631,3 +631,35 @@ async fn a_response_head_past_a_megabyte_is_a_bad_gateway() {
         &answers[0].head[..80.min(answers[0].head.len())]
     );
 }
+
+#[tokio::test]
+async fn a_body_sent_with_the_answer_to_head_never_becomes_the_next_answer() {
+    // The answer to HEAD has no body: bytes sent after its head are stray,
+    // and the connection they came on must not carry the next request.
+    let up = Scripted::start(
+        |line| {
+            let answer: &[u8] = if line.starts_with("HEAD") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 28\r\n\r\nHTTP/1.1 200 OK\r\nX-Stray: 1\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            };
+            answer.to_vec()
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    let f = figway_to(&up).await;
+    let mut client = RawClient::connect(f.addr).await;
+    request(&mut client, "HEAD", "/").await;
+    let a = client.head().await.unwrap();
+    assert_eq!(a.status, 200, "{}", a.head);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let a = get_on(&mut client, "/").await;
+    assert_eq!(
+        a.header("x-stray"),
+        None,
+        "the stray bytes answered the GET"
+    );
+    assert_eq!((a.status, body(&a).as_str()), (200, "hello"), "{}", a.head);
+    assert_eq!(up.accepted(), 2);
+}
