@@ -9,6 +9,7 @@
 
 mod support;
 use support::raw_client::RawClient;
+use support::scripted::{Scripted, Then};
 use support::*;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use prometheus_parse::{Scrape, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// How long a test waits for any one thing before it fails.
@@ -74,40 +75,13 @@ impl Drop for Tasks {
 
 // === HTTP/1.0 upstreams ===
 
-/// An upstream that behaves like Python's `http.server`: for every
-/// connection it reads one request head, writes `answer` and closes. It
-/// returns its address and the number of connections it has accepted.
-async fn http10_upstream(answer: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>, Tasks) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = s.write_all(answer).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    (addr, accepted, Tasks(vec![task]))
-}
-
 /// Two requests in sequence on one client keep-alive connection through
 /// figway to an HTTP/1.0 upstream answering `answer`: both come back as
 /// HTTP/1.1 with body `hello`, neither closes the connection.
 async fn client_stays_on_http11_keep_alive(answer: &'static [u8]) {
-    let (upstream, accepted, _upstream_task) = http10_upstream(answer).await;
-    let f = Figway::start(&config(&route_all(&format!("http://{upstream}")))).await;
+    // Like Python's `http.server`: one request per connection, then close.
+    let upstream = Scripted::start(move |_| answer.to_vec(), Then::Close).await;
+    let f = Figway::start(&config(&route_all(&format!("http://{}", upstream.addr)))).await;
     let mut client = RawClient::connect(f.addr).await;
     for (i, path) in ["/a", "/b"].into_iter().enumerate() {
         let n = i + 1;
@@ -144,7 +118,7 @@ async fn client_stays_on_http11_keep_alive(answer: &'static [u8]) {
         );
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        upstream.accepted(),
         2,
         "the HTTP/1.0 upstream takes one request per connection"
     );

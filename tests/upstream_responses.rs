@@ -12,87 +12,10 @@
 
 mod support;
 use support::raw_client::{RawAnswer, RawClient};
+use support::scripted::{Scripted, Then};
 use support::*;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-/// What the scripted upstream does after writing an answer.
-#[derive(Clone, Copy, PartialEq)]
-enum Then {
-    /// Reads the next request on the same connection.
-    KeepOpen,
-    /// Closes the connection (FIN).
-    Close,
-}
-
-/// A raw upstream: for every request head it reads (figway's requests here
-/// have no body), it writes `answer(request line)` and then does `then`.
-/// It counts the connections it accepted.
-struct Scripted {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Scripted {
-    async fn start(answer: fn(&str) -> Vec<u8>, then: Then) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let end = loop {
-                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break i + 4;
-                            }
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        };
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        buf.drain(..end);
-                        let line = head.lines().next().unwrap_or("").to_string();
-                        if s.write_all(&answer(&line)).await.is_err() {
-                            return;
-                        }
-                        if then == Then::Close {
-                            let _ = s.shutdown().await;
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Scripted {
-            addr,
-            accepted,
-            task,
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// figway with one catch-all route to `upstream`, no retries (a retry
 /// would hide which connection answered).
@@ -290,7 +213,10 @@ async fn bare_lf_line_endings_from_an_old_upstream_are_accepted() {
 /// second GET on the same client connection if figway kept it open; the
 /// answers, and whether figway closed the client's connection after the
 /// first.
-async fn through(answer: fn(&str) -> Vec<u8>, then: Then) -> (Scripted, Vec<RawAnswer>, bool) {
+async fn through(
+    answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    then: Then,
+) -> (Scripted, Vec<RawAnswer>, bool) {
     let up = Scripted::start(answer, then).await;
     let f = figway_to(&up).await;
     let mut client = RawClient::connect(f.addr).await;
@@ -416,22 +342,22 @@ async fn bytes_past_a_response_never_become_the_next_answer() {
     );
 }
 
-#[tokio::test]
-async fn a_body_cut_short_closes_the_client_connection_instead_of_ending_the_answer() {
-    // The length promises 10 bytes, 5 come, then the connection closes: the
-    // client must not see a complete 5-byte answer.
-    let up = Scripted::start(
-        |_| b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello".to_vec(),
-        Then::Close,
-    )
-    .await;
+/// Sends `GET /` through figway to an upstream answering `answer`, whose
+/// body breaks off; the client must find its connection closed inside the
+/// body (`why` in the reader's error), not a complete answer.
+async fn cut_short(
+    answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    then: Then,
+    why: &str,
+) {
+    let up = Scripted::start(answer, then).await;
     let f = figway_to(&up).await;
     let mut client = RawClient::connect(f.addr).await;
     request(&mut client, "GET", "/").await;
     match client.answer().await {
-        Err(e) => assert!(e.contains("closed after 5 of 10"), "{e}"),
+        Err(e) => assert!(e.contains(why), "{e}"),
         Ok(a) => panic!(
-            "the cut answer reached the client as complete: {}{:?}",
+            "the broken answer reached the client as complete: {}{:?}",
             a.head,
             String::from_utf8_lossy(&a.body)
         ),
@@ -439,23 +365,25 @@ async fn a_body_cut_short_closes_the_client_connection_instead_of_ending_the_ans
 }
 
 #[tokio::test]
-async fn a_bad_chunk_size_closes_the_client_connection_instead_of_ending_the_answer() {
-    let up = Scripted::start(
-        |_| b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n".to_vec(),
-        Then::KeepOpen,
+async fn a_body_cut_short_closes_the_client_connection_instead_of_ending_the_answer() {
+    // The length promises 10 bytes, 5 come, then the connection closes: the
+    // client must not see a complete 5-byte answer.
+    cut_short(
+        |_| b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello".to_vec(),
+        Then::Close,
+        "closed after 5 of 10",
     )
     .await;
-    let f = figway_to(&up).await;
-    let mut client = RawClient::connect(f.addr).await;
-    request(&mut client, "GET", "/").await;
-    match client.answer().await {
-        Err(e) => assert!(e.contains("closed"), "{e}"),
-        Ok(a) => panic!(
-            "the broken answer reached the client as complete: {}{:?}",
-            a.head,
-            String::from_utf8_lossy(&a.body)
-        ),
-    }
+}
+
+#[tokio::test]
+async fn a_bad_chunk_size_closes_the_client_connection_instead_of_ending_the_answer() {
+    cut_short(
+        |_| b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n".to_vec(),
+        Then::KeepOpen,
+        "closed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -557,18 +485,17 @@ async fn switching_protocols_to_a_request_that_asked_for_no_upgrade_is_a_bad_gat
     assert_eq!(up.accepted(), 2, "the switched connection was used again");
 }
 
-#[tokio::test]
-async fn a_bodiless_answer_is_framed_by_no_header() {
-    // The answer to HEAD names the coding GET would get; it has no body to
-    // decode, so the coding is no reason to refuse it or its connection.
+/// `HEAD /` answered with `head_answer` (the upstream answers GET with
+/// `hello`), then `GET /` on the same client connection a moment later:
+/// the upstream, and the GET's answer.
+async fn head_then_get(head_answer: &'static [u8]) -> (Scripted, RawAnswer) {
     let up = Scripted::start(
-        |line| {
-            let answer: &[u8] = if line.starts_with("HEAD") {
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"
+        move |line| {
+            if line.starts_with("HEAD") {
+                head_answer.to_vec()
             } else {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-            };
-            answer.to_vec()
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec()
+            }
         },
         Then::KeepOpen,
     )
@@ -581,31 +508,29 @@ async fn a_bodiless_answer_is_framed_by_no_header() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let a = get_on(&mut client, "/").await;
     assert_eq!((a.status, body(&a).as_str()), (200, "hello"), "{}", a.head);
+    (up, a)
+}
+
+#[tokio::test]
+async fn a_bodiless_answer_is_framed_by_no_header() {
+    // The answer to HEAD names the coding GET would get; it has no body to
+    // decode, so the coding is no reason to refuse it or its connection.
+    let (up, _) = head_then_get(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").await;
     assert_eq!(up.accepted(), 1);
 }
 
 #[tokio::test]
 async fn a_chunk_size_past_u64_closes_the_client_connection_instead_of_ending_the_answer() {
-    let up = Scripted::start(
+    cut_short(
         |_| {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n\
               10000000000000000\r\n"
                 .to_vec()
         },
         Then::KeepOpen,
+        "closed",
     )
     .await;
-    let f = figway_to(&up).await;
-    let mut client = RawClient::connect(f.addr).await;
-    request(&mut client, "GET", "/").await;
-    match client.answer().await {
-        Err(e) => assert!(e.contains("closed"), "{e}"),
-        Ok(a) => panic!(
-            "the broken answer reached the client as complete: {}{:?}",
-            a.head,
-            String::from_utf8_lossy(&a.body)
-        ),
-    }
 }
 
 #[tokio::test]
@@ -636,30 +561,14 @@ async fn a_response_head_past_a_megabyte_is_a_bad_gateway() {
 async fn a_body_sent_with_the_answer_to_head_never_becomes_the_next_answer() {
     // The answer to HEAD has no body: bytes sent after its head are stray,
     // and the connection they came on must not carry the next request.
-    let up = Scripted::start(
-        |line| {
-            let answer: &[u8] = if line.starts_with("HEAD") {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 28\r\n\r\nHTTP/1.1 200 OK\r\nX-Stray: 1\r\n\r\n"
-            } else {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-            };
-            answer.to_vec()
-        },
-        Then::KeepOpen,
+    let (up, get) = head_then_get(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 28\r\n\r\nHTTP/1.1 200 OK\r\nX-Stray: 1\r\n\r\n",
     )
     .await;
-    let f = figway_to(&up).await;
-    let mut client = RawClient::connect(f.addr).await;
-    request(&mut client, "HEAD", "/").await;
-    let a = client.head().await.unwrap();
-    assert_eq!(a.status, 200, "{}", a.head);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let a = get_on(&mut client, "/").await;
     assert_eq!(
-        a.header("x-stray"),
+        get.header("x-stray"),
         None,
         "the stray bytes answered the GET"
     );
-    assert_eq!((a.status, body(&a).as_str()), (200, "hello"), "{}", a.head);
     assert_eq!(up.accepted(), 2);
 }

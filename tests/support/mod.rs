@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub mod dns;
 pub mod raw_client;
 pub mod rogue;
+pub mod scripted;
 pub mod ws;
 
 use bytes::Bytes;
