@@ -210,13 +210,13 @@ async fn bare_lf_line_endings_from_an_old_upstream_are_accepted() {
 // === badly framed responses ===
 
 /// Sends `GET /` through figway to an upstream answering `answer`, then a
-/// second GET on the same client connection if figway kept it open; the
-/// answers, and whether figway closed the client's connection after the
-/// first.
+/// second GET on the same client connection if figway kept it open: one
+/// answer when figway closed the client's connection after the first, two
+/// when it did not.
 async fn through(
     answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
     then: Then,
-) -> (Scripted, Vec<RawAnswer>, bool) {
+) -> (Scripted, Vec<RawAnswer>) {
     let up = Scripted::start(answer, then).await;
     let f = figway_to(&up).await;
     let mut client = RawClient::connect(f.addr).await;
@@ -228,7 +228,7 @@ async fn through(
     };
     answers.push(first);
     if client.closed_within(Duration::from_millis(100)).await {
-        return (up, answers, true);
+        return (up, answers);
     }
     assert!(
         client.leftover().is_empty(),
@@ -237,12 +237,12 @@ async fn through(
     );
     let second = get_on(&mut client, "/two").await;
     answers.push(second);
-    (up, answers, false)
+    (up, answers)
 }
 
 #[tokio::test]
 async fn differing_content_lengths_are_a_bad_gateway() {
-    let (_up, answers, _) = through(
+    let (_up, answers) = through(
         |_| b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello".to_vec(),
         Then::KeepOpen,
     )
@@ -254,7 +254,7 @@ async fn differing_content_lengths_are_a_bad_gateway() {
 
 #[tokio::test]
 async fn a_non_numeric_content_length_is_a_bad_gateway() {
-    let (_up, answers, _) = through(
+    let (_up, answers) = through(
         |_| b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello".to_vec(),
         Then::KeepOpen,
     )
@@ -264,13 +264,13 @@ async fn a_non_numeric_content_length_is_a_bad_gateway() {
 
 #[tokio::test]
 async fn an_unparsable_status_line_is_a_bad_gateway() {
-    let (_up, answers, _) = through(|_| b"HTTP/1.1 OK\r\n\r\n".to_vec(), Then::KeepOpen).await;
+    let (_up, answers) = through(|_| b"HTTP/1.1 OK\r\n\r\n".to_vec(), Then::KeepOpen).await;
     assert_eq!(answers[0].status, 502, "{}", answers[0].head);
 }
 
 #[tokio::test]
 async fn an_obs_folded_header_is_a_bad_gateway() {
-    let (_up, answers, _) = through(
+    let (_up, answers) = through(
         |_| b"HTTP/1.1 200 OK\r\nX-Long: a\r\n  b\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
         Then::KeepOpen,
     )
@@ -284,7 +284,7 @@ async fn both_length_and_chunked_never_split_the_answer_or_reuse_the_connection(
     // intermediary removes the length before it forwards the message. Were
     // the 3 to reach the client, it would cut the body short there and
     // take the rest for the next response.
-    let (up, answers, _) = through(
+    let (up, answers) = through(
         |_| {
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
               5\r\nhello\r\n0\r\n\r\n"
@@ -390,7 +390,7 @@ async fn a_bad_chunk_size_closes_the_client_connection_instead_of_ending_the_ans
 async fn a_transfer_coding_other_than_chunked_is_a_bad_gateway() {
     // The body would reach the client still gzip-coded, without the
     // hop-by-hop header that says so.
-    let (_up, answers, _) = through(
+    let (_up, answers) = through(
         |_| b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot really gzip".to_vec(),
         Then::Close,
     )
@@ -407,7 +407,7 @@ async fn a_transfer_coding_other_than_chunked_is_a_bad_gateway() {
 #[tokio::test]
 async fn an_http10_answer_with_transfer_encoding_is_a_bad_gateway() {
     // HTTP/1.0 has no chunked coding: the framing is faulty (RFC 9112 §6.1).
-    let (_up, answers, _) = through(
+    let (_up, answers) = through(
         |_| {
             b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec()
         },
@@ -464,7 +464,7 @@ async fn switching_protocols_to_a_request_that_asked_for_no_upgrade_is_a_bad_gat
     // RFC 9110 §15.2.2: a server must not switch to a protocol the client
     // did not name. Passed on, the 101 left the client on a connection
     // that would never carry another byte.
-    let (up, answers, _) = through(
+    let (up, answers) = through(
         |_| {
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
                 .to_vec()
@@ -535,7 +535,7 @@ async fn a_chunk_size_past_u64_closes_the_client_connection_instead_of_ending_th
 
 #[tokio::test]
 async fn a_response_head_past_a_megabyte_is_a_bad_gateway() {
-    let (_up, answers, _) = through(
+    let (_up, answers) = through(
         |_| {
             let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
             for i in 0..64 {
