@@ -26,7 +26,7 @@ use crate::clock;
 use crate::error::ErrorKind;
 use crate::keys;
 use crate::upstream::balance::Tried;
-use crate::upstream::client::{self, Failure};
+use crate::upstream::client::{self, Failure, UpstreamBody};
 use crate::upstream::TargetGuard;
 
 /// The request body as the attempts will send it: held whole when the
@@ -64,8 +64,7 @@ struct Resend {
     body: RequestBody,
 }
 
-/// Attempts until one target answers; the answer's head and the connection
-/// it came on (in `ctx.lease`) go back to the caller. A request that every
+/// Attempts until one target answers; the answer goes back to the caller. A request that every
 /// attempt failed to connect for goes to the route's fallback once.
 #[allow(
     clippy::manual_async_fn,
@@ -75,7 +74,7 @@ pub fn send<'a>(
     ctx: &'a mut RequestCtx,
     parts: Parts,
     body: RequestBody,
-) -> impl std::future::Future<Output = Result<Response<Incoming>, ErrorKind>> + Send + 'a {
+) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, ErrorKind>> + Send + 'a {
     async move {
         let Some(chosen) = ctx.upstream else {
             return Err(ErrorKind::NoHealthyUpstream);
@@ -120,13 +119,19 @@ async fn attempts(
     u: usize,
     request: &mut Option<Request<RequestBody>>,
     resend: Option<&Resend>,
-) -> Result<Response<Incoming>, ErrorKind> {
+) -> Result<Response<UpstreamBody>, ErrorKind> {
     let snapshot = &ctx.snapshot;
     let upstream = &snapshot.upstreams[u];
     let key = upstream.hash_key.as_ref().and_then(|k| {
         let headers = request.as_ref().map(|r| r.headers())?;
         keys::key_hash(k, headers, ctx.client)
     });
+    // What respond adds to the answer's head: its x-request-id and the
+    // route's response edits.
+    let room = 1 + ctx
+        .route
+        .and_then(|r| snapshot.routes[r].headers.as_deref())
+        .map_or(0, |e| e.response_set.len());
     let mut now = clock::now_ms();
     upstream.shared.budget.record_first(now / 1000);
     let mut tried = Tried::default();
@@ -151,12 +156,11 @@ async fn attempts(
         let Some(req) = request.take() else {
             break;
         };
-        match client::send(upstream, target, req).await {
-            Ok((response, lease)) => {
+        match client::send(upstream, target, req, room).await {
+            Ok(response) => {
                 // Outlier detection counts in milliseconds; the attempt's
                 // start is close enough and saves a clock read.
                 upstream.observe(index, response.status().is_server_error(), now);
-                ctx.lease = Some(lease);
                 return Ok(response);
             }
             Err(failure) => {
@@ -210,7 +214,7 @@ async fn fall_back(
     request: Request<RequestBody>,
     resend: Option<&Resend>,
     kind: ErrorKind,
-) -> Result<Response<Incoming>, ErrorKind> {
+) -> Result<Response<UpstreamBody>, ErrorKind> {
     let snapshot = &ctx.snapshot;
     let Some(route) = ctx.route.map(|r| &snapshot.routes[r]) else {
         return Err(kind);

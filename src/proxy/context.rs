@@ -19,7 +19,6 @@ use crate::framing::ConnFlags;
 use crate::net;
 use crate::shadow::CompareSlot;
 use crate::state::{Shared, Snapshot};
-use crate::upstream::client::Lease;
 use crate::upstream::{TargetGuard, Upstream, UpstreamGuard};
 
 /// One client connection's facts.
@@ -101,8 +100,6 @@ pub struct RequestCtx {
     pub bytes_out: u64,
     /// Whether the answer's body was sent to its end.
     pub complete: bool,
-    /// The upstream connection, returned to its pool when the answer ends.
-    pub lease: Option<Lease>,
     /// The primary's side of a shadow compare: its head is sent when the
     /// answer is known, its body copied by `tee` as it streams.
     pub compare: Option<CompareSlot>,
@@ -166,7 +163,6 @@ impl RequestCtx {
             upload: None,
             bytes_out: 0,
             complete: false,
-            lease: None,
             compare: None,
             tee: None,
             log: None,

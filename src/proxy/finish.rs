@@ -1,7 +1,7 @@
 //! The end of a request, in one place. [`ResponseBody`] streams the answer
 //! to the client carrying the request's [`RequestCtx`]; when the answer's
-//! last byte is out, the upstream connection goes back to its pool and a
-//! shadow compare gets its copy. When the context is dropped (the body was
+//! last byte is out, a shadow compare gets its copy (the upstream body put
+//! its connection back in its pool as soon as it had read its last byte). When the context is dropped (the body was
 //! sent, or the client left, or the drain cut it), its `Drop` counts the
 //! request in the metrics and writes the access-log line; the in-flight
 //! guards it holds are released with it.
@@ -11,20 +11,22 @@ use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 use std::time::SystemTime;
 
+use crate::upstream::client::{BodyError, UpstreamBody};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::context::RequestCtx;
 use crate::access_log::{self, Line};
 use crate::error::{ErrorKind, DRAIN_CUT};
 
 /// Where the answer's bytes come from.
+// Unboxed as `UpstreamBody` is (see there).
+#[allow(clippy::large_enum_variant)]
 pub enum Source {
     /// figway's own answer.
     Full(Option<Bytes>),
     /// The upstream's body, streamed untouched.
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
 }
 
 /// What figway sends back to the client: the answer's bytes and, with
@@ -70,16 +72,12 @@ impl ResponseBody {
         }
     }
 
-    /// The answer is complete: its connection may serve again, and a
-    /// compare has the whole answer.
+    /// The answer is complete: a compare has the whole answer.
     fn ended(&mut self) {
         let Some(ctx) = self.ctx.as_mut() else {
             return;
         };
         ctx.complete = true;
-        if let Some(lease) = ctx.lease.take() {
-            lease.release();
-        }
         if let Some(tee) = ctx.tee.as_mut() {
             tee.finish();
         }
@@ -88,12 +86,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let frame = match &mut this.source {
             Source::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
@@ -117,8 +115,8 @@ impl Body for ResponseBody {
                 }
             }
             None => this.ended(),
-            // A broken upstream body: the connection is not reusable.
-            Some(Err(_)) => ctx.lease = None,
+            // A broken upstream body closed its connection itself.
+            Some(Err(_)) => (),
         }
         Poll::Ready(frame)
     }

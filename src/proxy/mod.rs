@@ -55,6 +55,7 @@ use crate::error::ErrorKind;
 use crate::headers;
 use crate::inventory;
 use crate::net;
+use crate::upstream::client::UpstreamBody;
 pub use context::{ConnCtx, LogFacts, RequestCtx};
 pub use finish::ResponseBody;
 
@@ -110,7 +111,7 @@ fn forward<'a>(
     ctx: &'a mut RequestCtx,
     mut parts: Parts,
     body: Incoming,
-) -> impl Future<Output = Result<Response<Incoming>, ErrorKind>> + Send + 'a {
+) -> impl Future<Output = Result<Response<UpstreamBody>, ErrorKind>> + Send + 'a {
     async move {
         let path = route::route(ctx, &parts)?;
         // The path as the client sent it, kept (a reference count, no copy)

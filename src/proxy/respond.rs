@@ -8,10 +8,10 @@
 //! took its head: the compare weighs one upstream's answer against the
 //! other's, and figway's edits are neither's.
 
+use crate::upstream::client::UpstreamBody;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use super::context::RequestCtx;
 use super::finish::{ResponseBody, Source};
@@ -21,15 +21,14 @@ use crate::headers::{self, X_REQUEST_ID};
 
 pub fn respond(
     mut ctx: Box<RequestCtx>,
-    outcome: Result<Response<Incoming>, ErrorKind>,
+    outcome: Result<Response<UpstreamBody>, ErrorKind>,
 ) -> Response<ResponseBody> {
     let outcome = match outcome {
         // A server must not switch to a protocol the client did not ask
         // for (RFC 9110 §15.2.2): after a 101 to a plain request, nothing
         // follows that the client could read, and the connection it came
-        // on is in no state to serve again.
+        // on is in no state to serve again (dropped with the answer).
         Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS && ctx.upgrade.is_none() => {
-            ctx.lease = None;
             Err(ErrorKind::UpstreamReset)
         }
         other => other,
@@ -79,12 +78,16 @@ pub fn respond(
     if ctx.ramped {
         record_ramp(&ctx, parts.status);
     }
-    if parts.status == StatusCode::SWITCHING_PROTOCOLS && ctx.upgrade.is_some() {
-        // The request goes on in the tunnel, and ends there.
-        upgrade::splice(ctx, &mut parts);
-        return Response::from_parts(parts, ResponseBody::detached(source));
+    match source {
+        Source::Upstream(body)
+            if parts.status == StatusCode::SWITCHING_PROTOCOLS && ctx.upgrade.is_some() =>
+        {
+            // The request goes on in the tunnel, and ends there.
+            upgrade::splice(ctx, &mut parts, body);
+            Response::from_parts(parts, ResponseBody::empty())
+        }
+        source => Response::from_parts(parts, ResponseBody::new(source, ctx)),
     }
-    Response::from_parts(parts, ResponseBody::new(source, ctx))
 }
 
 /// Counts the answer's head in the ramp's window: a 5xx, figway's own

@@ -14,14 +14,18 @@
 //! connection in another HTTP version). RFC 8441's extended CONNECT over
 //! HTTP/2 is not supported: h2 clients get 405 for CONNECT, as before.
 
+use bytes::Bytes;
 use http::header::{CONNECTION, UPGRADE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use super::context::{Pending, RequestCtx};
 use crate::state::tunnels::Tunnels;
+use crate::upstream::client::UpstreamBody;
 
 /// Whether the request asks for an upgrade figway passes through; if so,
 /// takes the client connection's upgrade handle out of the request.
@@ -60,8 +64,12 @@ pub fn restore_request(headers: &mut HeaderMap, pending: &Pending) {
 
 /// The target answered 101: the client gets the target's `Upgrade` back,
 /// and a task splices the two connections, taking the request's context
-/// with it. `upstream` is the target side's upgrade handle.
-pub fn splice(mut ctx: Box<RequestCtx>, response: &mut http::response::Parts) {
+/// with it. `body` is the 101's, which holds the target's connection.
+pub fn splice(
+    mut ctx: Box<RequestCtx>,
+    response: &mut http::response::Parts,
+    mut body: UpstreamBody,
+) {
     let Some(pending) = ctx.upgrade.take() else {
         return;
     };
@@ -69,40 +77,44 @@ pub fn splice(mut ctx: Box<RequestCtx>, response: &mut http::response::Parts) {
         client,
         protocol: asked,
     } = *pending;
-    let Some(upstream) = response.extensions.remove::<OnUpgrade>() else {
+    let Some((upstream, early)) = body.take_switched() else {
         return;
     };
     let protocol = response.headers.get(UPGRADE).cloned().unwrap_or(asked);
     restore(&mut response.headers, &protocol);
-    // The target's connection now belongs to the tunnel, never to a pool.
-    ctx.lease = None;
     let tunnels = ctx.conn.shared.tunnels.clone();
     let open = tunnels.open();
     tokio::spawn(async move {
         let _open = open;
-        let (client, target) = match tokio::try_join!(client, upstream) {
-            Ok(sides) => sides,
+        let client = match client.await {
+            Ok(client) => client,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
                 return;
             }
         };
-        carry(&mut ctx, client, target, &tunnels).await;
+        carry(&mut ctx, client, upstream, early, &tunnels).await;
     });
 }
 
 /// Copies both ways until either side closes, or the drain cuts the tunnel
-/// (then the context's drop logs the cut).
+/// (then the context's drop logs the cut). `early`: what the target sent
+/// right behind its 101, read with it; the client gets it first.
 async fn carry(
     ctx: &mut RequestCtx,
     client: hyper::upgrade::Upgraded,
-    target: hyper::upgrade::Upgraded,
+    mut target: TcpStream,
+    early: Bytes,
     tunnels: &Tunnels,
 ) {
     let mut client = TokioIo::new(client);
-    let mut target = TokioIo::new(target);
+    let copy = async {
+        client.write_all(&early).await?;
+        let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut target).await?;
+        Ok::<_, std::io::Error>((up, down + early.len() as u64))
+    };
     tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut target) => {
+        copied = copy => {
             // A reset loses the counts (copy_bidirectional keeps them to
             // itself); the tunnel is still logged, with what came before.
             if let Ok((up, down)) = copied {

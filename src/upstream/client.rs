@@ -6,25 +6,27 @@
 //! the upload's last progress). The proxy and the shadow both send through
 //! [`send`]; this module imports neither.
 //!
-//! A connection goes back to its pool only when its response body has been
-//! read to the end ([`Lease::release`]); one abandoned midway is dropped,
-//! which closes it, and so is one whose response was framed two ways
-//! (`response_framing`). Each connection's driver task (`connect.rs`, where
-//! connections are opened) also closes it once it has sat idle in a pool
-//! for `idle_timeout`, or once its target has left every snapshot.
+//! HTTP/1.1 goes through figway's own client (`h1`): its body puts the
+//! connection back in the pool once read to the end; one abandoned midway
+//! is closed, and so is one whose answer was framed in doubt. An h2c
+//! stream ends when its body is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response};
 use http::{Uri, Version};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 
 use super::connect::{connect_h2c, connect_http1};
-use super::h2pool;
-use super::pool::{self, Conn, ConnState};
+use super::h1;
+use super::h2pool::{self, ConnState};
+use super::pool;
 use super::{Target, Upstream};
 use crate::body::{RequestBody, Upload};
 use crate::clock;
@@ -72,37 +74,82 @@ impl Failure {
     }
 }
 
-/// A connection lent to one exchange; give it back with [`Lease::release`]
-/// once the response has been read to its end.
-pub struct Lease(Lent);
-
-enum Lent {
-    Http1 {
-        conn: Conn,
-        target: Arc<Target>,
-        /// False when the response's framing was in doubt: the
-        /// connection then serves no other request.
-        reuse: bool,
-    },
-    /// A stream on a shared h2c connection; it ends when this drops.
-    H2 { _stream: Stream },
+/// An upstream's response body, as the proxy and the shadow read it.
+// The HTTP/1.1 body holds its connection inline: a box would be an
+// allocation per request to save copying ~200 bytes a few times.
+#[allow(clippy::large_enum_variant)]
+pub enum UpstreamBody {
+    /// From figway's own HTTP/1.1 client: it puts its connection back in
+    /// the pool itself once read to the end.
+    Http1(h1::Body),
+    /// A stream on a shared h2c connection, counted open while this lives.
+    H2 { body: Incoming, _stream: Stream },
 }
 
-impl Lease {
-    pub fn release(self) {
-        if let Lent::Http1 {
-            conn,
-            target,
-            reuse: true,
-        } = self.0
-        {
-            pool::checkin(target.id, target.idle_timeout_ms(), conn, clock::now_ms());
+/// Why an upstream body could not be read to its end.
+#[derive(Debug)]
+pub enum BodyError {
+    Http1(h1::BodyError),
+    H2(hyper::Error),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Http1(e) => e.fmt(f),
+            BodyError::H2(e) => write!(f, "upstream body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl UpstreamBody {
+    /// The upstream connection of a 101, for the tunnel: the socket and
+    /// the bytes read past the 101's head.
+    pub fn take_switched(&mut self) -> Option<(tokio::net::TcpStream, bytes::Bytes)> {
+        match self {
+            UpstreamBody::Http1(b) => b.take_switched().map(h1::conn::Conn::into_io),
+            UpstreamBody::H2 { .. } => None,
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Http1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BodyError::Http1))),
+            UpstreamBody::H2 { body, .. } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BodyError::H2))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http1(b) => b.is_end_stream(),
+            UpstreamBody::H2 { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Http1(b) => b.size_hint(),
+            UpstreamBody::H2 { body, .. } => body.size_hint(),
         }
     }
 }
 
 /// One open stream on an h2c connection, counted while it lives.
-struct Stream(Arc<ConnState>);
+pub struct Stream(Arc<ConnState>);
 
 impl Stream {
     fn new(state: Arc<ConnState>) -> Stream {
@@ -118,7 +165,8 @@ impl Drop for Stream {
 }
 
 /// One attempt at one target: a pooled or new connection, the request, and
-/// the response head within `request_timeout`.
+/// the response head within `request_timeout`. `room`: headers the caller
+/// will add to the answer's head, which is sized for them.
 #[allow(
     clippy::manual_async_fn,
     reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
@@ -127,10 +175,11 @@ pub fn send<'a>(
     upstream: &'a Upstream,
     target: &'a Arc<Target>,
     request: Request<RequestBody>,
-) -> impl std::future::Future<Output = Result<(Response<Incoming>, Lease), Failure>> + Send + 'a {
+    room: usize,
+) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a {
     async move {
         match upstream.protocol {
-            Protocol::Http1 => send_http1(upstream, target, request).await,
+            Protocol::Http1 => send_http1(upstream, target, request, room).await,
             Protocol::H2c => send_h2c(upstream, target, request).await,
         }
     }
@@ -144,11 +193,11 @@ fn send_http1<'a>(
     upstream: &'a Upstream,
     target: &'a Arc<Target>,
     mut request: Request<RequestBody>,
-) -> impl std::future::Future<Output = Result<(Response<Incoming>, Lease), Failure>> + Send + 'a {
+    room: usize,
+) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a {
     async move {
         let timeouts = upstream.timeouts;
-        let pooled = pool::checkout(target.id, target.idle_timeout_ms(), clock::now_ms());
-        let (mut conn, mut reused) = match pooled {
+        let (mut conn, mut reused) = match pool::checkout(target, clock::now_ms()) {
             Some(c) => (c, true),
             None => match connect_http1(target, timeouts.connect).await {
                 Some(c) => (c, false),
@@ -160,88 +209,41 @@ fn send_http1<'a>(
             let attempt = await_head!(
                 timeouts.request,
                 upload.as_deref(),
-                conn.sender.try_send_request(request)
+                h1::send(conn, request, reused, target.clone(), room)
             );
-            match attempt {
+            let error = match attempt {
                 Err(()) => {
                     return Err(Failure::Timeout {
                         upload_unfinished: upload.is_some_and(|u| !u.is_done()),
                     })
                 }
-                Ok(Ok(mut response)) => {
-                    let Some(reuse) = response_framing(&mut response) else {
-                        tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, "upstream response with a transfer coding other than chunked");
-                        return Err(Failure::Reset);
-                    };
-                    let lease = Lease(Lent::Http1 {
-                        conn,
-                        target: target.clone(),
-                        reuse,
-                    });
-                    return Ok((response, lease));
+                Ok(Ok((parts, body))) => {
+                    return Ok(Response::from_parts(parts, UpstreamBody::Http1(body)))
                 }
-                Ok(Err(mut e)) => match e.take_message() {
-                    // A pooled connection the upstream closed while it sat idle:
-                    // nothing was written, so a fresh connection may carry the
-                    // very same request. Not a retry: no target failed.
-                    Some(unsent) if reused => {
-                        request = unsent;
-                        conn = match connect_http1(target, timeouts.connect).await {
-                            Some(c) => c,
-                            None => return Err(Failure::Connect(request)),
-                        };
-                        reused = false;
-                    }
-                    Some(unsent) => return Err(Failure::Connect(unsent)),
-                    None => {
-                        let error = e.into_error();
-                        tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "upstream request failed");
-                        return Err(if error.is_user() {
-                            Failure::ClientBody
-                        } else {
-                            Failure::Reset
-                        });
-                    }
-                },
-            }
+                Ok(Err(error)) => error,
+            };
+            let failure = match error {
+                // A pooled connection the upstream closed while it sat idle:
+                // nothing was written, so a fresh connection may carry the
+                // very same request. Not a retry: no target failed.
+                h1::Error::Unsent(unsent) => {
+                    request = unsent;
+                    conn = match connect_http1(target, timeouts.connect).await {
+                        Some(c) => c,
+                        None => return Err(Failure::Connect(request)),
+                    };
+                    reused = false;
+                    continue;
+                }
+                h1::Error::ClientBody => return Err(Failure::ClientBody),
+                h1::Error::Io(e) => e.to_string(),
+                h1::Error::Closed => "closed before the response head".to_string(),
+                h1::Error::Refused(why) => why.to_string(),
+            };
+            tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %failure, "upstream request failed");
+            return Err(Failure::Reset);
         }
     }
-}
-
-/// What an HTTP/1.1 response head hyper accepted says of its framing, past
-/// what hyper checks (RFC 9112 §6.3); `Some(reusable)`, or `None` for a
-/// response figway cannot relay faithfully.
-///
-/// - `Transfer-Encoding` with `Content-Length`: the coding wins and hyper
-///   reads the body as chunked, but the length would go on to the client
-///   with the decoded body (`Transfer-Encoding` is hop-by-hop, the length
-///   is not) and cut it short there, the rest read as the next response.
-///   The length is removed, as an intermediary must (nginx 1.22 does the
-///   same), and since the upstream framed one message two ways its
-///   connection is not reused.
-/// - A final coding other than `chunked` (`gzip` alone, say): hyper reads
-///   the body to the connection's close, still coded, and without the
-///   hop-by-hop header that names the coding no client could decode it
-///   (nginx 1.22 passes it on so). Here it is an `upstream_reset`.
-///
-/// Answers without a body (to `HEAD`, 204, 304) are framed by no header
-/// and pass as they are. Only responses with `Transfer-Encoding` pay more
-/// than its lookup.
-fn response_framing(response: &mut Response<Incoming>) -> Option<bool> {
-    if !response.headers().contains_key(TRANSFER_ENCODING) || response.body().is_end_stream() {
-        return Some(true);
-    }
-    let headers = response.headers_mut();
-    let last = headers.get_all(TRANSFER_ENCODING).iter().next_back()?;
-    let chunked = last
-        .as_bytes()
-        .rsplit(|b| *b == b',')
-        .next()
-        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-    if !chunked {
-        return None;
-    }
-    Some(headers.remove(CONTENT_LENGTH).is_none())
 }
 
 /// Awaits `$response` (an attempt's response head) within `$limit`, the
@@ -297,7 +299,7 @@ async fn send_h2c(
     upstream: &Upstream,
     target: &Arc<Target>,
     mut request: Request<RequestBody>,
-) -> Result<(Response<Incoming>, Lease), Failure> {
+) -> Result<Response<UpstreamBody>, Failure> {
     let timeouts = upstream.timeouts;
     let slot = h2pool::slot(target.id);
     let open = slot
@@ -335,7 +337,10 @@ async fn send_h2c(
         Err(()) => Err(Failure::Timeout {
             upload_unfinished: upload.is_some_and(|u| !u.is_done()),
         }),
-        Ok(Ok(response)) => Ok((response, Lease(Lent::H2 { _stream: stream }))),
+        Ok(Ok(response)) => Ok(response.map(|body| UpstreamBody::H2 {
+            body,
+            _stream: stream,
+        })),
         Ok(Err(error)) => {
             tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "h2c request failed");
             Err(if error.is_user() {

@@ -1,21 +1,24 @@
-//! Opening upstream connections, and running them: a TCP connection to a
-//! target within `connect_timeout` (each failure logged, rate-limited per
-//! target), the HTTP/1.1 or h2c handshake, and the connection's driver
-//! task, which closes it once it has sat idle in a pool for `idle_timeout`
-//! or its target has left every snapshot. The client (`client.rs`) asks
-//! for a connection here when its pool has none.
+//! Opening upstream connections: a TCP connection to a target within
+//! `connect_timeout` (each failure logged, rate-limited per target), and
+//! for h2c the handshake and the connection's driver task, which closes it
+//! once it has had no stream for `idle_timeout` or its target has left
+//! every snapshot. An HTTP/1.1 connection needs neither: it is a socket
+//! the request's task reads and writes (`h1`), and its pool looks after it
+//! while idle. The client (`client.rs`) asks for a connection here when
+//! its pool has none.
 
 use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use super::h1::conn::Conn;
 use super::h2pool;
-use super::pool::{Conn, ConnState};
+use super::h2pool::ConnState;
 use super::Target;
 use crate::clock;
 
@@ -58,8 +61,7 @@ enum ConnectError {
     Io(std::io::Error),
     /// `connect_timeout` ran out while connecting.
     Timeout(Duration),
-    /// TCP connected, but the HTTP handshake failed or timed out (h2c's
-    /// settings exchange; HTTP/1.1's handshake does no I/O).
+    /// TCP connected, but h2c's settings exchange failed or timed out.
     Handshake(String),
 }
 
@@ -99,28 +101,9 @@ fn connect_failed(target: &Target, why: &ConnectError) {
     );
 }
 
-/// Opens a new HTTP/1.1 connection to the target and starts its driver.
-pub(super) async fn connect_http1(target: &Arc<Target>, timeout: Duration) -> Option<Conn> {
-    let stream = connect_tcp(target, timeout).await?;
-    let (sender, connection) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
-        Ok(h) => h,
-        Err(e) => {
-            connect_failed(target, &ConnectError::Handshake(e.to_string()));
-            return None;
-        }
-    };
-    let state = Arc::new(ConnState::default());
-    let retired = target.retired();
-    // Upgradeable, so that a 101 hands the connection to the proxy's
-    // tunnel (which never returns it to a pool); a plain exchange is
-    // unaffected.
-    tokio::spawn(drive(
-        connection.with_upgrades(),
-        state.clone(),
-        Arc::downgrade(target),
-        retired,
-    ));
-    Some(Conn { sender, state })
+/// Opens a new HTTP/1.1 connection to the target.
+pub(super) async fn connect_http1(target: &Target, timeout: Duration) -> Option<Conn> {
+    connect_tcp(target, timeout).await.map(Conn::new)
 }
 
 /// Opens the thread's h2c connection to the target and starts its driver.
@@ -154,8 +137,8 @@ pub(super) async fn connect_h2c(
     Some((sender, state))
 }
 
-/// Runs one upstream connection until it ends, or until it has sat idle in
-/// a pool for its target's `idle_timeout`, or its target is gone (then an
+/// Runs one h2c connection until it ends, or until it has had no stream
+/// for its target's `idle_timeout`, or its target is gone (then an
 /// idle connection closes at once, one in use once its exchange is over).
 ///
 /// A wake-up of the connection (several per exchange) costs the
@@ -167,7 +150,6 @@ pub(super) async fn connect_h2c(
 /// three would poll the timer and take the `Notify`'s lock, which every
 /// connection to the target shares, on every wake-up.
 async fn drive(
-    // hyper's upgradeable connection, a type it does not name.
     connection: impl Future<Output = hyper::Result<()>>,
     state: Arc<ConnState>,
     target: Weak<Target>,

@@ -25,6 +25,7 @@ pub mod budget;
 pub mod client;
 mod connect;
 pub mod dns;
+pub mod h1;
 pub mod h2pool;
 pub mod health;
 pub mod log_limit;

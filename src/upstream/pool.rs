@@ -1,106 +1,80 @@
 //! Idle upstream HTTP/1.1 connections, kept per worker thread.
 //!
-//! Each thread holds its own LIFO stack of idle connections per target, in
-//! a thread-local map: checkout pops the most recently used connection (the
-//! one most likely still open), checkin pushes, both O(1), and no lock is
-//! shared between workers. A task that moves between threads simply returns
-//! its connection to the pool of the thread it ends on.
+//! Each thread holds its own LIFO stack of idle connections per target:
+//! checkout pops the most recently used connection (the one most likely
+//! still open), checkin pushes, both O(1). A task that moves between
+//! threads simply returns its connection to the pool of the thread it ends
+//! on.
 //!
-//! Expiry is lazy: checkin drops the expired connections at the bottom of
-//! the stack, checkout skips closed ones. A connection that nobody checks
-//! out is closed by its own driver task once `idle_timeout` passes (see
-//! `client.rs`), using the [`ConnState`] mark set here, so no sweeper has to
-//! reach into other threads' pools.
+//! No task runs an idle connection, so the pool looks after them itself:
+//! checkout skips those that expired or that the upstream closed (or sent
+//! stray bytes on: [`Conn::is_usable`]), checkin drops the expired ones at
+//! the bottom of the stack, and a sweep task per thread, running only
+//! while the thread has idle connections, closes the ones past
+//! `idle_timeout`, closed by their upstream, or to a target no snapshot
+//! lists any more. The thread's pool sits behind a `Mutex` only that
+//! thread and its sweep ever take: no lock is shared between workers.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
-use hyper::client::conn::http1::SendRequest;
 use rustc_hash::FxHashMap;
 
-use crate::body::RequestBody;
-
-pub type Sender = SendRequest<RequestBody>;
+use super::h1::conn::Conn;
+use super::target::Target;
+use crate::clock;
 
 /// Idle connections beyond this many per target and thread are closed
 /// rather than kept.
 const MAX_IDLE: usize = 512;
 
-/// A connection as the pool and its driver task see it.
-#[derive(Debug, Default)]
-pub struct ConnState {
-    /// `clock` milliseconds since which the connection sits idle in a pool;
-    /// 0 while a request uses it.
-    idle_since: AtomicU64,
-    /// Streams open on a multiplexed (h2c) connection; it is idle when
-    /// the last one ends.
-    streams: AtomicUsize,
+/// The longest a sweep sleeps: how late a closed or retired connection may
+/// be noticed when no `idle_timeout` is due sooner.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Pool {
+    stacks: FxHashMap<u64, Stack>,
+    sweeping: bool,
 }
 
-impl ConnState {
-    /// A stream begins on a multiplexed connection.
-    pub fn stream_started(&self) {
-        self.streams.fetch_add(1, Ordering::AcqRel);
-        self.idle_since.store(0, Ordering::Relaxed);
-    }
-
-    /// A stream ended at `now`; the last one leaves the connection idle.
-    pub fn stream_ended(&self, now: u64) {
-        if self.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle_since.store(now.max(1), Ordering::Relaxed);
-        }
-    }
-
-    /// Milliseconds of idleness at `now`, or `None` while in use.
-    pub fn idle_for(&self, now: u64) -> Option<u64> {
-        match self.idle_since.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(now.saturating_sub(since)),
-        }
-    }
+struct Stack {
+    target: Weak<Target>,
+    /// Most recently used last.
+    idle: VecDeque<Conn>,
 }
 
-/// An upstream connection: the handle that sends on it and its state.
-pub struct Conn {
-    pub sender: Sender,
-    pub state: Arc<ConnState>,
-}
-
-struct Idle {
-    conn: Conn,
-}
+type Shared = Arc<Mutex<Pool>>;
 
 thread_local! {
-    /// Idle connections by target id, most recently used last.
-    static IDLE: RefCell<FxHashMap<u64, VecDeque<Idle>>> = RefCell::new(FxHashMap::default());
+    static POOL: Shared = Shared::default();
 }
 
-/// The most recently used idle connection to `target` on this thread that
-/// can take a request now. Closed ones are dropped on the way; one still
-/// finishing its previous exchange stays for later.
-pub fn checkout(target: u64, idle_timeout_ms: u64, now: u64) -> Option<Conn> {
-    IDLE.with_borrow_mut(|map| {
-        let stack = map.get_mut(&target)?;
-        // Only the top few: the ones deeper down are older still.
-        let mut i = stack.len();
-        while i > 0 && stack.len() - i < 4 {
-            i -= 1;
-            let idle = &stack[i];
-            let expired = idle
-                .conn
-                .state
-                .idle_for(now)
-                .is_some_and(|t| t >= idle_timeout_ms);
-            if idle.conn.sender.is_closed() || expired {
-                stack.remove(i);
-                continue;
+fn lock(pool: &Mutex<Pool>) -> MutexGuard<'_, Pool> {
+    // A panic while holding it left at worst a connection too many.
+    pool.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn expired(conn: &Conn, now: u64, timeout: u64) -> bool {
+    now.saturating_sub(conn.idle_since) >= timeout
+}
+
+/// The most recently used idle connection to `target` on this thread
+/// that can take a request now; the dead ones on the way are closed.
+pub fn checkout(target: &Target, now: u64) -> Option<Conn> {
+    let timeout = target.idle_timeout_ms();
+    POOL.with(|pool| {
+        let mut pool = lock(pool);
+        let stack = pool.stacks.get_mut(&target.id)?;
+        while let Some(conn) = stack.idle.pop_back() {
+            if expired(&conn, now, timeout) {
+                // The ones below are older still.
+                stack.idle.clear();
+                return None;
             }
-            if idle.conn.sender.is_ready() {
-                let idle = stack.remove(i)?;
-                idle.conn.state.idle_since.store(0, Ordering::Relaxed);
-                return Some(idle.conn);
+            if conn.is_usable() {
+                return Some(conn);
             }
         }
         None
@@ -108,32 +82,67 @@ pub fn checkout(target: u64, idle_timeout_ms: u64, now: u64) -> Option<Conn> {
 }
 
 /// Puts a connection whose exchange is complete back for reuse.
-pub fn checkin(target: u64, idle_timeout_ms: u64, conn: Conn, now: u64) {
-    if conn.sender.is_closed() {
-        return;
-    }
-    conn.state.idle_since.store(now.max(1), Ordering::Relaxed);
-    IDLE.with_borrow_mut(|map| {
-        let stack = map.entry(target).or_default();
-        while let Some(oldest) = stack.front() {
-            let expired = oldest
-                .conn
-                .state
-                .idle_for(now)
-                .is_some_and(|t| t >= idle_timeout_ms);
-            if !(expired || oldest.conn.sender.is_closed()) {
-                break;
-            }
-            stack.pop_front();
+pub fn checkin(target: &Arc<Target>, conn: Conn) {
+    let timeout = target.idle_timeout_ms();
+    let now = conn.idle_since;
+    POOL.with(|shared| {
+        let mut pool = lock(shared);
+        let stack = pool.stacks.entry(target.id).or_insert_with(|| Stack {
+            target: Arc::downgrade(target),
+            idle: VecDeque::new(),
+        });
+        while stack
+            .idle
+            .front()
+            .is_some_and(|oldest| expired(oldest, now, timeout))
+        {
+            stack.idle.pop_front();
         }
-        if stack.len() < MAX_IDLE {
-            stack.push_back(Idle { conn });
+        if stack.idle.len() < MAX_IDLE {
+            stack.idle.push_back(conn);
+        }
+        if !pool.sweeping {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                pool.sweeping = true;
+                runtime.spawn(sweep(shared.clone()));
+            }
         }
     });
+}
+
+/// Closes what a pool no longer should hold, as long as it holds anything.
+async fn sweep(pool: Shared) {
+    loop {
+        let wait = {
+            let mut pool = lock(&pool);
+            let now = clock::now_ms();
+            let mut next = SWEEP_EVERY;
+            pool.stacks.retain(|_, stack| {
+                let Some(target) = stack.target.upgrade() else {
+                    return false;
+                };
+                let timeout = target.idle_timeout_ms();
+                stack
+                    .idle
+                    .retain(|c| !expired(c, now, timeout) && c.is_usable());
+                if let Some(oldest) = stack.idle.front() {
+                    let left = timeout.saturating_sub(now.saturating_sub(oldest.idle_since));
+                    next = next.min(Duration::from_millis(left.max(1)));
+                }
+                !stack.idle.is_empty()
+            });
+            if pool.stacks.is_empty() {
+                pool.sweeping = false;
+                return;
+            }
+            next
+        };
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Idle connections to `target` held by this thread (tests and the admin
 /// API's curiosity; not on the request path).
 pub fn idle_here(target: u64) -> usize {
-    IDLE.with_borrow(|map| map.get(&target).map_or(0, VecDeque::len))
+    POOL.with(|pool| lock(pool).stacks.get(&target).map_or(0, |s| s.idle.len()))
 }

@@ -1,0 +1,413 @@
+//! Heads on an upstream HTTP/1.1 connection: the request head as it is
+//! written (and how its body is framed), and the response head as it is
+//! parsed (and how its body is framed, RFC 9112 §6.3). Pure functions over
+//! bytes: no I/O here, so the fuzz target and the unit tests drive them
+//! directly.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::response;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+
+/// The most header lines a response head may carry (hyper's client had
+/// the same limit).
+pub const MAX_HEADERS: usize = 100;
+
+/// The most bytes a response head may take, status line to blank line
+/// (hyper's client read at most about as much before giving up).
+pub const MAX_HEAD: usize = 400 * 1024;
+
+/// How a request body goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// No body bytes at all.
+    Nothing,
+    /// Exactly this many bytes, as the `Content-Length` says.
+    Length(u64),
+    /// Chunked: the length is not known ahead.
+    Chunked,
+}
+
+/// How the request's body will be framed, with the header that says so
+/// added or removed: a `Content-Length` the client sent (figway's server
+/// checked it) or the body's exact size; else `chunked`, which HTTP/1.1
+/// upstreams must read. `has_body` is false when nothing follows the head.
+pub fn request_framing(headers: &mut HeaderMap, has_body: bool, exact: Option<u64>) -> Sending {
+    // Hop-by-hop: the rewrite removed the client's; an edit that set one
+    // would frame the body a way figway does not send it.
+    headers.remove(TRANSFER_ENCODING);
+    if !has_body {
+        return Sending::Nothing;
+    }
+    if let Ok(Some(n)) = content_length(headers) {
+        return Sending::Length(n);
+    }
+    if let Some(n) = exact {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        return Sending::Length(n);
+    }
+    headers.remove(CONTENT_LENGTH);
+    headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    Sending::Chunked
+}
+
+/// Appends the request line and header section to `out`.
+pub fn encode_request(method: &Method, uri: &http::Uri, headers: &HeaderMap, out: &mut Vec<u8>) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    match uri.path_and_query() {
+        Some(p) if !p.as_str().is_empty() => out.extend_from_slice(p.as_str().as_bytes()),
+        _ => match uri.authority() {
+            // CONNECT's authority form.
+            Some(a) if method == Method::CONNECT => out.extend_from_slice(a.as_str().as_bytes()),
+            _ => out.push(b'/'),
+        },
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: the answer to HEAD, 1xx, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Read until the upstream closes.
+    Close,
+}
+
+/// A response head, parsed.
+#[derive(Debug)]
+pub struct Head {
+    pub parts: response::Parts,
+    pub framing: Framing,
+    /// Whether the connection may carry another request once the body
+    /// has been read: HTTP/1.1 without `Connection: close` (or 1.0 with
+    /// `keep-alive`), delimited by a length or chunks, framed one way.
+    pub reusable: bool,
+}
+
+/// Why a response head was refused; the attempt is an `upstream_reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not HTTP/1.x as RFC 9112 writes it (httparse's verdict), or a
+    /// header name or value `http` will not hold.
+    Malformed,
+    /// More than [`MAX_HEADERS`] lines or [`MAX_HEAD`] bytes.
+    TooLarge,
+    /// `Content-Length` not one decimal number.
+    BadLength,
+    /// A final transfer coding other than chunked, or any on HTTP/1.0:
+    /// no client could decode the body once the hop-by-hop header that
+    /// names the coding is gone.
+    BadCoding,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refused::Malformed => "malformed response head",
+            Refused::TooLarge => "response head too large",
+            Refused::BadLength => "bad Content-Length",
+            Refused::BadCoding => "transfer coding other than chunked",
+        })
+    }
+}
+
+/// Parses a response head off the front of `buf` (to a request with
+/// `method`): `Ok(None)` while it is incomplete, the head with its bytes
+/// taken out of `buf` once it is whole. Interim (1xx) heads other than
+/// 101 come back too: the caller skips them. `room`: headers the caller
+/// will add, which the map is sized for (growing it costs two allocations,
+/// and hyper's server keeps the map of the last answer for the next
+/// request, so a map larger than needed is memory every idle client
+/// connection holds).
+pub fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+    room: usize,
+) -> Result<Option<Head>, Refused> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut response, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(Refused::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Refused::TooLarge),
+        Err(_) => return Err(Refused::Malformed),
+    };
+    if len > MAX_HEAD {
+        return Err(Refused::TooLarge);
+    }
+    let status = response
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Refused::Malformed)?;
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let reason = response
+        .reason
+        .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason());
+    let reason = reason.map(|r| Bytes::copy_from_slice(r.as_bytes()));
+    // Offsets, so that the head's bytes can be frozen and shared by the
+    // values without a copy each.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = response.headers.len();
+    for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *span = (name, name + h.name.len(), value, value + h.value.len());
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count + room);
+    for &(n0, n1, v0, v1) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Refused::Malformed)?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| Refused::Malformed)?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    if let Some(reason) = reason {
+        if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason) {
+            parts.extensions.insert(r);
+        }
+    }
+    let mut reusable = keep_alive(version, &headers);
+    let framing = if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if headers.contains_key(TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 || !last_coding_is_chunked(&headers) {
+            return Err(Refused::BadCoding);
+        }
+        // Transfer-Encoding wins (RFC 9112 §6.3); the length would reach
+        // the client beside the decoded body and cut it short there. An
+        // upstream that framed one message two ways serves no other.
+        if headers.remove(CONTENT_LENGTH).is_some() {
+            reusable = false;
+        }
+        Framing::Chunked
+    } else {
+        match content_length(&headers) {
+            Ok(Some(n)) => Framing::Length(n),
+            Ok(None) => {
+                reusable = false;
+                Framing::Close
+            }
+            Err(()) => return Err(Refused::BadLength),
+        }
+    };
+    parts.headers = headers;
+    Ok(Some(Head {
+        parts,
+        framing,
+        reusable,
+    }))
+}
+
+/// Whether the connection stays open after this message (RFC 9112 §9.3).
+fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for v in headers.get_all(CONNECTION) {
+        for token in v.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    !close && (version == Version::HTTP_11 || keep)
+}
+
+fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Every `Content-Length` value (lines and comma-separated lists) one
+/// decimal number: `Ok(None)` when there is none, `Err` when they differ
+/// or one is not a number.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut found = None;
+    for v in headers.get_all(CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let n = decimal(part.trim_ascii()).ok_or(())?;
+            if found.is_some_and(|f| f != n) {
+                return Err(());
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8], method: Method) -> Result<Option<Head>, Refused> {
+        parse_response(&mut BytesMut::from(bytes), &method, 0)
+    }
+
+    #[test]
+    fn a_length_frames_and_leaves_the_body_in_the_buffer() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"[..]);
+        let head = parse_response(&mut buf, &Method::GET, 0).unwrap().unwrap();
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.reusable);
+        assert_eq!(&buf[..], b"hello");
+        assert_eq!(head.parts.headers["content-length"], "5");
+    }
+
+    #[test]
+    fn an_incomplete_head_waits_and_a_huge_one_is_refused() {
+        assert!(parse(b"HTTP/1.1 200 OK\r\nX: y\r\n", Method::GET)
+            .unwrap()
+            .is_none());
+        let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        big.resize(MAX_HEAD + 1, b'a');
+        assert_eq!(parse(&big, Method::GET).unwrap_err(), Refused::TooLarge);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f = |b: &[u8], m| parse(b, m).unwrap().unwrap();
+        let h = f(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            Method::HEAD,
+        );
+        assert_eq!((h.framing, h.reusable), (Framing::Empty, true));
+        let h = f(b"HTTP/1.1 200 OK\r\n\r\n", Method::GET);
+        assert_eq!((h.framing, h.reusable), (Framing::Close, false));
+        let h = f(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((h.framing, h.reusable), (Framing::Length(1), false));
+        let h = f(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::GET);
+        assert_eq!((h.framing, h.reusable), (Framing::Length(1), false));
+        let h = f(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((h.framing, h.reusable), (Framing::Length(1), true));
+        let h = f(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((h.framing, h.reusable), (Framing::Chunked, false));
+        assert!(!h.parts.headers.contains_key("content-length"));
+        let h = f(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(h.framing, Framing::Length(4));
+        let h = f(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 4\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(h.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn faulty_framing_is_refused() {
+        let e = |b: &[u8]| parse(b, Method::GET).unwrap_err();
+        assert_eq!(
+            e(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n"),
+            Refused::BadLength
+        );
+        assert_eq!(
+            e(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n"),
+            Refused::BadLength
+        );
+        assert_eq!(
+            e(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+            Refused::BadLength
+        );
+        assert_eq!(
+            e(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Refused::BadCoding
+        );
+        assert_eq!(
+            e(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Refused::BadCoding
+        );
+        assert_eq!(e(b"HTTP/1.1 OK\r\n\r\n"), Refused::Malformed);
+        assert_eq!(
+            e(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"),
+            Refused::Malformed
+        );
+    }
+
+    #[test]
+    fn a_reason_of_its_own_is_kept() {
+        let h = parse(b"HTTP/1.1 200 Fine\r\n\r\n", Method::GET)
+            .unwrap()
+            .unwrap();
+        let r = h
+            .parts
+            .extensions
+            .get::<hyper::ext::ReasonPhrase>()
+            .unwrap();
+        assert_eq!(r.as_bytes(), b"Fine");
+        let h = parse(b"HTTP/1.1 200 OK\r\n\r\n", Method::GET)
+            .unwrap()
+            .unwrap();
+        assert!(h
+            .parts
+            .extensions
+            .get::<hyper::ext::ReasonPhrase>()
+            .is_none());
+    }
+
+    #[test]
+    fn the_request_head_is_framed_by_its_body() {
+        let mut h = HeaderMap::new();
+        assert_eq!(request_framing(&mut h, false, Some(0)), Sending::Nothing);
+        assert!(h.is_empty());
+        assert_eq!(request_framing(&mut h, true, Some(3)), Sending::Length(3));
+        assert_eq!(h["content-length"], "3");
+        let mut h = HeaderMap::new();
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert_eq!(request_framing(&mut h, true, None), Sending::Chunked);
+        assert_eq!(h["transfer-encoding"], "chunked");
+        let mut out = Vec::new();
+        encode_request(&Method::GET, &"/a?b".parse().unwrap(), &h, &mut out);
+        assert_eq!(
+            out,
+            b"GET /a?b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+}
