@@ -256,9 +256,25 @@ impl Body {
     }
 }
 
+/// The chunked decoder on its own (the fuzz target drives it).
+pub struct Chunked(Chunk);
+
+impl Default for Chunked {
+    fn default() -> Chunked {
+        Chunked(Chunk::Size)
+    }
+}
+
+impl Chunked {
+    /// Decodes what it can off the front of `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, &'static str> {
+        decode(&mut self.0, buf)
+    }
+}
+
 /// What the chunked decoder made of the bytes at hand.
 #[derive(Debug, PartialEq)]
-enum Step {
+pub enum Step {
     Data(Bytes),
     /// The body ended, with its trailers if it had any.
     End(Option<HeaderMap>),
