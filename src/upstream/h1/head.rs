@@ -19,6 +19,13 @@ pub const MAX_HEADERS: usize = 100;
 /// (hyper's client read at most about as much before giving up).
 pub const MAX_HEAD: usize = 400 * 1024;
 
+thread_local! {
+    /// Where each header line sits in the head being parsed (see
+    /// `parse_response`).
+    static SPANS: std::cell::RefCell<Vec<[usize; 4]>> =
+        std::cell::RefCell::new(Vec::with_capacity(MAX_HEADERS));
+}
+
 /// How a request body goes upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sending {
@@ -163,23 +170,29 @@ pub fn parse_response(
         .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason());
     let reason = reason.map(|r| Bytes::copy_from_slice(r.as_bytes()));
     // Offsets, so that the head's bytes can be frozen and shared by the
-    // values without a copy each.
+    // values without a copy each. Kept in a buffer the thread reuses: an
+    // array for the most headers a head may have would be zeroed (3 KiB)
+    // for every answer.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = response.headers.len();
-    for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *span = (name, name + h.name.len(), value, value + h.value.len());
-    }
+    SPANS.with_borrow_mut(|spans| {
+        spans.clear();
+        spans.extend(response.headers.iter().map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            [name, name + h.name.len(), value, value + h.value.len()]
+        }));
+    });
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count + room);
-    for &(n0, n1, v0, v1) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Refused::Malformed)?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| Refused::Malformed)?;
-        headers.append(name, value);
-    }
+    let mut headers = SPANS.with_borrow(|spans| {
+        let mut headers = HeaderMap::with_capacity(spans.len() + room);
+        for &[n0, n1, v0, v1] in spans {
+            let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Refused::Malformed)?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
+                .map_err(|_| Refused::Malformed)?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    })?;
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;

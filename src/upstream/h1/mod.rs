@@ -64,48 +64,54 @@ pub enum Error {
 /// with it, to be read by whoever polls it. `reused`: the connection came
 /// from a pool, so a write that fails at once leaves the request unsent.
 /// `room`: headers the caller will add to the answer (`head::parse_response`).
-pub async fn send(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
+)]
+pub fn send(
     mut conn: Conn,
     request: Request<RequestBody>,
     reused: bool,
     target: Arc<Target>,
     room: usize,
-) -> Result<(http::response::Parts, Body), Error> {
-    let (mut parts, body) = request.into_parts();
-    let has_body = !body.is_end_stream();
-    let sending = head::request_framing(&mut parts.headers, has_body, body.size_hint().exact());
-    conn.write.clear();
-    head::encode_request(&parts.method, &parts.uri, &parts.headers, &mut conn.write);
-    let inline = match (&body, sending) {
-        (RequestBody::Replay(Some(b)), Sending::Length(_)) if b.len() <= INLINE_BODY => {
-            conn.write.extend_from_slice(b);
-            true
+) -> impl std::future::Future<Output = Result<(http::response::Parts, Body), Error>> + Send {
+    async move {
+        let (mut parts, body) = request.into_parts();
+        let has_body = !body.is_end_stream();
+        let sending = head::request_framing(&mut parts.headers, has_body, body.size_hint().exact());
+        conn.write.clear();
+        head::encode_request(&parts.method, &parts.uri, &parts.headers, &mut conn.write);
+        let inline = match (&body, sending) {
+            (RequestBody::Replay(Some(b)), Sending::Length(_)) if b.len() <= INLINE_BODY => {
+                conn.write.extend_from_slice(b);
+                true
+            }
+            _ => !has_body,
+        };
+        if let Err(e) = conn.io.write_all(&conn.write).await {
+            if reused {
+                return Err(Error::Unsent(Request::from_parts(parts, body)));
+            }
+            return Err(Error::Io(e));
         }
-        _ => !has_body,
-    };
-    if let Err(e) = conn.io.write_all(&conn.write).await {
-        if reused {
-            return Err(Error::Unsent(Request::from_parts(parts, body)));
+        let mut upload = Upload {
+            body: (!inline).then_some(body),
+            sending,
+            queue: VecDeque::new(),
+            sent: 0,
+            state: if inline { Up::Done } else { Up::Sending },
+        };
+        let method = parts.method;
+        let head =
+            std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, &method, room, cx)).await?;
+        // An answer before the whole request went out: the upstream will read
+        // the rest as the next request, so there is none.
+        let reusable = head.reusable && matches!(upload.state, Up::Done);
+        if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok((head.parts, Body::switched(conn, target)));
         }
-        return Err(Error::Io(e));
+        Ok((head.parts, Body::new(conn, head.framing, reusable, target)))
     }
-    let mut upload = Upload {
-        body: (!inline).then_some(body),
-        sending,
-        queue: VecDeque::new(),
-        sent: 0,
-        state: if inline { Up::Done } else { Up::Sending },
-    };
-    let method = parts.method;
-    let head =
-        std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, &method, room, cx)).await?;
-    // An answer before the whole request went out: the upstream will read
-    // the rest as the next request, so there is none.
-    let reusable = head.reusable && matches!(upload.state, Up::Done);
-    if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok((head.parts, Body::switched(conn, target)));
-    }
-    Ok((head.parts, Body::new(conn, head.framing, reusable, target)))
 }
 
 /// Drives the upload and the wait for the response head together, so that
