@@ -37,8 +37,12 @@
 //!   `upstream::dns` (lookups of target names, and what an answer means:
 //!   addresses, nothing, or a failure that keeps the last set), and
 //!   `upstream::client`, which makes one attempt at one target for the
-//!   proxy and the shadow alike (`upstream::connect` opens and drives its
-//!   connections).
+//!   proxy and the shadow alike (`upstream::connect` opens its
+//!   connections; HTTP/1.1 goes through figway's own client,
+//!   `upstream::h1`: `conn` the socket and its buffer, `head` the request
+//!   head written and the response head parsed, `body` the response body
+//!   read as it is polled; `upstream::pool` keeps idle ones per worker;
+//!   h2c goes through hyper's client, `upstream::h2pool`).
 //! - [`shadow`]: mirrored requests and the compare of their answers.
 //! - [`ramp`]: a ramp at run time (SPEC §11): the bucket layout of each
 //!   step, the sliding window of the new side's answers and the gates that

@@ -51,7 +51,8 @@ pub struct Target {
     /// every request); touched on the failure path only.
     pub connect_log: LogLimit,
     /// Woken when the target is dropped (no snapshot lists it any more), so
-    /// the drivers of its pooled connections close them at once.
+    /// the drivers of its h2c connections close them at once (idle HTTP/1.1
+    /// connections are closed by their pool's sweep).
     retired: Arc<tokio::sync::Notify>,
 }
 
@@ -75,7 +76,7 @@ impl Target {
         }
     }
 
-    /// What a connection's driver waits on to learn the target is gone.
+    /// What an h2c connection's driver waits on to learn the target is gone.
     pub(super) fn retired(&self) -> Arc<tokio::sync::Notify> {
         self.retired.clone()
     }
