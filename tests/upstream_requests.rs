@@ -215,7 +215,12 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
 /// the body, keeping the connection open.
 async fn echo_upstream() -> (RawUpstream, mpsc::UnboundedReceiver<Received>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let up = RawUpstream::start(move |mut peer| {
+    (echo_upstream_to(tx).await, rx)
+}
+
+/// [`echo_upstream`], reporting on a channel it may share with others.
+async fn echo_upstream_to(tx: mpsc::UnboundedSender<Received>) -> RawUpstream {
+    RawUpstream::start(move |mut peer| {
         let tx = tx.clone();
         async move {
             while let Some(head) = peer.head().await {
@@ -245,8 +250,7 @@ async fn echo_upstream() -> (RawUpstream, mpsc::UnboundedReceiver<Received>) {
             }
         }
     })
-    .await;
-    (up, rx)
+    .await
 }
 
 // === figway and its client ===
@@ -276,6 +280,11 @@ async fn get_on(client: &mut RawClient, path: &str) -> RawAnswer {
         .await
         .unwrap();
     answer(client, &format!("GET {path}")).await
+}
+
+/// An answer's body as text, for comparisons whose failure reads well.
+fn text(a: &RawAnswer) -> String {
+    String::from_utf8_lossy(&a.body).into_owned()
 }
 
 /// A body of `n` bytes repeating every 251 (a prime, so no power-of-two
@@ -348,7 +357,12 @@ async fn a_content_length_body_arrives_with_its_length_and_exact_bytes() {
     request.extend_from_slice(body);
     client.send(&request).await.unwrap();
     let a = answer(&mut client, "POST /upload").await;
-    assert_eq!((a.status, &a.body[..]), (200, &body[..]), "{}", a.head);
+    assert_eq!(
+        (a.status, text(&a)),
+        (200, String::from_utf8_lossy(body).into_owned()),
+        "{}",
+        a.head
+    );
     let seen = next(&mut rx).await;
     assert_eq!(
         header(&seen.head, "content-length"),
@@ -395,8 +409,8 @@ async fn a_chunked_client_body_arrives_chunked_and_whole() {
         .unwrap();
     let a = answer(&mut client, "POST /upload").await;
     assert_eq!(
-        (a.status, &a.body[..]),
-        (200, &b"hello world"[..]),
+        (a.status, text(&a).as_str()),
+        (200, "hello world"),
         "{}",
         a.head
     );
@@ -433,8 +447,8 @@ async fn a_chunked_client_body_with_trailers_arrives_with_its_trailer_section() 
         .unwrap();
     let a = answer(&mut client, "POST /upload").await;
     assert_eq!(
-        (a.status, &a.body[..]),
-        (200, &b"hello world"[..]),
+        (a.status, text(&a).as_str()),
+        (200, "hello world"),
         "{}",
         a.head
     );
@@ -454,6 +468,50 @@ async fn a_chunked_client_body_with_trailers_arrives_with_its_trailer_section() 
     let a = get_on(&mut client, "/after").await;
     assert_eq!(a.status, 200, "{}", a.head);
     assert_eq!(up.accepted(), 1, "the connection was not reused");
+}
+
+/// A body figway holds whole so that a retry could send it again (an
+/// idempotent request, `retries` > 0, two targets) goes with the length
+/// figway counted, even when the client sent it chunked: the upstream
+/// gets a `Content-Length` and no `Transfer-Encoding`, and no trailer
+/// section to read.
+#[tokio::test]
+async fn a_body_held_for_a_replay_goes_with_a_content_length() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let one = echo_upstream_to(tx.clone()).await;
+    let two = echo_upstream_to(tx).await;
+    let f = Figway::start(&config(&format!(
+        "[upstreams.m]\ntargets = [\"http://{}\", \"http://{}\"]\nretries = 1\n\
+         request_timeout = \"3s\"\n[[routes]]\nprefix = \"/\"\nto = \"m\"\n",
+        one.addr, two.addr
+    )))
+    .await;
+    let mut client = RawClient::connect(f.addr).await;
+    client
+        .send(
+            b"PUT /doc HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let a = answer(&mut client, "PUT /doc").await;
+    assert_eq!(
+        (a.status, text(&a).as_str()),
+        (200, "hello world"),
+        "{}",
+        a.head
+    );
+    let seen = next(&mut rx).await;
+    assert_eq!(
+        (
+            header(&seen.head, "content-length"),
+            header(&seen.head, "transfer-encoding")
+        ),
+        (Some("11"), None),
+        "{}",
+        seen.head
+    );
+    assert_eq!(seen.body, b"hello world");
 }
 
 /// A 4 MiB upload, far more than any socket buffer holds at once, streams
@@ -527,38 +585,19 @@ async fn a_large_chunked_upload_arrives_whole_and_correctly_framed() {
 
 // === answers during the upload ===
 
-/// An upstream that refuses an upload from its head alone answers `413`
-/// without reading the body, and keeps its side open (as a server that
-/// meant to drain or linger would). The client, still writing 16 MiB,
-/// gets that 413, not an error of figway's; and since the upstream would
-/// read the unsent rest of the body as its next request, that connection
-/// carries no other: the next request opens a new one, although the 413
-/// said nothing of closing.
-#[tokio::test]
-async fn an_early_answer_ends_the_upload_and_its_connection_is_not_reused() {
-    const SIZE: usize = 16 << 20;
-    let up = RawUpstream::start(|mut peer| async move {
-        while let Some(head) = peer.head().await {
-            if head.starts_with("POST") {
-                peer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
-                    .await;
-                // Neither reads nor closes: figway must give the connection up.
-                std::future::pending::<()>().await;
-            }
-            peer.ok(b"after").await;
-        }
-    })
-    .await;
-    let f = figway_to(up.addr).await;
-    let stream = TcpStream::connect(f.addr).await.unwrap();
+/// POSTs a `size`-byte body to figway, the client writing on for as long
+/// as figway reads, and returns the head of figway's answer as soon as it
+/// arrives (the client then stops writing).
+async fn upload_and_read_head(figway: SocketAddr, size: usize) -> String {
+    let stream = TcpStream::connect(figway).await.unwrap();
     let (mut read, mut write) = stream.into_split();
     let writer = tokio::spawn(async move {
-        let head = format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {SIZE}\r\n\r\n");
+        let head = format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n");
         if write.write_all(head.as_bytes()).await.is_err() {
             return;
         }
         let piece = pattern(64 * 1024);
-        for _ in 0..SIZE / piece.len() {
+        for _ in 0..size / piece.len() {
             // figway may stop reading or close: the client just stops.
             if write.write_all(&piece).await.is_err() {
                 return;
@@ -582,19 +621,68 @@ async fn an_early_answer_ends_the_upload_and_its_connection_is_not_reused() {
     .await
     .expect("no answer to the upload in time")
     .unwrap_or_else(|e| panic!("{e}; got {:?}", String::from_utf8_lossy(&got)));
-    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+    writer.abort();
+    String::from_utf8_lossy(&got[..head_end]).into_owned()
+}
+
+/// An upstream that refuses an upload from its head alone answers `413`
+/// without reading the body, and keeps its side open (as a server that
+/// meant to drain or linger would). The client, still writing 16 MiB,
+/// gets that 413, not an error of figway's; and since the upstream would
+/// read the unsent rest of the body as its next request, that connection
+/// carries no other: the next request opens a new one, although the 413
+/// said nothing of closing.
+#[tokio::test]
+async fn an_early_answer_ends_the_upload_and_its_connection_is_not_reused() {
+    let up = RawUpstream::start(|mut peer| async move {
+        while let Some(head) = peer.head().await {
+            if head.starts_with("POST") {
+                peer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+                    .await;
+                // Neither reads nor closes: figway must give the connection up.
+                std::future::pending::<()>().await;
+            }
+            peer.ok(b"after").await;
+        }
+    })
+    .await;
+    let f = figway_to(up.addr).await;
+    let head = upload_and_read_head(f.addr, 16 << 20).await;
     assert!(
         head.starts_with("HTTP/1.1 413"),
         "the upstream's early answer did not reach the client:\n{head}"
     );
-    writer.abort();
     let mut client = RawClient::connect(f.addr).await;
     let a = get_on(&mut client, "/after").await;
-    assert_eq!((a.status, &a.body[..]), (200, &b"after"[..]), "{}", a.head);
+    assert_eq!((a.status, text(&a).as_str()), (200, "after"), "{}", a.head);
     assert_eq!(
         (a.header("x-conn"), up.accepted()),
         (Some("1"), 2),
         "the request after the early answer went on the upload's connection"
+    );
+}
+
+/// An upstream that answers `413` from the head alone and closes at once,
+/// its receive buffer full of the unread body (so its kernel resets the
+/// connection): figway's next write fails, and the answer it has read or
+/// is about to read must still be the client's, not a `502`.
+#[tokio::test]
+async fn an_early_answer_from_an_upstream_that_closes_at_once_reaches_the_client() {
+    let up = RawUpstream::start(|mut peer| async move {
+        if peer.head().await.is_some() {
+            peer.write(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\
+                  Connection: close\r\n\r\ntoo large",
+            )
+            .await;
+        }
+    })
+    .await;
+    let f = figway_to(up.addr).await;
+    let head = upload_and_read_head(f.addr, 16 << 20).await;
+    assert!(
+        head.starts_with("HTTP/1.1 413"),
+        "the upstream's early answer did not reach the client:\n{head}"
     );
 }
 
@@ -634,15 +722,15 @@ async fn a_100_continue_mid_upload_is_skipped_and_the_final_answer_relayed() {
     client.send(b" world").await.unwrap();
     let a = answer(&mut client, "POST /upload").await;
     assert_eq!(
-        (a.status, &a.body[..]),
-        (200, &b"hello world"[..]),
+        (a.status, text(&a).as_str()),
+        (200, "hello world"),
         "{}",
         a.head
     );
     let a = get_on(&mut client, "/after").await;
     assert_eq!(
-        (a.status, &a.body[..]),
-        (200, &b"no body"[..]),
+        (a.status, text(&a).as_str()),
+        (200, "no body"),
         "{}",
         a.head
     );
@@ -651,27 +739,32 @@ async fn a_100_continue_mid_upload_is_skipped_and_the_final_answer_relayed() {
 
 // === the pool ===
 
-/// An upstream that closes its keep-alive connection right after an
-/// answer (without saying so): the pool sees the close at checkout and
-/// the next request takes a fresh connection, with no error for the
-/// client.
+/// An upstream that closes its keep-alive connection (a FIN, nothing
+/// said) while it idles in the pool: the next request takes a fresh
+/// connection, with no error for the client. The close comes 20 ms after
+/// the answer, after the connection went back to the pool and the pool's
+/// sweep first looked at it, so it is the check at checkout that must
+/// catch it.
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_replaced_without_an_error() {
-    let up = Scripted::start(
-        |_| b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
-        Then::Close,
-    )
+    let up = RawUpstream::start(|mut peer| async move {
+        if peer.head().await.is_some() {
+            peer.ok(b"ok").await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = peer.stream.shutdown().await;
+        }
+    })
     .await;
     let f = figway_to(up.addr).await;
     let mut client = RawClient::connect(f.addr).await;
     let a = get_on(&mut client, "/one").await;
-    assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]), "{}", a.head);
+    assert_eq!((a.status, text(&a).as_str()), (200, "ok"), "{}", a.head);
     // Time for the upstream's FIN to arrive and the runtime to see it.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
     let a = get_on(&mut client, "/two").await;
     assert_eq!(
-        (a.status, &a.body[..]),
-        (200, &b"ok"[..]),
+        (a.status, text(&a).as_str()),
+        (200, "ok"),
         "the closed connection was used:\n{}",
         a.head
     );
@@ -692,7 +785,7 @@ async fn sequential_requests_reuse_one_upstream_connection() {
     let mut client = RawClient::connect(f.addr).await;
     for path in ["/one", "/two", "/three"] {
         let a = get_on(&mut client, path).await;
-        assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]), "{}", a.head);
+        assert_eq!((a.status, text(&a).as_str()), (200, "ok"), "{}", a.head);
     }
     assert_eq!(up.accepted(), 1, "a request took a new upstream connection");
 }
