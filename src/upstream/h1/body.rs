@@ -322,10 +322,15 @@ fn decode(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Step, &'static str> {
                 _ => return Err("chunk data longer than its size"),
             },
             Chunk::Trailers(trailers, seen) => {
-                let Some(line) = take_line(buf, MAX_HEAD - *seen)? else {
+                let Some(line) = take_line(buf, MAX_HEAD.saturating_sub(*seen))? else {
                     return Ok(Step::More);
                 };
+                // The line and its terminator, CRLF or LF alike: counting
+                // past the limit refuses the next line, never wraps.
                 *seen += line.len() + 2;
+                if *seen > MAX_HEAD {
+                    return Err("trailers too large");
+                }
                 if line.is_empty() {
                     return Ok(Step::End(trailers.take().map(|t| *t)));
                 }
@@ -429,5 +434,27 @@ mod tests {
         let mut long = b"1;".to_vec();
         long.resize(MAX_CHUNK_LINE + 2, b'a');
         assert!(all(&long).is_err());
+    }
+
+    /// Found by the `h1_response` fuzz target's author: a trailer line
+    /// ending exactly at the limit pushed the count past it, and the next
+    /// line's limit (`MAX_HEAD - seen`) underflowed: a panic in debug
+    /// builds, no limit at all in release ones.
+    #[test]
+    fn trailers_at_the_size_limit_are_refused_not_wrapped() {
+        for terminator in [&b"\n"[..], b"\r\n"] {
+            let mut input = b"0\r\nx: ".to_vec();
+            let line_end = 3 + MAX_HEAD - terminator.len() + 1;
+            input.resize(line_end, b'a');
+            input.extend_from_slice(terminator);
+            input.extend_from_slice(b"y: 1\r\n\r\n");
+            let mut buf = BytesMut::from(&input[..]);
+            let mut chunked = Chunked::default();
+            let mut verdict = chunked.decode(&mut buf);
+            while let Ok(Step::Data(_)) = verdict {
+                verdict = chunked.decode(&mut buf);
+            }
+            assert_eq!(verdict, Err("trailers too large"));
+        }
     }
 }
