@@ -73,7 +73,13 @@ pub fn encode_request(method: &Method, uri: &http::Uri, headers: &HeaderMap, out
         },
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    encode_fields(headers, out);
+}
+
+/// Appends a field section (a head's headers, or a last chunk's trailers)
+/// and the blank line that ends it.
+pub fn encode_fields(fields: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in fields {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());

@@ -255,12 +255,6 @@ impl Upload {
 /// The last chunk with the request's trailers.
 fn last_chunk(trailers: &HeaderMap) -> Vec<u8> {
     let mut out = b"0\r\n".to_vec();
-    for (name, value) in trailers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    head::encode_fields(trailers, &mut out);
     out
 }
