@@ -11,11 +11,10 @@
 //! is closed, and so is one whose answer was framed in doubt. An h2c
 //! stream ends when its body is dropped.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -222,7 +221,7 @@ fn send_http1<'a>(
                 }
                 Ok(Err(error)) => error,
             };
-            let failure = match error {
+            match error {
                 // A pooled connection the upstream closed while it sat idle:
                 // nothing was written, so a fresh connection may carry the
                 // very same request. Not a retry: no target failed.
@@ -233,15 +232,13 @@ fn send_http1<'a>(
                         None => return Err(Failure::Connect(request)),
                     };
                     reused = false;
-                    continue;
                 }
                 h1::Error::ClientBody => return Err(Failure::ClientBody),
-                h1::Error::Io(e) => e.to_string(),
-                h1::Error::Closed => "closed before the response head".to_string(),
-                h1::Error::Refused(why) => why.to_string(),
-            };
-            tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %failure, "upstream request failed");
-            return Err(Failure::Reset);
+                error => {
+                    tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "upstream request failed");
+                    return Err(Failure::Reset);
+                }
+            }
         }
     }
 }

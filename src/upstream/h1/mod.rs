@@ -60,6 +60,18 @@ pub enum Error {
     ClientBody,
 }
 
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Unsent(_) => f.write_str("connection closed before the request was sent"),
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Closed => f.write_str("closed before the response head"),
+            Error::Refused(why) => write!(f, "{why}"),
+            Error::ClientBody => f.write_str("the client's body broke"),
+        }
+    }
+}
+
 /// Sends `request` on `conn` and reads the response head; the body comes
 /// with it, to be read by whoever polls it. `reused`: the connection came
 /// from a pool, so a write that fails at once leaves the request unsent.
