@@ -270,3 +270,63 @@ fn last_chunk(trailers: &HeaderMap) -> Vec<u8> {
     head::encode_fields(trailers, &mut out);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A connection whose peer reset it, as a pooled one the upstream
+    /// dropped while it idled; `reused` as the pool would say.
+    async fn reset_connection() -> (Conn, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let client = TcpStream::connect(&addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // Closed with a zero linger: an RST, so the next write fails.
+        server.set_zero_linger().unwrap();
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (Conn::new(client), addr)
+    }
+
+    fn post() -> Request<RequestBody> {
+        let body = RequestBody::Replay(Some(Bytes::from_static(b"hello")));
+        let mut request = Request::new(body);
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = http::Uri::from_static("/x");
+        request
+    }
+
+    #[tokio::test]
+    async fn a_reused_connection_that_fails_the_first_write_gives_the_request_back() {
+        let (conn, addr) = reset_connection().await;
+        let target = Arc::new(Target::new("u", &addr));
+        match send(conn, post(), true, target, 0).await {
+            Err(Error::Unsent(request)) => {
+                assert_eq!(request.uri(), "/x");
+                assert!(
+                    matches!(request.body(), RequestBody::Replay(Some(b)) if b == "hello"),
+                    "the body did not come back whole"
+                );
+            }
+            Err(e) => panic!("not handed back: {e}"),
+            Ok(_) => panic!("an answer on a reset connection"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_connection_that_fails_the_first_write_is_an_error() {
+        let (conn, addr) = reset_connection().await;
+        let target = Arc::new(Target::new("u", &addr));
+        match send(conn, post(), false, target, 0).await {
+            Err(Error::Io(_)) => (),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("an answer on a reset connection"),
+        }
+    }
+}
