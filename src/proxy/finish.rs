@@ -47,7 +47,8 @@ impl ResponseBody {
         }
     }
 
-    /// An answer whose request ends elsewhere (an upgrade's tunnel).
+    /// An answer no request rides on: an embedder's own, or a 101 whose
+    /// request goes on in its tunnel.
     pub fn detached(source: Source) -> ResponseBody {
         ResponseBody { source, ctx: None }
     }

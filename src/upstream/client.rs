@@ -39,7 +39,8 @@ use crate::error::ErrorKind;
 pub enum Failure {
     /// No connection; the request was never sent and comes back whole.
     Connect(Request<RequestBody>),
-    /// The connection closed or reset before the response head.
+    /// The connection closed or reset before the response head, or the
+    /// head was one figway will not relay (`h1::head::Refused`).
     Reset,
     /// No response head within `request_timeout` (of the request's last
     /// upload progress). While the upload was unfinished, the client may as
@@ -208,7 +209,7 @@ fn send_http1<'a>(
             let attempt = await_head!(
                 timeouts.request,
                 upload.as_deref(),
-                h1::send(conn, request, reused, target.clone(), room)
+                h1::send(conn, request, target.clone(), room)
             );
             let error = match attempt {
                 Err(()) => {
@@ -223,15 +224,22 @@ fn send_http1<'a>(
             };
             match error {
                 // A pooled connection the upstream closed while it sat idle:
-                // nothing was written, so a fresh connection may carry the
-                // very same request. Not a retry: no target failed.
-                h1::Error::Unsent(unsent) => {
+                // no request reached it, so a fresh connection may carry the
+                // very same one. Not a retry: no target failed.
+                h1::Error::Unsent(unsent) if reused => {
                     request = unsent;
                     conn = match connect_http1(target, timeouts.connect).await {
                         Some(c) => c,
                         None => return Err(Failure::Connect(request)),
                     };
                     reused = false;
+                }
+                // A fresh connection that failed before the request head
+                // was whole is a failed connect: nothing was sent, so the
+                // request may go to another target or the fallback.
+                h1::Error::Unsent(unsent) => {
+                    tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, "new upstream connection failed before the request was sent");
+                    return Err(Failure::Connect(unsent));
                 }
                 h1::Error::ClientBody => return Err(Failure::ClientBody),
                 error => {

@@ -110,8 +110,22 @@ pub fn checkin(target: &Arc<Target>, conn: Conn) {
     });
 }
 
+/// Clears the pool's `sweeping` mark if its sweep is dropped unfinished
+/// (its runtime shut down), so that a later runtime on the thread starts
+/// another.
+struct Sweeping(Option<Shared>);
+
+impl Drop for Sweeping {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            lock(&pool).sweeping = false;
+        }
+    }
+}
+
 /// Closes what a pool no longer should hold, as long as it holds anything.
 async fn sweep(pool: Shared) {
+    let mut mark = Sweeping(Some(pool.clone()));
     loop {
         let wait = {
             let mut pool = lock(&pool);
@@ -132,17 +146,14 @@ async fn sweep(pool: Shared) {
                 !stack.idle.is_empty()
             });
             if pool.stacks.is_empty() {
+                // Under the lock, so a checkin sees either this sweep's
+                // connections swept or no sweep running.
                 pool.sweeping = false;
+                mark.0 = None;
                 return;
             }
             next
         };
         tokio::time::sleep(wait).await;
     }
-}
-
-/// Idle connections to `target` held by this thread (tests and the admin
-/// API's curiosity; not on the request path).
-pub fn idle_here(target: u64) -> usize {
-    POOL.with(|pool| lock(pool).stacks.get(&target).map_or(0, |s| s.idle.len()))
 }

@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Frame, SizeHint};
 
 use super::conn::Conn;
-use super::head::{Framing, MAX_HEAD};
+use super::head::{Framing, MAX_HEAD, MAX_HEADERS};
 use crate::clock;
 use crate::upstream::pool;
 use crate::upstream::target::Target;
@@ -335,7 +335,14 @@ fn decode(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Step, &'static str> {
                     return Ok(Step::End(trailers.take().map(|t| *t)));
                 }
                 let (name, value) = trailer(&line)?;
-                trailers.get_or_insert_default().append(name, value);
+                // As many lines as a head may have: `HeaderMap` panics
+                // past its own limit (24,576 names), well inside 400 KiB.
+                let map = trailers.get_or_insert_default();
+                if map.len() >= MAX_HEADERS {
+                    return Err("too many trailers");
+                }
+                map.try_append(name, value)
+                    .map_err(|_| "too many trailers")?;
             }
         }
     }
@@ -434,6 +441,33 @@ mod tests {
         let mut long = b"1;".to_vec();
         long.resize(MAX_CHUNK_LINE + 2, b'a');
         assert!(all(&long).is_err());
+    }
+
+    /// Found reviewing the client: each trailer line went into a
+    /// `HeaderMap`, which panics past 24,576 names, and only the bytes
+    /// were limited.
+    #[test]
+    fn more_trailer_lines_than_a_head_may_have_are_refused() {
+        let mut input = b"0\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            input.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"\r\n");
+        let mut buf = BytesMut::from(&input[..]);
+        assert_eq!(
+            Chunked::default().decode(&mut buf),
+            Err("too many trailers")
+        );
+        let mut input = b"0\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            input.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"\r\n");
+        let mut buf = BytesMut::from(&input[..]);
+        match Chunked::default().decode(&mut buf) {
+            Ok(Step::End(Some(t))) => assert_eq!(t.len(), MAX_HEADERS),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Found by the `h1_response` fuzz target's author: a trailer line

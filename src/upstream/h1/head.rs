@@ -132,7 +132,7 @@ impl std::fmt::Display for Refused {
             Refused::Malformed => "malformed response head",
             Refused::TooLarge => "response head too large",
             Refused::BadLength => "bad Content-Length",
-            Refused::BadCoding => "transfer coding other than chunked",
+            Refused::BadCoding => "transfer coding other than chunked, or any on HTTP/1.0",
         })
     }
 }
