@@ -827,3 +827,65 @@ async fn concurrent_requests_open_one_connection_each_and_both_are_reused() {
         "the upstream connections each round's two requests went on"
     );
 }
+
+/// Reads from `s` into `seen` until `want` appears in it (within 3 s).
+async fn read_until(s: &mut TcpStream, seen: &mut Vec<u8>, want: &[u8]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !seen.windows(want.len()).any(|w| w == want) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {:?} within 3 s; got {:?}",
+                    String::from_utf8_lossy(want),
+                    String::from_utf8_lossy(seen)
+                )
+            })
+            .unwrap();
+        assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// An upstream that answers as soon as it has the request head and then
+/// echoes the body as it arrives (full-duplex HTTP/1.1, as a streaming
+/// transcoder does): the answer reaches the client while the upload goes
+/// on, and the upload reaches the upstream after the answer began.
+#[tokio::test]
+async fn an_upstream_that_answers_while_it_reads_gets_the_rest_of_the_body() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        read_until(&mut s, &mut seen, b"\r\n\r\n").await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        // Echo the chunk's data, then end when the body ends.
+        seen.clear();
+        read_until(&mut s, &mut seen, b"hello\r\n").await;
+        s.write_all(b"5\r\nhello\r\n").await.unwrap();
+        read_until(&mut s, &mut seen, b"0\r\n\r\n").await;
+        s.write_all(b"0\r\n\r\n").await.unwrap();
+        let _ = s.read(&mut [0u8; 64]).await;
+    });
+    let f = figway_to(addr).await;
+    let mut client = TcpStream::connect(f.addr).await.unwrap();
+    client
+        .write_all(b"POST /duplex HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut client, &mut got, b"\r\n\r\n").await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    client.write_all(b"5\r\nhello\r\n").await.unwrap();
+    read_until(&mut client, &mut got, b"hello").await;
+    client.write_all(b"0\r\n\r\n").await.unwrap();
+    read_until(&mut client, &mut got, b"0\r\n\r\n").await;
+}

@@ -20,6 +20,7 @@ use http_body::{Frame, SizeHint};
 
 use super::conn::Conn;
 use super::head::{Framing, MAX_HEAD, MAX_HEADERS};
+use super::upload::Upload;
 use crate::clock;
 use crate::upstream::pool;
 use crate::upstream::target::Target;
@@ -62,6 +63,8 @@ pub struct Body {
     failed: Option<BodyError>,
     /// Data went out since the last `Pending`.
     fresh: bool,
+    /// The request's body, still uploading: the answer came first.
+    upload: Option<Box<Upload>>,
 }
 
 enum State {
@@ -89,6 +92,7 @@ impl Body {
         framing: Framing,
         reusable: bool,
         target: Arc<Target>,
+        upload: Option<Box<Upload>>,
     ) -> Body {
         let mut ready = None;
         let state = match framing {
@@ -110,6 +114,7 @@ impl Body {
             target,
             failed: None,
             fresh: false,
+            upload,
         };
         if let State::Done = body.state {
             body.finish();
@@ -127,6 +132,7 @@ impl Body {
             target,
             failed: None,
             fresh: false,
+            upload: None,
         }
     }
 
@@ -143,7 +149,7 @@ impl Body {
     fn finish(&mut self) {
         self.state = State::Done;
         if let Some(mut conn) = self.conn.take() {
-            if self.reusable && conn.read.is_empty() {
+            if self.reusable && self.upload.is_none() && conn.read.is_empty() {
                 conn.idle_since = clock::now_ms();
                 pool::checkin(&self.target, conn);
             }
@@ -207,6 +213,18 @@ impl Body {
         let this = self;
         if let Some(ready) = this.ready.take() {
             return Poll::Ready(Some(Ok(Frame::data(ready))));
+        }
+        if let (Some(upload), Some(conn)) = (this.upload.as_mut(), this.conn.as_mut()) {
+            match upload.poll(&mut conn.io, cx) {
+                Poll::Pending => (),
+                Poll::Ready(Ok(())) => this.upload = None,
+                // The request broke off: the answer may still be whole,
+                // the connection serves no other.
+                Poll::Ready(Err(_)) => {
+                    this.upload = None;
+                    this.reusable = false;
+                }
+            }
         }
         loop {
             let Some(conn) = this.conn.as_mut() else {

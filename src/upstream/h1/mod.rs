@@ -11,8 +11,10 @@
 //!
 //! Choices where RFC 9112 leaves room (README, "Errors figway answers
 //! itself", has the user's side of them):
-//! - an answer that arrives before the request body is sent whole ends
-//!   the upload (as nginx does); that connection serves no other request;
+//! - an answer that arrives before the request body is sent whole is
+//!   relayed while the body goes on uploading (an upstream may answer and
+//!   still read, full-duplex); the connection is pooled only if both end,
+//!   and one whose upstream stopped reading serves no other request;
 //! - interim answers (1xx but 101) are skipped; 101 hands the connection
 //!   to the tunnel with whatever was read past its head;
 //! - a request body of unknown length goes chunked, whatever its method.
@@ -20,21 +22,20 @@
 pub mod body;
 pub mod conn;
 pub mod head;
+mod upload;
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
 use http::{Method, Request, StatusCode};
 use http_body::Body as _;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 pub use body::{Body, BodyError};
 use conn::Conn;
 use head::{Head, Refused, Sending};
+use upload::{Failed, Up, Upload};
 
 use crate::body::RequestBody;
 use crate::upstream::target::Target;
@@ -113,13 +114,21 @@ pub fn send(
         let method = parts.method;
         let head =
             std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, &method, room, cx)).await?;
-        // An answer before the whole request went out: the upstream will read
-        // the rest as the next request, so there is none.
-        let reusable = head.reusable && matches!(upload.state, Up::Done);
         if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok((head.parts, Body::switched(conn, target)));
         }
-        Ok((head.parts, Body::new(conn, head.framing, reusable, target)))
+        // An answer before the whole request went out: the body goes on
+        // sending it (boxed: this is the rare case, and the body is moved
+        // about whole), and the connection is pooled only if both end.
+        let (reusable, upload) = match upload.state {
+            Up::Done => (head.reusable, None),
+            Up::Sending => (head.reusable, Some(Box::new(upload))),
+            Up::Abandoned => (false, None),
+        };
+        Ok((
+            head.parts,
+            Body::new(conn, head.framing, reusable, target, upload),
+        ))
     }
 }
 
@@ -160,108 +169,6 @@ fn exchange(
 
 fn is_interim(status: StatusCode) -> bool {
     status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS
-}
-
-struct Upload {
-    body: Option<RequestBody>,
-    sending: Sending,
-    /// Bytes framed and not yet written: a chunk's size line, its data,
-    /// its CRLF.
-    queue: VecDeque<Bytes>,
-    sent: u64,
-    state: Up,
-}
-
-enum Up {
-    Sending,
-    Done,
-    /// The upstream stopped reading before the body was all sent.
-    Abandoned,
-}
-
-enum Failed {
-    Client,
-    Upstream,
-}
-
-impl Upload {
-    fn poll(
-        &mut self,
-        io: &mut tokio::net::TcpStream,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Failed>> {
-        loop {
-            while !self.queue.is_empty() {
-                let mut slices = [IoSlice::new(&[]); 3];
-                for (slot, b) in slices.iter_mut().zip(&self.queue) {
-                    *slot = IoSlice::new(b);
-                }
-                let n = match ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices)) {
-                    Ok(0) | Err(_) => return Poll::Ready(Err(Failed::Upstream)),
-                    Ok(n) => n,
-                };
-                let mut n = n;
-                while n > 0 {
-                    let Some(front) = self.queue.front_mut() else {
-                        break;
-                    };
-                    let step = n.min(front.len());
-                    front.advance(step);
-                    n -= step;
-                    if front.is_empty() {
-                        self.queue.pop_front();
-                    }
-                }
-            }
-            let Some(body) = self.body.as_mut() else {
-                return Poll::Ready(Ok(()));
-            };
-            match ready!(Pin::new(body).poll_frame(cx)) {
-                None => {
-                    self.body = None;
-                    match self.sending {
-                        Sending::Chunked => self.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
-                        Sending::Length(n) if n != self.sent => {
-                            return Poll::Ready(Err(Failed::Client))
-                        }
-                        _ => (),
-                    }
-                }
-                Some(Err(_)) => return Poll::Ready(Err(Failed::Client)),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => (),
-                    Ok(data) => {
-                        self.sent += data.len() as u64;
-                        match self.sending {
-                            Sending::Length(n) if self.sent > n => {
-                                return Poll::Ready(Err(Failed::Client))
-                            }
-                            Sending::Chunked => {
-                                let size = format!("{:x}\r\n", data.len());
-                                self.queue.push_back(Bytes::from(size));
-                                self.queue.push_back(data);
-                                self.queue.push_back(Bytes::from_static(b"\r\n"));
-                            }
-                            Sending::Length(_) => self.queue.push_back(data),
-                            // Never: a body with frames is framed.
-                            Sending::Nothing => (),
-                        }
-                    }
-                    // Trailers end the body and are not passed on (as hyper's
-                    // client did not, the `Trailer` header being hop-by-hop):
-                    // they would carry past every rule figway applies to the
-                    // head (X-Forwarded-*, the shadow marker, a route's
-                    // removals) to an upstream that may merge them into it.
-                    Err(_) => {
-                        self.body = None;
-                        if let Sending::Chunked = self.sending {
-                            self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
-                        }
-                    }
-                },
-            }
-        }
-    }
 }
 
 #[cfg(test)]
