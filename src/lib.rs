@@ -39,7 +39,8 @@
 //!   `upstream::client`, which makes one attempt at one target for the
 //!   proxy and the shadow alike (`upstream::connect` opens its
 //!   connections; HTTP/1.1 goes through figway's own client,
-//!   `upstream::h1`: `conn` the socket and its buffer, `head` the request
+//!   `upstream::h1`: `conn` the socket and its buffer, `upload` the
+//!   request body as it is written, `head` the request
 //!   head written and the response head parsed, `body` the response body
 //!   read as it is polled; `upstream::pool` keeps idle ones per worker;
 //!   h2c goes through hyper's client, `upstream::h2pool`).

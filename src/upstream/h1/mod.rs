@@ -6,8 +6,8 @@
 //! [`Body`] that reads the rest from the connection as it is polled and
 //! puts the connection back in its pool ([`super::pool`]) when it is done.
 //! hyper's client ran a second task per connection, which each request and
-//! answer crossed by channel; that was a third of figway's CPU per small
-//! request (docs/benchmarks.md).
+//! answer crossed by channel; replacing it took a fifth of figway's
+//! instructions per small request off (docs/benchmarks.md).
 //!
 //! Choices where RFC 9112 leaves room (README, "Errors figway answers
 //! itself", has the user's side of them):
@@ -17,7 +17,8 @@
 //!   and one whose upstream stopped reading serves no other request;
 //! - interim answers (1xx but 101) are skipped; 101 hands the connection
 //!   to the tunnel with whatever was read past its head;
-//! - a request body of unknown length goes chunked, whatever its method.
+//! - a request body of unknown length goes chunked, whatever its method,
+//!   and the client's trailers end it without being sent (`upload`).
 
 pub mod body;
 pub mod conn;
