@@ -13,7 +13,9 @@
 //!   the client address rule), [`timefmt`] (RFC 3339), [`headers`]
 //!   (hop-by-hop, `X-Forwarded-For`, `x-request-id`), [`error`] (why figway
 //!   answers itself, with status and `x-figway-error` kind), [`framing`]
-//!   (the smuggling guard over client bytes), [`sticky`] (split buckets),
+//!   (the smuggling guard over client bytes), [`codec`] (figway's own
+//!   HTTP/1.1 server codec, being built: the request head parser with
+//!   hyper's rules; not yet on the request path), [`sticky`] (split buckets),
 //!   [`trim`] (free memory back to the OS after connections leave),
 //!   [`suggest`] ("did you mean ...?" for config errors and the command
 //!   line).
@@ -81,6 +83,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod decision;
 pub mod demo;
