@@ -1,0 +1,303 @@
+//! `codec::request` against hyper's HTTP/1 server, case by case: every
+//! request head of the corpus below goes over loopback to a real hyper
+//! server (figway's settings: `max_buf_size` as `max_header_bytes`) and
+//! through figway's own parser, and the two must agree on what they make
+//! of it: refused with which status, or accepted with which method,
+//! target, version, header lines, body framing and keep-alive. The own
+//! server must change nothing a client sees (docs/http1-codec.md, "The
+//! server"); a case the two read differently fails here before it could
+//! become a smuggling gap between figway and an upstream.
+//!
+//! The one intended difference: a head with both `Content-Length` and
+//! `Transfer-Encoding` is marked by figway's parser (figway answers it 400
+//! itself, as it does over hyper through `framing`), where hyper accepts
+//! it with the length dropped; the comparison checks hyper's reading of
+//! it and the mark separately.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use figway::codec::request::{self, Framing, Head};
+use http::{Request, Response};
+use http_body::Body as _;
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// figway's default `max_header_bytes` is larger; a small one makes the
+/// limit cases short. hyper's smallest allowed buffer is 8 KiB.
+const LIMIT: usize = 8 * 1024;
+
+/// What either side made of one head.
+#[derive(Debug, PartialEq)]
+enum Reading {
+    Refused(u16),
+    Accepted {
+        method: String,
+        target: String,
+        version: String,
+        headers: Vec<(String, String)>,
+        framing: Framing,
+        keep_alive: bool,
+    },
+}
+
+/// What hyper's service saw of an accepted request.
+struct Seen {
+    method: String,
+    target: String,
+    version: String,
+    headers: Vec<(String, String)>,
+    framing: Framing,
+}
+
+fn framing_of(body: &Incoming) -> Framing {
+    let hint = body.size_hint();
+    match (body.is_end_stream(), hint.exact()) {
+        (true, _) => Framing::Empty,
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => Framing::Chunked,
+    }
+}
+
+fn lines(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn hyper_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        record.lock().unwrap().push(Seen {
+                            method: parts.method.to_string(),
+                            target: parts.uri.to_string(),
+                            version: format!("{:?}", parts.version),
+                            headers: lines(&parts.headers),
+                            framing: framing_of(&body),
+                        });
+                        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .max_buf_size(LIMIT)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Sends `bytes` and reads hyper's first answer head.
+async fn hyper_reading(
+    addr: std::net::SocketAddr,
+    seen: &Mutex<Vec<Seen>>,
+    bytes: &[u8],
+) -> Reading {
+    let before = seen.lock().unwrap().len();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before it has read everything.
+    let _ = stream.write_all(bytes).await;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head = loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break String::from_utf8_lossy(&got[..end]).to_lowercase();
+        }
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            other => panic!("no answer head from hyper ({other:?}): {got:?}"),
+        }
+    };
+    let status: u16 = head[9..12].parse().unwrap();
+    let seen = seen.lock().unwrap();
+    if seen.len() == before {
+        return Reading::Refused(status);
+    }
+    let s = &seen[before];
+    let version_10 = head.starts_with("http/1.0");
+    let keep_alive = if version_10 {
+        head.contains("\r\nconnection: keep-alive")
+    } else {
+        !head.contains("\r\nconnection: close")
+    };
+    Reading::Accepted {
+        method: s.method.clone(),
+        target: s.target.clone(),
+        version: s.version.clone(),
+        headers: s.headers.clone(),
+        framing: s.framing,
+        keep_alive,
+    }
+}
+
+fn own_reading(bytes: &[u8]) -> (Reading, bool) {
+    match request::parse(&mut BytesMut::from(bytes), LIMIT) {
+        Err(r) => (Reading::Refused(r.status().as_u16()), false),
+        Ok(None) => panic!("incomplete: {:?}", String::from_utf8_lossy(bytes)),
+        Ok(Some(Head {
+            parts,
+            framing,
+            keep_alive,
+            conflict,
+            ..
+        })) => (
+            Reading::Accepted {
+                method: parts.method.to_string(),
+                target: parts.uri.to_string(),
+                version: format!("{:?}", parts.version),
+                headers: lines(&parts.headers),
+                framing,
+                keep_alive,
+            },
+            conflict,
+        ),
+    }
+}
+
+const POST: &str = "POST /upload HTTP/1.1\r\nHost: test.local\r\n";
+const POST10: &str = "POST /upload HTTP/1.0\r\nHost: test.local\r\n";
+
+fn corpus() -> Vec<String> {
+    let mut cases: Vec<String> = [
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "\r\n\r\nGET /after-blank-lines HTTP/1.1\r\n\r\n",
+        "GET /a?b=1&c HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\nX-Empty:\r\n\r\n",
+        "GET http://other.example/p?q HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET * HTTP/1.1\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\n\r\n",
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        "PURGE /custom-method HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+        "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        "GET / HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-Obs-Text: caf\u{e9}\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-Tab: a\tb\r\n\r\n",
+        // Malformed.
+        "GET / HTTP/1.1\r\nBad Name: 1\r\n\r\n",
+        "GET / HTTP/2.0\r\n\r\n",
+        "GET / HTTP/1.2\r\n\r\n",
+        "G(T / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\n folded: 1\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+        "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+        "GET  / HTTP/1.1\r\n\r\n",
+        "GET /\x7f HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\nHost: bare-lf\n\n",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for rest in [
+        "Content-Length: 5\r\n\r\nhello",
+        "Content-Length: 0\r\n\r\n",
+        "Content-Length: 7\r\nContent-Length: 7\r\n\r\n1234567",
+        "Content-Length:   0012 \r\n\r\n123456789012",
+        "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        "Content-Length: 1, 2\r\n\r\nh",
+        "Content-Length: 5, 5\r\n\r\nhello",
+        "Content-Length: abc\r\n\r\nhello",
+        "Content-Length: -5\r\n\r\nhello",
+        "Content-Length: +5\r\n\r\nhello",
+        "Content-Length: 18446744073709551616\r\n\r\n",
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: , chunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+        "Content-Length: abc\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Expect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+    ] {
+        cases.push(format!("{POST}{rest}"));
+    }
+    for rest in [
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Content-Length: 2\r\n\r\nhi",
+    ] {
+        cases.push(format!("{POST10}{rest}"));
+    }
+    // At the size limits: a head of exactly LIMIT bytes, one byte more,
+    // and 101 header lines.
+    let fill = |len: usize| {
+        let base = "GET / HTTP/1.1\r\nX: \r\n\r\n".len();
+        format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(len - base))
+    };
+    cases.push(fill(LIMIT));
+    cases.push(fill(LIMIT + 1));
+    let many: String = (0..=request::MAX_HEADERS)
+        .map(|i| format!("X-{i}: 1\r\n"))
+        .collect();
+    cases.push(format!("GET / HTTP/1.1\r\n{many}\r\n"));
+    let hundred: String = (0..request::MAX_HEADERS)
+        .map(|i| format!("X-{i}: 1\r\n"))
+        .collect();
+    cases.push(format!("GET / HTTP/1.1\r\n{hundred}\r\n"));
+    cases
+}
+
+/// Both framing headers: hyper reads chunked with the length dropped and
+/// keep-alive off; figway's parser reads the same and marks it.
+fn conflicts(case: &str) -> bool {
+    let head = case.split("\r\n\r\n").next().unwrap_or("").to_lowercase();
+    head.contains("\r\ncontent-length:") && head.contains("\r\ntransfer-encoding:")
+}
+
+#[tokio::test]
+async fn figways_request_parser_reads_every_head_as_hyper_does() {
+    let (addr, seen) = hyper_server().await;
+    let mut differ = Vec::new();
+    for case in corpus() {
+        let theirs = hyper_reading(addr, &seen, case.as_bytes()).await;
+        let (ours, marked) = own_reading(case.as_bytes());
+        let shown: String = case.chars().take(120).collect();
+        if ours != theirs {
+            let short = |r: &Reading| format!("{r:?}").chars().take(300).collect::<String>();
+            differ.push(format!(
+                "{shown:?}\n  hyper: {}\n  own:   {}",
+                short(&theirs),
+                short(&ours)
+            ));
+        }
+        let accepted = matches!(ours, Reading::Accepted { .. });
+        if marked != (accepted && conflicts(&case)) {
+            differ.push(format!("{shown:?}: conflict mark {marked}"));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
