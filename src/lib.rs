@@ -14,7 +14,8 @@
 //!   (hop-by-hop, `X-Forwarded-For`, `x-request-id`), [`error`] (why figway
 //!   answers itself, with status and `x-figway-error` kind), [`framing`]
 //!   (the smuggling guard over client bytes), [`codec`] (figway's own
-//!   HTTP/1.1 server codec, being built: the request head parser with
+//!   HTTP/1.1 server codec, being built: `codec::request` parses a
+//!   request head, `codec::response` writes an answer's, both with
 //!   hyper's rules; not yet on the request path), [`sticky`] (split buckets),
 //!   [`trim`] (free memory back to the OS after connections leave),
 //!   [`suggest`] ("did you mean ...?" for config errors and the command

@@ -301,3 +301,321 @@ async fn figways_request_parser_reads_every_head_as_hyper_does() {
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+// === answers ===
+
+use figway::codec::response::{self, Asked, BodyLength, Encoding};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+
+/// One answer case: what the request said, and the answer the service
+/// gives it.
+struct AnswerCase {
+    method: &'static str,
+    http10: bool,
+    /// A `Connection` line on the request.
+    connection: Option<&'static str>,
+    status: u16,
+    version: Version,
+    reason: Option<&'static str>,
+    headers: &'static [(&'static str, &'static str)],
+    body: BodyLength,
+}
+
+fn answer_cases() -> Vec<AnswerCase> {
+    let case = |method, status, headers, body| AnswerCase {
+        method,
+        http10: false,
+        connection: None,
+        status,
+        version: Version::HTTP_11,
+        reason: None,
+        headers,
+        body,
+    };
+    let known = BodyLength::Known;
+    let mut cases = vec![
+        case("GET", 200, &[], known(2)),
+        case(
+            "GET",
+            200,
+            &[
+                ("content-type", "text/plain"),
+                ("x-multi", "a"),
+                ("x-multi", "b"),
+            ],
+            known(5),
+        ),
+        case("GET", 404, &[], known(0)),
+        case("GET", 200, &[], BodyLength::None),
+        case("GET", 204, &[("x-a", "1")], BodyLength::None),
+        case("GET", 304, &[("etag", "\"x\"")], BodyLength::None),
+        case("HEAD", 200, &[("content-length", "1234")], BodyLength::None),
+        case("HEAD", 200, &[], BodyLength::None),
+        case("HEAD", 200, &[], known(5)),
+        case("GET", 200, &[], BodyLength::Unknown),
+        case(
+            "GET",
+            500,
+            &[("x-figway-error", "upstream_reset")],
+            known(7),
+        ),
+        case("GET", 200, &[("connection", "close")], known(2)),
+        case(
+            "GET",
+            200,
+            &[("connection", "keep-alive"), ("connection", "x-hop")],
+            known(2),
+        ),
+        case(
+            "GET",
+            200,
+            &[("date", "Tue, 01 Dec 2026 00:00:00 GMT")],
+            known(2),
+        ),
+        case("GET", 599, &[], known(2)),
+        case("GET", 200, &[("content-length", "4")], BodyLength::Unknown),
+        case(
+            "GET",
+            200,
+            &[("content-length", "4"), ("content-length", "4")],
+            BodyLength::Unknown,
+        ),
+        case(
+            "GET",
+            200,
+            &[("content-length", "4"), ("x-after", "1")],
+            known(4),
+        ),
+        case(
+            "GET",
+            200,
+            &[("trailer", "x-checksum"), ("trailer", "x-other")],
+            BodyLength::Unknown,
+        ),
+        case("GET", 204, &[("trailer", "x-checksum")], BodyLength::None),
+        case("GET", 200, &[("x-empty", "")], known(1)),
+    ];
+    let mut with = |f: &dyn Fn(&mut AnswerCase)| {
+        let mut c = case("GET", 200, &[], known(3));
+        f(&mut c);
+        cases.push(c);
+    };
+    with(&|c| c.reason = Some("Everything Fine"));
+    with(&|c| c.connection = Some("close"));
+    with(&|c| {
+        c.connection = Some("close");
+        c.headers = &[("connection", "x-hop")];
+    });
+    with(&|c| c.http10 = true);
+    with(&|c| {
+        c.http10 = true;
+        c.connection = Some("keep-alive");
+    });
+    with(&|c| {
+        c.http10 = true;
+        c.connection = Some("keep-alive");
+        c.headers = &[("connection", "keep-alive")];
+    });
+    with(&|c| {
+        c.http10 = true;
+        c.connection = Some("keep-alive");
+        c.headers = &[("connection", "x-hop")];
+    });
+    with(&|c| {
+        c.http10 = true;
+        c.connection = Some("keep-alive");
+        c.body = BodyLength::Unknown;
+    });
+    with(&|c| {
+        c.http10 = true;
+        c.body = BodyLength::Unknown;
+    });
+    with(&|c| {
+        c.http10 = true;
+        c.headers = &[("trailer", "x-checksum")];
+        c.body = BodyLength::Unknown;
+    });
+    with(&|c| {
+        c.http10 = true;
+        c.connection = Some("keep-alive");
+        c.version = Version::HTTP_10;
+    });
+    with(&|c| c.version = Version::HTTP_10);
+    with(&|c| {
+        c.version = Version::HTTP_10;
+        c.body = BodyLength::Unknown;
+    });
+    with(&|c| {
+        c.status = 201;
+        c.version = Version::HTTP_10;
+    });
+    cases
+}
+
+fn parts_of(case: &AnswerCase) -> http::response::Parts {
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = StatusCode::from_u16(case.status).unwrap();
+    parts.version = case.version;
+    let mut headers = HeaderMap::new();
+    for (n, v) in case.headers {
+        headers.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+    }
+    parts.headers = headers;
+    if let Some(r) = case.reason {
+        parts
+            .extensions
+            .insert(hyper::ext::ReasonPhrase::from_static(r.as_bytes()));
+    }
+    parts
+}
+
+/// The body a case's answer carries: its length as `case.body` says.
+fn body_of(case: &AnswerCase) -> http_body_util::combinators::BoxBody<Bytes, Infallible> {
+    use http_body_util::BodyExt;
+    let data = |n: u64| Bytes::from(vec![b'b'; n as usize]);
+    let declared = case
+        .headers
+        .iter()
+        .find(|(n, _)| *n == "content-length")
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    match case.body {
+        BodyLength::None => Empty::<Bytes>::new().boxed(),
+        BodyLength::Known(n) => http_body_util::Full::new(data(n)).boxed(),
+        BodyLength::Unknown => OneFrame(Some(data(declared.unwrap_or(3)))).boxed(),
+    }
+}
+
+/// A body of one data frame whose size it does not tell ahead.
+struct OneFrame(Option<Bytes>);
+
+impl http_body::Body for OneFrame {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.take().map(|d| Ok(http_body::Frame::data(d))))
+    }
+}
+
+const DATE: &str = "Thu, 01 Jan 1970 00:00:00 GMT";
+
+/// hyper's answer head for case `i`, its date replaced by [`DATE`], and
+/// whether it kept the connection for a second request.
+async fn hyper_answer(addr: std::net::SocketAddr, i: usize, case: &AnswerCase) -> (String, bool) {
+    let version = if case.http10 { "HTTP/1.0" } else { "HTTP/1.1" };
+    let connection = case
+        .connection
+        .map(|c| format!("Connection: {c}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{} /{i} {version}\r\nHost: a\r\n{connection}\r\n",
+        case.method
+    );
+    // A second request behind it: answered only if the connection stayed.
+    let again = format!("GET /0 {version}\r\nHost: a\r\n{connection}\r\n");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("{request}{again}").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got);
+        if text.matches("HTTP/1.").count() >= 2 {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("case {i}: hyper neither answered twice nor closed: {text}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let end = text.find("\r\n\r\n").map_or(text.len(), |e| e + 4);
+    let mut head = text[..end].to_string();
+    // hyper's own date, not one the answer brought.
+    let own_date = !case.headers.iter().any(|(n, _)| *n == "date");
+    if let Some(at) = head.find("\r\ndate: ").filter(|_| own_date) {
+        let from = at + "\r\ndate: ".len();
+        head.replace_range(from..from + DATE.len(), DATE);
+    }
+    let kept = text.matches("HTTP/1.").count() >= 2;
+    (head, kept)
+}
+
+async fn answering_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let i: usize = req.uri().path()[1..].parse().unwrap_or(0);
+                    let cases = answer_cases();
+                    let case = &cases[i];
+                    let parts = parts_of(case);
+                    Ok::<_, Infallible>(Response::from_parts(parts, body_of(case)))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn figways_answer_heads_are_hyper_s_byte_for_byte() {
+    let addr = answering_server().await;
+    let mut differ = Vec::new();
+    for (i, case) in answer_cases().iter().enumerate() {
+        let (theirs, kept) = hyper_answer(addr, i, case).await;
+        let method = Method::from_bytes(case.method.as_bytes()).unwrap();
+        let version = if case.http10 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let keep_alive = match (case.http10, case.connection) {
+            (_, Some("close")) => false,
+            (true, Some("keep-alive")) => true,
+            (true, _) => false,
+            (false, _) => true,
+        };
+        let asked = Asked {
+            method: &method,
+            version,
+            keep_alive,
+        };
+        let mut parts = parts_of(case);
+        let mut out = Vec::new();
+        let encoded = response::encode(&mut parts, case.body, asked, DATE.as_bytes(), &mut out)
+            .unwrap_or_else(|e| panic!("case {i}: {e:?}"));
+        let ours = String::from_utf8_lossy(&out).into_owned();
+        if ours != theirs {
+            differ.push(format!("case {i}:\n  hyper: {theirs:?}\n  own:   {ours:?}"));
+        }
+        // A length of 0 is no body; a second answer after a body written
+        // to the close cannot come.
+        if encoded.keep_alive != kept {
+            differ.push(format!(
+                "case {i}: keep-alive {} (hyper {kept}), {:?}",
+                encoded.keep_alive, encoded.encoding
+            ));
+        }
+        if matches!(encoded.encoding, Encoding::CloseDelimited) && encoded.keep_alive {
+            differ.push(format!(
+                "case {i}: kept open after a body read to the close"
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}

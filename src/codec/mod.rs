@@ -6,9 +6,14 @@
 //! imports none of them.
 //!
 //! Built so far: [`request`], the request head parser with every refusal
-//! and framing rule hyper's server applies today. Not yet on the request
+//! and framing rule hyper's server applies today, and [`response`], the
+//! answer's head written as hyper's server writes it (status line, joined
+//! special lines, the body's framing, `Date`, keep-alive);
+//! `tests/codec_differential.rs` holds both to hyper over loopback, case
+//! by case and byte for byte. Not yet on the request
 //! path: client connections are still served by hyper until the
 //! connection loop (the next step, listed in `docs/http1-codec.md`, "The
 //! server") passes every test in `tests/`.
 
 pub mod request;
+pub mod response;

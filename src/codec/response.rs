@@ -1,0 +1,450 @@
+//! The answer's head as figway's own HTTP/1.1 server will write it: status
+//! line, header lines, the framing of its body and whether the connection
+//! stays open after it. The rules are hyper 1.12's server ones
+//! (`proto/h1/role.rs` `Server::encode`, `proto/h1/conn.rs`
+//! `enforce_version`), listed in `docs/http1-codec.md` ("The server"), so
+//! that a client sees the same bytes whichever server wrote them
+//! (`tests/codec_differential.rs` compares the two byte for byte).
+
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING};
+use http::response::Parts;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
+
+/// What the answer's body says of its length before it is polled (hyper's
+/// `BodyLength`, with `None` for a body that is already at its end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// Ended before anything was polled: no body at all.
+    None,
+    Known(u64),
+    Unknown,
+}
+
+/// How the body is written after the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Exactly this many bytes (0: nothing follows the head).
+    Length(u64),
+    /// Chunks, then a zero-size chunk (and trailers).
+    Chunked,
+    /// Raw bytes until the connection closes (HTTP/1.0 with no length).
+    CloseDelimited,
+}
+
+/// The head written: how its body follows, and whether the connection may
+/// carry another request after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    pub encoding: Encoding,
+    pub keep_alive: bool,
+}
+
+/// An answer the server cannot write as asked (hyper answers 500 instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwritable {
+    /// A 1xx other than 101: the service gives one answer, not interim ones.
+    Informational,
+    /// Two framing headers at odds (a length after a coding or another
+    /// length, a length that is not a number while the body's is unknown).
+    Framing,
+}
+
+/// The request facts an answer's head depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub method: &'a Method,
+    pub version: Version,
+    /// The connection may stay open, as far as the request said.
+    pub keep_alive: bool,
+}
+
+/// Appends the answer's head to `out`: `parts` (its headers are taken),
+/// `body` as its body reports itself, `date` the `Date` value to add when
+/// the answer has none (29 bytes, cached per second by the caller). On
+/// error nothing is appended.
+pub fn encode(
+    parts: &mut Parts,
+    body: BodyLength,
+    asked: Asked<'_>,
+    date: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<Encoded, Unwritable> {
+    let status = parts.status;
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Unwritable::Informational);
+    }
+    let mut keep_alive = asked.keep_alive;
+    let mut version = parts.version;
+    if asked.version == Version::HTTP_10 {
+        // An HTTP/1.0 client gets HTTP/1.0, kept open only when both it
+        // and the answer want it.
+        if !has_token_in(&parts.headers, b"keep-alive") {
+            if version == Version::HTTP_10 {
+                keep_alive = false;
+            } else if version == Version::HTTP_11 && keep_alive {
+                parts
+                    .headers
+                    .append(CONNECTION, HeaderValue::from_static("keep-alive"));
+            }
+        }
+        version = Version::HTTP_10;
+    } else if !keep_alive && !has_token_in(&parts.headers, b"close") {
+        parts
+            .headers
+            .append(CONNECTION, HeaderValue::from_static("close"));
+    }
+    let connect_ok = asked.method == Method::CONNECT && status.is_success();
+    let (mut last, mut wrote_len) = if status == StatusCode::SWITCHING_PROTOCOLS {
+        (true, false)
+    } else if connect_ok {
+        (true, true)
+    } else {
+        (!keep_alive, false)
+    };
+    let head = asked.method == Method::HEAD;
+    // No body for these: a 101's bytes after the head are the new
+    // protocol's, a 2xx to CONNECT's the tunnel's.
+    let bodiless = status.is_informational() || connect_ok || matches!(status.as_u16(), 204 | 304);
+    let can_chunk = !head && !bodiless;
+    let can_length = !bodiless;
+    let http10 = version == Version::HTTP_10;
+
+    let start = out.len();
+    status_line(status, version, parts, out);
+    let mut encoding = Encoding::Length(0);
+    let mut wrote_date = false;
+    let mut length_seen: Option<u64> = None;
+    let mut headers = std::mem::take(&mut parts.headers);
+    // Special names go on one line, their values joined with ", "
+    // (`line_open` while that line is being written); other names take a
+    // line per value, in the map's order, as hyper writes them.
+    let mut line_open = false;
+    let mut add_chunked = false;
+    let mut current = None;
+    for (name, value) in headers.drain() {
+        if let Some(name) = name {
+            close_line(&mut line_open, &mut add_chunked, out);
+            current = Some(name);
+        }
+        let Some(name) = current.as_ref() else {
+            continue;
+        };
+        let framing = name == CONTENT_LENGTH || name == TRANSFER_ENCODING;
+        if framing && wrote_len && !line_open {
+            out.truncate(start);
+            return Err(Unwritable::Framing);
+        }
+        if name == CONTENT_LENGTH {
+            match body {
+                BodyLength::Known(n) => {
+                    // Trusted to match the body's own length, as in hyper;
+                    // later values are dropped.
+                    if !line_open {
+                        encoding = Encoding::Length(n);
+                        out.extend_from_slice(b"content-length: ");
+                        out.extend_from_slice(value.as_bytes());
+                        wrote_len = true;
+                        line_open = true;
+                    }
+                }
+                BodyLength::Unknown => {
+                    let Some(n) = decimal(value.as_bytes()) else {
+                        out.truncate(start);
+                        return Err(Unwritable::Framing);
+                    };
+                    match length_seen {
+                        Some(was) if was != n => {
+                            out.truncate(start);
+                            return Err(Unwritable::Framing);
+                        }
+                        Some(_) => {}
+                        None => {
+                            encoding = Encoding::Length(n);
+                            length_seen = Some(n);
+                            out.extend_from_slice(b"content-length: ");
+                            out.extend_from_slice(value.as_bytes());
+                            wrote_len = true;
+                            line_open = true;
+                        }
+                    }
+                }
+                // A HEAD answer keeps the length of the body it stands for.
+                BodyLength::None if head => {
+                    wrote_len = true;
+                    plain(name, &value, out);
+                }
+                BodyLength::None => {}
+            }
+        } else if name == TRANSFER_ENCODING {
+            if http10 || !can_chunk {
+                continue;
+            }
+            wrote_len = true;
+            add_chunked = !last_is_chunked(value.as_bytes());
+            if line_open {
+                out.extend_from_slice(b", ");
+            } else {
+                encoding = Encoding::Chunked;
+                out.extend_from_slice(b"transfer-encoding: ");
+                line_open = true;
+            }
+            out.extend_from_slice(value.as_bytes());
+        } else if name == CONNECTION || name == TRAILER {
+            if name == CONNECTION && has_token(value.as_bytes(), b"close") {
+                last = true;
+            }
+            if name == TRAILER && (http10 || !can_chunk) {
+                continue;
+            }
+            if line_open {
+                out.extend_from_slice(b", ");
+            } else {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                line_open = true;
+            }
+            out.extend_from_slice(value.as_bytes());
+        } else {
+            wrote_date |= name == DATE;
+            plain(name, &value, out);
+        }
+    }
+    close_line(&mut line_open, &mut add_chunked, out);
+    // Left empty for the next answer's headers (hyper keeps the map).
+    parts.headers = headers;
+    if !wrote_len {
+        encoding = match body {
+            BodyLength::Unknown if http10 || !can_chunk => Encoding::CloseDelimited,
+            BodyLength::Unknown => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Encoding::Chunked
+            }
+            BodyLength::None | BodyLength::Known(0) => {
+                if can_length && !head {
+                    out.extend_from_slice(b"content-length: 0\r\n");
+                }
+                Encoding::Length(0)
+            }
+            BodyLength::Known(_) if !can_length => Encoding::Length(0),
+            BodyLength::Known(n) => {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.extend_from_slice(b"\r\n");
+                Encoding::Length(n)
+            }
+        };
+    }
+    if head || bodiless {
+        encoding = Encoding::Length(0);
+    }
+    if !wrote_date {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if encoding == Encoding::CloseDelimited {
+        last = true;
+    }
+    Ok(Encoded {
+        encoding,
+        keep_alive: !last,
+    })
+}
+
+/// Ends the line of a special name, if one is being written; a coding
+/// line whose last coding is not `chunked` gets it added. (hyper keeps that
+/// flag past the coding's line and adds `, chunked` to the next special
+/// line too; figway's answers never carry `Transfer-Encoding`, which the
+/// proxy removes as hop-by-hop, so the difference never shows.)
+fn close_line(line_open: &mut bool, add_chunked: &mut bool, out: &mut Vec<u8>) {
+    if std::mem::take(line_open) {
+        if std::mem::take(add_chunked) {
+            out.extend_from_slice(b", chunked");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn plain(name: &http::HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn status_line(status: StatusCode, version: Version, parts: &Parts, out: &mut Vec<u8>) {
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+    if version == Version::HTTP_11 && status == StatusCode::OK && reason.is_none() {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    }
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match reason {
+        Some(r) => out.extend_from_slice(r.as_bytes()),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+fn has_token_in(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), token))
+}
+
+fn last_is_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|b| *b == b',')
+        .next()
+        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+fn decimal(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, b| match b {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &[u8] = b"Thu, 01 Jan 1970 00:00:00 GMT";
+
+    type Lines = &'static [(&'static str, &'static str)];
+
+    fn answer(status: u16, headers: &[(&'static str, &'static str)]) -> Parts {
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = StatusCode::from_u16(status).unwrap();
+        for (n, v) in headers {
+            parts.headers.append(*n, HeaderValue::from_static(v));
+        }
+        parts
+    }
+
+    fn get() -> Asked<'static> {
+        static GET: Method = Method::GET;
+        Asked {
+            method: &GET,
+            version: Version::HTTP_11,
+            keep_alive: true,
+        }
+    }
+
+    /// Answers hyper refuses to write (it sends a 500 instead): nothing
+    /// of them is appended.
+    #[test]
+    fn unwritable_answers_append_nothing() {
+        let cases: [(u16, Lines, BodyLength, Unwritable); 5] = [
+            (100, &[], BodyLength::None, Unwritable::Informational),
+            (
+                103,
+                &[("link", "</a>")],
+                BodyLength::None,
+                Unwritable::Informational,
+            ),
+            (
+                200,
+                &[("content-length", "x")],
+                BodyLength::Unknown,
+                Unwritable::Framing,
+            ),
+            (
+                200,
+                &[("content-length", "4"), ("content-length", "5")],
+                BodyLength::Unknown,
+                Unwritable::Framing,
+            ),
+            (
+                200,
+                &[("transfer-encoding", "chunked"), ("content-length", "4")],
+                BodyLength::Known(4),
+                Unwritable::Framing,
+            ),
+        ];
+        for (status, headers, body, want) in cases {
+            let mut out = b"kept".to_vec();
+            let got = encode(&mut answer(status, headers), body, get(), DATE, &mut out);
+            assert_eq!(got, Err(want), "{status} {headers:?}");
+            assert_eq!(out, b"kept", "{status} {headers:?}");
+        }
+    }
+
+    /// A 101 ends HTTP on the connection: whatever follows is the
+    /// upgraded protocol's.
+    #[test]
+    fn switching_protocols_is_the_last_answer() {
+        let mut out = Vec::new();
+        let mut parts = answer(101, &[("connection", "upgrade"), ("upgrade", "websocket")]);
+        let got = encode(&mut parts, BodyLength::None, get(), DATE, &mut out).unwrap();
+        assert!(!got.keep_alive);
+        assert_eq!(got.encoding, Encoding::Length(0));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\
+             upgrade: websocket\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n"
+        );
+    }
+
+    /// A 2xx to CONNECT carries neither length nor body: the tunnel
+    /// follows.
+    #[test]
+    fn a_connect_success_has_no_framing() {
+        static CONNECT: Method = Method::CONNECT;
+        let asked = Asked {
+            method: &CONNECT,
+            ..get()
+        };
+        let mut out = Vec::new();
+        let got = encode(
+            &mut answer(200, &[]),
+            BodyLength::Unknown,
+            asked,
+            DATE,
+            &mut out,
+        );
+        assert_eq!(
+            got,
+            Ok(Encoded {
+                encoding: Encoding::Length(0),
+                keep_alive: false
+            })
+        );
+        assert!(!String::from_utf8(out).unwrap().contains("length"));
+    }
+
+    /// The map is handed back empty, for the next answer to reuse.
+    #[test]
+    fn the_header_map_is_left_empty_with_its_room() {
+        let mut parts = answer(200, &[("x-a", "1"), ("x-b", "2")]);
+        let room = parts.headers.capacity();
+        encode(
+            &mut parts,
+            BodyLength::Known(0),
+            get(),
+            DATE,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert!(parts.headers.is_empty());
+        assert_eq!(parts.headers.capacity(), room);
+    }
+}
