@@ -19,7 +19,7 @@ seconds="${FUZZ_SECONDS:-60}"
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else
-  targets=(config path framing h1_response)
+  targets=(config path framing h1_response h1_request)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then

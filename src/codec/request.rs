@@ -98,9 +98,14 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut []);
     let config = httparse::ParserConfig::default();
-    let len = match config.parse_request_with_uninit_headers(&mut request, buf, &mut slots) {
+    // Only the first `max_head + 1` bytes are looked at: what lies past the
+    // limit cannot change the verdict, so it is the same however the bytes
+    // arrived (a malformed line past the limit is still 431, as it is when
+    // the head comes in pieces).
+    let window = &buf[..buf.len().min(max_head.saturating_add(1))];
+    let len = match config.parse_request_with_uninit_headers(&mut request, window, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(Refusal::TooLarge),
+        Ok(httparse::Status::Partial) if window.len() > max_head => return Err(Refusal::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge),
         Err(_) => return Err(Refusal::Malformed),
@@ -361,6 +366,29 @@ mod tests {
         assert_eq!(got.unwrap_err(), Refusal::TargetTooLong);
         assert_eq!(Refusal::TargetTooLong.status(), 414);
         assert_eq!(Refusal::TooLarge.status(), 431);
+    }
+
+    /// Found writing the fuzz target: fed whole, a bad line past the limit
+    /// was 400; fed in pieces the limit came first, 431. Only the first
+    /// `limit + 1` bytes count now, so both are 431.
+    #[test]
+    fn a_bad_line_past_the_limit_is_431_however_it_arrives() {
+        let bytes = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\nBad Name: 1\r\n\r\n",
+            "a".repeat(100)
+        );
+        let whole = parse(&mut BytesMut::from(bytes.as_bytes()), 64);
+        assert_eq!(whole.unwrap_err(), Refusal::TooLarge);
+        let mut buf = BytesMut::new();
+        let mut verdict = None;
+        for b in bytes.bytes() {
+            buf.extend_from_slice(&[b]);
+            if let Err(r) = parse(&mut buf, 64) {
+                verdict = Some(r);
+                break;
+            }
+        }
+        assert_eq!(verdict, Some(Refusal::TooLarge));
     }
 
     #[test]
