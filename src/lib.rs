@@ -15,8 +15,9 @@
 //!   answers itself, with status and `x-figway-error` kind), [`framing`]
 //!   (the smuggling guard over client bytes), [`codec`] (figway's own
 //!   HTTP/1.1 server codec, being built: `codec::request` parses a
-//!   request head, `codec::response` writes an answer's, both with
-//!   hyper's rules; not yet on the request path), [`sticky`] (split buckets),
+//!   request head, `codec::response` writes an answer's,
+//!   `codec::chunked` decodes a chunked request body, all with hyper's
+//!   rules; not yet on the request path), [`sticky`] (split buckets),
 //!   [`trim`] (free memory back to the OS after connections leave),
 //!   [`suggest`] ("did you mean ...?" for config errors and the command
 //!   line).

@@ -619,3 +619,179 @@ async fn figways_answer_heads_are_hyper_s_byte_for_byte() {
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+// === chunked request bodies ===
+
+use figway::codec::chunked::{Decoder, Step};
+
+/// What a server made of a chunked body: its data and trailers, whether
+/// the request behind it was served; or that the body was refused.
+#[derive(Debug, PartialEq)]
+enum BodyReading {
+    Read {
+        data: Vec<u8>,
+        trailers: Vec<(String, String)>,
+        next_served: bool,
+    },
+    Refused,
+}
+
+async fn body_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, BodyReading)>>>) {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let reading = match req.into_body().collect().await {
+                            Ok(c) => {
+                                let trailers = c.trailers().map(lines).unwrap_or_default();
+                                BodyReading::Read {
+                                    data: c.to_bytes().to_vec(),
+                                    trailers,
+                                    next_served: false,
+                                }
+                            }
+                            Err(_) => BodyReading::Refused,
+                        };
+                        record.lock().unwrap().push((path, reading));
+                        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+const NEXT: &str = "GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+
+async fn hyper_body(
+    addr: std::net::SocketAddr,
+    seen: &Mutex<Vec<(String, BodyReading)>>,
+    body: &[u8],
+) -> BodyReading {
+    seen.lock().unwrap().clear();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = format!("{POST}Transfer-Encoding: chunked\r\n\r\n").into_bytes();
+    bytes.extend_from_slice(body);
+    bytes.extend_from_slice(NEXT.as_bytes());
+    let _ = stream.write_all(&bytes).await;
+    // Until hyper closes, or has answered both requests.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while String::from_utf8_lossy(&got).matches("HTTP/1.1").count() < 2 {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            Ok(_) => break,
+            Err(_) => panic!("hyper neither answered nor closed: {body:?}"),
+        }
+    }
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    let next_served = seen.iter().any(|(p, _)| p == "/next");
+    let upload = seen.drain(..).find(|(p, _)| p == "/upload").map(|(_, r)| r);
+    match upload {
+        Some(BodyReading::Read { data, trailers, .. }) => BodyReading::Read {
+            data,
+            trailers,
+            next_served,
+        },
+        Some(refused) => refused,
+        None => panic!("hyper's service never saw the request: {body:?}"),
+    }
+}
+
+fn own_body(body: &[u8]) -> BodyReading {
+    let mut buf = BytesMut::from(body);
+    buf.extend_from_slice(NEXT.as_bytes());
+    let mut decoder = Decoder::default();
+    let mut data = Vec::new();
+    loop {
+        match decoder.decode(&mut buf) {
+            Err(_) => return BodyReading::Refused,
+            Ok(Step::Data(d)) => data.extend_from_slice(&d),
+            Ok(Step::More) => panic!("incomplete: {body:?}"),
+            Ok(Step::End(t)) => {
+                // The request behind is served when the body ends exactly
+                // where it begins.
+                let next_served = matches!(
+                    request::parse(&mut buf, LIMIT),
+                    Ok(Some(h)) if h.parts.uri == "/next"
+                );
+                return BodyReading::Read {
+                    data,
+                    trailers: t.as_ref().map(lines).unwrap_or_default(),
+                    next_served,
+                };
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn figways_chunked_decoder_reads_every_body_as_hyper_does() {
+    let (addr, seen) = body_server().await;
+    let long_ext = format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(16 * 1024));
+    let many: String = (0..=100).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let too_many = format!("0\r\n{many}\r\n");
+    let hundred: String = (0..100).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let enough = format!("0\r\n{hundred}\r\n");
+    let big_trailer = format!("0\r\nX: {}\r\n\r\n", "v".repeat(16 * 1024));
+    let cases: Vec<&[u8]> = vec![
+        b"5\r\nhello\r\n0\r\n\r\n",
+        b"5;ext=1\r\nhello\r\n6 \t;x\r\n world\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n0\r\nX-Sum: 1\r\nX-Sum: 2\r\n\r\n",
+        b"00000A\r\n0123456789\r\n0\r\n\r\n",
+        b"A\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n",
+        b"0\r\n\r\n",
+        b"5 \r\nhello\r\n0\r\n\r\n",
+        b"5\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\n0\r\n\r\n",
+        b"5\r\nhelloX\r\n0\r\n\r\n",
+        b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+        b"x\r\n\r\n",
+        b"\r\n\r\n",
+        b" 5\r\nhello\r\n0\r\n\r\n",
+        b"5 5\r\nhello\r\n0\r\n\r\n",
+        b"-1\r\n\r\n",
+        b"+5\r\nhello\r\n0\r\n\r\n",
+        b"0x5\r\nhello\r\n0\r\n\r\n",
+        b"10000000000000000\r\n\r\n",
+        b"0\r\n\n\r\n\r\n",
+        b"0\r\nX: 1\n\r\n\r\n",
+        b"0\r\nBad Name: 1\r\n\r\n",
+        b"0\r\nNoColon\r\n\r\n",
+        long_ext.as_bytes(),
+        too_many.as_bytes(),
+        enough.as_bytes(),
+        big_trailer.as_bytes(),
+    ];
+    let mut differ = Vec::new();
+    for body in cases {
+        let theirs = hyper_body(addr, &seen, body).await;
+        let ours = own_body(body);
+        if ours != theirs {
+            let shown: String = String::from_utf8_lossy(body).chars().take(80).collect();
+            let short = |r: &BodyReading| format!("{r:?}").chars().take(200).collect::<String>();
+            differ.push(format!(
+                "{shown:?}\n  hyper: {}\n  own:   {}",
+                short(&theirs),
+                short(&ours)
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
