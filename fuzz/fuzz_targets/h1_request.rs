@@ -13,10 +13,12 @@
 //! The input's first byte says how many split points follow (two bytes
 //! each), the next two give the head limit (64 bytes to 16 KiB), then
 //! the split points, then the stream. Bodies framed by a length are
-//! skipped; a chunked body, a conflict or a refusal ends the stream.
+//! skipped, chunked ones decoded by `figway::codec::chunked` (their data
+//! and trailers must agree too); a conflict or a refusal ends the stream.
 #![no_main]
 
 use bytes::BytesMut;
+use figway::codec::chunked::{Decoder, Malformed, Step};
 use figway::codec::request::{parse, Framing, Refusal};
 use figway::codec::response::{encode, Asked, BodyLength, Encoding};
 use figway::upstream::h1::head::{parse_response, Framing as Read};
@@ -35,13 +37,16 @@ struct Parsed {
     wants_upgrade: bool,
     conflict: bool,
     len: usize,
+    /// A chunked body's data and trailers, once it ended.
+    body: Option<(Vec<u8>, Option<HeaderMap>)>,
 }
 
 #[derive(Debug, PartialEq)]
 enum Verdict {
     Incomplete,
     Refused(Refusal),
-    /// A chunked body or a conflict: the stream is not followed further.
+    BadBody(Malformed),
+    /// A conflict: the stream is not followed further.
     Stopped,
 }
 
@@ -57,10 +62,37 @@ fn run<'a>(
     let (mut fed, mut taken) = (0, 0);
     // Body bytes still to skip.
     let mut skip: u64 = 0;
+    // A chunked body being read, and its data so far.
+    let mut chunked: Option<(Decoder, Vec<u8>)> = None;
     'feed: for piece in pieces {
         buf.extend_from_slice(piece);
         fed += piece.len();
         loop {
+            if let Some((decoder, data)) = chunked.as_mut() {
+                let before = buf.len();
+                let step = decoder.decode(&mut buf);
+                taken += before - buf.len();
+                match step {
+                    Err(why) => {
+                        verdict = Verdict::BadBody(why);
+                        break 'feed;
+                    }
+                    Ok(Step::More) => continue 'feed,
+                    Ok(Step::Data(d)) => {
+                        assert!(!d.is_empty(), "an empty data frame");
+                        data.extend_from_slice(&d);
+                        continue;
+                    }
+                    Ok(Step::End(trailers)) => {
+                        let data = chunked.take().map(|(_, d)| d).unwrap_or_default();
+                        if let Some(last) = heads.last_mut() {
+                            let last: &mut Parsed = last;
+                            last.body = Some((data, trailers));
+                        }
+                        assert_eq!(&buf[..], &stream[taken..fed], "after a chunked body");
+                    }
+                }
+            }
             if skip > 0 {
                 let n = skip.min(buf.len() as u64) as usize;
                 let _ = buf.split_to(n);
@@ -96,7 +128,10 @@ fn run<'a>(
                         assert!(!head.keep_alive && head.framing == Framing::Chunked);
                     }
                     answer(&head.parts.method, head.parts.version, head.keep_alive);
-                    let stop = head.conflict || head.framing == Framing::Chunked;
+                    let stop = head.conflict;
+                    if head.framing == Framing::Chunked && !stop {
+                        chunked = Some((Decoder::default(), Vec::new()));
+                    }
                     if let Framing::Length(n) = head.framing {
                         skip = n;
                     }
@@ -111,6 +146,7 @@ fn run<'a>(
                         wants_upgrade: head.wants_upgrade,
                         conflict: head.conflict,
                         len,
+                        body: None,
                     });
                     if stop {
                         verdict = Verdict::Stopped;
