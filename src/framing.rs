@@ -24,6 +24,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::codec::{content_length, last_coding_is_chunked};
+
 /// Shared between a connection's reader and the requests served on it.
 #[derive(Debug)]
 pub struct ConnFlags {
@@ -365,32 +367,17 @@ fn scan(bytes: &[u8]) -> Scan {
         };
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if name.eq_ignore_ascii_case(b"content-length") {
-            framing.length = match (framing.length, decimal(value)) {
+            framing.length = match (framing.length, content_length(value)) {
                 (Length::Absent, Some(n)) => Length::Is(n),
                 (Length::Is(was), Some(n)) if was == n => Length::Is(n),
                 _ => Length::Invalid,
             };
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             framing.te = true;
-            framing.chunked = value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            framing.chunked = last_coding_is_chunked(value);
         }
     }
     Scan::Incomplete
-}
-
-/// A Content-Length value as hyper reads one: ASCII digits only (no sign,
-/// no list), within u64.
-fn decimal(value: &[u8]) -> Option<u64> {
-    if value.is_empty() {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, b| match b {
-        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
-        _ => None,
-    })
 }
 
 fn end_of_size_line(size: u64) -> State {
@@ -515,24 +502,6 @@ mod tests {
         let one =
             b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         assert_eq!(conflicts(&one.repeat(2)), vec![0]);
-    }
-
-    #[test]
-    fn lengths_are_read_as_hyper_reads_them() {
-        assert_eq!(decimal(b"0"), Some(0));
-        assert_eq!(decimal(b"0012"), Some(12));
-        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [
-            &b""[..],
-            b"+5",
-            b"-5",
-            b"1, 2",
-            b"5 5",
-            b"0x5",
-            b"18446744073709551616",
-        ] {
-            assert_eq!(decimal(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
     }
 
     #[test]

@@ -77,31 +77,31 @@ fn lines(headers: &http::HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn hyper_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+/// What a test server answers: any body.
+type Answered = Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>;
+type Handler = Arc<
+    dyn Fn(
+            Request<Incoming>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answered> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A hyper HTTP/1 server on loopback (figway's `max_buf_size` as
+/// `max_header_bytes`) answering every request with `handler`.
+async fn serve(handler: Handler) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let record = record.clone();
+            let handler = handler.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let record = record.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        record.lock().unwrap().push(Seen {
-                            method: parts.method.to_string(),
-                            target: parts.uri.to_string(),
-                            version: format!("{:?}", parts.version),
-                            headers: lines(&parts.headers),
-                            framing: framing_of(&body),
-                        });
-                        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-                    }
+                let service = service_fn(move |req| {
+                    let answer = handler(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .max_buf_size(LIMIT)
@@ -110,6 +110,29 @@ async fn hyper_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
             });
         }
     });
+    addr
+}
+
+fn empty() -> http_body_util::combinators::BoxBody<Bytes, Infallible> {
+    use http_body_util::BodyExt;
+    Empty::<Bytes>::new().boxed()
+}
+
+async fn hyper_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let addr = serve(Arc::new(move |req: Request<Incoming>| {
+        let (parts, body) = req.into_parts();
+        record.lock().unwrap().push(Seen {
+            method: parts.method.to_string(),
+            target: parts.uri.to_string(),
+            version: format!("{:?}", parts.version),
+            headers: lines(&parts.headers),
+            framing: framing_of(&body),
+        });
+        Box::pin(async { Response::new(empty()) })
+    }))
+    .await;
     (addr, seen)
 }
 
@@ -548,28 +571,14 @@ async fn hyper_answer(addr: std::net::SocketAddr, i: usize, case: &AnswerCase) -
 }
 
 async fn answering_server() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|req: Request<Incoming>| async move {
-                    let i: usize = req.uri().path()[1..].parse().unwrap_or(0);
-                    let cases = answer_cases();
-                    let case = &cases[i];
-                    let parts = parts_of(case);
-                    Ok::<_, Infallible>(Response::from_parts(parts, body_of(case)))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve(Arc::new(|req: Request<Incoming>| {
+        let i: usize = req.uri().path()[1..].parse().unwrap_or(0);
+        let cases = answer_cases();
+        let case = &cases[i];
+        let answer = Response::from_parts(parts_of(case), body_of(case));
+        Box::pin(async move { answer })
+    }))
+    .await
 }
 
 #[tokio::test]
@@ -638,42 +647,28 @@ enum BodyReading {
 
 async fn body_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, BodyReading)>>>) {
     use http_body_util::BodyExt;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let record = record.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let record = record.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let reading = match req.into_body().collect().await {
-                            Ok(c) => {
-                                let trailers = c.trailers().map(lines).unwrap_or_default();
-                                BodyReading::Read {
-                                    data: c.to_bytes().to_vec(),
-                                    trailers,
-                                    next_served: false,
-                                }
-                            }
-                            Err(_) => BodyReading::Refused,
-                        };
-                        record.lock().unwrap().push((path, reading));
-                        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+    let addr = serve(Arc::new(move |req: Request<Incoming>| {
+        let record = record.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            let reading = match req.into_body().collect().await {
+                Ok(c) => {
+                    let trailers = c.trailers().map(lines).unwrap_or_default();
+                    BodyReading::Read {
+                        data: c.to_bytes().to_vec(),
+                        trailers,
+                        next_served: false,
                     }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+                }
+                Err(_) => BodyReading::Refused,
+            };
+            record.lock().unwrap().push((path, reading));
+            Response::new(empty())
+        })
+    }))
+    .await;
     (addr, seen)
 }
 

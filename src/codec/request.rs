@@ -16,20 +16,13 @@ use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRAD
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
+use super::{content_length, fields, has_token, last_coding_is_chunked, record_fields};
+
 /// The most header lines a request head may carry (hyper's default).
 pub const MAX_HEADERS: usize = 100;
 
 /// The longest request target (hyper's limit: `u16::MAX - 1`).
 pub const MAX_TARGET: usize = u16::MAX as usize - 1;
-
-thread_local! {
-    /// Where each header line sits in the head being parsed: a buffer the
-    /// thread reuses, where an array for [`MAX_HEADERS`] lines would be
-    /// zeroed (3 KiB) for every request (the upstream client's first cut
-    /// paid 3,200 instructions a request for that).
-    static SPANS: std::cell::RefCell<Vec<[usize; 4]>> =
-        std::cell::RefCell::new(Vec::with_capacity(MAX_HEADERS));
-}
 
 /// Header slots the map keeps free for what the proxy adds to a request
 /// (`X-Forwarded-For`, `-Proto`, `-Host`, `X-Request-Id`, a route's
@@ -125,32 +118,14 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
     let base = buf.as_ptr() as usize;
     let target_at = target.as_ptr() as usize - base;
     let target_end = target_at + target.len();
-    // Offsets, so that the head's bytes can be frozen and shared by the
-    // values without a copy each.
-    SPANS.with_borrow_mut(|spans| {
-        spans.clear();
-        spans.extend(request.headers.iter().map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            [name, name + h.name.len(), value, value + h.value.len()]
-        }));
-    });
+    record_fields(buf.as_ptr(), request.headers);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target_at..target_end))
         .map_err(|_| Refusal::Malformed)?;
 
     let mut facts = Facts::new(http11, method == Method::CONNECT);
-    let headers = SPANS.with_borrow(|spans| {
-        let mut headers = HeaderMap::with_capacity(spans.len() + ROOM);
-        for &[n0, n1, v0, v1] in spans {
-            let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Refusal::Malformed)?;
-            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
-                .map_err(|_| Refusal::Malformed)?;
-            if facts.see(&name, &value, &mut headers)? {
-                headers.append(name, value);
-            }
-        }
-        Ok(headers)
+    let headers = fields(&head, ROOM, Refusal::Malformed, |name, value, headers| {
+        facts.see(name, value, headers)
     })?;
     let framing = facts.framing()?;
     let (mut parts, ()) = http::Request::new(()).into_parts();
@@ -224,7 +199,7 @@ impl Facts {
             if self.saw_coding {
                 return Ok(false);
             }
-            let n = decimal(value.as_bytes()).ok_or(Refusal::Malformed)?;
+            let n = content_length(value.as_bytes()).ok_or(Refusal::Malformed)?;
             match self.length {
                 Some(was) if was != n => return Err(Refusal::Malformed),
                 Some(_) => return Ok(false),
@@ -262,34 +237,6 @@ impl Facts {
             Some(n) => Framing::Length(n),
         })
     }
-}
-
-/// Whether the last coding of one `Transfer-Encoding` line is `chunked`
-/// (each line decides anew, as in hyper).
-fn last_coding_is_chunked(value: &[u8]) -> bool {
-    value
-        .rsplit(|b| *b == b',')
-        .next()
-        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-/// Whether a comma-separated list holds `token` (case-insensitive).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// A `Content-Length` value as hyper reads one: ASCII digits only (no sign,
-/// no list, no space inside), within u64.
-fn decimal(value: &[u8]) -> Option<u64> {
-    if value.is_empty() {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, b| match b {
-        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
-        _ => None,
-    })
 }
 
 #[cfg(test)]

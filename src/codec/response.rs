@@ -10,6 +10,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING}
 use http::response::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
+use super::{content_length, has_token, last_coding_is_chunked};
+
 /// What the answer's body says of its length before it is polled (hyper's
 /// `BodyLength`, with `None` for a body that is already at its end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +150,7 @@ pub fn encode(
                     }
                 }
                 BodyLength::Unknown => {
-                    let Some(n) = decimal(value.as_bytes()) else {
+                    let Some(n) = content_length(value.as_bytes()) else {
                         out.truncate(start);
                         return Err(Unwritable::Framing);
                     };
@@ -180,7 +182,7 @@ pub fn encode(
                 continue;
             }
             wrote_len = true;
-            add_chunked = !last_is_chunked(value.as_bytes());
+            add_chunked = !last_coding_is_chunked(value.as_bytes());
             if line_open {
                 out.extend_from_slice(b", ");
             } else {
@@ -293,34 +295,11 @@ fn status_line(status: StatusCode, version: Version, parts: &Parts, out: &mut Ve
     out.extend_from_slice(b"\r\n");
 }
 
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
 fn has_token_in(headers: &HeaderMap, token: &[u8]) -> bool {
     headers
         .get_all(CONNECTION)
         .iter()
         .any(|v| has_token(v.as_bytes(), token))
-}
-
-fn last_is_chunked(value: &[u8]) -> bool {
-    value
-        .rsplit(|b| *b == b',')
-        .next()
-        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-fn decimal(value: &[u8]) -> Option<u64> {
-    if value.is_empty() {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, b| match b {
-        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
-        _ => None,
-    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::response;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
 /// The most header lines a response head may carry (hyper's client had
 /// the same limit).
@@ -18,13 +18,6 @@ pub const MAX_HEADERS: usize = 100;
 /// The most bytes a response head may take, status line to blank line
 /// (hyper's client read at most about as much before giving up).
 pub const MAX_HEAD: usize = 400 * 1024;
-
-thread_local! {
-    /// Where each header line sits in the head being parsed (see
-    /// `parse_response`).
-    static SPANS: std::cell::RefCell<Vec<[usize; 4]>> =
-        std::cell::RefCell::new(Vec::with_capacity(MAX_HEADERS));
-}
 
 /// How a request body goes upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,30 +168,9 @@ pub fn parse_response(
         .reason
         .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason());
     let reason = reason.map(|r| Bytes::copy_from_slice(r.as_bytes()));
-    // Offsets, so that the head's bytes can be frozen and shared by the
-    // values without a copy each. Kept in a buffer the thread reuses: an
-    // array for the most headers a head may have would be zeroed (3 KiB)
-    // for every answer.
-    let base = buf.as_ptr() as usize;
-    SPANS.with_borrow_mut(|spans| {
-        spans.clear();
-        spans.extend(response.headers.iter().map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            [name, name + h.name.len(), value, value + h.value.len()]
-        }));
-    });
+    crate::codec::record_fields(buf.as_ptr(), response.headers);
     let head = buf.split_to(len).freeze();
-    let mut headers = SPANS.with_borrow(|spans| {
-        let mut headers = HeaderMap::with_capacity(spans.len() + room);
-        for &[n0, n1, v0, v1] in spans {
-            let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Refused::Malformed)?;
-            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
-                .map_err(|_| Refused::Malformed)?;
-            headers.append(name, value);
-        }
-        Ok(headers)
-    })?;
+    let mut headers = crate::codec::fields(&head, room, Refused::Malformed, |_, _, _| Ok(true))?;
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
