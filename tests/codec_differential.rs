@@ -236,6 +236,9 @@ fn corpus() -> Vec<String> {
         "GET  / HTTP/1.1\r\n\r\n",
         "GET /\x7f HTTP/1.1\r\n\r\n",
         "GET / HTTP/1.1\nHost: bare-lf\n\n",
+        // Values that are not text hold no tokens (hyper reads them as str).
+        "GET / HTTP/1.0\r\nConnection: keep-alive, \u{80}\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: close, \u{80}\r\n\r\n",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -265,6 +268,9 @@ fn corpus() -> Vec<String> {
         "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
         "Content-Length: abc\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "Expect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+        "Transfer-Encoding: \u{80}, chunked\r\n\r\n0\r\n\r\n",
+        "Content-Length: 18446744073709551615\r\n\r\n",
+        "Content-Length: 18446744073709551614\r\n\r\n",
     ] {
         cases.push(format!("{POST}{rest}"));
     }
@@ -283,6 +289,8 @@ fn corpus() -> Vec<String> {
     };
     cases.push(fill(LIMIT));
     cases.push(fill(LIMIT + 1));
+    // Unfinished, filling the limit exactly: 431 at once, no waiting.
+    cases.push(fill(LIMIT)[..LIMIT - 4].to_string() + "aaaa");
     let many: String = (0..=request::MAX_HEADERS)
         .map(|i| format!("X-{i}: 1\r\n"))
         .collect();

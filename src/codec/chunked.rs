@@ -61,6 +61,10 @@ pub struct Decoder {
     extensions: u64,
     trailers: Option<BytesMut>,
     trailer_lines: usize,
+    /// Once malformed, always: the bad byte is consumed, and decoding on
+    /// from the next one could find a chunk boundary the client never
+    /// meant.
+    failed: Option<Malformed>,
 }
 
 impl Default for Decoder {
@@ -71,6 +75,7 @@ impl Default for Decoder {
             extensions: 0,
             trailers: None,
             trailer_lines: 0,
+            failed: None,
         }
     }
 }
@@ -79,6 +84,17 @@ impl Decoder {
     /// Decodes what it can off the front of `buf`; data comes back as
     /// slices of it, never copied.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, Malformed> {
+        if let Some(why) = self.failed {
+            return Err(why);
+        }
+        let step = self.step(buf);
+        if let Err(why) = step {
+            self.failed = Some(why);
+        }
+        step
+    }
+
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, Malformed> {
         loop {
             if self.state == State::Done {
                 return Ok(Step::End(None));
@@ -280,6 +296,22 @@ mod tests {
             b"0\r\nX: 1\r\n\rx",
         ] {
             assert!(read(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// Found by review: after an error the decoder went on from the next
+    /// byte and could read `0\r\n\r\n` further on as a clean end.
+    #[test]
+    fn an_error_is_final() {
+        let mut d = Decoder::default();
+        let mut buf = BytesMut::from(&b"5\r\nhelloX\r\n0\r\n\r\n"[..]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(Step::Data(Bytes::from_static(b"hello")))
+        );
+        assert!(d.decode(&mut buf).is_err());
+        for _ in 0..4 {
+            assert!(d.decode(&mut buf).is_err());
         }
     }
 

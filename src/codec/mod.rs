@@ -84,20 +84,32 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Whether a comma-separated list (a `Connection` value) holds `token`,
-/// case-insensitively.
+/// case-insensitively. A value with a byte outside visible ASCII and tab
+/// holds no token at all: hyper reads these values as `str` and skips one
+/// that is not (so `keep-alive, \x80` keeps no connection open).
 pub fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    is_text(value)
+        && value
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Whether the last coding of one `Transfer-Encoding` line is `chunked`
-/// (each line decides anew, as in hyper).
+/// (each line decides anew, as in hyper; a line that is not text, see
+/// [`has_token`], is not chunked).
 pub fn last_coding_is_chunked(value: &[u8]) -> bool {
+    is_text(value)
+        && value
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
+fn is_text(value: &[u8]) -> bool {
     value
-        .rsplit(|b| *b == b',')
-        .next()
-        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .iter()
+        .all(|b| *b == b'\t' || (b' '..=b'~').contains(b))
 }
 
 #[cfg(test)]
@@ -134,5 +146,8 @@ mod tests {
         assert!(last_coding_is_chunked(b"gzip, Chunked "));
         assert!(!last_coding_is_chunked(b"chunked, gzip"));
         assert!(!last_coding_is_chunked(b""));
+        // Not text: no tokens, as hyper reads it.
+        assert!(!has_token(b"keep-alive, \x80", b"keep-alive"));
+        assert!(!last_coding_is_chunked(b"\x80, chunked"));
     }
 }

@@ -98,7 +98,9 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
     let window = &buf[..buf.len().min(max_head.saturating_add(1))];
     let len = match config.parse_request_with_uninit_headers(&mut request, window, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if window.len() > max_head => return Err(Refusal::TooLarge),
+        // A partial head that already fills the limit cannot end within it
+        // (hyper answers 431 then too, rather than wait for one more byte).
+        Ok(httparse::Status::Partial) if window.len() >= max_head => return Err(Refusal::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge),
         Err(_) => return Err(Refusal::Malformed),
@@ -114,6 +116,15 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
         return Err(Refusal::TargetTooLong);
     }
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| Refusal::Malformed)?;
+    // hyper's order: a header name of 64 KiB or more is 431 before the
+    // target is read as a URI.
+    if request
+        .headers
+        .iter()
+        .any(|h| h.name.len() > usize::from(u16::MAX))
+    {
+        return Err(Refusal::TooLarge);
+    }
     let http11 = minor == 1;
     let base = buf.as_ptr() as usize;
     let target_at = target.as_ptr() as usize - base;
@@ -141,7 +152,8 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
         parts,
         framing,
         keep_alive: facts.keep_alive && !facts.conflict(),
-        expect_continue: facts.expect_continue,
+        // hyper sends no `100 Continue` to HTTP/1.0, nor for no body.
+        expect_continue: facts.expect_continue && http11 && framing != Framing::Empty,
         wants_upgrade: facts.wants_upgrade,
         conflict: facts.conflict(),
     }))
@@ -200,6 +212,11 @@ impl Facts {
                 return Ok(false);
             }
             let n = content_length(value.as_bytes()).ok_or(Refusal::Malformed)?;
+            // hyper keeps the two largest values for its own use and
+            // answers them 431.
+            if n > u64::MAX - 2 {
+                return Err(Refusal::TooLarge);
+            }
             match self.length {
                 Some(was) if was != n => return Err(Refusal::Malformed),
                 Some(_) => return Ok(false),
@@ -336,6 +353,50 @@ mod tests {
             }
         }
         assert_eq!(verdict, Some(Refusal::TooLarge));
+    }
+
+    /// Found by review against hyper's source: each of these is 431 there.
+    #[test]
+    fn hyper_s_other_431s() {
+        // A partial head that fills the limit: no waiting for one more byte.
+        let partial = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(64));
+        assert_eq!(
+            parse(&mut BytesMut::from(&partial.as_bytes()[..64]), 64).unwrap_err(),
+            Refusal::TooLarge
+        );
+        // A complete head of exactly the limit is fine.
+        let exact = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(64 - 23));
+        assert_eq!(exact.len(), 64);
+        assert!(parse(&mut BytesMut::from(exact.as_bytes()), 64)
+            .unwrap()
+            .is_some());
+        // The two largest lengths, which hyper keeps for its own use.
+        for n in [u64::MAX, u64::MAX - 1] {
+            assert_eq!(
+                refused(&format!("{POST}Content-Length: {n}\r\n\r\n")),
+                Refusal::TooLarge
+            );
+        }
+        assert_eq!(
+            head(&format!("{POST}Content-Length: {}\r\n\r\n", u64::MAX - 2)).framing,
+            Framing::Length(u64::MAX - 2)
+        );
+        // A header name of 64 KiB.
+        let name = "n".repeat(1 << 16);
+        let long = format!("GET / HTTP/1.1\r\n{name}: 1\r\n\r\n");
+        let got = parse(&mut BytesMut::from(long.as_bytes()), 1 << 20);
+        assert_eq!(got.unwrap_err(), Refusal::TooLarge);
+    }
+
+    /// Values that are not text carry no tokens, as hyper reads them.
+    #[test]
+    fn connection_and_coding_values_that_are_not_text() {
+        assert!(!head("GET / HTTP/1.0\r\nConnection: keep-alive, \u{80}\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.1\r\nConnection: close, \u{80}\r\n\r\n").keep_alive);
+        assert_eq!(
+            refused(&format!("{POST}Transfer-Encoding: \u{80}, chunked\r\n\r\n")),
+            Refusal::Malformed
+        );
     }
 
     #[test]
@@ -484,8 +545,24 @@ mod tests {
 
     #[test]
     fn expectations_and_upgrades() {
-        assert!(head("POST / HTTP/1.1\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
-        assert!(!head("POST / HTTP/1.1\r\nExpect: 100-continue, x\r\n\r\n").expect_continue);
+        let expect = |rest: &str| head(&format!("{rest}\r\n")).expect_continue;
+        assert!(expect(
+            "POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n"
+        ));
+        assert!(expect(
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n"
+        ));
+        assert!(!expect(
+            "POST / HTTP/1.1\r\nExpect: 100-continue, x\r\nContent-Length: 1\r\n"
+        ));
+        // As hyper: none to HTTP/1.0, none for a request without a body.
+        assert!(!expect(
+            "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n"
+        ));
+        assert!(!expect("POST / HTTP/1.1\r\nExpect: 100-continue\r\n"));
+        assert!(!expect(
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n"
+        ));
         let ws = "GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
         assert!(head(ws).wants_upgrade);
         let ws10 = "GET /ws HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";

@@ -41,7 +41,9 @@ pub struct Encoded {
     pub keep_alive: bool,
 }
 
-/// An answer the server cannot write as asked (hyper answers 500 instead).
+/// An answer the server cannot write as asked: hyper answers a 1xx with a
+/// 500, and for the framing cases writes nothing and closes the
+/// connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unwritable {
     /// A 1xx other than 101: the service gives one answer, not interim ones.
