@@ -480,6 +480,17 @@ fn answer_cases() -> Vec<AnswerCase> {
         c.status = 201;
         c.version = Version::HTTP_10;
     });
+    // From the review: a HEAD answered by a body of unknown length, and a
+    // keep-alive HTTP/1.0 request answered with `Connection: close`.
+    with(&|c| {
+        c.method = "HEAD";
+        c.body = BodyLength::Unknown;
+    });
+    with(&|c| {
+        c.http10 = true;
+        c.connection = Some("keep-alive");
+        c.headers = &[("connection", "close")];
+    });
     cases
 }
 
