@@ -14,7 +14,10 @@
 //! by case and byte for byte. Not yet on the request
 //! path: client connections are still served by hyper until the
 //! connection loop (the next step, listed in `docs/http1-codec.md`, "The
-//! server") passes every test in `tests/`.
+//! server") passes every test in `tests/`. The field rules below are
+//! already in use: `framing`'s guard reads lengths and codings with them,
+//! and the upstream client takes a response head's lines through
+//! [`fields`].
 
 pub mod chunked;
 pub mod request;
