@@ -21,6 +21,55 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
+use crate::codec::socket;
+
+/// Why a client's body could not be read on: from hyper's server, or
+/// from figway's own (`codec::socket`). Boxed: only a broken body pays.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's request body as its server hands it over: hyper's (TLS,
+/// HTTP/2, embedders) or figway's own HTTP/1.1 server's, which reads it
+/// from the connection when polled.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// The request had no body.
+    Empty,
+    Hyper(Incoming),
+    Own(socket::Body),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Own(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Own(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Own(b) => b.size_hint(),
+        }
+    }
+}
+
 /// Largest request body kept for a retry (SPEC §4).
 pub const MAX_REPLAY: usize = 64 * 1024;
 
@@ -41,7 +90,7 @@ pub struct Streamed {
     /// Trailers read ahead with it; the body then ended.
     trailers: Option<http::HeaderMap>,
     upload: Arc<Upload>,
-    inner: Incoming,
+    inner: ClientBody,
     /// A copy for a shadow, when the request is mirrored.
     tee: Option<Tee>,
 }
@@ -86,7 +135,7 @@ impl Upload {
 impl RequestBody {
     /// The client's body as it comes: [`RequestBody::Empty`] when it has
     /// none, else streamed, with the [`Upload`] that follows it.
-    pub fn stream(inner: Incoming) -> (RequestBody, Option<Arc<Upload>>) {
+    pub fn stream(inner: ClientBody) -> (RequestBody, Option<Arc<Upload>>) {
         if inner.is_end_stream() {
             return (RequestBody::Empty, None);
         }
@@ -105,8 +154,8 @@ impl RequestBody {
     /// again; a larger one streams, starting with what was read. Returns the
     /// body, the bytes read here, and the [`Upload`] of a streamed body.
     pub async fn buffered(
-        mut inner: Incoming,
-    ) -> Result<(RequestBody, u64, Option<Arc<Upload>>), hyper::Error> {
+        mut inner: ClientBody,
+    ) -> Result<(RequestBody, u64, Option<Arc<Upload>>), Error> {
         if inner.is_end_stream() {
             return Ok((RequestBody::Empty, 0, None));
         }
@@ -204,12 +253,12 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         match &mut *self {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Replay(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -250,10 +299,7 @@ impl Body for RequestBody {
 }
 
 impl Streamed {
-    fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         if let Some(p) = self.prefix.take().filter(|p| !p.is_empty()) {
             self.upload.moved(p.len());
             return Poll::Ready(Some(Ok(Frame::data(p))));

@@ -382,7 +382,10 @@ impl tower_service::Service<Request<Incoming>> for FigwayService {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> ResponseFuture {
-        Box::pin(crate::proxy::handle(req, self.conn.clone()))
+        Box::pin(crate::proxy::handle(
+            req.map(crate::body::ClientBody::Hyper),
+            self.conn.clone(),
+        ))
     }
 }
 
@@ -392,6 +395,9 @@ impl hyper::service::Service<Request<Incoming>> for FigwayService {
     type Future = ResponseFuture;
 
     fn call(&self, req: Request<Incoming>) -> ResponseFuture {
-        Box::pin(crate::proxy::handle(req, self.conn.clone()))
+        Box::pin(crate::proxy::handle(
+            req.map(crate::body::ClientBody::Hyper),
+            self.conn.clone(),
+        ))
     }
 }

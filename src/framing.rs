@@ -48,6 +48,14 @@ impl ConnFlags {
         self.served.load(Ordering::Relaxed)
     }
 
+    /// The request about to reach the service had both framing headers:
+    /// said by a parser that reads heads itself (figway's own server,
+    /// `server::h1`), where this module's scanner is not in the way.
+    pub fn conflict_next(&self) {
+        let index = self.served.load(Ordering::Relaxed);
+        self.conflict.fetch_min(index, Ordering::Relaxed);
+    }
+
     /// Called once per request, in order: whether this request's head had
     /// both `Content-Length` and `Transfer-Encoding`.
     pub fn next_request_conflicts(&self) -> bool {

@@ -22,6 +22,7 @@
 pub mod chunked;
 pub mod request;
 pub mod response;
+pub mod socket;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};

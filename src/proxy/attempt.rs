@@ -18,10 +18,9 @@
 use http::header::HeaderName;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, Uri};
-use hyper::body::Incoming;
 
 use super::context::RequestCtx;
-use crate::body::RequestBody;
+use crate::body::{ClientBody, RequestBody};
 use crate::clock;
 use crate::error::ErrorKind;
 use crate::keys;
@@ -34,7 +33,7 @@ use crate::upstream::TargetGuard;
 pub async fn body(
     ctx: &mut RequestCtx,
     parts: &Parts,
-    body: Incoming,
+    body: ClientBody,
 ) -> Result<RequestBody, ErrorKind> {
     let Some(upstream) = ctx.upstream() else {
         return Err(ErrorKind::NoHealthyUpstream);

@@ -126,10 +126,17 @@ pub struct RequestCtx {
 
 /// An upgrade the client asked for, until the target answers.
 pub struct Pending {
-    /// The client side: resolves once hyper has sent the 101 to it.
-    pub client: hyper::upgrade::OnUpgrade,
+    /// The client side: resolves once the 101 has gone to it.
+    pub client: ClientUpgrade,
     /// The client's `Upgrade` value.
     pub protocol: HeaderValue,
+}
+
+/// The client connection once its 101 is written, from whichever server
+/// serves it.
+pub enum ClientUpgrade {
+    Hyper(hyper::upgrade::OnUpgrade),
+    Own(crate::codec::socket::OnUpgrade),
 }
 
 /// The parts of the request head the access log shows, kept from before

@@ -47,8 +47,8 @@ use std::time::Instant;
 
 use http::request::Parts;
 use http::{Request, Response};
-use hyper::body::Incoming;
 
+use crate::body::ClientBody;
 use crate::config::Protocol;
 use crate::decision;
 use crate::error::ErrorKind;
@@ -68,7 +68,7 @@ pub use finish::ResponseBody;
 /// `async fn` holding the request (and the phases' state inline) it was
 /// 528 bytes, now it is a pointer.
 pub fn handle(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: Arc<ConnCtx>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
     // Boxed once here: the context rides in the answer's body, which hyper
@@ -110,7 +110,7 @@ pub fn handle(
 fn forward<'a>(
     ctx: &'a mut RequestCtx,
     mut parts: Parts,
-    body: Incoming,
+    body: ClientBody,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, ErrorKind>> + Send + 'a {
     async move {
         let path = route::route(ctx, &parts)?;

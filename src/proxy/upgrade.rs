@@ -20,10 +20,11 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::context::{Pending, RequestCtx};
+use super::context::{ClientUpgrade, Pending, RequestCtx};
+use crate::codec::socket;
 use crate::state::tunnels::Tunnels;
 use crate::upstream::client::UpstreamBody;
 
@@ -38,7 +39,10 @@ pub fn requested(parts: &mut Parts) -> Option<Box<Pending>> {
         return None;
     }
     let protocol = protocol.clone();
-    let client = parts.extensions.remove::<OnUpgrade>()?;
+    let client = match parts.extensions.remove::<OnUpgrade>() {
+        Some(hyper) => ClientUpgrade::Hyper(hyper),
+        None => ClientUpgrade::Own(parts.extensions.remove::<socket::OnUpgrade>()?),
+    };
     Some(Box::new(Pending { client, protocol }))
 }
 
@@ -86,14 +90,19 @@ pub fn splice(
     let open = tunnels.open();
     tokio::spawn(async move {
         let _open = open;
-        let client = match client.await {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade did not complete");
-                return;
-            }
-        };
-        carry(&mut ctx, client, upstream, early, &tunnels).await;
+        match client {
+            ClientUpgrade::Hyper(client) => match client.await {
+                Ok(client) => {
+                    let client = TokioIo::new(client);
+                    carry(&mut ctx, client, upstream, early, &tunnels).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+            },
+            ClientUpgrade::Own(client) => match client.connection().await {
+                Some(client) => carry(&mut ctx, client, upstream, early, &tunnels).await,
+                None => tracing::debug!("upgrade did not complete"),
+            },
+        }
     });
 }
 
@@ -102,12 +111,11 @@ pub fn splice(
 /// right behind its 101, read with it; the client gets it first.
 async fn carry(
     ctx: &mut RequestCtx,
-    client: hyper::upgrade::Upgraded,
+    mut client: impl AsyncRead + AsyncWrite + Unpin,
     mut target: TcpStream,
     early: Bytes,
     tunnels: &Tunnels,
 ) {
-    let mut client = TokioIo::new(client);
     let copy = async {
         client.write_all(&early).await?;
         let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut target).await?;

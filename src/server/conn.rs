@@ -16,7 +16,6 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,10 +25,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::futures::Notified;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 
+use super::drain::Drain;
+use crate::body::ClientBody;
+use crate::codec::socket::Socket;
 use crate::framing::{ConnFlags, Guarded};
 use crate::proxy::ConnCtx;
 use crate::state::Shared;
@@ -81,29 +83,26 @@ pub(super) fn connection(
         };
         let ended = if first.http1 && listening.tls.is_none() {
             // Plain bytes that cannot begin the HTTP/2 preface: HTTP/1 for
-            // certain, served by hyper's HTTP/1 connection directly rather
-            // than through the auto builder's version sniffing, which would
-            // wrap every read of the connection for the sake of its first
-            // bytes.
-            let listen = &listening.shared.listen;
-            let left = listen.header_read_timeout.saturating_sub(first.waited);
-            let io = guarded(ClientStream::Plain(stream), &conn, listen);
-            let service_conn = conn.clone();
-            let service = service_fn(move |req| crate::proxy::handle(req, service_conn.clone()));
-            let served = shortened(&listening.http.http1, first.waited, left, |b, t| {
-                b.header_read_timeout(t);
-            })
-            .serve_connection(io, service)
-            .with_upgrades();
-            let served = std::pin::pin!(served);
+            // certain, served by figway's own HTTP/1.1 server (`h1`).
+            let left = head_timeout.saturating_sub(first.waited);
+            let socket = Socket::new(stream);
+            let served = std::pin::pin!(super::h1::serve(
+                socket,
+                &conn,
+                &listening.shared.listen,
+                &listening.drain,
+                left
+            ));
             let drained = std::pin::pin!(listening.drain.wake.notified());
+            // The drain needs no call into the connection: it reads the
+            // drain's flag itself whenever it is woken.
             until_done(
                 served,
                 drained,
                 &conn.framing,
                 left,
                 &listening.drain,
-                |c| c.graceful_shutdown(),
+                |_| {},
             )
             .await
             .map(|r| r.map_err(Into::into))
@@ -155,7 +154,9 @@ async fn auto_connection(
     let left = listen.header_read_timeout.saturating_sub(waited);
     let io = guarded(stream, conn, listen);
     let service_conn = conn.clone();
-    let service = service_fn(move |req| crate::proxy::handle(req, service_conn.clone()));
+    let service = service_fn(move |req| {
+        crate::proxy::handle(req.map(ClientBody::Hyper), service_conn.clone())
+    });
     let builder = shortened(&listening.http.auto, waited, left, |b, t| {
         b.http1().header_read_timeout(t);
     });
@@ -210,59 +211,18 @@ async fn handshake(
     }
 }
 
-/// `[listen]`'s HTTP/1 settings, the one list for both of the binary's
-/// builders (hyper's own and the auto builder's HTTP/1 half, two types
-/// with the same setters): the head timeout, the head size, the timer.
-macro_rules! http1_settings {
-    ($builder:expr, $listen:expr) => {
-        $builder
-            .timer(TokioTimer::new())
-            .header_read_timeout($listen.header_read_timeout)
-            .max_buf_size($listen.max_header_bytes)
-    };
-}
-
-/// The HTTP server settings of the binary's client connections: hyper's
-/// HTTP/1 connection for plain connections that are HTTP/1 from their
-/// first bytes, the auto builder (HTTP/1 or h2, by preface or ALPN) for
-/// the rest. Both carry the same settings ([`http_builder`]).
+/// The HTTP server settings of the binary's TLS, h2c and undecided
+/// client connections (plain HTTP/1 ones are figway's own, `h1`):
+/// [`http_builder`]'s.
 pub(super) struct Http {
-    http1: hyper::server::conn::http1::Builder,
     auto: auto::Builder<TokioExecutor>,
 }
 
 impl Http {
     pub(super) fn new(shared: &Shared) -> Http {
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1_settings!(http1, shared.listen);
         Http {
-            http1,
             auto: http_builder(shared),
         }
-    }
-}
-
-/// The drain's signal to the connections of one `serve`: a flag each
-/// connection reads when it wakes (a load), and a `Notify` that wakes the
-/// idle ones, each registered once per connection. A `watch` channel's
-/// `wait_for` would take the channel's lock on every wake-up of every
-/// connection, that is several times a request.
-pub(super) struct Drain {
-    started: AtomicBool,
-    wake: Notify,
-}
-
-impl Drain {
-    pub(super) fn new() -> Drain {
-        Drain {
-            started: AtomicBool::new(false),
-            wake: Notify::new(),
-        }
-    }
-
-    pub(super) fn start(&self) {
-        self.started.store(true, Ordering::SeqCst);
-        self.wake.notify_waiters();
     }
 }
 
@@ -345,7 +305,7 @@ where
                 this.listening = true;
                 let _ = this.drained.as_mut().poll(cx);
             }
-            if this.drain.started.load(Ordering::SeqCst) {
+            if this.drain.started() {
                 this.draining = true;
                 (this.shutdown)(this.conn.as_mut());
                 if let Poll::Ready(ended) = this.conn.as_mut().poll(cx) {
@@ -430,7 +390,11 @@ fn shortened<B: Clone>(
 pub fn http_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     let listen = &shared.listen;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    http1_settings!(builder.http1(), listen);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(listen.header_read_timeout)
+        .max_buf_size(listen.max_header_bytes);
     // h2 limits, set here rather than left to hyper's defaults so that they
     // are documented where they apply (docs/configuration.md, "HTTP/2"):
     // 256 concurrent streams a connection (nginx: 128, Envoy: 2^31), 1 MiB

@@ -23,8 +23,11 @@ use tokio::task::JoinSet;
 use crate::state::Shared;
 
 mod conn;
+mod drain;
+mod h1;
 
-use conn::{connection, Drain, Http, Listening};
+use conn::{connection, Http, Listening};
+use drain::Drain;
 
 use crate::framing::ConnFlags;
 use crate::proxy::ConnCtx;

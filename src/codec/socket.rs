@@ -1,0 +1,465 @@
+//! A plain client connection's socket as figway's own HTTP/1.1 server and
+//! the request body it hands the proxy share it, and that body.
+//!
+//! The connection loop (`server::h1`) reads request heads and writes
+//! answers; the request's [`Body`] reads its own bytes from the socket when
+//! the proxy polls it, possibly from another task (an h2c upstream's
+//! connection task polls the body it sends). So the socket sits in an
+//! `Arc` with a [`ReadSide`] behind a mutex: the read buffer, where the
+//! current body stands, and whether `100 Continue` is still owed. Only one
+//! of the two polls the socket's read readiness at a time (tokio keeps one
+//! reader waker per socket): the body while it is being read, the loop the
+//! rest of the time (between requests, and while the service runs once the
+//! body has ended, to see the client leave). The lock is taken by one
+//! task at a time in practice: uncontended, two atomic operations.
+//!
+//! The body's rules are hyper 1.12's server ones: a length-framed body is
+//! exactly that many bytes, a chunked one is read by [`chunked::Decoder`];
+//! the connection closing before the end is an error; `100 Continue` is
+//! written when the body is first polled, only if the answer's head has
+//! not gone yet.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::chunked::{self, Step};
+use super::request::Framing;
+
+/// Bytes a read asks the kernel for at least (hyper's first read size).
+const READ_SIZE: usize = 8 * 1024;
+
+/// What the server writes before a body the client holds back for it.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A client connection's socket and what its reader keeps between reads.
+#[derive(Debug)]
+pub struct Socket {
+    stream: TcpStream,
+    side: Mutex<ReadSide>,
+}
+
+/// The read side of a connection: bytes read and not yet taken, and the
+/// body being read.
+#[derive(Debug)]
+pub struct ReadSide {
+    /// Read and not yet taken: the rest of a head, a body's bytes, the
+    /// next (pipelined) request. Empty, and holding no memory, while the
+    /// connection is idle.
+    pub buf: BytesMut,
+    body: Reading,
+    expect: Expect,
+    /// The loop's task, woken when the body ends or is dropped (it then
+    /// takes the socket's read readiness back).
+    waiting: Option<Waker>,
+}
+
+/// Where the current request's body stands.
+#[derive(Debug)]
+enum Reading {
+    /// No body, or it ended: the loop reads.
+    Idle,
+    Length(u64),
+    Chunked(Box<chunked::Decoder>),
+    /// Dropped before its end by the proxy: the loop drains what is
+    /// buffered of it after the answer, or closes the connection.
+    Abandoned(Remaining),
+    /// Malformed or cut short: nothing more is read from this connection.
+    Failed,
+}
+
+/// What is left of an abandoned body.
+#[derive(Debug)]
+enum Remaining {
+    Length(u64),
+    Chunked(Box<chunked::Decoder>),
+}
+
+/// `100 Continue`, owed to a client that asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    None,
+    /// Owed, this many bytes of it written.
+    Owed(usize),
+}
+
+impl Socket {
+    pub fn new(stream: TcpStream) -> Arc<Socket> {
+        Arc::new(Socket {
+            stream,
+            side: Mutex::new(ReadSide {
+                buf: BytesMut::new(),
+                body: Reading::Idle,
+                expect: Expect::None,
+                waiting: None,
+            }),
+        })
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The read side. A poisoned lock (a panic while it was held) leaves
+    /// a buffer that is still bytes: taken as it is.
+    pub fn side(&self) -> MutexGuard<'_, ReadSide> {
+        self.side.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the body of the request just parsed; `None` when it has none.
+    pub fn body(self: &Arc<Socket>, framing: Framing, expect_continue: bool) -> Option<Body> {
+        let mut side = self.side();
+        side.body = match framing {
+            Framing::Empty => return None,
+            Framing::Length(n) => Reading::Length(n),
+            Framing::Chunked => Reading::Chunked(Box::default()),
+        };
+        side.expect = if expect_continue {
+            Expect::Owed(0)
+        } else {
+            Expect::None
+        };
+        Some(Body {
+            socket: self.clone(),
+        })
+    }
+
+    /// Reads into `buf` once the socket is readable: `Ok(0)` at the end.
+    /// Whoever calls it must be the one reader (see the module doc).
+    pub fn poll_fill(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        if buf.capacity() - buf.len() < READ_SIZE / 2 {
+            buf.reserve(READ_SIZE);
+        }
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                read => return Poll::Ready(read),
+            }
+        }
+    }
+
+    /// Writes some of `bufs` once the socket is writable.
+    pub fn poll_write(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            let wrote = match bufs {
+                [one] => self.stream.try_write(one),
+                _ => self.stream.try_write_vectored(bufs),
+            };
+            match wrote {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                wrote => return Poll::Ready(wrote),
+            }
+        }
+    }
+}
+
+impl ReadSide {
+    /// Whether the loop may read: no body is being read by the proxy.
+    pub fn loop_reads(&self) -> bool {
+        matches!(self.body, Reading::Idle)
+    }
+
+    /// Whether the connection can carry nothing more: its body was
+    /// malformed or cut short.
+    pub fn failed(&self) -> bool {
+        matches!(self.body, Reading::Failed)
+    }
+
+    /// Has the loop's task woken when the body ends or is dropped.
+    pub fn wake_on_body_end(&mut self, waker: &Waker) {
+        match &self.waiting {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.waiting = Some(waker.clone()),
+        }
+    }
+
+    /// The answer's head is about to be written: `100 Continue` is no
+    /// longer owed. Returns the part of it already begun and not finished,
+    /// which must go out before the head.
+    pub fn answering(&mut self) -> &'static [u8] {
+        let rest = match self.expect {
+            Expect::Owed(at) if at > 0 => &CONTINUE[at..],
+            _ => &[],
+        };
+        self.expect = Expect::None;
+        rest
+    }
+
+    /// After the answer: drops what is buffered of a body the proxy did
+    /// not read. False when the body is not all here (or was malformed):
+    /// the connection must close, as hyper's does, rather than wait for a
+    /// body nobody wants.
+    pub fn skip_unread_body(&mut self) -> bool {
+        let body = std::mem::replace(&mut self.body, Reading::Idle);
+        let finished = match body {
+            Reading::Idle => true,
+            Reading::Failed => false,
+            Reading::Length(n) | Reading::Abandoned(Remaining::Length(n)) => {
+                skip_length(&mut self.buf, n)
+            }
+            Reading::Chunked(mut d) | Reading::Abandoned(Remaining::Chunked(mut d)) => {
+                skip_chunked(&mut d, &mut self.buf)
+            }
+        };
+        if !finished {
+            self.body = Reading::Failed;
+        }
+        finished
+    }
+
+    fn ended(&mut self, how: Reading) {
+        self.body = how;
+        if let Some(w) = self.waiting.take() {
+            w.wake();
+        }
+    }
+}
+
+fn skip_length(buf: &mut BytesMut, n: u64) -> bool {
+    if (buf.len() as u64) < n {
+        return false;
+    }
+    buf.advance(n as usize);
+    true
+}
+
+fn skip_chunked(decoder: &mut chunked::Decoder, buf: &mut BytesMut) -> bool {
+    loop {
+        match decoder.decode(buf) {
+            Ok(Step::Data(_)) => {}
+            Ok(Step::End(_)) => return true,
+            Ok(Step::More) | Err(_) => return false,
+        }
+    }
+}
+
+/// Why a client's request body could not be read to its end.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The connection ended before the body did.
+    Incomplete,
+    /// A chunked body broke its framing.
+    Malformed(&'static str),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Incomplete => f.write_str("request body cut short"),
+            BodyError::Malformed(why) => write!(f, "malformed chunked request body: {why}"),
+            BodyError::Io(e) => write!(f, "reading the request body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// A client's request body, read from its connection as it is polled.
+#[derive(Debug)]
+pub struct Body {
+    socket: Arc<Socket>,
+}
+
+impl Body {
+    /// Writes what is owed of `100 Continue` before the first read.
+    fn poll_continue(&self, cx: &mut Context<'_>, side: &mut ReadSide) -> Poll<io::Result<()>> {
+        while let Expect::Owed(at) = side.expect {
+            let n = ready!(self
+                .socket
+                .poll_write(cx, &[io::IoSlice::new(&CONTINUE[at..])]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            side.expect = if at + n == CONTINUE.len() {
+                Expect::None
+            } else {
+                Expect::Owed(at + n)
+            };
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn fail(side: &mut ReadSide, e: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        side.ended(Reading::Failed);
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut guard = self.socket.side();
+        let side = &mut *guard;
+        if !matches!(side.body, Reading::Length(_) | Reading::Chunked(_)) {
+            return Poll::Ready(None);
+        }
+        if let Err(e) = ready!(self.poll_continue(cx, side)) {
+            return Body::fail(side, BodyError::Io(e));
+        }
+        loop {
+            match &mut side.body {
+                Reading::Length(left) if !side.buf.is_empty() => {
+                    let n = (*left).min(side.buf.len() as u64);
+                    *left -= n;
+                    let data = side.buf.split_to(n as usize).freeze();
+                    if *left == 0 {
+                        side.ended(Reading::Idle);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Reading::Chunked(decoder) if !side.buf.is_empty() => {
+                    match decoder.decode(&mut side.buf) {
+                        Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                        Ok(Step::End(trailers)) => {
+                            side.ended(Reading::Idle);
+                            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                        }
+                        Ok(Step::More) => {}
+                        Err(chunked::Malformed(why)) => {
+                            return Body::fail(side, BodyError::Malformed(why))
+                        }
+                    }
+                }
+                Reading::Length(_) | Reading::Chunked(_) => {}
+                _ => return Poll::Ready(None),
+            }
+            match ready!(self.socket.poll_fill(cx, &mut side.buf)) {
+                Ok(0) => return Body::fail(side, BodyError::Incomplete),
+                Ok(_) => {}
+                Err(e) => return Body::fail(side, BodyError::Io(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !matches!(
+            self.socket.side().body,
+            Reading::Length(_) | Reading::Chunked(_)
+        )
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.socket.side().body {
+            Reading::Length(n) => SizeHint::with_exact(n),
+            Reading::Chunked(_) => SizeHint::default(),
+            _ => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        let mut side = self.socket.side();
+        let body = std::mem::replace(&mut side.body, Reading::Idle);
+        let left = match body {
+            Reading::Length(n) => Reading::Abandoned(Remaining::Length(n)),
+            Reading::Chunked(d) => Reading::Abandoned(Remaining::Chunked(d)),
+            other => other,
+        };
+        side.ended(left);
+    }
+}
+
+/// The client's side of an upgraded connection (a WebSocket after its
+/// 101): the socket, with the bytes the client sent past its request head
+/// read first.
+#[derive(Debug)]
+pub struct Upgraded {
+    socket: Arc<Socket>,
+    early: Bytes,
+}
+
+/// Where the proxy's tunnel (`proxy::upgrade`) gets the client's
+/// connection once the connection loop has written the 101: carried in the
+/// request's extensions as hyper's `OnUpgrade` is (which is why it is
+/// `Clone`, as extensions must be; the connection goes to one of them).
+#[derive(Debug, Clone)]
+pub struct OnUpgrade(Arc<Mutex<Option<tokio::sync::oneshot::Receiver<Upgraded>>>>);
+
+/// The connection loop's end of an [`OnUpgrade`].
+pub type Upgrade = tokio::sync::oneshot::Sender<Upgraded>;
+
+impl OnUpgrade {
+    pub fn new() -> (Upgrade, OnUpgrade) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (tx, OnUpgrade(Arc::new(Mutex::new(Some(rx)))))
+    }
+
+    /// The client's connection, once the 101 is out; `None` when the
+    /// connection ended without one (or another copy took it).
+    pub async fn connection(self) -> Option<Upgraded> {
+        let rx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        rx.await.ok()
+    }
+}
+
+impl Upgraded {
+    pub fn new(socket: Arc<Socket>) -> Upgraded {
+        let early = std::mem::take(&mut socket.side().buf).freeze();
+        Upgraded { socket, early }
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(self.socket.stream.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match self.socket.stream.try_read(unfilled) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.socket.poll_write(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Half-close: the peer sees the end of what the other side sent.
+        let _ = socket2::SockRef::from(&self.socket.stream).shutdown(std::net::Shutdown::Write);
+        Poll::Ready(Ok(()))
+    }
+}
