@@ -166,6 +166,10 @@ measure() { # row cmd...: prints one line of figures
   kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
   calls="$(awk '$NF == "total" {print $4}' "$WORK/$row.strace")"
+  # ... and the system calls by name beside them.
+  if [[ -n "${KEEP_CALLGRIND:-}" ]]; then
+    cp "$WORK/$row.strace" "$KEEP_CALLGRIND/"
+  fi
   awk -v ir="$ir" -v n="$n" -v c="${calls:-0}" -v m="${m:-1}" -v row="$row" \
     'BEGIN { printf "%-14s %9.0f instructions/request (%d requests)  %5.2f syscalls/request\n", row, ir / n, n, c / m }'
 }

@@ -26,6 +26,7 @@ use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -138,9 +139,26 @@ impl Socket {
         }
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(buf) {
+            let spare = buf.capacity() - buf.len();
+            let mut read = 0;
+            // A read shorter than asked for emptied the socket: its
+            // readiness is cleared (a `WouldBlock` out of `try_io`), as
+            // tokio's own `poll_read` does, so that the next wait goes to
+            // epoll rather than to a `recv` that finds nothing (one system
+            // call a request).
+            let got = self.stream.try_io(Interest::READABLE, || {
+                read = self.stream.try_read_buf(&mut *buf)?;
+                if read > 0 && read < spare {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(read)
+            });
+            match got {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => {
+                    return Poll::Ready(Ok(read))
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                read => return Poll::Ready(read),
+                got => return Poll::Ready(got),
             }
         }
     }
