@@ -12,6 +12,10 @@
 //! answers that request 400 without forwarding it. No head after that one
 //! is read as a request, so the guard stops there.
 //!
+//! The guard sits only on connections hyper serves (TLS, h2c, the
+//! undecided): figway's own HTTP/1.1 server (`server::h1`) parses each head
+//! once and notes the conflict itself ([`ConnFlags::conflict_next`]).
+//!
 //! It only observes: bytes pass to hyper unchanged. Anything it cannot follow
 //! (the HTTP/2 preface, a header line it cannot read, an upgraded stream) turns it
 //! off for the rest of the connection, and hyper's own handling applies.

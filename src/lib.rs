@@ -13,11 +13,12 @@
 //!   the client address rule), [`timefmt`] (RFC 3339), [`headers`]
 //!   (hop-by-hop, `X-Forwarded-For`, `x-request-id`), [`error`] (why figway
 //!   answers itself, with status and `x-figway-error` kind), [`framing`]
-//!   (the smuggling guard over client bytes), [`codec`] (figway's own
-//!   HTTP/1.1 server codec, being built: `codec::request` parses a
+//!   (the smuggling guard over bytes hyper's server reads), [`codec`]
+//!   (figway's own HTTP/1.1 server codec: `codec::request` parses a
 //!   request head, `codec::response` writes an answer's,
 //!   `codec::chunked` decodes a chunked request body, all with hyper's
-//!   rules; not yet on the request path), [`sticky`] (split buckets),
+//!   rules; `codec::socket` is the client socket the server and its
+//!   request body share), [`sticky`] (split buckets),
 //!   [`trim`] (free memory back to the OS after connections leave),
 //!   [`suggest`] ("did you mean ...?" for config errors and the command
 //!   line).
@@ -65,7 +66,8 @@
 //! - [`reload`] (file watch, SIGHUP, `POST /reload` → parse, compile, swap),
 //!   [`admin`] (the admin API), [`server`] (listeners, connection cap,
 //!   the accept loop and the drain; `server::conn`: one client
-//!   connection, its first bytes, TLS, which HTTP server), [`table`] (text
+//!   connection, its first bytes, TLS, which HTTP server; `server::h1`:
+//!   figway's own HTTP/1.1 server for plain connections), [`table`] (text
 //!   renderings).
 //! - [`demo`]: `figway demo`, stub services on loopback behind the real
 //!   server; its `demo::stub` is the stub upstream the examples and tests

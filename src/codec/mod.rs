@@ -1,23 +1,19 @@
 //! figway's own HTTP/1.1 server codec, the client-facing half of
-//! `docs/http1-codec.md`: pure functions over bytes, no I/O, so that unit
-//! tests and fuzz targets drive them directly and the connection loop
-//! that will use them stays small. It sits below `body`, `proxy` and
-//! `server` (the request body type the proxy forwards will live here), and
-//! imports none of them.
+//! `docs/http1-codec.md`. It sits below `body`, `proxy` and `server` (the
+//! request body the proxy forwards lives here), and imports none of them;
+//! the connection loop that uses it is `server::h1`.
 //!
-//! Built so far: [`request`], the request head parser with every refusal
-//! and framing rule hyper's server applies today, and [`response`], the
-//! answer's head written as hyper's server writes it (status line, joined
-//! special lines, the body's framing, `Date`, keep-alive), and [`chunked`],
-//! a chunked request body decoded with hyper's server's strict rules;
-//! `tests/codec_differential.rs` holds all three to hyper over loopback, case
-//! by case and byte for byte. Not yet on the request
-//! path: client connections are still served by hyper until the
-//! connection loop (the next step, listed in `docs/http1-codec.md`, "The
-//! server") passes every test in `tests/`. The field rules below are
-//! already in use: `framing`'s guard reads lengths and codings with them,
-//! and the upstream client takes a response head's lines through
-//! [`fields`].
+//! [`request`] parses a request head with every refusal and framing rule
+//! hyper's server applies; [`response`] writes the answer's head as
+//! hyper's server writes it (status line, joined special lines, the body's
+//! framing, `Date`, keep-alive); [`chunked`] decodes a chunked request body
+//! with hyper's server's strict rules. Those three are pure functions over
+//! bytes, so that unit tests and fuzz targets drive them directly, and
+//! `tests/codec_differential.rs` holds them to hyper over loopback, case by
+//! case and byte for byte. [`socket`] is the one part with I/O: the client
+//! socket the server and the request body share, and that body. The field
+//! rules below are shared with `framing`'s guard (lengths and codings) and
+//! the upstream client (a response head's lines through [`fields`]).
 
 pub mod chunked;
 pub mod request;

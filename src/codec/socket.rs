@@ -134,6 +134,9 @@ impl Socket {
     /// Reads into `buf` once the socket is readable: `Ok(0)` at the end.
     /// Whoever calls it must be the one reader (see the module doc).
     pub fn poll_fill(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        if buf.capacity() == 0 {
+            *buf = SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+        }
         if buf.capacity() - buf.len() < READ_SIZE / 2 {
             buf.reserve(READ_SIZE);
         }
@@ -183,7 +186,34 @@ impl Socket {
     }
 }
 
+thread_local! {
+    /// Read buffers of connections waiting idle for their next request,
+    /// lent to the next connection of this thread that reads: an idle
+    /// keep-alive connection holds no buffer (nginx's way), and a busy one
+    /// gets its buffer back without an allocation.
+    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers a thread keeps spare at most (8 KiB each).
+const MAX_SPARE: usize = 64;
+
 impl ReadSide {
+    /// The connection waits idle with nothing buffered: its read buffer
+    /// goes to the thread's spares (or is freed), to be taken back by
+    /// whichever connection reads next.
+    pub fn park_buffer(&mut self) {
+        if !self.buf.is_empty() || self.buf.capacity() == 0 {
+            return;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            if spare.len() < MAX_SPARE {
+                spare.push(buf);
+            }
+        });
+    }
+
     /// Whether the loop may read: no body is being read by the proxy.
     pub fn loop_reads(&self) -> bool {
         matches!(self.body, Reading::Idle)

@@ -1,7 +1,7 @@
 //! One client connection, from its first bytes to its close: the TLS
-//! handshake, the choice of HTTP server by the first bytes (hyper's HTTP/1
-//! connection directly, or hyper-util's auto builder for h2c, ALPN and the
-//! undecided), the head deadline of a connection that never sends a
+//! handshake, the choice of HTTP server by the first bytes (figway's own
+//! HTTP/1.1 server, `h1`, for plain HTTP/1; hyper-util's auto builder for
+//! TLS, h2c and the undecided), the head deadline of a connection that never sends a
 //! request, and the drain's graceful close; and what a connection holds
 //! while it lives (its `max_connections` place, its count in
 //! `figway_connections_active`). `serve` (in `mod.rs`) accepts and spawns
@@ -9,8 +9,8 @@
 //!
 //! The connection's future is its task, held by every idle connection:
 //! rare paths (TLS handshake, the auto builder) are boxed and nothing is
-//! kept twice, so a plain HTTP/1 connection's task stays ~1 KiB beside
-//! hyper's two 8 KiB buffers (`tests/alloc.rs` bounds the whole).
+//! kept twice, so a plain HTTP/1 connection's task stays ~1 KiB, and an
+//! idle one holds no buffer (`tests/alloc.rs` bounds the whole: ~2.9 KiB).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -95,12 +95,13 @@ pub(super) fn connection(
             ));
             let drained = std::pin::pin!(listening.drain.wake.notified());
             // The drain needs no call into the connection: it reads the
-            // drain's flag itself whenever it is woken.
+            // drain's flag itself whenever it is woken. No deadline here
+            // either: `h1` times the first head with its own timer.
             until_done(
                 served,
                 drained,
                 &conn.framing,
-                left,
+                None,
                 &listening.drain,
                 |_| {},
             )
@@ -168,7 +169,7 @@ async fn auto_connection(
         served,
         drained,
         &conn.framing,
-        left,
+        Some(left),
         &listening.drain,
         |c| c.graceful_shutdown(),
     )
@@ -227,7 +228,7 @@ impl Http {
 }
 
 /// Drives `conn` to its end (`Some`), unless no request has reached the
-/// service when `left` runs out (then `None`, and the connection is
+/// service when `left` (if given) runs out (then `None`, and the connection is
 /// dropped, closing it). Once the drain begins, gracefully (`shutdown`):
 /// HTTP/1.1 finishes the request in progress (or the first, still
 /// arriving) with `Connection: close` and closes when idle; h2 sends
@@ -249,7 +250,7 @@ fn until_done<'a, 'd, C, E>(
     conn: Pin<&'a mut C>,
     drained: Pin<&'a mut Notified<'d>>,
     flags: &'a ConnFlags,
-    left: Duration,
+    left: Option<Duration>,
     drain: &'a Drain,
     shutdown: fn(Pin<&mut C>),
 ) -> UntilDone<'a, 'd, C>
@@ -262,7 +263,7 @@ where
         flags,
         drain,
         shutdown,
-        deadline: Some(Box::pin(tokio::time::sleep(left))),
+        deadline: left.map(|left| Box::pin(tokio::time::sleep(left))),
         listening: false,
         draining: false,
     }

@@ -148,7 +148,10 @@ fn poll_head(
         match socket.poll_fill(cx, &mut side.buf) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Read::Closed),
             Poll::Ready(Ok(_)) => {}
-            Poll::Pending => break,
+            Poll::Pending => {
+                side.park_buffer();
+                break;
+            }
         }
     }
     drop(side);

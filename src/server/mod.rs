@@ -2,7 +2,7 @@
 //! beside the listeners already there, so a new binary can start beside an
 //! old one), the `max_connections` cap, TLS termination, HTTP from clients
 //! (a plain connection whose first bytes cannot begin the h2 preface goes
-//! straight to hyper's HTTP/1 connection; h2c, TLS with ALPN and the
+//! to figway's own HTTP/1.1 server, `h1`; h2c, TLS with ALPN and the
 //! undecided go through hyper-util's auto builder), the admin server beside
 //! it, and on shutdown `drain_delay` then the drain (SPEC §9), upgraded
 //! connections included.
