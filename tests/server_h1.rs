@@ -338,6 +338,57 @@ async fn a_broken_chunked_body_ends_the_connection() {
     assert!(b.seen().iter().all(|s| s.uri.path() != "/app/smuggled"));
 }
 
+// === a client that leaves ===
+
+/// A body that sends one frame and then nothing, ever: an event stream
+/// gone quiet.
+struct OneThenQuiet(bool);
+
+impl http_body::Body for OneThenQuiet {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"event: one\n\n",
+        )))))
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_quiet_stream_releases_its_upstream() {
+    use http_body_util::BodyExt;
+    let b = Backend::with(|_| async move {
+        Response::new(OneThenQuiet(false).map_err(|never| match never {}).boxed())
+    })
+    .await;
+    let f = Figway::start(&app_route(&b.url(), "")).await;
+    let mut c = Raw::connect(f.addr).await;
+    c.send(b"GET /app/events HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let until = Instant::now() + WAIT;
+    while !String::from_utf8_lossy(&c.buf).contains("event: one") {
+        assert!(c.read_more(until).await, "no first event");
+    }
+    assert_eq!(b.open_connections(), 1);
+    drop(c);
+    // Nothing more comes from the upstream, so no write fails: only
+    // watching the client's socket sees it go.
+    let until = Instant::now() + WAIT;
+    while b.open_connections() > 0 {
+        assert!(
+            Instant::now() < until,
+            "the upstream stream is still held after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // === the head timer over keep-alive ===
 
 #[tokio::test]

@@ -59,6 +59,11 @@ pub struct ReadSide {
     /// The loop's task, woken when the body ends or is dropped (it then
     /// takes the socket's read readiness back).
     waiting: Option<Waker>,
+    /// The body's task while it waits: woken when the loop takes over
+    /// what the body was waiting for (a `100 Continue` the answer made
+    /// moot, a body the connection gave up on), since the socket's one
+    /// waker per direction may by then be the loop's.
+    reader: Option<Waker>,
 }
 
 /// Where the current request's body stands.
@@ -66,12 +71,16 @@ pub struct ReadSide {
 enum Reading {
     /// No body, or it ended: the loop reads.
     Idle,
+    /// Being read by its [`Body`], which alone reads the socket meanwhile.
     Length(u64),
     Chunked(Box<chunked::Decoder>),
-    /// Dropped before its end by the proxy: the loop drains what is
-    /// buffered of it after the answer, or closes the connection.
+    /// Dropped before its end by the proxy: the loop reads what is left of
+    /// it and throws it away (as hyper drains a dropped body), or closes
+    /// the connection when it does not come.
     Abandoned(Remaining),
-    /// Malformed or cut short: nothing more is read from this connection.
+    /// Malformed, cut short, or given up on while its [`Body`] still
+    /// lived: nothing more is read from this connection, and the body
+    /// (if it still lives) ends in an error, never a clean end.
     Failed,
 }
 
@@ -80,6 +89,20 @@ enum Reading {
 enum Remaining {
     Length(u64),
     Chunked(Box<chunked::Decoder>),
+}
+
+/// What is left unread of the current request's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unread {
+    /// Nothing: the next bytes are the next request's.
+    Nothing,
+    /// Some of a dropped body, not yet here.
+    More,
+    /// A body its [`Body`] still reads (an h2c upstream's connection task
+    /// may hold it past the answer).
+    Held,
+    /// A body that broke: the connection cannot go on.
+    Broken,
 }
 
 /// `100 Continue`, owed to a client that asked for it.
@@ -99,6 +122,7 @@ impl Socket {
                 body: Reading::Idle,
                 expect: Expect::None,
                 waiting: None,
+                reader: None,
             }),
         })
     }
@@ -166,6 +190,15 @@ impl Socket {
         }
     }
 
+    /// Reads what is there without waiting: `Ok(0)` at the end, a
+    /// `WouldBlock` error when nothing is.
+    pub fn try_fill(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.capacity() - buf.len() < READ_SIZE / 2 {
+            buf.reserve(READ_SIZE);
+        }
+        self.stream.try_read_buf(buf)
+    }
+
     /// Writes some of `bufs` once the socket is writable.
     pub fn poll_write(
         &self,
@@ -214,15 +247,52 @@ impl ReadSide {
         });
     }
 
-    /// Whether the loop may read: no body is being read by the proxy.
+    /// Whether the loop may read: no [`Body`] is reading.
     pub fn loop_reads(&self) -> bool {
-        matches!(self.body, Reading::Idle)
+        matches!(self.body, Reading::Idle | Reading::Abandoned(_))
     }
 
-    /// Whether the connection can carry nothing more: its body was
-    /// malformed or cut short.
-    pub fn failed(&self) -> bool {
-        matches!(self.body, Reading::Failed)
+    /// Throws away what is buffered of a body the proxy dropped, and says
+    /// what is left of the current body.
+    pub fn discard_unread(&mut self) -> Unread {
+        let left = match &mut self.body {
+            Reading::Idle => return Unread::Nothing,
+            Reading::Length(_) | Reading::Chunked(_) => return Unread::Held,
+            Reading::Failed => return Unread::Broken,
+            Reading::Abandoned(left) => left,
+        };
+        let done = match left {
+            Remaining::Length(n) => {
+                let k = (*n).min(self.buf.len() as u64);
+                self.buf.advance(k as usize);
+                *n -= k;
+                Ok(*n == 0)
+            }
+            Remaining::Chunked(decoder) => skip_chunked(decoder, &mut self.buf),
+        };
+        match done {
+            Ok(true) => {
+                self.body = Reading::Idle;
+                Unread::Nothing
+            }
+            Ok(false) => Unread::More,
+            Err(()) => {
+                self.body = Reading::Failed;
+                Unread::Broken
+            }
+        }
+    }
+
+    /// The connection gives up on reading: a [`Body`] that still lives
+    /// (an h2c upload) ends in an error rather than waiting on a socket
+    /// nobody will feed, or reading the next request's bytes.
+    pub fn give_up(&mut self) {
+        if matches!(self.body, Reading::Length(_) | Reading::Chunked(_)) {
+            self.body = Reading::Failed;
+            if let Some(w) = self.reader.take() {
+                w.wake();
+            }
+        }
     }
 
     /// Has the loop's task woken when the body ends or is dropped.
@@ -241,30 +311,15 @@ impl ReadSide {
             Expect::Owed(at) if at > 0 => &CONTINUE[at..],
             _ => &[],
         };
-        self.expect = Expect::None;
-        rest
-    }
-
-    /// After the answer: drops what is buffered of a body the proxy did
-    /// not read. False when the body is not all here (or was malformed):
-    /// the connection must close, as hyper's does, rather than wait for a
-    /// body nobody wants.
-    pub fn skip_unread_body(&mut self) -> bool {
-        let body = std::mem::replace(&mut self.body, Reading::Idle);
-        let finished = match body {
-            Reading::Idle => true,
-            Reading::Failed => false,
-            Reading::Length(n) | Reading::Abandoned(Remaining::Length(n)) => {
-                skip_length(&mut self.buf, n)
+        if self.expect != Expect::None {
+            self.expect = Expect::None;
+            // A body waiting to write the 100 may wait on a waker the
+            // answer's writes replace: it goes on to read.
+            if let Some(w) = self.reader.take() {
+                w.wake();
             }
-            Reading::Chunked(mut d) | Reading::Abandoned(Remaining::Chunked(mut d)) => {
-                skip_chunked(&mut d, &mut self.buf)
-            }
-        };
-        if !finished {
-            self.body = Reading::Failed;
         }
-        finished
+        rest
     }
 
     fn ended(&mut self, how: Reading) {
@@ -275,20 +330,15 @@ impl ReadSide {
     }
 }
 
-fn skip_length(buf: &mut BytesMut, n: u64) -> bool {
-    if (buf.len() as u64) < n {
-        return false;
-    }
-    buf.advance(n as usize);
-    true
-}
-
-fn skip_chunked(decoder: &mut chunked::Decoder, buf: &mut BytesMut) -> bool {
+/// Decodes a chunked body off `buf` and drops it: `Ok(true)` at its end,
+/// `Ok(false)` when more must come, `Err` when it is malformed.
+fn skip_chunked(decoder: &mut chunked::Decoder, buf: &mut BytesMut) -> Result<bool, ()> {
     loop {
         match decoder.decode(buf) {
             Ok(Step::Data(_)) => {}
-            Ok(Step::End(_)) => return true,
-            Ok(Step::More) | Err(_) => return false,
+            Ok(Step::End(_)) => return Ok(true),
+            Ok(Step::More) => return Ok(false),
+            Err(_) => return Err(()),
         }
     }
 }
@@ -356,8 +406,41 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let mut guard = self.socket.side();
         let side = &mut *guard;
-        if !matches!(side.body, Reading::Length(_) | Reading::Chunked(_)) {
-            return Poll::Ready(None);
+        let polled = self.poll_body(cx, side);
+        if polled.is_pending() {
+            match &side.reader {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => side.reader = Some(cx.waker().clone()),
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // A body the connection gave up on is not at its end: polled, it
+        // says why.
+        matches!(self.socket.side().body, Reading::Idle)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.socket.side().body {
+            Reading::Length(n) => SizeHint::with_exact(n),
+            Reading::Idle => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Body {
+    fn poll_body(
+        &self,
+        cx: &mut Context<'_>,
+        side: &mut ReadSide,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match side.body {
+            Reading::Length(_) | Reading::Chunked(_) => {}
+            Reading::Failed => return Poll::Ready(Some(Err(BodyError::Incomplete))),
+            Reading::Idle | Reading::Abandoned(_) => return Poll::Ready(None),
         }
         if let Err(e) = ready!(self.poll_continue(cx, side)) {
             return Body::fail(side, BodyError::Io(e));
@@ -387,7 +470,8 @@ impl http_body::Body for Body {
                     }
                 }
                 Reading::Length(_) | Reading::Chunked(_) => {}
-                _ => return Poll::Ready(None),
+                Reading::Failed => return Poll::Ready(Some(Err(BodyError::Incomplete))),
+                Reading::Idle | Reading::Abandoned(_) => return Poll::Ready(None),
             }
             match ready!(self.socket.poll_fill(cx, &mut side.buf)) {
                 Ok(0) => return Body::fail(side, BodyError::Incomplete),
@@ -396,26 +480,12 @@ impl http_body::Body for Body {
             }
         }
     }
-
-    fn is_end_stream(&self) -> bool {
-        !matches!(
-            self.socket.side().body,
-            Reading::Length(_) | Reading::Chunked(_)
-        )
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.socket.side().body {
-            Reading::Length(n) => SizeHint::with_exact(n),
-            Reading::Chunked(_) => SizeHint::default(),
-            _ => SizeHint::with_exact(0),
-        }
-    }
 }
 
 impl Drop for Body {
     fn drop(&mut self) {
         let mut side = self.socket.side();
+        side.reader = None;
         let body = std::mem::replace(&mut side.body, Reading::Idle);
         let left = match body {
             Reading::Length(n) => Reading::Abandoned(Remaining::Length(n)),

@@ -35,7 +35,7 @@ use super::drain::Drain;
 use crate::body::ClientBody;
 use crate::codec::request::{self, Head, Refusal};
 use crate::codec::response::{self, Asked, BodyLength, Encoding, Unwritable};
-use crate::codec::socket::{OnUpgrade, Socket, Upgrade, Upgraded};
+use crate::codec::socket::{OnUpgrade, Socket, Unread, Upgrade, Upgraded};
 use crate::config::Listen;
 use crate::proxy::{ConnCtx, ResponseBody};
 
@@ -225,10 +225,65 @@ async fn exchange(
     let next = write_answer(socket, answer, asked, upgrade, &mut out).await;
     put_out(out);
     let next = next?;
-    if matches!(next, Next::KeepAlive) && !socket.side().skip_unread_body() {
+    if matches!(next, Next::KeepAlive) && !body_done(socket) {
         return Ok(Next::Close);
     }
     Ok(next)
+}
+
+/// After the answer: whether the connection can read its next request.
+/// What is left of a body the proxy dropped is thrown away, with one more
+/// read when it is not all here (hyper reads once too, then closes rather
+/// than wait for a body nobody wants); a body still held (an h2c upload
+/// past its answer) or broken ends the connection.
+fn body_done(socket: &Socket) -> bool {
+    let mut side = socket.side();
+    let mut read = false;
+    loop {
+        match side.discard_unread() {
+            Unread::Nothing => return true,
+            Unread::More if !read => {
+                read = true;
+                if !matches!(socket.try_fill(&mut side.buf), Ok(n) if n > 0) {
+                    return false;
+                }
+            }
+            Unread::More | Unread::Broken => return false,
+            Unread::Held => {
+                side.give_up();
+                return false;
+            }
+        }
+    }
+}
+
+/// Watches the connection while the proxy works or an answer streams:
+/// `Ready(true)` when the client closed it (its request is dropped, as
+/// hyper drops it), `Ready(false)` when there is nothing more to watch
+/// for (the next request's bytes came, or a body broke). Reads only when
+/// no body is reading (one reader at a time); what comes of a body the
+/// proxy dropped is thrown away as it comes, as hyper drains it.
+fn poll_gone(cx: &mut Context<'_>, socket: &Socket) -> Poll<bool> {
+    let mut guard = socket.side();
+    let side = &mut *guard;
+    loop {
+        match side.discard_unread() {
+            Unread::Held => {
+                side.wake_on_body_end(cx.waker());
+                return Poll::Pending;
+            }
+            Unread::Broken => return Poll::Ready(false),
+            // The next request, pipelined: kept, and nothing more read
+            // until this answer is out.
+            Unread::Nothing if !side.buf.is_empty() => return Poll::Ready(false),
+            Unread::Nothing | Unread::More => {}
+        }
+        match socket.poll_fill(cx, &mut side.buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(true),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending => return Poll::Pending,
+        }
+    }
 }
 
 /// Drives the proxy's future to its answer while watching the connection
@@ -245,20 +300,10 @@ where
             return Poll::Ready(Some(answer));
         }
         if watching {
-            let mut side = socket.side();
-            if !side.loop_reads() {
-                side.wake_on_body_end(cx.waker());
-            } else if !side.buf.is_empty() {
-                // The next request, pipelined: kept, and nothing more read
-                // until this answer is out.
-                watching = false;
-            } else {
-                let side = &mut *side;
-                match socket.poll_fill(cx, &mut side.buf) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
-                    Poll::Ready(Ok(_)) => watching = false,
-                    Poll::Pending => {}
-                }
+            match poll_gone(cx, socket) {
+                Poll::Ready(true) => return Poll::Ready(None),
+                Poll::Ready(false) => watching = false,
+                Poll::Pending => {}
             }
         }
         Poll::Pending
@@ -329,10 +374,11 @@ async fn write_answer(
 }
 
 /// What polling the answer's body gave, or that what is gathered must go
-/// out before waiting for more.
+/// out before waiting for more, or that the client left.
 enum Got {
     Frame(Option<Result<Frame<Bytes>, crate::upstream::client::BodyError>>),
     Flush,
+    Gone,
 }
 
 /// Writes the answer's body behind the head in `out`; false when it
@@ -349,19 +395,31 @@ async fn write_body(
         _ => None,
     };
     let chunked = encoding == Encoding::Chunked;
+    // While the answer waits on its upstream, the socket is watched as it
+    // was while the proxy worked: a client that leaves ends it.
+    let mut watching = true;
     loop {
         let got = poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(frame) => Poll::Ready(Got::Frame(frame)),
             Poll::Pending if !out.is_empty() => Poll::Ready(Got::Flush),
+            Poll::Pending if watching => match poll_gone(cx, socket) {
+                Poll::Ready(true) => Poll::Ready(Got::Gone),
+                Poll::Ready(false) => {
+                    watching = false;
+                    Poll::Pending
+                }
+                Poll::Pending => Poll::Pending,
+            },
             Poll::Pending => Poll::Pending,
         })
         .await;
-        let data = match got {
+        let mut data = match got {
             Got::Flush => {
                 write_all(socket, &mut [IoSlice::new(out)]).await?;
                 out.clear();
                 continue;
             }
+            Got::Gone => return Ok(false),
             Got::Frame(None) => break,
             Got::Frame(Some(Err(_))) => return Ok(false),
             Got::Frame(Some(Ok(frame))) => match frame.into_data() {
@@ -376,11 +434,10 @@ async fn write_body(
             continue;
         }
         if let Some(left) = &mut left {
+            // Longer than its `Content-Length`: hyper writes what is owed
+            // and no more.
             if data.len() as u64 > *left {
-                // Longer than its `Content-Length`: hyper writes nothing
-                // of it and closes.
-                write_all(socket, &mut [IoSlice::new(out)]).await?;
-                return Ok(false);
+                data.truncate(*left as usize);
             }
             *left -= data.len() as u64;
         }
@@ -403,6 +460,11 @@ async fn write_body(
             )
             .await?;
             out.clear();
+        }
+        // As hyper: the body is done when it says so after a frame, or
+        // when its length is written (it is not polled again).
+        if left == Some(0) || body.is_end_stream() {
+            break;
         }
     }
     if chunked {
@@ -449,6 +511,7 @@ async fn write_all(socket: &Socket, mut bufs: &mut [IoSlice<'_>]) -> io::Result<
 /// Ends the connection's sending side, so the client sees the end after
 /// the last answer (the socket itself closes when its last holder lets go).
 fn close(socket: &Socket) {
+    socket.side().give_up();
     let _ = socket2::SockRef::from(socket.stream()).shutdown(std::net::Shutdown::Write);
 }
 
