@@ -494,3 +494,83 @@ async fn large_and_streamed_answers_arrive_whole() {
     );
     assert_eq!(body.len(), 1_000_000, "read to the close");
 }
+
+// === whatever a client sends ===
+
+/// Pieces a client's bytes are made of: well-formed and broken heads,
+/// bodies, framing headers at odds, stray line ends.
+const PIECES: &[&[u8]] = &[
+    b"GET /app/x HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /app/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"3\r\nabc\r\n",
+    b"0\r\n\r\n",
+    b"zz\r\n",
+    b"Content-Length: 7\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Expect: 100-continue\r\n",
+    b"Connection: close\r\n",
+    b"GET /nowhere HTTP/1.0\r\n\r\n",
+    b"\r\n",
+    b"\n",
+    b"GET /app/\x00 HTTP/1.1\r\n",
+    b"HTTP/1.1 200 OK\r\n",
+    b"POST /app/x HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    b"GET /app/x HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+    b"\xff\xfe",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_bytes_a_client_sends_leave_figway_serving() {
+    let b = echo().await;
+    let f = Figway::start(&app_route(&b.url(), "header_read_timeout = \"300ms\"")).await;
+    let mut rng = fastrand::Rng::with_seed(12);
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        let mut bytes = Vec::new();
+        for _ in 0..rng.usize(1..8) {
+            bytes.extend_from_slice(PIECES[rng.usize(..PIECES.len())]);
+        }
+        // Cut anywhere, sent in up to three writes.
+        bytes.truncate(rng.usize(1..=bytes.len()));
+        let cuts = [rng.usize(..=bytes.len()), rng.usize(..=bytes.len())];
+        let addr = f.addr;
+        clients.push(tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return;
+            };
+            let (a, c) = (cuts[0].min(cuts[1]), cuts[0].max(cuts[1]));
+            for part in [&bytes[..a], &bytes[a..c], &bytes[c..]] {
+                if s.write_all(part).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut sink = [0u8; 4096];
+            let until = Instant::now() + Duration::from_secs(2);
+            while let Ok(Ok(n)) = tokio::time::timeout_at(until, s.read(&mut sink)).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    // Still serving, and every connection it kept for those is gone.
+    let a = get(f.addr, "/app/after", &[]).await;
+    assert_eq!(a.status, 200);
+    let until = Instant::now() + WAIT;
+    loop {
+        let open = f.shared.registry.metrics.connections.get();
+        if open <= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{open} client connections still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

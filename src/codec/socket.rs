@@ -581,3 +581,99 @@ impl AsyncWrite for Upgraded {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A socket for the server's side of a loopback connection, and the
+    /// client's end.
+    async fn pair() -> (Arc<Socket>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Socket::new(server), client)
+    }
+
+    #[tokio::test]
+    async fn a_body_the_connection_gave_up_on_errs_and_is_not_at_its_end() {
+        let (socket, mut client) = pair().await;
+        let mut body = socket.body(Framing::Length(10), false).unwrap();
+        client.write_all(b"abc").await.unwrap();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "abc");
+        socket.side().give_up();
+        assert!(!http_body::Body::is_end_stream(&body));
+        assert!(matches!(
+            body.frame().await,
+            Some(Err(BodyError::Incomplete))
+        ));
+        // Nothing after it is read as the connection's.
+        client
+            .write_all(b"defghijGET / HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(matches!(socket.side().discard_unread(), Unread::Broken));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_body_is_thrown_away_up_to_its_end_and_no_further() {
+        let (socket, mut client) = pair().await;
+        let body = socket.body(Framing::Chunked, false).unwrap();
+        drop(body);
+        client
+            .write_all(b"5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let got = poll_fn(|cx| {
+            let mut side = socket.side();
+            loop {
+                match side.discard_unread() {
+                    Unread::More => {}
+                    other => return Poll::Ready(other),
+                }
+                let side = &mut *side;
+                match ready!(socket.poll_fill(cx, &mut side.buf)) {
+                    Ok(n) if n > 0 => {}
+                    _ => return Poll::Ready(Unread::Broken),
+                }
+            }
+        })
+        .await;
+        assert_eq!(got, Unread::Nothing);
+        assert_eq!(&socket.side().buf[..], b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn continue_goes_before_the_first_read_and_not_after_the_answer() {
+        let (socket, mut client) = pair().await;
+        let mut body = socket.body(Framing::Length(2), true).unwrap();
+        client.write_all(b"hi").await.unwrap();
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "hi"
+        );
+        let mut got = [0u8; CONTINUE.len()];
+        tokio::io::AsyncReadExt::read_exact(&mut client, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(&got[..], CONTINUE);
+
+        let body = socket.body(Framing::Length(2), true).unwrap();
+        assert_eq!(socket.side().answering(), b"", "nothing of it written");
+        drop(body);
+        let mut any = [0u8; 1];
+        assert!(
+            client.try_read(&mut any).is_err(),
+            "a 100 Continue after the answer began"
+        );
+    }
+}
