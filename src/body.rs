@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use crate::codec::socket;
+use crate::codec::client_body;
 
 /// Why a client's body could not be read on: from hyper's server, or
 /// from figway's own (`codec::socket`). Boxed: only a broken body pays.
@@ -35,7 +35,7 @@ pub enum ClientBody {
     /// The request had no body.
     Empty,
     Hyper(Incoming),
-    Own(socket::Body),
+    Own(client_body::Body),
 }
 
 impl Body for ClientBody {

@@ -18,7 +18,8 @@
 //!   request head, `codec::response` writes an answer's,
 //!   `codec::chunked` decodes a chunked request body, all with hyper's
 //!   rules; `codec::socket` is the client socket the server and its
-//!   request body share), [`sticky`] (split buckets),
+//!   request body, `codec::client_body`, share; `codec::upgraded` hands it
+//!   to a tunnel after a 101), [`sticky`] (split buckets),
 //!   [`trim`] (free memory back to the OS after connections leave),
 //!   [`suggest`] ("did you mean ...?" for config errors and the command
 //!   line).

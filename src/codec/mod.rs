@@ -10,15 +10,18 @@
 //! with hyper's server's strict rules. Those three are pure functions over
 //! bytes, so that unit tests and fuzz targets drive them directly, and
 //! `tests/codec_differential.rs` holds them to hyper over loopback, case by
-//! case and byte for byte. [`socket`] is the one part with I/O: the client
-//! socket the server and the request body share, and that body. The field
+//! case and byte for byte. The parts with I/O: [`socket`], the client
+//! socket the server and the request body share; [`client_body`], that
+//! body; [`upgraded`], the socket handed to a tunnel after a 101. The field
 //! rules below are shared with `framing`'s guard (lengths and codings) and
 //! the upstream client (a response head's lines through [`fields`]).
 
 pub mod chunked;
+pub mod client_body;
 pub mod request;
 pub mod response;
 pub mod socket;
+pub mod upgraded;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};

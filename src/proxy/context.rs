@@ -136,7 +136,7 @@ pub struct Pending {
 /// serves it.
 pub enum ClientUpgrade {
     Hyper(hyper::upgrade::OnUpgrade),
-    Own(crate::codec::socket::OnUpgrade),
+    Own(crate::codec::upgraded::OnUpgrade),
 }
 
 /// The parts of the request head the access log shows, kept from before

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::context::{ClientUpgrade, Pending, RequestCtx};
-use crate::codec::socket;
+use crate::codec::upgraded;
 use crate::state::tunnels::Tunnels;
 use crate::upstream::client::UpstreamBody;
 
@@ -41,7 +41,7 @@ pub fn requested(parts: &mut Parts) -> Option<Box<Pending>> {
     let protocol = protocol.clone();
     let client = match parts.extensions.remove::<OnUpgrade>() {
         Some(hyper) => ClientUpgrade::Hyper(hyper),
-        None => ClientUpgrade::Own(parts.extensions.remove::<socket::OnUpgrade>()?),
+        None => ClientUpgrade::Own(parts.extensions.remove::<upgraded::OnUpgrade>()?),
     };
     Some(Box::new(Pending { client, protocol }))
 }
