@@ -46,12 +46,18 @@ impl std::error::Error for BodyError {}
 #[derive(Debug)]
 pub struct Body {
     socket: Arc<Socket>,
+    /// Its request's number on the connection ([`ReadSide`]'s `request`).
+    request: u64,
 }
 
 impl Body {
     /// Starts the body of the request just parsed; `None` when it has none.
     pub fn start(socket: &Arc<Socket>, framing: Framing, expect_continue: bool) -> Option<Body> {
         let mut side = socket.side();
+        if framing == Framing::Empty {
+            return None;
+        }
+        side.request += 1;
         side.body = match framing {
             Framing::Empty => return None,
             Framing::Length(n) => Reading::Length(n),
@@ -64,6 +70,7 @@ impl Body {
         };
         Some(Body {
             socket: socket.clone(),
+            request: side.request,
         })
     }
 
@@ -101,6 +108,11 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let mut guard = self.socket.side();
         let side = &mut *guard;
+        if side.request != self.request {
+            // Its request is over, and it had ended (else the connection
+            // would have closed rather than read another).
+            return Poll::Ready(None);
+        }
         let polled = self.poll_body(cx, side);
         if polled.is_pending() {
             match &side.reader {
@@ -114,11 +126,16 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         // A body the connection gave up on is not at its end: polled, it
         // says why.
-        matches!(self.socket.side().body, Reading::Idle)
+        let side = self.socket.side();
+        side.request != self.request || matches!(side.body, Reading::Idle)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.socket.side().body {
+        let side = self.socket.side();
+        if side.request != self.request {
+            return SizeHint::with_exact(0);
+        }
+        match side.body {
             Reading::Length(n) => SizeHint::with_exact(n),
             Reading::Idle => SizeHint::with_exact(0),
             _ => SizeHint::default(),
@@ -180,6 +197,9 @@ impl Body {
 impl Drop for Body {
     fn drop(&mut self) {
         let mut side = self.socket.side();
+        if side.request != self.request {
+            return;
+        }
         side.reader = None;
         let body = std::mem::replace(&mut side.body, Reading::Idle);
         let left = match body {
@@ -277,13 +297,55 @@ mod tests {
             .unwrap();
         assert_eq!(&got[..], CONTINUE);
 
-        let body = Body::start(&socket, Framing::Length(2), true).unwrap();
+        // Answered before the body was polled: the body then reads, and no
+        // 100 goes out behind the answer.
+        let mut body = Body::start(&socket, Framing::Length(2), true).unwrap();
         assert_eq!(socket.side().answering(), b"", "nothing of it written");
-        drop(body);
+        client.write_all(b"ok").await.unwrap();
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "ok"
+        );
         let mut any = [0u8; 1];
         assert!(
             client.try_read(&mut any).is_err(),
             "a 100 Continue after the answer began"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_waiting_when_the_connection_gives_up_is_woken_with_an_error() {
+        let (socket, _client) = pair().await;
+        let mut body = Body::start(&socket, Framing::Length(10), false).unwrap();
+        let waiting = tokio::spawn(async move { body.frame().await.map(|f| f.is_err()) });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        socket.side().give_up();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(2), waiting)
+            .await
+            .expect("the waiting body was never woken")
+            .unwrap();
+        assert_eq!(got, Some(true));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_outlives_its_request_leaves_the_next_one_alone() {
+        let (socket, mut client) = pair().await;
+        let mut first = Body::start(&socket, Framing::Length(2), false).unwrap();
+        client.write_all(b"hiabc").await.unwrap();
+        assert_eq!(
+            first.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "hi"
+        );
+        // `first` is still held (as an h2 upstream's task can hold it) when
+        // the next request's body starts.
+        let mut second = Body::start(&socket, Framing::Length(3), false).unwrap();
+        assert!(first.frame().await.is_none());
+        assert!(http_body::Body::is_end_stream(&first));
+        drop(first);
+        assert!(!http_body::Body::is_end_stream(&second));
+        assert_eq!(
+            second.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "abc"
         );
     }
 }

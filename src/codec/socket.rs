@@ -56,6 +56,10 @@ pub struct ReadSide {
     /// moot, a body the connection gave up on), since the socket's one
     /// waker per direction may by then be the loop's.
     pub(super) reader: Option<Waker>,
+    /// Which request's body the state above is: a body that outlives its
+    /// request (an h2 upstream's task can hold one after it ended) must
+    /// not act on the next one's.
+    pub(super) request: u64,
 }
 
 /// Where the current request's body stands.
@@ -63,14 +67,14 @@ pub struct ReadSide {
 pub(super) enum Reading {
     /// No body, or it ended: the loop reads.
     Idle,
-    /// Being read by its [`Body`], which alone reads the socket meanwhile.
+    /// Being read by its [`Body`](super::client_body::Body), which alone reads the socket meanwhile.
     Length(u64),
     Chunked(Box<chunked::Decoder>),
     /// Dropped before its end by the proxy: the loop reads what is left of
     /// it and throws it away (as hyper drains a dropped body), or closes
     /// the connection when it does not come.
     Abandoned(Remaining),
-    /// Malformed, cut short, or given up on while its [`Body`] still
+    /// Malformed, cut short, or given up on while its [`Body`](super::client_body::Body) still
     /// lived: nothing more is read from this connection, and the body
     /// (if it still lives) ends in an error, never a clean end.
     Failed,
@@ -90,7 +94,7 @@ pub enum Unread {
     Nothing,
     /// Some of a dropped body, not yet here.
     More,
-    /// A body its [`Body`] still reads (an h2c upstream's connection task
+    /// A body its [`Body`](super::client_body::Body) still reads (an h2c upstream's connection task
     /// may hold it past the answer).
     Held,
     /// A body that broke: the connection cannot go on.
@@ -115,6 +119,7 @@ impl Socket {
                 expect: Expect::None,
                 waiting: None,
                 reader: None,
+                request: 0,
             }),
         })
     }
@@ -212,7 +217,15 @@ impl ReadSide {
         if !self.buf.is_empty() || self.buf.capacity() == 0 {
             return;
         }
-        let buf = std::mem::take(&mut self.buf);
+        let mut buf = std::mem::take(&mut self.buf);
+        // Back to the start of its allocation (no allocation when nothing
+        // else holds it, the usual case once the request is over), so that
+        // its capacity is the whole of it: one grown by a large head is
+        // freed rather than lent.
+        buf.reserve(READ_SIZE);
+        if buf.capacity() > 4 * READ_SIZE {
+            return;
+        }
         SPARE.with(|s| {
             let mut spare = s.borrow_mut();
             if spare.len() < MAX_SPARE {
@@ -221,7 +234,7 @@ impl ReadSide {
         });
     }
 
-    /// Whether the loop may read: no [`Body`] is reading.
+    /// Whether the loop may read: no [`Body`](super::client_body::Body) is reading.
     pub fn loop_reads(&self) -> bool {
         matches!(self.body, Reading::Idle | Reading::Abandoned(_))
     }
@@ -257,7 +270,7 @@ impl ReadSide {
         }
     }
 
-    /// The connection gives up on reading: a [`Body`] that still lives
+    /// The connection gives up on reading: a [`Body`](super::client_body::Body) that still lives
     /// (an h2c upload) ends in an error rather than waiting on a socket
     /// nobody will feed, or reading the next request's bytes.
     pub fn give_up(&mut self) {

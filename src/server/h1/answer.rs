@@ -17,7 +17,7 @@ use http_body::{Body as _, Frame};
 
 use super::watch::poll_gone;
 use crate::codec::response::{self, Asked, BodyLength, Encoding, Unwritable};
-use crate::codec::socket::Socket;
+use crate::codec::socket::{Socket, Unread};
 use crate::codec::upgraded::{Upgrade, Upgraded};
 use crate::proxy::ResponseBody;
 
@@ -84,6 +84,11 @@ pub(super) async fn write_answer(
         let Some(upgrade) = upgrade else {
             return Ok(Next::Close);
         };
+        // What is buffered of a request body goes nowhere: the tunnel gets
+        // the bytes after it, or nothing when the body is not all here.
+        if socket.side().discard_unread() != Unread::Nothing {
+            return Ok(Next::Close);
+        }
         let _ = upgrade.send(Upgraded::new(socket.clone()));
         return Ok(Next::Upgraded);
     }

@@ -118,11 +118,13 @@ fn poll_head(
 ) -> Poll<Read> {
     let mut side = socket.side();
     loop {
-        if side.buf.is_empty() {
-            if !first && drain.started() {
-                return Poll::Ready(Read::Closed);
-            }
-        } else {
+        // The drain closes a connection between requests at once, with
+        // part of a next head or a pipelined one buffered too (as hyper:
+        // a connection is idle until a head is whole).
+        if !first && drain.started() {
+            return Poll::Ready(Read::Closed);
+        }
+        if !side.buf.is_empty() {
             match request::parse(&mut side.buf, max_head) {
                 Ok(Some(head)) => return Poll::Ready(Read::Head(Box::new(head))),
                 Ok(None) => {}
@@ -208,7 +210,13 @@ async fn exchange(
     let mut out = take_out();
     let next = write_answer(socket, answer, asked, upgrade, &mut out).await;
     put_out(out);
-    let next = next?;
+    let next = match next {
+        Ok(next) => next,
+        Err(e) => {
+            close(socket);
+            return Err(e);
+        }
+    };
     if matches!(next, Next::KeepAlive) && !body_done(socket) {
         return Ok(Next::Close);
     }
