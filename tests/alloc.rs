@@ -258,7 +258,7 @@ fn route_policies_allocate_nothing_per_request() {
 }
 
 /// Heap bytes an idle keep-alive client connection holds, after one GET
-/// (what benches/compare.sh's memory row holds 10,000 of). 2,912 bytes
+/// (what benches/compare.sh's memory row holds 10,000 of). 3,064 bytes
 /// (debug build, 2026-12-01) since figway's own HTTP/1.1 server: the
 /// connection's task, its socket and read side (`codec::socket`; the read
 /// buffer goes to the thread's spares while the connection is idle), its
