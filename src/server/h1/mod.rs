@@ -97,8 +97,12 @@ pub(super) fn serve<'a>(
 }
 
 /// What waiting for a head came to.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once into the exchange; boxing the head cost an allocation a request"
+)]
 enum Read {
-    Head(Box<Head>),
+    Head(Head),
     Refused(Refusal),
     /// The client left, the head timed out, or the drain closed an idle
     /// connection: closed without an answer, as hyper does.
@@ -126,7 +130,7 @@ fn poll_head(
         }
         if !side.buf.is_empty() {
             match request::parse(&mut side.buf, max_head) {
-                Ok(Some(head)) => return Poll::Ready(Read::Head(Box::new(head))),
+                Ok(Some(head)) => return Poll::Ready(Read::Head(head)),
                 Ok(None) => {}
                 Err(refusal) => return Poll::Ready(Read::Refused(refusal)),
             }
@@ -167,60 +171,67 @@ async fn refuse(socket: &Socket, refusal: Refusal) -> io::Result<()> {
     wrote
 }
 
-/// One request: handed to the proxy, its answer written.
-async fn exchange(
-    socket: &Arc<Socket>,
-    conn: &Arc<ConnCtx>,
-    drain: &Drain,
-    head: Box<Head>,
-) -> io::Result<Next> {
-    let Head {
-        mut parts,
-        framing,
-        keep_alive,
-        expect_continue,
-        wants_upgrade,
-        conflict,
-    } = *head;
-    if conflict {
-        conn.framing.conflict_next();
-    }
-    let method = parts.method.clone();
-    let version = parts.version;
-    let upgrade = wants_upgrade.then(|| {
-        let (tx, rx) = OnUpgrade::new();
-        parts.extensions.insert(rx);
-        tx
-    });
-    let body = match Body::start(socket, framing, expect_continue) {
-        Some(body) => ClientBody::Own(body),
-        None => ClientBody::Empty,
-    };
-    let service = crate::proxy::handle(Request::from_parts(parts, body), conn.clone());
-    let Some(answer) = run(socket, service).await else {
-        // The client left while the proxy worked: the request's future is
-        // dropped here, which ends it as a client that went away.
-        return Ok(Next::Close);
-    };
-    let asked = Asked {
-        method: &method,
-        version,
-        keep_alive: keep_alive && !drain.started(),
-    };
-    let mut out = take_out();
-    let next = write_answer(socket, answer, asked, upgrade, &mut out).await;
-    put_out(out);
-    let next = match next {
-        Ok(next) => next,
-        Err(e) => {
-            close(socket);
-            return Err(e);
+/// One request: handed to the proxy, its answer written. The head comes
+/// by value, not boxed (an allocation a request), and is kept once.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
+)]
+fn exchange<'a>(
+    socket: &'a Arc<Socket>,
+    conn: &'a Arc<ConnCtx>,
+    drain: &'a Drain,
+    head: Head,
+) -> impl Future<Output = io::Result<Next>> + Send + 'a {
+    async move {
+        let Head {
+            mut parts,
+            framing,
+            keep_alive,
+            expect_continue,
+            wants_upgrade,
+            conflict,
+        } = head;
+        if conflict {
+            conn.framing.conflict_next();
         }
-    };
-    if matches!(next, Next::KeepAlive) && !body_done(socket) {
-        return Ok(Next::Close);
+        let method = parts.method.clone();
+        let version = parts.version;
+        let upgrade = wants_upgrade.then(|| {
+            let (tx, rx) = OnUpgrade::new();
+            parts.extensions.insert(rx);
+            tx
+        });
+        let body = match Body::start(socket, framing, expect_continue) {
+            Some(body) => ClientBody::Own(body),
+            None => ClientBody::Empty,
+        };
+        let service = crate::proxy::handle(Request::from_parts(parts, body), conn.clone());
+        let Some(answer) = run(socket, service).await else {
+            // The client left while the proxy worked: the request's future is
+            // dropped here, which ends it as a client that went away.
+            return Ok(Next::Close);
+        };
+        let asked = Asked {
+            method: &method,
+            version,
+            keep_alive: keep_alive && !drain.started(),
+        };
+        let mut out = take_out();
+        let next = write_answer(socket, answer, asked, upgrade, &mut out).await;
+        put_out(out);
+        let next = match next {
+            Ok(next) => next,
+            Err(e) => {
+                close(socket);
+                return Err(e);
+            }
+        };
+        if matches!(next, Next::KeepAlive) && !body_done(socket) {
+            return Ok(Next::Close);
+        }
+        Ok(next)
     }
-    Ok(next)
 }
 
 /// Drives the proxy's future to its answer while watching the connection
