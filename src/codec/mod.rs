@@ -60,7 +60,7 @@ pub fn fields<E: Copy>(
     mut keep: impl FnMut(&HeaderName, &HeaderValue, &mut HeaderMap) -> Result<bool, E>,
 ) -> Result<HeaderMap, E> {
     SPANS.with_borrow(|spans| {
-        let mut headers = HeaderMap::with_capacity(spans.len() + room);
+        let mut headers = spare_map(spans.len() + room);
         for &[n0, n1, v0, v1] in spans {
             let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| bad)?;
             let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| bad)?;
@@ -70,6 +70,52 @@ pub fn fields<E: Copy>(
         }
         Ok(headers)
     })
+}
+
+thread_local! {
+    /// Header maps whose head has been written, kept for the next heads
+    /// parsed on this thread: a map is two allocations (and as many frees),
+    /// and every proxied request parses two heads, the client's and the
+    /// upstream's.
+    static SPARE_MAPS: std::cell::RefCell<Vec<HeaderMap>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare maps a thread keeps, and the most headers one may hold to be
+/// kept: enough for every request in flight on a busy worker to find one,
+/// without keeping the map of a rare huge head.
+const SPARE_MAPS_KEPT: usize = 32;
+const SPARE_MAP_CAPACITY: usize = 128;
+
+/// An empty header map with room for `capacity` fields: a spare one when
+/// the thread has one.
+fn spare_map(capacity: usize) -> HeaderMap {
+    match SPARE_MAPS.with_borrow_mut(Vec::pop) {
+        Some(mut map) => {
+            // A map of at most `SPARE_MAP_CAPACITY` and a head of at most
+            // `max_header_bytes` lines: within `http`'s limit.
+            let _ = map.try_reserve(capacity);
+            map
+        }
+        None => HeaderMap::with_capacity(capacity),
+    }
+}
+
+/// Gives back a map whose head has been written, emptied, for the thread's
+/// next head. Its values share the buffer they were parsed from: emptied
+/// here, the map keeps none of it.
+pub fn give_back(mut map: HeaderMap) {
+    if map.capacity() > SPARE_MAP_CAPACITY {
+        return;
+    }
+    map.clear();
+    // `try_with`: a thread being torn down just drops the map.
+    let _ = SPARE_MAPS.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_MAPS_KEPT {
+            spare.push(map);
+        }
+    });
 }
 
 /// A `Content-Length` value as hyper reads one: ASCII digits only (no

@@ -65,15 +65,18 @@ struct Resend {
 
 /// Attempts until one target answers; the answer goes back to the caller. A request that every
 /// attempt failed to connect for goes to the route's fallback once.
+///
+/// `request` comes as an `Option` (always `Some`) only to be lent to the
+/// attempts in place: moved into a local `Option` it would be kept twice in
+/// this future's state, which every request moves (proxy/mod.rs, Futures).
 #[allow(
     clippy::manual_async_fn,
     reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
 )]
-pub fn send<'a>(
-    ctx: &'a mut RequestCtx,
-    parts: Parts,
-    body: RequestBody,
-) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, ErrorKind>> + Send + 'a {
+pub fn send(
+    ctx: &mut RequestCtx,
+    mut request: Option<Request<RequestBody>>,
+) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, ErrorKind>> + Send + '_ {
     async move {
         let Some(chosen) = ctx.upstream else {
             return Err(ErrorKind::NoHealthyUpstream);
@@ -81,29 +84,33 @@ pub fn send<'a>(
         let upstream = &ctx.snapshot.upstreams[chosen];
         // A copy of the head only when the body could be sent twice and a
         // retry is possible at all.
-        let resend = match body.replay() {
-            Some(copy) if upstream.retries > 0 && upstream.targets.len() > 1 => Some(Resend {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                headers: parts.headers.clone(),
-                body: copy,
-            }),
+        // Boxed: ~250 bytes that most requests' state (moved whole on each)
+        // would carry for nothing, for one allocation beside the copies.
+        let resend = match &request {
+            Some(r) if upstream.retries > 0 && upstream.targets.len() > 1 => {
+                r.body().replay().map(|copy| {
+                    Box::new(Resend {
+                        method: r.method().clone(),
+                        uri: r.uri().clone(),
+                        headers: r.headers().clone(),
+                        body: copy,
+                    })
+                })
+            }
             _ => None,
         };
         // Lent to `attempts`, not moved in and out of it: the request is a few
         // hundred bytes, and handing it back inside the error cost every
         // request ~350 instructions of copies (benches/instructions.sh).
-        let mut request = Some(Request::from_parts(parts, body));
-        match attempts(ctx, chosen, &mut request, resend.as_ref()).await {
-            Ok(response) => Ok(response),
-            // Boxed: the success path's future need not carry a second round
-            // of attempts; the allocation is paid on this failure path only.
-            Err(kind) => match request.take() {
-                Some(unsent) => {
-                    Box::pin(fall_back(ctx, chosen, unsent, resend.as_ref(), kind)).await
-                }
-                None => Err(kind),
-            },
+        let kind = match attempts(ctx, chosen, &mut request, resend.as_deref()).await {
+            Ok(response) => return Ok(response),
+            Err(kind) => kind,
+        };
+        // Boxed: the success path's future need not carry a second round of
+        // attempts; the allocation is paid on this failure path only.
+        match request.take() {
+            Some(unsent) => Box::pin(fall_back(ctx, chosen, unsent, resend.as_deref(), kind)).await,
+            None => Err(kind),
         }
     }
 }

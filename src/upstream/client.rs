@@ -11,6 +11,7 @@
 //! is closed, and so is one whose answer was framed in doubt. An h2c
 //! stream ends when its body is dropped.
 
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -167,20 +168,48 @@ impl Drop for Stream {
 /// One attempt at one target: a pooled or new connection, the request, and
 /// the response head within `request_timeout`. `room`: headers the caller
 /// will add to the answer's head, which is sized for them.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
-)]
 pub fn send<'a>(
     upstream: &'a Upstream,
     target: &'a Arc<Target>,
     request: Request<RequestBody>,
     room: usize,
-) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a {
-    async move {
-        match upstream.protocol {
-            Protocol::Http1 => send_http1(upstream, target, request, room).await,
-            Protocol::H2c => send_h2c(upstream, target, request).await,
+) -> Attempt<
+    impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a,
+    impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a,
+> {
+    match upstream.protocol {
+        Protocol::Http1 => Attempt::Http1 {
+            attempt: send_http1(upstream, target, request, room),
+        },
+        Protocol::H2c => Attempt::H2c {
+            attempt: send_h2c(upstream, target, request),
+        },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`send`]: one protocol's attempt or the other's. An
+    /// enum, not an `async` block choosing between them: that block kept the
+    /// request it hands on beside the attempt holding it, and was one more
+    /// level of state to move on every request.
+    #[project = AttemptProj]
+    pub enum Attempt<A, B> {
+        Http1 { #[pin] attempt: A },
+        H2c { #[pin] attempt: B },
+    }
+}
+
+impl<A, B, T> std::future::Future for Attempt<A, B>
+where
+    A: std::future::Future<Output = T>,
+    B: std::future::Future<Output = T>,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project() {
+            AttemptProj::Http1 { attempt } => attempt.poll(cx),
+            AttemptProj::H2c { attempt } => attempt.poll(cx),
         }
     }
 }
@@ -206,93 +235,126 @@ fn send_http1<'a>(
         };
         loop {
             let upload = request.body().upload().cloned();
-            let attempt = await_head!(
+            let attempt = HeadWithin::new(
                 timeouts.request,
                 upload.as_deref(),
-                h1::send(conn, request, target.clone(), room)
-            );
-            let error = match attempt {
-                Err(()) => {
-                    return Err(Failure::Timeout {
-                        upload_unfinished: upload.is_some_and(|u| !u.is_done()),
-                    })
-                }
-                Ok(Ok((parts, body))) => {
-                    return Ok(Response::from_parts(parts, UpstreamBody::Http1(body)))
-                }
-                Ok(Err(error)) => error,
+                h1::send(conn, request, target.clone(), room),
+            )
+            .await;
+            request = match settle_http1(attempt, reused, upload.as_deref(), target) {
+                ControlFlow::Break(done) => return done,
+                ControlFlow::Continue(unsent) => unsent,
             };
-            match error {
-                // A pooled connection the upstream closed while it sat idle:
-                // no request reached it, so a fresh connection may carry the
-                // very same one. Not a retry: no target failed.
-                h1::Error::Unsent(unsent) if reused => {
-                    request = unsent;
-                    conn = match connect_http1(target, timeouts.connect).await {
-                        Some(c) => c,
-                        None => return Err(Failure::Connect(request)),
-                    };
-                    reused = false;
-                }
-                // A fresh connection that failed before the request head
-                // was whole is a failed connect: nothing was sent, so the
-                // request may go to another target or the fallback.
-                h1::Error::Unsent(unsent) => {
-                    tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, "new upstream connection failed before the request was sent");
-                    return Err(Failure::Connect(unsent));
-                }
-                h1::Error::ClientBody => return Err(Failure::ClientBody),
-                error => {
-                    tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "upstream request failed");
-                    return Err(Failure::Reset);
-                }
-            }
+            conn = match connect_http1(target, timeouts.connect).await {
+                Some(c) => c,
+                None => return Err(Failure::Connect(request)),
+            };
+            reused = false;
         }
     }
 }
 
-/// Awaits `$response` (an attempt's response head) within `$limit`, the
-/// upstream's `request_timeout` (SPEC §2: per attempt, until the response
-/// head arrives); `Err(())` when it ran out. With an `$upload` (a body
-/// still streaming from the client) the limit runs from the upload's last
-/// progress ([`head_within`]); without one it is a plain timeout. A macro
-/// so that the common case builds its timeout around the request's future
-/// where it is awaited: through an `async fn` that future (a few hundred
-/// bytes), the timeout around it and the function's own state were moved
-/// again on every request (benches/instructions.sh, log off: 39,283 ->
-/// 38,556 and 38,610 instructions a request).
-macro_rules! await_head {
-    ($limit:expr, $upload:expr, $response:expr) => {
-        match $upload {
-            None => tokio::time::timeout($limit, $response)
-                .await
-                .map_err(|_| ()),
-            Some(upload) => head_within($limit, upload, $response).await,
+/// What one HTTP/1.1 exchange came to: the attempt's outcome, or
+/// (`Continue`) the request handed back unsent by a pooled connection the
+/// upstream closed while it sat idle, to go again on a fresh connection.
+/// A function of its own so that nothing of the outcome is kept in the
+/// attempt's state across that connect.
+fn settle_http1(
+    attempt: Result<Result<(http::response::Parts, h1::Body), h1::Error>, ()>,
+    reused: bool,
+    upload: Option<&Upload>,
+    target: &Target,
+) -> ControlFlow<Result<Response<UpstreamBody>, Failure>, Request<RequestBody>> {
+    let error = match attempt {
+        Err(()) => {
+            return ControlFlow::Break(Err(Failure::Timeout {
+                upload_unfinished: upload.is_some_and(|u| !u.is_done()),
+            }))
         }
+        Ok(Ok((parts, body))) => {
+            return ControlFlow::Break(Ok(Response::from_parts(parts, UpstreamBody::Http1(body))))
+        }
+        Ok(Err(error)) => error,
     };
-}
-use await_head;
-
-/// `request_timeout` while the request body is still uploading runs from
-/// its last progress, not from the start: a large upload that keeps moving
-/// is not cut, and the wait for the head is measured from its last byte.
-async fn head_within<F: std::future::Future>(
-    limit: Duration,
-    upload: &Upload,
-    response: F,
-) -> Result<F::Output, ()> {
-    tokio::pin!(response);
-    let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-    let start = clock::now_ms();
-    loop {
-        let due = upload.last_ms().max(start).saturating_add(limit_ms);
-        let now = clock::now_ms();
-        if now >= due {
-            return Err(());
+    ControlFlow::Break(Err(match error {
+        // No request reached a pooled connection the upstream had closed,
+        // so a fresh connection may carry the very same one. Not a retry:
+        // no target failed.
+        h1::Error::Unsent(unsent) if reused => return ControlFlow::Continue(unsent),
+        // A fresh connection that failed before the request head was whole
+        // is a failed connect: nothing was sent, so the request may go to
+        // another target or the fallback.
+        h1::Error::Unsent(unsent) => {
+            tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, "new upstream connection failed before the request was sent");
+            Failure::Connect(unsent)
         }
-        if let Ok(out) = tokio::time::timeout(Duration::from_millis(due - now), &mut response).await
-        {
-            return Ok(out);
+        h1::Error::ClientBody => Failure::ClientBody,
+        error => {
+            tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "upstream request failed");
+            Failure::Reset
+        }
+    }))
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt's wait for its response head within `limit`, the
+    /// upstream's `request_timeout` (SPEC §2: per attempt, until the response
+    /// head arrives); `Err(())` when it ran out. With an `upload` (a body
+    /// still streaming from the client) the limit runs from the upload's last
+    /// progress: a large upload that keeps moving is not cut, and the wait
+    /// for the head is measured from its last byte.
+    ///
+    /// Written by hand, one type for both cases, rather than
+    /// `tokio::time::timeout` or an `async fn` looping over it: this future
+    /// is part of every request's state, and each of the futures awaiting
+    /// it (up to the box `proxy::handle` makes) holds and moves it whole.
+    /// The `async fn` for uploads held the attempt twice over and made every
+    /// request's state ~900 bytes larger (benches/instructions.sh).
+    pub struct HeadWithin<'a, F> {
+        #[pin]
+        response: F,
+        #[pin]
+        timer: tokio::time::Sleep,
+        limit: Duration,
+        upload: Option<&'a Upload>,
+    }
+}
+
+impl<'a, F: std::future::Future> HeadWithin<'a, F> {
+    pub fn new(limit: Duration, upload: Option<&'a Upload>, response: F) -> Self {
+        HeadWithin {
+            response,
+            timer: tokio::time::sleep(limit),
+            limit,
+            upload,
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for HeadWithin<'_, F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.response.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        loop {
+            std::task::ready!(this.timer.as_mut().poll(cx));
+            // The timer was set from the attempt's start, or from an
+            // upload's progress as last seen; the limit runs out only
+            // `limit` after the latest of them.
+            let Some(upload) = this.upload else {
+                return Poll::Ready(Err(()));
+            };
+            let limit_ms = u64::try_from(this.limit.as_millis()).unwrap_or(u64::MAX);
+            let due = upload.last_ms().saturating_add(limit_ms);
+            let now = clock::now_ms();
+            if now >= due {
+                return Poll::Ready(Err(()));
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(due - now);
+            this.timer.as_mut().reset(deadline);
         }
     }
 }
@@ -307,9 +369,17 @@ async fn send_h2c(
 ) -> Result<Response<UpstreamBody>, Failure> {
     let timeouts = upstream.timeouts;
     let slot = h2pool::slot(target.id);
-    let open = slot
-        .get_or_try_init(|| async { connect_h2c(target, timeouts.connect).await.ok_or(()) })
-        .await;
+    // The opening future (~1 KiB) boxed, and only when the thread has no
+    // connection yet: inline it would weigh on every request's state.
+    let open = match slot.get() {
+        Some(open) => Ok(open),
+        None => {
+            Box::pin(slot.get_or_try_init(|| async {
+                connect_h2c(target, timeouts.connect).await.ok_or(())
+            }))
+            .await
+        }
+    };
     let (mut sender, state) = match open {
         Ok((sender, state)) => (sender.clone(), state.clone()),
         Err(()) => return Err(Failure::Connect(request)),
@@ -333,11 +403,12 @@ async fn send_h2c(
     *request.version_mut() = Version::HTTP_2;
     let stream = Stream::new(state);
     let upload = request.body().upload().cloned();
-    let attempt = await_head!(
+    let attempt = HeadWithin::new(
         timeouts.request,
         upload.as_deref(),
-        sender.send_request(request)
-    );
+        sender.send_request(request),
+    )
+    .await;
     match attempt {
         Err(()) => Err(Failure::Timeout {
             upload_unfinished: upload.is_some_and(|u| !u.is_done()),

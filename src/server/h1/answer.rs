@@ -42,14 +42,29 @@ pub(super) enum Next {
     Upgraded,
 }
 
-/// Writes the answer: its head, then its body by the head's framing.
-pub(super) async fn write_answer(
-    socket: &Arc<Socket>,
+/// What follows the answer's head, as `write_answer` decided before
+/// writing anything.
+enum Then {
+    /// The body, by its framing; `keep_alive` as the head says.
+    Body(Encoding, bool),
+    /// The head alone, then the connection closes (hyper's 500 for a 1xx).
+    Close,
+    /// Nothing can be written that a client would read right.
+    Nothing,
+    /// A 101: the socket goes to the tunnel.
+    Switch,
+}
+
+/// Writes the answer: its head, then its body by the head's framing. The
+/// head is encoded before the future is made, so that the future holds the
+/// body and not the whole answer beside it (it is moved on every request).
+pub(super) fn write_answer<'a>(
+    socket: &'a Arc<Socket>,
     answer: Response<ResponseBody>,
     asked: Asked<'_>,
     upgrade: Option<Upgrade>,
-    out: &mut Vec<u8>,
-) -> io::Result<Next> {
+    out: &'a mut Vec<u8>,
+) -> impl std::future::Future<Output = io::Result<Next>> + Send + 'a {
     let (mut parts, mut body) = answer.into_parts();
     let length = if body.is_end_stream() {
         BodyLength::None
@@ -59,54 +74,70 @@ pub(super) async fn write_answer(
             .map_or(BodyLength::Unknown, BodyLength::Known)
     };
     out.extend_from_slice(socket.side().answering());
-    let encoded = match response::encode(&mut parts, length, asked, &date(), out) {
-        Ok(encoded) => encoded,
+    let then = match response::encode(&mut parts, length, asked, &date(), out) {
+        Ok(_) if parts.status == StatusCode::SWITCHING_PROTOCOLS => Then::Switch,
+        Ok(encoded) => Then::Body(encoded.encoding, encoded.keep_alive),
         Err(Unwritable::Informational) => {
             // hyper's answer to a service that answers 1xx: 500, closed.
-            drop(body);
             let mut parts = Response::new(()).into_parts().0;
             parts.status = StatusCode::INTERNAL_SERVER_ERROR;
             let asked = Asked {
                 keep_alive: false,
                 ..asked
             };
-            if response::encode(&mut parts, BodyLength::None, asked, &date(), out).is_ok() {
-                write_all(socket, &mut [IoSlice::new(out)]).await?;
+            match response::encode(&mut parts, BodyLength::None, asked, &date(), out) {
+                Ok(_) => Then::Close,
+                Err(_) => Then::Nothing,
             }
-            return Ok(Next::Close);
         }
-        // Nothing can be written that a client would read right.
-        Err(Unwritable::Framing) => return Ok(Next::Close),
+        Err(Unwritable::Framing) => Then::Nothing,
     };
-    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        write_all(socket, &mut [IoSlice::new(out)]).await?;
-        drop(body);
-        let Some(upgrade) = upgrade else {
-            return Ok(Next::Close);
+    crate::codec::give_back(std::mem::take(&mut parts.headers));
+    async move {
+        let (encoding, keep_alive) = match then {
+            Then::Body(encoding, keep_alive) => (encoding, keep_alive),
+            Then::Nothing => return Ok(Next::Close),
+            Then::Close => {
+                drop(body);
+                write_all(socket, &mut [IoSlice::new(out)]).await?;
+                return Ok(Next::Close);
+            }
+            Then::Switch => {
+                write_all(socket, &mut [IoSlice::new(out)]).await?;
+                drop(body);
+                return Ok(switch(socket, upgrade));
+            }
         };
-        // What is buffered of a request body goes nowhere: the tunnel gets
-        // the bytes after it, or nothing when the body is not all here.
-        if socket.side().discard_unread() != Unread::Nothing {
-            return Ok(Next::Close);
-        }
-        let _ = upgrade.send(Upgraded::new(socket.clone()));
-        return Ok(Next::Upgraded);
+        let complete = match encoding {
+            // Nothing follows the head (`HEAD`, 204, 304, an empty body): the
+            // body is dropped unpolled, as hyper drops it.
+            Encoding::Length(0) => {
+                drop(body);
+                write_all(socket, &mut [IoSlice::new(out)]).await?;
+                true
+            }
+            encoding => write_body(socket, &mut body, encoding, out).await?,
+        };
+        Ok(if complete && keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
     }
-    let complete = match encoded.encoding {
-        // Nothing follows the head (`HEAD`, 204, 304, an empty body): the
-        // body is dropped unpolled, as hyper drops it.
-        Encoding::Length(0) => {
-            drop(body);
-            write_all(socket, &mut [IoSlice::new(out)]).await?;
-            true
-        }
-        encoding => write_body(socket, &mut body, encoding, out).await?,
+}
+
+/// After a 101 is written: the socket goes to the tunnel, with nothing of
+/// a request body. What is buffered of one goes nowhere: the tunnel gets
+/// the bytes after it, or the connection closes when it is not all here.
+fn switch(socket: &Arc<Socket>, upgrade: Option<Upgrade>) -> Next {
+    let Some(upgrade) = upgrade else {
+        return Next::Close;
     };
-    Ok(if complete && encoded.keep_alive {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    })
+    if socket.side().discard_unread() != Unread::Nothing {
+        return Next::Close;
+    }
+    let _ = upgrade.send(Upgraded::new(socket.clone()));
+    Next::Upgraded
 }
 
 /// What polling the answer's body gave, or that what is gathered must go

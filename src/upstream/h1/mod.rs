@@ -78,33 +78,36 @@ impl std::fmt::Display for Error {
 
 /// Sends `request` on `conn` and reads the response head; the body comes
 /// with it, to be read by whoever polls it. `room`: headers the caller will add to the answer (`head::parse_response`).
-#[allow(
-    clippy::manual_async_fn,
-    reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
-)]
+///
+/// The head is encoded before the future is made: the future then holds
+/// the request's parts once, not the whole request beside them (it is
+/// moved, within every future awaiting it, on every request).
 pub fn send(
     mut conn: Conn,
     request: Request<RequestBody>,
     target: Arc<Target>,
     room: usize,
 ) -> impl std::future::Future<Output = Result<(http::response::Parts, Body), Error>> + Send {
+    let (mut parts, body) = request.into_parts();
+    let has_body = !body.is_end_stream();
+    let sending = head::request_framing(&mut parts.headers, has_body, body.size_hint().exact());
+    conn.write.clear();
+    head::encode_request(&parts.method, &parts.uri, &parts.headers, &mut conn.write);
+    let inline = match (&body, sending) {
+        (RequestBody::Replay(Some(b)), Sending::Length(_)) if b.len() <= INLINE_BODY => {
+            conn.write.extend_from_slice(b);
+            true
+        }
+        _ => !has_body,
+    };
     async move {
-        let (mut parts, body) = request.into_parts();
-        let has_body = !body.is_end_stream();
-        let sending = head::request_framing(&mut parts.headers, has_body, body.size_hint().exact());
-        conn.write.clear();
-        head::encode_request(&parts.method, &parts.uri, &parts.headers, &mut conn.write);
-        let inline = match (&body, sending) {
-            (RequestBody::Replay(Some(b)), Sending::Length(_)) if b.len() <= INLINE_BODY => {
-                conn.write.extend_from_slice(b);
-                true
-            }
-            _ => !has_body,
-        };
         // Until the head is whole the upstream has no request to act on.
         if conn.io.write_all(&conn.write).await.is_err() {
             return Err(Error::Unsent(Request::from_parts(parts, body)));
         }
+        // The head is out: its map goes back to the thread for the next
+        // head parsed.
+        crate::codec::give_back(std::mem::take(&mut parts.headers));
         let mut upload = Upload {
             body: (!inline).then_some(body),
             sending,
