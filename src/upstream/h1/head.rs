@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::response;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 /// The most header lines a response head may carry (hyper's client had
 /// the same limit).
@@ -41,7 +41,7 @@ pub fn request_framing(headers: &mut HeaderMap, has_body: bool, exact: Option<u6
     if !has_body {
         return Sending::Nothing;
     }
-    if let Ok(Some(n)) = content_length(headers) {
+    if let Length::Is(n) = content_length(headers) {
         return Sending::Length(n);
     }
     if let Some(n) = exact {
@@ -170,7 +170,16 @@ pub fn parse_response(
     let reason = reason.map(|r| Bytes::copy_from_slice(r.as_bytes()));
     crate::codec::record_fields(buf.as_ptr(), response.headers);
     let head = buf.split_to(len).freeze();
-    let mut headers = crate::codec::fields(&head, room, Refused::Malformed, |_, _, _| Ok(true))?;
+    // The lines that say how the message is framed and whether the
+    // connection lives on are read as they go into the map, and the
+    // hop-by-hop ones (which the proxy removes from every answer) stay out
+    // of it, but for a 101's (the tunnel's hand-over reads them): no map
+    // lookups after, nothing inserted only to be removed.
+    let mut lines = Lines::default();
+    let keep_hop = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut headers = crate::codec::fields(&head, room, Refused::Malformed, |name, value, _| {
+        Ok(lines.note(name, value.as_bytes()) || keep_hop)
+    })?;
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
@@ -179,32 +188,33 @@ pub fn parse_response(
             parts.extensions.insert(r);
         }
     }
-    let mut reusable = keep_alive(version, &headers);
+    let mut reusable = !lines.close && (version == Version::HTTP_11 || lines.keep);
     let framing = if method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Empty
-    } else if headers.contains_key(TRANSFER_ENCODING) {
-        if version == Version::HTTP_10 || !last_coding_is_chunked(&headers) {
+    } else if lines.coded {
+        if version == Version::HTTP_10 || !lines.chunked {
             return Err(Refused::BadCoding);
         }
         // Transfer-Encoding wins (RFC 9112 §6.3); the length would reach
         // the client beside the decoded body and cut it short there. An
         // upstream that framed one message two ways serves no other.
-        if headers.remove(CONTENT_LENGTH).is_some() {
+        if lines.length != Length::None {
+            headers.remove(CONTENT_LENGTH);
             reusable = false;
         }
         Framing::Chunked
     } else {
-        match content_length(&headers) {
-            Ok(Some(n)) => Framing::Length(n),
-            Ok(None) => {
+        match lines.length {
+            Length::Is(n) => Framing::Length(n),
+            Length::None => {
                 reusable = false;
                 Framing::Close
             }
-            Err(()) => return Err(Refused::BadLength),
+            Length::Bad => return Err(Refused::BadLength),
         }
     };
     parts.headers = headers;
@@ -215,44 +225,87 @@ pub fn parse_response(
     }))
 }
 
-/// Whether the connection stays open after this message (RFC 9112 §9.3).
-fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for v in headers.get_all(CONNECTION) {
-        for token in v.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    !close && (version == Version::HTTP_11 || keep)
+/// What a response head's lines say about its framing and its connection
+/// (RFC 9112 §6.3, §9.3), noted line by line as the map is filled.
+#[derive(Default)]
+struct Lines {
+    /// `Connection` holds `close`, or `keep-alive`.
+    close: bool,
+    keep: bool,
+    /// A `Transfer-Encoding` line came, and the last one's last coding
+    /// is `chunked`.
+    coded: bool,
+    chunked: bool,
+    length: Length,
 }
 
-fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
-        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+/// Every `Content-Length` value (lines and comma-separated lists) as one
+/// decimal number, or why not.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Length {
+    #[default]
+    None,
+    Is(u64),
+    /// Values that differ, or one that is not a number.
+    Bad,
 }
 
-/// Every `Content-Length` value (lines and comma-separated lists) one
-/// decimal number: `Ok(None)` when there is none, `Err` when they differ
-/// or one is not a number.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
-    let mut found = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let n = decimal(part.trim_ascii()).ok_or(())?;
-            if found.is_some_and(|f| f != n) {
-                return Err(());
+impl Length {
+    /// The length so far, with one more `Content-Length` line.
+    fn and(self, value: &[u8]) -> Length {
+        value.split(|b| *b == b',').fold(self, |found, part| {
+            match (found, decimal(part.trim_ascii())) {
+                (Length::Bad, _) | (_, None) => Length::Bad,
+                (Length::Is(f), Some(n)) if f != n => Length::Bad,
+                (_, Some(n)) => Length::Is(n),
             }
-            found = Some(n);
-        }
+        })
     }
-    Ok(found)
+}
+
+/// Every `Content-Length` line of `headers`, as one length.
+fn content_length(headers: &HeaderMap) -> Length {
+    headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .fold(Length::None, |length, v| length.and(v.as_bytes()))
+}
+
+impl Lines {
+    /// Notes one line; false for a hop-by-hop line the map can go without:
+    /// every one but a `Connection` that names another header, which the
+    /// proxy's rewrite must see to remove that header too.
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        if *name == CONTENT_LENGTH {
+            self.length = self.length.and(value);
+            return true;
+        }
+        if *name == CONNECTION {
+            let mut others = false;
+            for token in value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep = token.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep |= keep;
+                others |= !(close
+                    || keep
+                    || token.is_empty()
+                    || token.eq_ignore_ascii_case(b"upgrade")
+                    || token.eq_ignore_ascii_case(b"te"));
+            }
+            return others;
+        }
+        if *name == TRANSFER_ENCODING {
+            self.coded = true;
+            self.chunked = value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            return false;
+        }
+        !crate::headers::is_hop_by_hop(name)
+    }
 }
 
 fn decimal(digits: &[u8]) -> Option<u64> {
@@ -360,6 +413,40 @@ mod tests {
             e(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"),
             Refused::Malformed
         );
+    }
+
+    #[test]
+    fn hop_by_hop_lines_stay_out_of_the_map_but_for_a_101() {
+        let h = parse(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+              Transfer-Encoding: chunked\r\nTrailer: x\r\nUpgrade: h2c\r\nTE: trailers\r\n\
+              Proxy-Connection: close\r\nX-Kept: 1\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        let names: Vec<_> = h.parts.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+        assert_eq!((h.framing, h.reusable), (Framing::Chunked, true));
+        // A `Connection` naming another header stays, for the proxy's
+        // rewrite to remove that one too.
+        let h = parse(
+            b"HTTP/1.1 200 OK\r\nConnection: close, x-secret\r\nX-Secret: 1\r\n\
+              Content-Length: 0\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.parts.headers["connection"], "close, x-secret");
+        assert!(!h.reusable);
+        let h = parse(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.parts.headers["upgrade"], "websocket");
+        assert_eq!(h.parts.headers["connection"], "upgrade");
     }
 
     #[test]
