@@ -162,7 +162,7 @@ async fn attempts(
         let Some(req) = request.take() else {
             break;
         };
-        match client::send(upstream, target, req, room).await {
+        match client::send(upstream, target, req, room, now).await {
             Ok(response) => {
                 // Outlier detection counts in milliseconds; the attempt's
                 // start is close enough and saves a clock read.

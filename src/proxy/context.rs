@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use http::{HeaderValue, Method, Uri};
 
@@ -75,6 +75,8 @@ pub struct RequestCtx {
     pub conn: Arc<ConnCtx>,
     /// Loaded once: the request finishes on this table whatever reloads do.
     pub snapshot: Arc<Snapshot>,
+    /// On tokio's clock, as `clock`'s milliseconds are: the route phase
+    /// reads its "now" off it rather than the clock again.
     pub start: Instant,
     pub request_id: HeaderValue,
     /// The client address for keys and the log (SPEC §3).

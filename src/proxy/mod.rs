@@ -51,7 +51,6 @@ pub mod upgrade;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::request::Parts;
 use http::{Request, Response};
@@ -81,7 +80,7 @@ pub fn handle(
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
     // Boxed once here: the context rides in the answer's body, which hyper
     // moves several times.
-    let mut ctx = Box::new(RequestCtx::new(conn, Instant::now()));
+    let mut ctx = Box::new(RequestCtx::new(conn, tokio::time::Instant::now()));
     let (mut parts, body) = req.into_parts();
     ctx.request_id = headers::request_id(&mut parts.headers);
     ctx.upgrade = upgrade::requested(&mut parts);

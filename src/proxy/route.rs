@@ -50,7 +50,9 @@ pub fn route(
     // The ramp's gates judge what the split sent to `to`, whoever serves it.
     ctx.ramped = route.ramp.as_ref().is_some_and(|r| r.spec.to == side_index);
     let side = route.sides[side_index].upstream;
-    let chosen = choose_upstream(&ctx.snapshot, route, side, clock::now_ms());
+    // The request's start is "now" for ejections and breakers: read
+    // microseconds ago, and a clock read a request cheaper.
+    let chosen = choose_upstream(&ctx.snapshot, route, side, clock::to_ms(ctx.start));
     ctx.route = Some(route_index);
     ctx.upstream = Some(side);
     let (upstream, guard) = chosen.map_err(|(kind, refused)| {

@@ -167,19 +167,22 @@ impl Drop for Stream {
 
 /// One attempt at one target: a pooled or new connection, the request, and
 /// the response head within `request_timeout`. `room`: headers the caller
-/// will add to the answer's head, which is sized for them.
+/// will add to the answer's head, which is sized for them. `now`: `clock`
+/// milliseconds as the caller read them to pick the target (a pooled
+/// connection idle past its time is not taken).
 pub fn send<'a>(
     upstream: &'a Upstream,
     target: &'a Arc<Target>,
     request: Request<RequestBody>,
     room: usize,
+    now: u64,
 ) -> Attempt<
     impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a,
     impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a,
 > {
     match upstream.protocol {
         Protocol::Http1 => Attempt::Http1 {
-            attempt: send_http1(upstream, target, request, room),
+            attempt: send_http1(upstream, target, request, room, now),
         },
         Protocol::H2c => Attempt::H2c {
             attempt: send_h2c(upstream, target, request),
@@ -223,10 +226,11 @@ fn send_http1<'a>(
     target: &'a Arc<Target>,
     mut request: Request<RequestBody>,
     room: usize,
+    now: u64,
 ) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a {
     async move {
         let timeouts = upstream.timeouts;
-        let (mut conn, mut reused) = match pool::checkout(target, clock::now_ms()) {
+        let (mut conn, mut reused) = match pool::checkout(target, now) {
             Some(c) => (c, true),
             None => match connect_http1(target, timeouts.connect).await {
                 Some(c) => (c, false),
