@@ -21,6 +21,8 @@
 //!   request body, `codec::client_body`, share; `codec::upgraded` hands it
 //!   to a tunnel after a 101), [`sticky`] (split buckets),
 //!   [`trim`] (free memory back to the OS after connections leave),
+//!   [`recycle`] (a future's box whose block the thread keeps for the
+//!   next request's),
 //!   [`suggest`] ("did you mean ...?" for config errors and the command
 //!   line).
 //! - [`config`] reads the file (every error at once, with file:line:col)
@@ -106,6 +108,7 @@ pub mod path;
 pub mod proxy;
 pub mod ramp;
 pub mod rate_limit;
+pub mod recycle;
 pub mod reload;
 pub mod router;
 pub mod server;
