@@ -89,6 +89,16 @@ for log_on in true false; do
     ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on" INVENTORY="${INVENTORY:-true}"
 done
 
+# Row `figway-full`: compare.sh's full-feature config (access log on,
+# 10,001 routes, health checks, outlier detection, a sticky split with
+# fallback), against row `figway` the cost of those features per request.
+#   ROWS="figway figway-full" benches/instructions.sh
+render "$HERE/compare/figway-full.toml" "$WORK/figway-full.toml" "${common[@]}" PORT="$PROXY" \
+  ADMIN_PORT="$ADMIN"
+for ((r = 0; r < 10000; r++)); do
+  printf '\n[[routes]]\nprefix = "/r%d"\nto = "app"\n' "$r"
+done >> "$WORK/figway-full.toml"
+
 for shape in split ramp; do
   render "$HERE/compare/figway-$shape.toml" "$WORK/figway-$shape.toml" "${common[@]}" PORT="$PROXY" \
     ADMIN_PORT="$ADMIN" RAMP_START="$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)"
@@ -182,6 +192,7 @@ for row in $ROWS; do
     codec-floor) measure codec-floor "$CODEC_FLOOR_BIN" "127.0.0.1:$PROXY" "127.0.0.1:$UP" ;;
     figway) measure figway "$FIGWAY_BIN" run --config "$WORK/figway-true.toml" ;;
     figway-nolog) measure figway-nolog "$FIGWAY_BIN" run --config "$WORK/figway-false.toml" ;;
+    figway-full) measure figway-full "$FIGWAY_BIN" run --config "$WORK/figway-full.toml" ;;
     figway-split) measure figway-split "$FIGWAY_BIN" run --config "$WORK/figway-split.toml" ;;
     figway-ramp) measure figway-ramp "$FIGWAY_BIN" run --config "$WORK/figway-ramp.toml" ;;
     policies) measure policies "$FIGWAY_BIN" run --config "$WORK/figway-policies.toml" ;;

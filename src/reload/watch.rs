@@ -2,9 +2,13 @@
 //! target directory), and the directories of the TLS certificate files in
 //! service. Directories, not inodes: editors that save by rename and
 //! Kubernetes' `..data` symlink swap replace the inode, and only the
-//! directory sees that. Bursts of events coalesce into one reload.
+//! directory sees that. Only events on the files a reload reads count
+//! ([`Names`]): a log written beside the config would otherwise reread
+//! and hash it after every write. Bursts of events coalesce into one
+//! reload.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,11 +38,17 @@ where
 {
     // `true` marks an event that ends a save: nothing more is coming.
     let (tx, mut rx) = mpsc::channel::<bool>(64);
+    let names = Arc::new(Mutex::new(Names::default()));
+    lock(&names).add(&shared.config_path());
+    let seen = names.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Our own reads of the file show up as open and metadata (atime)
         // events; only writes, creations, renames and removals can change
         // what the file says.
         if let Ok(e) = event {
+            if !lock(&seen).concern(&e.paths) {
+                return;
+            }
             let signal = match e.kind {
                 // The writer closed the file, or a rename put a new file (or
                 // Kubernetes' new `..data` link) in place: the save is done.
@@ -62,7 +72,7 @@ where
         lock(&watcher).watch(&dir, RecursiveMode::NonRecursive)?;
         watched.insert(dir);
     }
-    watch_cert_dirs(&shared, &watcher, &mut watched);
+    watch_cert_dirs(&shared, &watcher, &mut watched, &names);
     let kept = watcher.clone();
     tokio::spawn(async move {
         // A reload (by any trigger) may name certificates in other
@@ -75,7 +85,7 @@ where
                     None => return,
                 },
                 _ = tick.tick() => {
-                    watch_cert_dirs(&shared, &kept, &mut watched);
+                    watch_cert_dirs(&shared, &kept, &mut watched, &names);
                     continue;
                 }
             };
@@ -106,9 +116,11 @@ fn watch_cert_dirs(
     shared: &Shared,
     watcher: &Mutex<notify::RecommendedWatcher>,
     watched: &mut HashSet<PathBuf>,
+    names: &Mutex<Names>,
 ) {
     let Some(certs) = &shared.tls else { return };
     for file in certs.files() {
+        lock(names).add(&file);
         for dir in watch_dirs(&file) {
             if watched.contains(&dir) {
                 continue;
@@ -124,6 +136,42 @@ fn watch_cert_dirs(
                 }
             }
         }
+    }
+}
+
+/// The names, in the watched directories, of the files a reload reads:
+/// the config file and the certificate files in service, and what their
+/// symlinks point at. An event on another file there (a log written beside
+/// the config, an editor's swap file) cannot change what a reload reads;
+/// a save that ends by renaming a temporary file into place shows up as an
+/// event on the file's own name.
+#[derive(Default)]
+struct Names(HashSet<OsString>);
+
+impl Names {
+    fn add(&mut self, path: &Path) {
+        if let Some(name) = path.file_name() {
+            self.0.insert(name.to_owned());
+        }
+        if let Some(name) = std::fs::read_link(path)
+            .ok()
+            .as_deref()
+            .and_then(Path::file_name)
+        {
+            self.0.insert(name.to_owned());
+        }
+    }
+
+    /// Whether an event on `paths` may change what a reload reads. An
+    /// event with no path (the watcher's queue overflowed) may, and so may
+    /// one on a name starting with `..`: Kubernetes' `..data` link and the
+    /// timestamped directories it points at, which its volume updates swap.
+    fn concern(&self, paths: &[PathBuf]) -> bool {
+        paths.is_empty()
+            || paths.iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|n| self.0.contains(n) || n.as_encoded_bytes().starts_with(b".."))
+            })
     }
 }
 
@@ -151,4 +199,46 @@ fn watch_dirs(path: &Path) -> Vec<PathBuf> {
         }
     }
     dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_on_what_a_reload_reads_concern_it() {
+        let dir = std::env::temp_dir().join(format!("figway-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("figway.toml");
+        std::fs::write(&config, "").unwrap();
+        let mut names = Names::default();
+        names.add(&config);
+        names.add(&dir.join("tls").join("cert.pem"));
+        let concern = |name: &str| names.concern(&[dir.join(name)]);
+        assert!(concern("figway.toml"));
+        assert!(concern("cert.pem"));
+        assert!(concern("..data"));
+        assert!(concern("..2026_12_01_16_00_00.123"));
+        assert!(!concern("figway.log"), "a log beside the config");
+        assert!(!concern(".figway.toml.swp"), "an editor's swap file");
+        assert!(names.concern(&[]), "an overflow names no path");
+        // A rename into place names both files.
+        assert!(names.concern(&[dir.join("sed1234"), config.clone()]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_symlinked_configs_target_concerns_it() {
+        let dir = std::env::temp_dir().join(format!("figway-link-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf")).unwrap();
+        std::fs::write(dir.join("conf").join("current.toml"), "").unwrap();
+        let link = dir.join("figway.toml");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("conf/current.toml", &link).unwrap();
+        let mut names = Names::default();
+        names.add(&link);
+        assert!(names.concern(&[dir.join("conf").join("current.toml")]));
+        assert!(!names.concern(&[dir.join("conf").join("other.toml")]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
