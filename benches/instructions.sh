@@ -22,6 +22,11 @@
 # upstream, with INVENTORY=true|false for the legacy inventory on or off),
 # REQUEST_PATH (/; /big for the upstream's 64 KiB answer).
 #
+# Row `figway-full` runs compare.sh's full-feature config (access log on,
+# 10,001 routes, health checks, outlier detection, a sticky split with
+# fallback): against `figway`, what those features cost a request.
+#   ROWS="figway figway-full" benches/instructions.sh
+#
 # Rows `figway-split` and `figway-ramp` (access log off) serve a 50/50
 # split of one route, the second with a ramp in progress at 50% (SPEC §11):
 # their difference is a ramp's cost per request.
@@ -89,10 +94,7 @@ for log_on in true false; do
     ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on" INVENTORY="${INVENTORY:-true}"
 done
 
-# Row `figway-full`: compare.sh's full-feature config (access log on,
-# 10,001 routes, health checks, outlier detection, a sticky split with
-# fallback), against row `figway` the cost of those features per request.
-#   ROWS="figway figway-full" benches/instructions.sh
+# Row `figway-full` (see the top): compare.sh's full config.
 render "$HERE/compare/figway-full.toml" "$WORK/figway-full.toml" "${common[@]}" PORT="$PROXY" \
   ADMIN_PORT="$ADMIN"
 for ((r = 0; r < 10000; r++)); do
