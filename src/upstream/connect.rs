@@ -102,7 +102,7 @@ fn connect_failed(target: &Target, why: &ConnectError) {
 }
 
 /// Opens a new HTTP/1.1 connection to the target.
-pub(super) async fn connect_http1(target: &Target, timeout: Duration) -> Option<Conn> {
+pub(super) async fn connect_http1(target: &Target, timeout: Duration) -> Option<Box<Conn>> {
     connect_tcp(target, timeout).await.map(Conn::new)
 }
 

@@ -42,7 +42,7 @@ struct Pool {
 struct Stack {
     target: Weak<Target>,
     /// Most recently used last.
-    idle: VecDeque<Conn>,
+    idle: VecDeque<Box<Conn>>,
 }
 
 type Shared = Arc<Mutex<Pool>>;
@@ -62,7 +62,7 @@ fn expired(conn: &Conn, now: u64, timeout: u64) -> bool {
 
 /// The most recently used idle connection to `target` on this thread
 /// that can take a request now; the dead ones on the way are closed.
-pub fn checkout(target: &Target, now: u64) -> Option<Conn> {
+pub fn checkout(target: &Target, now: u64) -> Option<Box<Conn>> {
     let timeout = target.idle_timeout_ms();
     POOL.with(|pool| {
         let mut pool = lock(pool);
@@ -82,7 +82,7 @@ pub fn checkout(target: &Target, now: u64) -> Option<Conn> {
 }
 
 /// Puts a connection whose exchange is complete back for reuse.
-pub fn checkin(target: &Arc<Target>, conn: Conn) {
+pub fn checkin(target: &Arc<Target>, conn: Box<Conn>) {
     let timeout = target.idle_timeout_ms();
     let now = conn.idle_since;
     POOL.with(|shared| {

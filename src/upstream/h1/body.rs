@@ -51,7 +51,7 @@ impl std::fmt::Display for BodyError {
 impl std::error::Error for BodyError {}
 
 pub struct Body {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     state: State,
     /// Body bytes already in hand: a small answer read whole with its head.
     ready: Option<Bytes>,
@@ -59,8 +59,8 @@ pub struct Body {
     /// The pool the connection goes back to.
     target: Arc<Target>,
     /// A failure found right behind data this poll returned: it waits
-    /// one poll (`fail`).
-    failed: Option<BodyError>,
+    /// one poll (`fail`). Boxed: rare, and the body is moved whole.
+    failed: Option<Box<BodyError>>,
     /// Data went out since the last `Pending`.
     fresh: bool,
     /// The request's body, still uploading: the answer came first.
@@ -88,7 +88,7 @@ enum Chunk {
 
 impl Body {
     pub(super) fn new(
-        mut conn: Conn,
+        mut conn: Box<Conn>,
         framing: Framing,
         reusable: bool,
         target: Arc<Target>,
@@ -123,7 +123,7 @@ impl Body {
     }
 
     /// The body of a 101: none, and the connection is the tunnel's.
-    pub(super) fn switched(conn: Conn, target: Arc<Target>) -> Body {
+    pub(super) fn switched(conn: Box<Conn>, target: Arc<Target>) -> Body {
         Body {
             conn: Some(conn),
             state: State::Switched,
@@ -137,7 +137,7 @@ impl Body {
     }
 
     /// The connection of a 101, for the tunnel.
-    pub fn take_switched(&mut self) -> Option<Conn> {
+    pub fn take_switched(&mut self) -> Option<Box<Conn>> {
         match self.state {
             State::Switched => self.conn.take(),
             _ => None,
@@ -179,7 +179,7 @@ impl Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         if let Some(failed) = this.failed.take() {
-            return Poll::Ready(Some(Err(failed)));
+            return Poll::Ready(Some(Err(*failed)));
         }
         let frame = this.next(cx);
         this.fresh = match &frame {
@@ -202,7 +202,7 @@ impl Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         self.conn = None;
         if self.fresh {
-            self.failed = Some(error);
+            self.failed = Some(Box::new(error));
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }

@@ -83,7 +83,7 @@ impl std::fmt::Display for Error {
 /// the request's parts once, not the whole request beside them (it is
 /// moved, within every future awaiting it, on every request).
 pub fn send(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     request: Request<RequestBody>,
     target: Arc<Target>,
     room: usize,
@@ -186,7 +186,7 @@ mod tests {
 
     /// A connection whose peer reset it, as a pooled one the upstream
     /// dropped while it idled.
-    async fn reset_connection() -> (Conn, String) {
+    async fn reset_connection() -> (Box<Conn>, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let client = TcpStream::connect(&addr).await.unwrap();
