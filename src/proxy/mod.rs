@@ -101,7 +101,7 @@ pub fn handle(
     // connect) in every connection's slot; in a block the thread keeps for
     // the next request (`recycle`), ~2.4 KiB being past what malloc serves
     // cheaply.
-    let forwarding = Recycled::new(async move {
+    let forwarding = Recycled::new(move || async move {
         let outcome = forward(&mut ctx, parts, body).await;
         (ctx, outcome)
     });
