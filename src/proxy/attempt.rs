@@ -183,7 +183,7 @@ async fn attempts(
                 *request = match failure {
                     // Nothing was sent: the request comes back whole, for
                     // another target or, at the end, the fallback.
-                    Failure::Connect(unsent) => Some(unsent),
+                    Failure::Connect(unsent) => Some(*unsent),
                     failure => {
                         sent = true;
                         next_request(failure, resend, may_retry)
@@ -256,7 +256,7 @@ fn next_request(
     }
     match failure {
         // Nothing was sent: any request may go elsewhere.
-        Failure::Connect(req) => Some(req),
+        Failure::Connect(req) => Some(*req),
         // Sent, but no answer began: only what is safe to repeat and was
         // kept whole.
         Failure::Reset => resend.and_then(|r| {

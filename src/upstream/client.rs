@@ -34,12 +34,12 @@ use crate::config::Protocol;
 use crate::error::ErrorKind;
 
 /// Why one attempt failed, and what is left to retry with.
-// The big variant hands the unsent request back for the next attempt; it is
-// moved once per failed attempt, which a Box would not make cheaper.
-#[allow(clippy::large_enum_variant)]
 pub enum Failure {
     /// No connection; the request was never sent and comes back whole.
-    Connect(Request<RequestBody>),
+    /// Boxed (an allocation on this failure path only): inline it made
+    /// every attempt's outcome, which each level of the request path moves
+    /// on every request, larger than the answer.
+    Connect(Box<Request<RequestBody>>),
     /// The connection closed or reset before the response head, or the
     /// head was one figway will not relay (`h1::head::Refused`).
     Reset,
@@ -234,7 +234,7 @@ fn send_http1<'a>(
             Some(c) => (c, true),
             None => match connect_http1(target, timeouts.connect).await {
                 Some(c) => (c, false),
-                None => return Err(Failure::Connect(request)),
+                None => return Err(Failure::Connect(Box::new(request))),
             },
         };
         loop {
@@ -251,7 +251,7 @@ fn send_http1<'a>(
             };
             conn = match connect_http1(target, timeouts.connect).await {
                 Some(c) => c,
-                None => return Err(Failure::Connect(request)),
+                None => return Err(Failure::Connect(Box::new(request))),
             };
             reused = false;
         }
@@ -284,7 +284,7 @@ fn settle_http1(
         // No request reached a pooled connection the upstream had closed,
         // so a fresh connection may carry the very same one. Not a retry:
         // no target failed.
-        h1::Error::Unsent(unsent) if reused => return ControlFlow::Continue(unsent),
+        h1::Error::Unsent(unsent) if reused => return ControlFlow::Continue(*unsent),
         // A fresh connection that failed before the request head was whole
         // is a failed connect: nothing was sent, so the request may go to
         // another target or the fallback.
@@ -386,7 +386,7 @@ async fn send_h2c(
     };
     let (mut sender, state) = match open {
         Ok((sender, state)) => (sender.clone(), state.clone()),
-        Err(()) => return Err(Failure::Connect(request)),
+        Err(()) => return Err(Failure::Connect(Box::new(request))),
     };
     let authority = request
         .headers_mut()
@@ -402,7 +402,7 @@ async fn send_h2c(
     match Uri::from_parts(uri) {
         Ok(u) => *request.uri_mut() = u,
         // Unreachable with an authority from a valid header or target.
-        Err(_) => return Err(Failure::Connect(request)),
+        Err(_) => return Err(Failure::Connect(Box::new(request))),
     }
     *request.version_mut() = Version::HTTP_2;
     let stream = Stream::new(state);

@@ -45,14 +45,11 @@ use crate::upstream::target::Target;
 const INLINE_BODY: usize = 16 * 1024;
 
 /// Why an exchange failed.
-// The big variant hands the unsent request back, once per failure (as
-// `client::Failure` does).
-#[allow(clippy::large_enum_variant)]
 pub enum Error {
     /// The connection failed before the request head was whole: the
     /// upstream had no request to act on, and this one may go, whole, on
-    /// another connection.
-    Unsent(Request<RequestBody>),
+    /// another connection. Boxed, as `client::Failure::Connect` is.
+    Unsent(Box<Request<RequestBody>>),
     /// The connection failed after the request head, before a response
     /// head.
     Io(std::io::Error),
@@ -103,7 +100,7 @@ pub fn send(
     async move {
         // Until the head is whole the upstream has no request to act on.
         if conn.io.write_all(&conn.write).await.is_err() {
-            return Err(Error::Unsent(Request::from_parts(parts, body)));
+            return Err(Error::Unsent(Box::new(Request::from_parts(parts, body))));
         }
         // The head is out: its map goes back to the thread for the next
         // head parsed.
