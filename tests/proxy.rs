@@ -116,8 +116,8 @@ fn response_complete(bytes: &[u8]) -> bool {
     }
 }
 
-/// A hyper HTTP/1.1 upstream that answers `ok` and counts the TCP
-/// connections it accepted.
+/// A hyper HTTP/1.1 upstream that answers `ok` (a path under `/slow`
+/// after ten seconds) and counts the TCP connections it accepted.
 struct CountingBackend {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -137,9 +137,15 @@ impl CountingBackend {
                 acc.fetch_add(1, Ordering::SeqCst);
                 let reqs = reqs.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |_req: Request<Incoming>| {
+                    let svc = service_fn(move |req: Request<Incoming>| {
                         reqs.fetch_add(1, Ordering::SeqCst);
-                        async move { Ok::<_, Infallible>(Response::new(full("ok"))) }
+                        let slow = req.uri().path().starts_with("/slow");
+                        async move {
+                            if slow {
+                                tokio::time::sleep(Duration::from_secs(10)).await;
+                            }
+                            Ok::<_, Infallible>(Response::new(full("ok")))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -479,6 +485,54 @@ async fn silent_target_is_504_upstream_timeout() {
         took < Duration::from_secs(5),
         "timeout not applied: {took:?}"
     );
+}
+
+/// A pooled upstream connection keeps its head timer from one exchange to
+/// the next (`h1::conn::Conn::head_timer`): its next request is timed all
+/// the same, and a timer that ran out while the connection idled neither
+/// cuts the next request nor stops timing the one after. On tokio's paused
+/// clock: the waits are exact and take no real time.
+#[tokio::test(start_paused = true)]
+async fn request_timeout_holds_on_pooled_connections() {
+    let b = CountingBackend::start().await;
+    let f = Figway::start(&route_all(
+        &format!("\"{}\"", b.url()),
+        "request_timeout = \"300ms\"",
+    ))
+    .await;
+    let timed = |path: &'static str| async move {
+        let started = tokio::time::Instant::now();
+        let a = get(f.addr, path, &[]).await;
+        (a, started.elapsed())
+    };
+    // The first connection's second request times out on time.
+    let (a, _) = timed("/a").await;
+    assert_eq!(a.status, 200);
+    let (a, took) = timed("/slow/1").await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(a.header("x-figway-error"), Some("upstream_timeout"));
+    assert_eq!(took, Duration::from_millis(300), "not timed from its start");
+    assert_eq!(
+        b.accepted.load(Ordering::SeqCst),
+        1,
+        "not the pooled connection"
+    );
+    // A timed-out connection is not reused: a second one, whose timer
+    // runs out while it idles.
+    let (a, _) = timed("/b").await;
+    assert_eq!(a.status, 200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (a, took) = timed("/c").await;
+    assert_eq!(a.status, 200, "cut by the timer that ran out while idle");
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    let (a, took) = timed("/slow/2").await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        took,
+        Duration::from_millis(300),
+        "the timer was not set again"
+    );
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

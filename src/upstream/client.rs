@@ -15,7 +15,6 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -26,9 +25,10 @@ use hyper::body::Incoming;
 use super::connect::{connect_h2c, connect_http1};
 use super::h1;
 use super::h2pool::{self, ConnState};
+use super::head_timeout::HeadWithin;
 use super::pool;
 use super::{Target, Upstream};
-use crate::body::{RequestBody, Upload};
+use crate::body::RequestBody;
 use crate::clock;
 use crate::config::Protocol;
 use crate::error::ErrorKind;
@@ -238,16 +238,10 @@ fn send_http1<'a>(
             },
         };
         loop {
-            let upload = request.body().upload().cloned();
-            let attempt = HeadWithin::new(
-                timeouts.request,
-                upload.as_deref(),
-                h1::send(conn, request, target.clone(), room),
-            )
-            .await;
-            request = match settle_http1(attempt, reused, upload.as_deref(), target) {
+            let attempt = h1::send(conn, request, target.clone(), room, timeouts.request).await;
+            request = match settle_http1(attempt, reused, target) {
                 ControlFlow::Break(done) => return done,
-                ControlFlow::Continue(unsent) => unsent,
+                ControlFlow::Continue(unsent) => *unsent,
             };
             conn = match connect_http1(target, timeouts.connect).await {
                 Some(c) => c,
@@ -264,27 +258,21 @@ fn send_http1<'a>(
 /// A function of its own so that nothing of the outcome is kept in the
 /// attempt's state across that connect.
 fn settle_http1(
-    attempt: Result<Result<(http::response::Parts, h1::Body), h1::Error>, ()>,
+    attempt: Result<(http::response::Parts, h1::Body), h1::Error>,
     reused: bool,
-    upload: Option<&Upload>,
     target: &Target,
-) -> ControlFlow<Result<Response<UpstreamBody>, Failure>, Request<RequestBody>> {
+) -> ControlFlow<Result<Response<UpstreamBody>, Failure>, Box<Request<RequestBody>>> {
     let error = match attempt {
-        Err(()) => {
-            return ControlFlow::Break(Err(Failure::Timeout {
-                upload_unfinished: upload.is_some_and(|u| !u.is_done()),
-            }))
-        }
-        Ok(Ok((parts, body))) => {
+        Ok((parts, body)) => {
             return ControlFlow::Break(Ok(Response::from_parts(parts, UpstreamBody::Http1(body))))
         }
-        Ok(Err(error)) => error,
+        Err(error) => error,
     };
     ControlFlow::Break(Err(match error {
         // No request reached a pooled connection the upstream had closed,
         // so a fresh connection may carry the very same one. Not a retry:
         // no target failed.
-        h1::Error::Unsent(unsent) if reused => return ControlFlow::Continue(*unsent),
+        h1::Error::Unsent(unsent) if reused => return ControlFlow::Continue(unsent),
         // A fresh connection that failed before the request head was whole
         // is a failed connect: nothing was sent, so the request may go to
         // another target or the fallback.
@@ -293,74 +281,12 @@ fn settle_http1(
             Failure::Connect(unsent)
         }
         h1::Error::ClientBody => Failure::ClientBody,
+        h1::Error::Timeout { upload_unfinished } => Failure::Timeout { upload_unfinished },
         error => {
             tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "upstream request failed");
             Failure::Reset
         }
     }))
-}
-
-pin_project_lite::pin_project! {
-    /// An attempt's wait for its response head within `limit`, the
-    /// upstream's `request_timeout` (SPEC §2: per attempt, until the response
-    /// head arrives); `Err(())` when it ran out. With an `upload` (a body
-    /// still streaming from the client) the limit runs from the upload's last
-    /// progress: a large upload that keeps moving is not cut, and the wait
-    /// for the head is measured from its last byte.
-    ///
-    /// Written by hand, one type for both cases, rather than
-    /// `tokio::time::timeout` or an `async fn` looping over it: this future
-    /// is part of every request's state, and each of the futures awaiting
-    /// it (up to the box `proxy::handle` makes) holds and moves it whole.
-    /// The `async fn` for uploads held the attempt twice over and made every
-    /// request's state ~900 bytes larger (benches/instructions.sh).
-    pub struct HeadWithin<'a, F> {
-        #[pin]
-        response: F,
-        #[pin]
-        timer: tokio::time::Sleep,
-        limit: Duration,
-        upload: Option<&'a Upload>,
-    }
-}
-
-impl<'a, F: std::future::Future> HeadWithin<'a, F> {
-    pub fn new(limit: Duration, upload: Option<&'a Upload>, response: F) -> Self {
-        HeadWithin {
-            response,
-            timer: tokio::time::sleep(limit),
-            limit,
-            upload,
-        }
-    }
-}
-
-impl<F: std::future::Future> std::future::Future for HeadWithin<'_, F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Poll::Ready(out) = this.response.poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        loop {
-            std::task::ready!(this.timer.as_mut().poll(cx));
-            // The timer was set from the attempt's start, or from an
-            // upload's progress as last seen; the limit runs out only
-            // `limit` after the latest of them.
-            let Some(upload) = this.upload else {
-                return Poll::Ready(Err(()));
-            };
-            let limit_ms = u64::try_from(this.limit.as_millis()).unwrap_or(u64::MAX);
-            let due = upload.last_ms().saturating_add(limit_ms);
-            let now = clock::now_ms();
-            if now >= due {
-                return Poll::Ready(Err(()));
-            }
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(due - now);
-            this.timer.as_mut().reset(deadline);
-        }
-    }
 }
 
 /// One attempt on a target's shared h2c connection (opened when the
@@ -407,9 +333,11 @@ async fn send_h2c(
     *request.version_mut() = Version::HTTP_2;
     let stream = Stream::new(state);
     let upload = request.body().upload().cloned();
+    let mut timer = std::pin::pin!(tokio::time::sleep(timeouts.request));
     let attempt = HeadWithin::new(
         timeouts.request,
         upload.as_deref(),
+        timer.as_mut(),
         sender.send_request(request),
     )
     .await;

@@ -27,6 +27,7 @@ mod connect;
 pub mod dns;
 pub mod h1;
 pub mod h2pool;
+mod head_timeout;
 pub mod health;
 pub mod log_limit;
 pub mod outlier;

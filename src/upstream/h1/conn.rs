@@ -5,12 +5,14 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Reads start at this size and double, up to [`MAX_READ`], while each
 /// fills what it was given: small answers cost a small buffer, large ones
@@ -27,6 +29,9 @@ pub struct Conn {
     read_size: usize,
     /// `clock` milliseconds since it sits idle in a pool.
     pub idle_since: u64,
+    /// The wait for an answer's head, kept from one exchange to the next
+    /// (`head_timer`); made at the first.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -41,7 +46,30 @@ impl Conn {
             write: Vec::new(),
             read_size: FIRST_READ,
             idle_since: 0,
+            timer: None,
         })
+    }
+
+    /// The timer for an exchange's wait for its answer's head, due `limit`
+    /// from now: the one the connection kept, its deadline moved on (one
+    /// atomic update in tokio's timer while the deadline only moves later,
+    /// as it does from one exchange to the next), or a new one. While the
+    /// connection idles the timer stays in the runtime's wheel and may fire
+    /// once, waking the task of its last exchange for nothing.
+    pub(super) fn head_timer(&mut self, limit: Duration) -> Pin<Box<Sleep>> {
+        let deadline = Instant::now() + limit;
+        match self.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    /// Takes back the timer of the exchange that just got its head.
+    pub(super) fn keep_timer(&mut self, timer: Pin<Box<Sleep>>) {
+        self.timer = Some(timer);
     }
 
     /// Whether an idle connection can carry a request: the upstream has
@@ -73,6 +101,7 @@ impl Conn {
 
     /// The socket and what was read past the last head, for a tunnel.
     pub fn into_io(self: Box<Self>) -> (TcpStream, Bytes) {
-        (self.io, self.read.freeze())
+        let conn = *self;
+        (conn.io, conn.read.freeze())
     }
 }

@@ -29,6 +29,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use std::time::Duration;
+
 use http::{Method, Request, StatusCode};
 use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
@@ -38,6 +40,7 @@ use conn::Conn;
 use head::{Head, Refused, Sending};
 use upload::{Failed, Up, Upload};
 
+use super::head_timeout::HeadWithin;
 use crate::body::RequestBody;
 use crate::upstream::target::Target;
 
@@ -59,6 +62,9 @@ pub enum Error {
     Refused(Refused),
     /// The client's body broke while it was being forwarded.
     ClientBody,
+    /// No response head within the limit (`head_timeout`). While the
+    /// upload was unfinished, the client may as well be the slow one.
+    Timeout { upload_unfinished: bool },
 }
 
 impl std::fmt::Display for Error {
@@ -69,12 +75,15 @@ impl std::fmt::Display for Error {
             Error::Closed => f.write_str("closed before the response head"),
             Error::Refused(why) => write!(f, "{why}"),
             Error::ClientBody => f.write_str("the client's body broke"),
+            Error::Timeout { .. } => f.write_str("no response head in time"),
         }
     }
 }
 
-/// Sends `request` on `conn` and reads the response head; the body comes
-/// with it, to be read by whoever polls it. `room`: headers the caller will add to the answer (`head::parse_response`).
+/// Sends `request` on `conn` and reads the response head within `limit`
+/// (the upstream's `request_timeout`: `head_timeout`); the body comes with
+/// it, to be read by whoever polls it. `room`: headers the caller will add
+/// to the answer (`head::parse_response`).
 ///
 /// The head is encoded before the future is made: the future then holds
 /// the request's parts once, not the whole request beside them (it is
@@ -84,8 +93,11 @@ pub fn send(
     request: Request<RequestBody>,
     target: Arc<Target>,
     room: usize,
+    limit: Duration,
 ) -> impl std::future::Future<Output = Result<(http::response::Parts, Body), Error>> + Send {
     let (mut parts, body) = request.into_parts();
+    let progress = body.upload().cloned();
+    let mut timer = conn.head_timer(limit);
     let has_body = !body.is_end_stream();
     let sending = head::request_framing(&mut parts.headers, has_body, body.size_hint().exact());
     conn.write.clear();
@@ -98,9 +110,21 @@ pub fn send(
         _ => !has_body,
     };
     async move {
-        // Until the head is whole the upstream has no request to act on.
-        if conn.io.write_all(&conn.write).await.is_err() {
-            return Err(Error::Unsent(Box::new(Request::from_parts(parts, body))));
+        let timed_out = |progress: Option<&Arc<crate::body::Upload>>| Error::Timeout {
+            upload_unfinished: progress.is_some_and(|u| !u.is_done()),
+        };
+        let written = HeadWithin::new(
+            limit,
+            progress.as_deref(),
+            timer.as_mut(),
+            conn.io.write_all(&conn.write),
+        )
+        .await;
+        match written {
+            Ok(Ok(())) => (),
+            // Until the head is whole the upstream has no request to act on.
+            Ok(Err(_)) => return Err(Error::Unsent(Box::new(Request::from_parts(parts, body)))),
+            Err(()) => return Err(timed_out(progress.as_ref())),
         }
         // The head is out: its map goes back to the thread for the next
         // head parsed.
@@ -113,8 +137,15 @@ pub fn send(
             state: if inline { Up::Done } else { Up::Sending },
         };
         let method = parts.method;
-        let head =
-            std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, &method, room, cx)).await?;
+        let head = HeadWithin::new(
+            limit,
+            progress.as_deref(),
+            timer.as_mut(),
+            std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, &method, room, cx)),
+        )
+        .await
+        .map_err(|()| timed_out(progress.as_ref()))??;
+        conn.keep_timer(timer);
         if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok((head.parts, Body::switched(conn, target)));
         }
@@ -207,7 +238,7 @@ mod tests {
     async fn a_connection_that_fails_the_first_write_gives_the_request_back() {
         let (conn, addr) = reset_connection().await;
         let target = Arc::new(Target::new("u", &addr));
-        match send(conn, post(), target, 0).await {
+        match send(conn, post(), target, 0, Duration::from_secs(5)).await {
             Err(Error::Unsent(request)) => {
                 assert_eq!(request.uri(), "/x");
                 assert!(
