@@ -110,7 +110,7 @@ impl UpstreamBody {
     /// the bytes read past the 101's head.
     pub fn take_switched(&mut self) -> Option<(tokio::net::TcpStream, bytes::Bytes)> {
         match self {
-            UpstreamBody::Http1(b) => b.take_switched().map(h1::conn::Conn::into_io),
+            UpstreamBody::Http1(b) => b.take_switched().map(|conn| (*conn).into_io()),
             UpstreamBody::H2 { .. } => None,
         }
     }

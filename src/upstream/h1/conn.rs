@@ -100,8 +100,7 @@ impl Conn {
     }
 
     /// The socket and what was read past the last head, for a tunnel.
-    pub fn into_io(self: Box<Self>) -> (TcpStream, Bytes) {
-        let conn = *self;
-        (conn.io, conn.read.freeze())
+    pub fn into_io(self) -> (TcpStream, Bytes) {
+        (self.io, self.read.freeze())
     }
 }
