@@ -83,32 +83,62 @@ pub fn fields<E: Copy>(
 /// buffer before looking it up (~100 instructions a field, six or so
 /// fields a request). Any other goes through `HeaderName::from_bytes`.
 fn name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
-    use http::header::*;
-    let candidates: &[&HeaderName] = match bytes.len() {
-        4 => &[&HOST, &DATE, &ETAG, &VARY],
-        6 => &[&SERVER, &ACCEPT, &COOKIE, &ORIGIN],
-        7 => &[&EXPIRES, &UPGRADE, &REFERER],
-        10 => &[&CONNECTION, &USER_AGENT, &SET_COOKIE],
-        12 => &[&CONTENT_TYPE],
-        13 => &[
-            &LAST_MODIFIED,
-            &CACHE_CONTROL,
-            &ACCEPT_RANGES,
-            &AUTHORIZATION,
-        ],
-        14 => &[&CONTENT_LENGTH],
-        15 => &[&ACCEPT_ENCODING, &ACCEPT_LANGUAGE],
-        16 => &[&CONTENT_ENCODING],
-        17 => &[&TRANSFER_ENCODING],
-        _ => &[],
-    };
-    for candidate in candidates {
-        if same_name(bytes, candidate.as_str().as_bytes()) {
-            return Ok((*candidate).clone());
+    for (lower, name) in common_names(bytes.len()) {
+        if same_name(bytes, lower) {
+            return Ok(name.clone());
         }
     }
     HeaderName::from_bytes(bytes)
 }
+
+/// The entries of [`COMMON_NAMES`] `len` bytes long.
+fn common_names(len: usize) -> &'static [(&'static [u8], HeaderName)] {
+    match len {
+        4 => &COMMON_NAMES[0..4],
+        6 => &COMMON_NAMES[4..8],
+        7 => &COMMON_NAMES[8..11],
+        10 => &COMMON_NAMES[11..14],
+        12 => &COMMON_NAMES[14..15],
+        13 => &COMMON_NAMES[15..19],
+        14 => &COMMON_NAMES[19..20],
+        15 => &COMMON_NAMES[20..22],
+        16 => &COMMON_NAMES[22..23],
+        17 => &COMMON_NAMES[23..24],
+        _ => &[],
+    }
+}
+
+/// The names [`name`] matches as they come, by length, each with its
+/// lowercase bytes (`HeaderName::as_str` is a lookup of its own).
+static COMMON_NAMES: [(&[u8], HeaderName); 24] = {
+    use http::header::*;
+    [
+        (b"host", HOST),
+        (b"date", DATE),
+        (b"etag", ETAG),
+        (b"vary", VARY),
+        (b"server", SERVER),
+        (b"accept", ACCEPT),
+        (b"cookie", COOKIE),
+        (b"origin", ORIGIN),
+        (b"expires", EXPIRES),
+        (b"upgrade", UPGRADE),
+        (b"referer", REFERER),
+        (b"connection", CONNECTION),
+        (b"user-agent", USER_AGENT),
+        (b"set-cookie", SET_COOKIE),
+        (b"content-type", CONTENT_TYPE),
+        (b"last-modified", LAST_MODIFIED),
+        (b"cache-control", CACHE_CONTROL),
+        (b"accept-ranges", ACCEPT_RANGES),
+        (b"authorization", AUTHORIZATION),
+        (b"content-length", CONTENT_LENGTH),
+        (b"accept-encoding", ACCEPT_ENCODING),
+        (b"accept-language", ACCEPT_LANGUAGE),
+        (b"content-encoding", CONTENT_ENCODING),
+        (b"transfer-encoding", TRANSFER_ENCODING),
+    ]
+};
 
 /// Whether a token equals `lower` (a lowercase name of the same length)
 /// in any case. Setting bit 0x20 lowercases a letter; of the bytes a token
@@ -274,6 +304,17 @@ mod tests {
         // Not text: no tokens, as hyper reads it.
         assert!(!has_token(b"keep-alive, \x80", b"keep-alive"));
         assert!(!last_coding_is_chunked(b"\x80, chunked"));
+    }
+
+    #[test]
+    fn the_common_names_table_is_sorted_by_length_as_name_reads_it() {
+        for (lower, name) in &COMMON_NAMES {
+            assert_eq!(*lower, name.as_str().as_bytes());
+            assert!(
+                common_names(lower.len()).iter().any(|(l, _)| l == lower),
+                "{name} is not among the names of its length"
+            );
+        }
     }
 
     #[test]
