@@ -11,6 +11,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 
 use crate::error::ErrorKind;
+use crate::headers;
 use crate::keys;
 use crate::matching::RequestFacts;
 use crate::path;
@@ -42,7 +43,7 @@ impl Decision<'_> {
 pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
     uri.authority()
         .map(|a| a.as_str())
-        .or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| headers::find(headers, &HOST).and_then(|h| h.to_str().ok()))
 }
 
 /// [`request_host`] as a header value, for the `Host` that goes upstream
@@ -51,7 +52,7 @@ pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str>
 pub fn request_host_value(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
     match uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => headers.get(HOST).cloned(),
+        None => headers::find(headers, &HOST).cloned(),
     }
 }
 

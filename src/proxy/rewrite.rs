@@ -38,7 +38,7 @@ pub fn request(
     }
     // Only figway marks a request as a shadow copy: a client's own marker
     // would make the new service skip the side effects of a real request.
-    headers.remove(&X_FIGWAY_SHADOW);
+    headers::remove(headers, &X_FIGWAY_SHADOW);
     if parts.version == Version::HTTP_2 {
         headers::join_cookies(headers);
     }
@@ -87,7 +87,7 @@ fn forwarded(conn: &ConnCtx, headers: &mut http::HeaderMap) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !(conn.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match headers.get(HOST).cloned() {
+        match headers::find(headers, &HOST).cloned() {
             Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h),
             None => headers.remove(&X_FORWARDED_HOST),
         };

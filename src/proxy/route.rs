@@ -104,6 +104,10 @@ fn choose_upstream(
 /// or two Transfer-Encoding lines. Either way the answer closes the
 /// connection (see `respond::own_answer`).
 fn check_framing(headers: &HeaderMap) -> Result<(), ErrorKind> {
+    // Most requests have no body, or a length: one look.
+    if crate::headers::find(headers, &TRANSFER_ENCODING).is_none() {
+        return Ok(());
+    }
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {
         let chunked_only =

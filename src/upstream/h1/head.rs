@@ -37,7 +37,7 @@ pub enum Sending {
 pub fn request_framing(headers: &mut HeaderMap, has_body: bool, exact: Option<u64>) -> Sending {
     // Hop-by-hop: the rewrite removed the client's; an edit that set one
     // would frame the body a way figway does not send it.
-    headers.remove(TRANSFER_ENCODING);
+    crate::headers::remove(headers, &TRANSFER_ENCODING);
     if !has_body {
         return Sending::Nothing;
     }
