@@ -255,6 +255,31 @@ async fn hash_keeps_keys_on_one_target_and_moves_about_one_nth() {
 
 // === retries ===
 
+/// A hash key may name a field figway sets itself: it is read from the
+/// head as the upstream gets it, so `X-Forwarded-For` (the peer, for a
+/// client that sent none) keeps one client on one target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_key_may_name_a_field_figway_sets() {
+    let backends = [
+        named("t0", Duration::ZERO).await,
+        named("t1", Duration::ZERO).await,
+        named("t2", Duration::ZERO).await,
+    ];
+    let urls: Vec<String> = backends.iter().map(Backend::url).collect();
+    let f = Figway::start(&upstream_config(
+        &urls,
+        "balance = \"hash\"\nhash_key = \"header:x-forwarded-for\"",
+    ))
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let answer = get(f.addr, "/xff", &[]).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        seen.insert(answer.header("x-backend").unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 1, "one client's requests spread over {seen:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failures_are_retried_for_get_and_post() {
     let dead = refused_port().await;

@@ -172,6 +172,10 @@ async fn a_streaming_call_goes_both_ways_with_trailers_intact() {
         "TE: trailers must reach an h2c upstream"
     );
     assert_eq!(head["content-type"], "application/grpc");
+    // Set as for an HTTP/1.1 upstream, whose head figway writes itself.
+    assert_eq!(head["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(head["x-forwarded-proto"], "http");
+    assert_eq!(head["x-forwarded-host"], "shop.test");
 }
 
 #[tokio::test]

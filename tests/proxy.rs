@@ -305,6 +305,24 @@ async fn x_forwarded_for_is_set_to_the_peer() {
     assert_eq!(b.last().headers["x-forwarded-for"], "127.0.0.1");
 }
 
+/// A request without a host (HTTP/1.0 may omit it) gets no
+/// `X-Forwarded-Host`, and the other two all the same.
+#[tokio::test]
+async fn no_host_no_x_forwarded_host() {
+    let b = Backend::start("mono").await;
+    let f = Figway::start(&route_to(&b.url())).await;
+    let r = raw_exchange(f.addr, b"GET /old HTTP/1.0\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(r.text.starts_with("HTTP/1.0 200"), "{}", r.text);
+    let seen = b.last();
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert!(
+        seen.headers.get("x-forwarded-host").is_none(),
+        "{:?}",
+        seen.headers
+    );
+}
+
 #[tokio::test]
 async fn x_forwarded_for_appends_the_peer() {
     let b = Backend::start("mono").await;

@@ -15,14 +15,15 @@
 //! goes to the route's fallback once (`fall_back`, SPEC §5) before the
 //! client gets a 502. Only the failure path pays for this.
 
-use http::header::HeaderName;
+use http::header::{HeaderName, HOST};
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 
-use super::context::RequestCtx;
+use super::context::{ConnCtx, RequestCtx};
 use crate::body::{ClientBody, RequestBody};
 use crate::clock;
 use crate::error::ErrorKind;
+use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::keys;
 use crate::upstream::balance::Tried;
 use crate::upstream::client::{self, Failure, UpstreamBody};
@@ -138,6 +139,16 @@ async fn attempts(
         .route
         .and_then(|r| snapshot.routes[r].headers.as_deref())
         .map_or(0, |e| e.response_set.len());
+    let host = match (ctx.forwarded_direct, request.as_ref()) {
+        (true, Some(r)) => headers::find(r.headers(), &HOST).cloned(),
+        _ => None,
+    };
+    let fields = forwarded(&ctx.conn, host.as_ref());
+    let added = match (ctx.forwarded_direct, &host) {
+        (false, _) => &fields[..0],
+        (true, None) => &fields[..2],
+        (true, Some(_)) => &fields[..],
+    };
     let mut now = clock::now_ms();
     upstream.shared.budget.record_first(now / 1000);
     let mut tried = Tried::default();
@@ -162,7 +173,7 @@ async fn attempts(
         let Some(req) = request.take() else {
             break;
         };
-        match client::send(upstream, target, req, room, now).await {
+        match client::send(upstream, target, req, room, now, added).await {
             Ok(response) => {
                 // Outlier detection counts in milliseconds; the attempt's
                 // start is close enough and saves a clock read.
@@ -243,6 +254,24 @@ async fn fall_back(
     ctx.upstream = Some(to);
     ctx.upstream_guard = Some(guard);
     attempts(ctx, to, &mut Some(request), resend).await
+}
+
+/// The `X-Forwarded-*` fields (SPEC §4) as `rewrite::forwarded` would set
+/// them on a request that carried none, for the attempts to write straight
+/// into the upstream head (`rewrite`, `RequestCtx::forwarded_direct`): the
+/// peer, the listener's scheme, the host (the last when there is one).
+fn forwarded<'a>(
+    conn: &'a ConnCtx,
+    host: Option<&'a HeaderValue>,
+) -> [(&'static HeaderName, &'a HeaderValue); 3] {
+    static HTTP: HeaderValue = HeaderValue::from_static("http");
+    static HTTPS: HeaderValue = HeaderValue::from_static("https");
+    let proto = if conn.tls { &HTTPS } else { &HTTP };
+    [
+        (&X_FORWARDED_FOR, &conn.forwarded_for),
+        (&X_FORWARDED_PROTO, proto),
+        (&X_FORWARDED_HOST, host.unwrap_or(proto)),
+    ]
 }
 
 /// What the next attempt sends after `failure`, if there may be one.

@@ -124,6 +124,9 @@ pub struct RequestCtx {
     /// because every idle client connection carries this context's size
     /// (see `handle`), and a u32 pushed it past the bound its test holds.
     pub retry_after: u16,
+    /// `X-Forwarded-*` are the attempt's to write into the upstream head,
+    /// not in the request's map (`rewrite`).
+    pub forwarded_direct: bool,
 }
 
 /// An upgrade the client asked for, until the target answers.
@@ -179,6 +182,7 @@ impl RequestCtx {
             grpc: false,
             ramped: false,
             retry_after: 0,
+            forwarded_direct: false,
         }
     }
 

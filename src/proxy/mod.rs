@@ -56,7 +56,7 @@ use http::request::Parts;
 use http::{Request, Response};
 
 use crate::body::ClientBody;
-use crate::config::Protocol;
+use crate::config::{KeySource, Protocol};
 use crate::decision;
 use crate::error::ErrorKind;
 use crate::headers;
@@ -137,7 +137,15 @@ fn forward<'a>(
         let edits = ctx
             .route
             .and_then(|r| ctx.snapshot.routes[r].headers.as_deref());
-        rewrite::request(&ctx.conn, &mut parts, path, h2c, edits);
+        // What else reads the forwarded fields: a shadow copy, a hash key
+        // (which may name one), the edits (rewrite looks at those).
+        let direct = ctx
+            .route
+            .is_some_and(|r| ctx.snapshot.routes[r].shadow.is_none())
+            && ctx
+                .upstream()
+                .is_some_and(|u| !matches!(u.hash_key, Some(KeySource::Header(_))));
+        ctx.forwarded_direct = rewrite::request(&ctx.conn, &mut parts, path, h2c, edits, direct);
         if let Some(pending) = &ctx.upgrade {
             upgrade::restore_request(&mut parts.headers, pending);
         }

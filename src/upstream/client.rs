@@ -169,23 +169,25 @@ impl Drop for Stream {
 /// the response head within `request_timeout`. `room`: headers the caller
 /// will add to the answer's head, which is sized for them. `now`: `clock`
 /// milliseconds as the caller read them to pick the target (a pooled
-/// connection idle past its time is not taken).
+/// connection idle past its time is not taken). `added`: fields to send
+/// after the request's own (`h1::head::Added`).
 pub fn send<'a>(
     upstream: &'a Upstream,
     target: &'a Arc<Target>,
     request: Request<RequestBody>,
     room: usize,
     now: u64,
+    added: h1::head::Added<'a>,
 ) -> Attempt<
     impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a,
     impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a,
 > {
     match upstream.protocol {
         Protocol::Http1 => Attempt::Http1 {
-            attempt: send_http1(upstream, target, request, room, now),
+            attempt: send_http1(upstream, target, request, room, now, added),
         },
         Protocol::H2c => Attempt::H2c {
-            attempt: send_h2c(upstream, target, request),
+            attempt: send_h2c(upstream, target, with_added(request, added)),
         },
     }
 }
@@ -227,6 +229,7 @@ fn send_http1<'a>(
     mut request: Request<RequestBody>,
     room: usize,
     now: u64,
+    added: h1::head::Added<'a>,
 ) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a {
     async move {
         let timeouts = upstream.timeouts;
@@ -238,7 +241,8 @@ fn send_http1<'a>(
             },
         };
         loop {
-            let attempt = h1::send(conn, request, target.clone(), room, timeouts.request).await;
+            let attempt =
+                h1::send(conn, request, target.clone(), room, timeouts.request, added).await;
             request = match settle_http1(attempt, reused, target) {
                 ControlFlow::Break(done) => return done,
                 ControlFlow::Continue(unsent) => *unsent,
@@ -250,6 +254,18 @@ fn send_http1<'a>(
             reused = false;
         }
     }
+}
+
+/// hyper's HTTP/2 client sends what the map holds: the added fields go
+/// into it.
+fn with_added(
+    mut request: Request<RequestBody>,
+    added: h1::head::Added<'_>,
+) -> Request<RequestBody> {
+    for (name, value) in added {
+        request.headers_mut().insert(*name, (*value).clone());
+    }
+    request
 }
 
 /// What one HTTP/1.1 exchange came to: the attempt's outcome, or

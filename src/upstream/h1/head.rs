@@ -53,8 +53,19 @@ pub fn request_framing(headers: &mut HeaderMap, has_body: bool, exact: Option<u6
     Sending::Chunked
 }
 
-/// Appends the request line and header section to `out`.
-pub fn encode_request(method: &Method, uri: &http::Uri, headers: &HeaderMap, out: &mut Vec<u8>) {
+/// Fields the caller adds to a request head after its map's, as they are
+/// (`proxy::rewrite`: `X-Forwarded-*` written straight into the head).
+pub type Added<'a> = &'a [(&'a HeaderName, &'a HeaderValue)];
+
+/// Appends the request line and header section to `out`: the map's
+/// fields, then `added`.
+pub fn encode_request(
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    added: Added<'_>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     match uri.path_and_query() {
@@ -66,19 +77,28 @@ pub fn encode_request(method: &Method, uri: &http::Uri, headers: &HeaderMap, out
         },
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    encode_fields(headers, out);
+    encode_lines(headers, out);
+    encode_lines(added.iter().copied(), out);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends a field section (a head's headers, or a last chunk's trailers)
 /// and the blank line that ends it.
 pub fn encode_fields(fields: &HeaderMap, out: &mut Vec<u8>) {
+    encode_lines(fields, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn encode_lines<'f>(
+    fields: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
+    out: &mut Vec<u8>,
+) {
     for (name, value) in fields {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// How a response's body is delimited.
@@ -482,7 +502,7 @@ mod tests {
         assert_eq!(request_framing(&mut h, true, None), Sending::Chunked);
         assert_eq!(h["transfer-encoding"], "chunked");
         let mut out = Vec::new();
-        encode_request(&Method::GET, &"/a?b".parse().unwrap(), &h, &mut out);
+        encode_request(&Method::GET, &"/a?b".parse().unwrap(), &h, &[], &mut out);
         assert_eq!(
             out,
             b"GET /a?b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"

@@ -83,7 +83,8 @@ impl std::fmt::Display for Error {
 /// Sends `request` on `conn` and reads the response head within `limit`
 /// (the upstream's `request_timeout`: `head_timeout`); the body comes with
 /// it, to be read by whoever polls it. `room`: headers the caller will add
-/// to the answer (`head::parse_response`).
+/// to the answer (`head::parse_response`); `added`: fields written after the
+/// request's own (`head::Added`).
 ///
 /// The head is encoded before the future is made: the future then holds
 /// the request's parts once, not the whole request beside them (it is
@@ -94,6 +95,7 @@ pub fn send(
     target: Arc<Target>,
     room: usize,
     limit: Duration,
+    added: head::Added<'_>,
 ) -> impl std::future::Future<Output = Result<(http::response::Parts, Body), Error>> + Send {
     let (mut parts, body) = request.into_parts();
     let progress = body.upload().cloned();
@@ -101,7 +103,13 @@ pub fn send(
     let has_body = !body.is_end_stream();
     let sending = head::request_framing(&mut parts.headers, has_body, body.size_hint().exact());
     conn.write.clear();
-    head::encode_request(&parts.method, &parts.uri, &parts.headers, &mut conn.write);
+    head::encode_request(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        added,
+        &mut conn.write,
+    );
     let inline = match (&body, sending) {
         (RequestBody::Replay(Some(b)), Sending::Length(_)) if b.len() <= INLINE_BODY => {
             conn.write.extend_from_slice(b);
@@ -238,7 +246,7 @@ mod tests {
     async fn a_connection_that_fails_the_first_write_gives_the_request_back() {
         let (conn, addr) = reset_connection().await;
         let target = Arc::new(Target::new("u", &addr));
-        match send(conn, post(), target, 0, Duration::from_secs(5)).await {
+        match send(conn, post(), target, 0, Duration::from_secs(5), &[]).await {
             Err(Error::Unsent(request)) => {
                 assert_eq!(request.uri(), "/x");
                 assert!(
