@@ -46,7 +46,8 @@
 //!   addresses, nothing, or a failure that keeps the last set), and
 //!   `upstream::client`, which makes one attempt at one target for the
 //!   proxy and the shadow alike (`upstream::connect` opens its
-//!   connections; HTTP/1.1 goes through figway's own client,
+//!   connections, `upstream::head_timeout` times the wait for the
+//!   response head for both protocols; HTTP/1.1 goes through figway's own client,
 //!   `upstream::h1`: `conn` the socket and its buffer, `upload` the
 //!   request body as it is written, `head` the request
 //!   head written and the response head parsed, `body` the response body

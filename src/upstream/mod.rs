@@ -13,8 +13,9 @@
 //! answers that keep it, as an IP target's outlive reloads.
 //!
 //! Layers inside: `log_limit`, `target`, `outlier`, `balance`, `budget`,
-//! `pool` and `dns` know nothing of this file; this file compiles upstreams
-//! from them; `client` (one attempt at one target) and `health` (active
+//! `pool`, `dns` and `head_timeout` know nothing of this file; this file
+//! compiles upstreams from them; `h1` (figway's HTTP/1.1 client), `client`
+//! (one attempt at one target, over `h1` or h2c) and `health` (active
 //! checks) build on it.
 //!
 //! Nothing here takes a lock on the way to a pick; the outlier mutex is

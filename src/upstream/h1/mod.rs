@@ -28,7 +28,6 @@ mod upload;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
