@@ -27,7 +27,7 @@ use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO}
 use crate::keys;
 use crate::upstream::balance::Tried;
 use crate::upstream::client::{self, Failure, UpstreamBody};
-use crate::upstream::TargetGuard;
+use crate::upstream::{TargetGuard, Upstream};
 
 /// The request body as the attempts will send it: held whole when the
 /// request may be retried after a reset, else streamed.
@@ -147,12 +147,8 @@ async fn attempts(
         (true, Some(r)) => headers::find(r.headers(), &HOST).cloned(),
         _ => None,
     };
-    let fields = forwarded(&ctx.conn, host.as_ref());
-    let added = match (ctx.forwarded_direct, &host) {
-        (false, _) => &fields[..0],
-        (true, None) => &fields[..2],
-        (true, Some(_)) => &fields[..],
-    };
+    let (fields, n) = forwarded(ctx.forwarded_direct, &ctx.conn, host.as_ref());
+    let added = &fields[..n];
     upstream.shared.budget.record_first(now / 1000);
     let mut tried = Tried::default();
     let mut last_error = ErrorKind::NoHealthyUpstream;
@@ -186,13 +182,7 @@ async fn attempts(
             Err(failure) => {
                 last_error = failure.kind();
                 now = clock::now_ms();
-                if let Failure::Connect(_) = failure {
-                    upstream.observe_connect_failure(index, now);
-                    upstream.metrics.error(last_error);
-                } else if failure.is_upstreams_fault() {
-                    upstream.observe(index, true, now);
-                    upstream.metrics.error(last_error);
-                }
+                count_failure(upstream, index, &failure, now);
                 let may_retry = tried.len() <= upstream.retries as usize;
                 *request = match failure {
                     // Nothing was sent: the request comes back whole, for
@@ -259,22 +249,43 @@ async fn fall_back(
     attempts(ctx, to, &mut Some(request), resend, clock::now_ms()).await
 }
 
+/// Counts a failed attempt against its target (outlier detection, the
+/// upstream's error counter) when the target is to blame.
+fn count_failure(upstream: &Upstream, index: usize, failure: &Failure, now: u64) {
+    if let Failure::Connect(_) = failure {
+        upstream.observe_connect_failure(index, now);
+    } else if failure.is_upstreams_fault() {
+        upstream.observe(index, true, now);
+    } else {
+        return;
+    }
+    upstream.metrics.error(failure.kind());
+}
+
 /// The `X-Forwarded-*` fields (SPEC §4) as `rewrite::forwarded` would set
 /// them on a request that carried none, for the attempts to write straight
 /// into the upstream head (`rewrite`, `RequestCtx::forwarded_direct`): the
-/// peer, the listener's scheme, the host (the last when there is one).
+/// peer, the listener's scheme, the host when there is one; and how many
+/// of them to write (none unless `direct`).
 fn forwarded<'a>(
+    direct: bool,
     conn: &'a ConnCtx,
     host: Option<&'a HeaderValue>,
-) -> [(&'static HeaderName, &'a HeaderValue); 3] {
+) -> ([(&'static HeaderName, &'a HeaderValue); 3], usize) {
     static HTTP: HeaderValue = HeaderValue::from_static("http");
     static HTTPS: HeaderValue = HeaderValue::from_static("https");
     let proto = if conn.tls { &HTTPS } else { &HTTP };
-    [
+    let fields = [
         (&X_FORWARDED_FOR, &conn.forwarded_for),
         (&X_FORWARDED_PROTO, proto),
         (&X_FORWARDED_HOST, host.unwrap_or(proto)),
-    ]
+    ];
+    let n = match (direct, host) {
+        (false, _) => 0,
+        (true, None) => 2,
+        (true, Some(_)) => 3,
+    };
+    (fields, n)
 }
 
 /// What the next attempt sends after `failure`, if there may be one.
