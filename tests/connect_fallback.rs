@@ -159,6 +159,31 @@ async fn a_failed_connect_goes_to_the_fallback_once() {
     assert_eq!(served, 1.0);
 }
 
+/// A request an h2c upstream could not connect for reaches an HTTP/1.1
+/// fallback with its `X-Forwarded-*` once each: the h2c attempt (which
+/// puts them into hyper's map) hands the request back as it got it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_connect_failure_falls_back_with_forwarded_fields_once() {
+    let monolith = Backend::start("monolith").await;
+    let dead = refused_port().await;
+    let f = Figway::start(&config(&format!(
+        "[upstreams.monolith]\nlegacy = true\ntargets = [\"{}\"]\n\
+         [upstreams.search]\nprotocol = \"h2c\"\ntargets = [\"http://{dead}\"]\n\
+         {SEARCH_WITH_FALLBACK}",
+        monolith.url()
+    )))
+    .await;
+    let a = get(f.addr, "/api/search?q=1", &[]).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.header("x-backend"), Some("monolith"));
+    let seen = monolith.last();
+    for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
+        let values: Vec<_> = seen.headers.get_all(name).iter().collect();
+        assert_eq!(values.len(), 1, "{name}: {values:?}");
+    }
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+}
+
 /// Nothing was sent when a connect fails, so the body is still unread: a
 /// streamed POST far above the 64 KiB replay copy reaches the fallback
 /// whole.

@@ -187,7 +187,7 @@ pub fn send<'a>(
             attempt: send_http1(upstream, target, request, room, now, added),
         },
         Protocol::H2c => Attempt::H2c {
-            attempt: send_h2c(upstream, target, with_added(request, added)),
+            attempt: send_h2c(upstream, target, request, added),
         },
     }
 }
@@ -256,18 +256,6 @@ fn send_http1<'a>(
     }
 }
 
-/// hyper's HTTP/2 client sends what the map holds: the added fields go
-/// into it.
-fn with_added(
-    mut request: Request<RequestBody>,
-    added: h1::head::Added<'_>,
-) -> Request<RequestBody> {
-    for (name, value) in added {
-        request.headers_mut().insert(*name, (*value).clone());
-    }
-    request
-}
-
 /// What one HTTP/1.1 exchange came to: the attempt's outcome, or
 /// (`Continue`) the request handed back unsent by a pooled connection the
 /// upstream closed while it sat idle, to go again on a fresh connection.
@@ -312,6 +300,7 @@ async fn send_h2c(
     upstream: &Upstream,
     target: &Arc<Target>,
     mut request: Request<RequestBody>,
+    added: h1::head::Added<'_>,
 ) -> Result<Response<UpstreamBody>, Failure> {
     let timeouts = upstream.timeouts;
     let slot = h2pool::slot(target.id);
@@ -330,6 +319,13 @@ async fn send_h2c(
         Ok((sender, state)) => (sender.clone(), state.clone()),
         Err(()) => return Err(Failure::Connect(Box::new(request))),
     };
+    // hyper's client sends what the map holds: the added fields go into it,
+    // only now that no failed connect hands the request back for another
+    // attempt (which gets `added` again; an HTTP/1.1 one writes them after
+    // the map's, so they would go twice).
+    for (name, value) in added {
+        request.headers_mut().insert(*name, (*value).clone());
+    }
     let authority = request
         .headers_mut()
         .remove(HOST)
