@@ -45,18 +45,45 @@ pub struct Line<'a> {
     pub request_id: &'a [u8],
     /// The client address as text.
     pub client: &'a [u8],
+    /// A token (RFC 9110 §5.6.2, as httparse and `http` check it): nothing
+    /// in it needs escaping.
     pub method: &'a str,
     pub path: &'a str,
-    pub host: Option<&'a str>,
-    pub route: Option<&'a str>,
-    pub upstream: Option<&'a str>,
+    /// The header's bytes; shown only when they are visible ASCII (`null`
+    /// otherwise, as `HeaderValue::to_str` decides).
+    pub host: Option<&'a [u8]>,
+    pub route: Option<Name<'a>>,
+    pub upstream: Option<Name<'a>>,
+    /// `host:port` as validated at load (letters, digits, `-`, `.`, `:`,
+    /// an IP literal's brackets): nothing in it needs escaping.
     pub target: Option<&'a str>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration: Duration,
     pub retries: u32,
+    /// An [`crate::error::ErrorKind`]'s name: lowercase and `_`.
     pub error: Option<&'static str>,
+}
+
+/// A name from the config (a route's, an upstream's), with its JSON string
+/// rendered when the config was compiled: names are free text, and
+/// escaping them per line was ~100 instructions each.
+#[derive(Clone, Copy)]
+pub struct Name<'a> {
+    pub text: &'a str,
+    /// `text` as a JSON string, quotes included ([`json_string`]).
+    pub json: &'a str,
+}
+
+/// `text` as a JSON string, quotes included, for [`Name::json`].
+pub fn json_string(text: &str) -> Box<str> {
+    let mut buf = Vec::with_capacity(text.len() + 2);
+    self::text(&mut buf, text);
+    // Escaping keeps UTF-8 UTF-8 (it only replaces ASCII bytes).
+    String::from_utf8(buf)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        .into_boxed_str()
 }
 
 /// Whether access lines are written at all (config and `RUST_LOG`).
@@ -204,21 +231,34 @@ fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
     string(buf, l.request_id);
     buf.extend_from_slice(b",\"client\":\"");
     buf.extend_from_slice(l.client);
-    buf.extend_from_slice(b"\",\"method\":");
-    text(buf, l.method);
-    buf.extend_from_slice(b",\"path\":");
+    buf.extend_from_slice(b"\",\"method\":\"");
+    plain(buf, l.method);
+    buf.extend_from_slice(b"\",\"path\":");
     text(buf, l.path);
-    for (key, value) in [
-        (&b",\"host\":"[..], l.host),
-        (b",\"route\":", l.route),
+    buf.extend_from_slice(b",\"host\":");
+    match l.host {
+        Some(host) if !any_needs_escape(host, true) => quoted(buf, host),
+        Some(host) => match visible(host) {
+            Some(t) => text(buf, t),
+            None => buf.extend_from_slice(b"null"),
+        },
+        None => buf.extend_from_slice(b"null"),
+    }
+    for (key, name) in [
+        (&b",\"route\":"[..], l.route),
         (b",\"upstream\":", l.upstream),
-        (b",\"target\":", l.target),
     ] {
         buf.extend_from_slice(key);
-        match value {
-            Some(v) => text(buf, v),
-            None => buf.extend_from_slice(b"null"),
+        buf.extend_from_slice(name.map_or("null", |n| n.json).as_bytes());
+    }
+    buf.extend_from_slice(b",\"target\":");
+    match l.target {
+        Some(t) => {
+            buf.push(b'"');
+            plain(buf, t);
+            buf.push(b'"');
         }
+        None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"status\":");
     number(buf, l.status);
@@ -232,7 +272,11 @@ fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
     number(buf, l.retries);
     buf.extend_from_slice(b",\"error\":");
     match l.error {
-        Some(e) => text(buf, e),
+        Some(e) => {
+            buf.push(b'"');
+            plain(buf, e);
+            buf.push(b'"');
+        }
         None => buf.extend_from_slice(b"null"),
     }
     buf.push(b'}');
@@ -246,12 +290,12 @@ fn pretty(buf: &mut Vec<u8>, l: &Line<'_>) {
         b" ",
         l.method.as_bytes(),
         b" ",
-        l.host.unwrap_or("").as_bytes(),
+        l.host.and_then(visible).unwrap_or("").as_bytes(),
         l.path.as_bytes(),
         b" -> ",
-        l.route.unwrap_or("-").as_bytes(),
+        l.route.map_or("-", |n| n.text).as_bytes(),
         b" ",
-        l.upstream.unwrap_or("-").as_bytes(),
+        l.upstream.map_or("-", |n| n.text).as_bytes(),
         b"/",
         l.target.unwrap_or("-").as_bytes(),
         b" ",
@@ -284,7 +328,12 @@ fn number(buf: &mut Vec<u8>, n: impl itoa::Integer) {
 
 /// Milliseconds with three decimals (microsecond precision).
 fn millis(buf: &mut Vec<u8>, d: Duration) {
-    let micros = d.as_micros();
+    // In u64 (585,000 years of microseconds): `as_micros` is a u128, and
+    // its division by 1000 a call to `__udivti3`.
+    let micros = d
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()));
     number(buf, micros / 1000);
     let frac = (micros % 1000) as u16;
     buf.extend_from_slice(&[
@@ -308,10 +357,42 @@ pub fn ip_text(ip: IpAddr, out: &mut [u8; 46]) -> &[u8] {
 /// A JSON string: quoted, with `"`, `\` and control bytes escaped, and any
 /// byte that is not UTF-8 replaced (header values may carry obs-text).
 fn string(buf: &mut Vec<u8>, value: &[u8]) {
+    // Plain ASCII (an id figway made, nearly every client's) needs neither
+    // the UTF-8 check nor escaping.
+    if !any_needs_escape(value, true) {
+        return quoted(buf, value);
+    }
     match std::str::from_utf8(value) {
         Ok(t) => text(buf, t),
         Err(_) => text(buf, &String::from_utf8_lossy(value)),
     }
+}
+
+/// A header value as text when it is visible ASCII (`HeaderValue::to_str`'s
+/// rule: printable ASCII and tab).
+fn visible(value: &[u8]) -> Option<&str> {
+    let ok = value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+    if ok {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
+/// Bytes known to need no escaping, quoted.
+fn quoted(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.push(b'"');
+    buf.extend_from_slice(bytes);
+    buf.push(b'"');
+}
+
+/// Text that by where it comes from needs no escaping (a method token, a
+/// validated authority, an error kind's name). Checked in debug builds.
+fn plain(buf: &mut Vec<u8>, text: &str) {
+    debug_assert!(!any_needs_escape(text.as_bytes(), false), "{text:?}");
+    buf.extend_from_slice(text.as_bytes());
 }
 
 fn text(buf: &mut Vec<u8>, t: &str) {
@@ -324,10 +405,10 @@ fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-/// Whether any byte of `bytes` needs escaping, eight at a time: every
-/// line carries eight or so strings, and a byte-at-a-time scan of them was
-/// the largest part of a line's cost.
-fn any_needs_escape(bytes: &[u8]) -> bool {
+/// Whether any byte of `bytes` needs escaping (with `non_ascii`, or is not
+/// ASCII), eight at a time: a byte-at-a-time scan was the largest part of
+/// a line's cost.
+fn any_needs_escape(bytes: &[u8], non_ascii: bool) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // The high bit of each byte of the result is set where `word`'s byte
@@ -339,29 +420,31 @@ fn any_needs_escape(bytes: &[u8]) -> bool {
     fn equal(word: u64, b: u8) -> u64 {
         below(word ^ (ONES * u64::from(b)), 1)
     }
-    let flagged = |word: [u8; 8]| {
-        let word = u64::from_ne_bytes(word);
-        below(word, 0x20) | equal(word, b'"') | equal(word, b'\\') != 0
+    let high = if non_ascii { HIGHS } else { 0 };
+    let flagged = |word: &[u8]| {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let word = u64::from_ne_bytes(eight);
+        below(word, 0x20) | equal(word, b'"') | equal(word, b'\\') | (word & high) != 0
     };
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        if flagged(word) {
-            return true;
-        }
+    if bytes.len() < 8 {
+        // Copying a short tail into a padded word was a call to memcpy.
+        return bytes
+            .iter()
+            .any(|&b| needs_escape(b) || (non_ascii && b >= 0x80));
     }
-    // The tail as one more word, padded with a byte that needs nothing.
-    let tail = chunks.remainder();
-    let mut word = [b'a'; 8];
-    word[..tail.len()].copy_from_slice(tail);
-    flagged(word)
+    let mut chunks = bytes.chunks_exact(8);
+    if chunks.any(flagged) {
+        return true;
+    }
+    // The tail as the last eight bytes, overlapping the last whole word.
+    !chunks.remainder().is_empty() && flagged(&bytes[bytes.len() - 8..])
 }
 
 fn escape(buf: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     // Nearly every value is plain: one pass to see it, one copy.
-    if !any_needs_escape(bytes) {
+    if !any_needs_escape(bytes, false) {
         buf.extend_from_slice(bytes);
         return;
     }
@@ -393,9 +476,12 @@ fn escape(buf: &mut Vec<u8>, text: &str) {
 /// millisecond per thread.
 fn stamp(buf: &mut Vec<u8>, end: SystemTime, duration: Duration) {
     let start = end.checked_sub(duration).unwrap_or(end);
-    let ms = start
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    // In u64: `as_millis` is a u128, and its division a call.
+    let ms = start.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(d.subsec_millis()))
+    });
     STAMP.with_borrow_mut(|(last, text)| {
         if *last != ms {
             crate::timefmt::rfc3339_millis_into(start, text);
@@ -411,15 +497,27 @@ mod tests {
 
     fn line(format: LogFormat) -> Vec<u8> {
         let mut buf = Vec::new();
-        let l = Line {
-            format,
+        let l = sample();
+        match format {
+            LogFormat::Json => json(&mut buf, &l),
+            LogFormat::Pretty => pretty(&mut buf, &l),
+        }
+        buf
+    }
+
+    fn sample() -> Line<'static> {
+        Line {
+            format: LogFormat::Json,
             end: UNIX_EPOCH + Duration::from_micros(1_764_480_000_123_000 + 2_500_250),
             request_id: b"id-\"1\"",
             client: b"10.0.0.1",
             method: "GET",
             path: "/a\\b",
-            host: Some("shop.test"),
-            route: Some("api"),
+            host: Some(b"shop.test"),
+            route: Some(Name {
+                text: "api",
+                json: "\"api\"",
+            }),
             upstream: None,
             target: None,
             status: 200,
@@ -428,12 +526,7 @@ mod tests {
             duration: Duration::from_micros(2_500_250),
             retries: 1,
             error: None,
-        };
-        match format {
-            LogFormat::Json => json(&mut buf, &l),
-            LogFormat::Pretty => pretty(&mut buf, &l),
         }
-        buf
     }
 
     #[test]
@@ -456,14 +549,57 @@ mod tests {
                     let mut bytes = vec![b'a'; len];
                     bytes[at] = b;
                     assert_eq!(
-                        super::any_needs_escape(&bytes),
+                        super::any_needs_escape(&bytes, false),
                         needs_escape(b),
                         "byte {b:#x} at {at} of {len}"
                     );
+                    assert_eq!(
+                        super::any_needs_escape(&bytes, true),
+                        needs_escape(b) || b >= 0x80,
+                        "byte {b:#x} at {at} of {len}, non-ASCII flagged"
+                    );
                 }
             }
-            assert!(!super::any_needs_escape(&vec![b'~'; len]));
+            assert!(!super::any_needs_escape(&vec![b'~'; len], true));
         }
+    }
+
+    #[test]
+    fn names_are_rendered_once_as_json_strings() {
+        let name = "a \"quoted\" \\ name\t";
+        let json = json_string(name);
+        let back: String = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, name);
+        assert_eq!(&*json_string("api"), "\"api\"");
+    }
+
+    #[test]
+    fn a_host_is_escaped_when_it_must_be_and_null_when_not_text() {
+        let host_of = |host: &[u8]| {
+            let mut buf = Vec::new();
+            json(
+                &mut buf,
+                &Line {
+                    host: Some(host),
+                    ..sample()
+                },
+            );
+            let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+            v["host"].clone()
+        };
+        assert_eq!(host_of(b"shop.test:8080"), "shop.test:8080");
+        assert_eq!(host_of(b"a\"b\\c\td"), "a\"b\\c\td");
+        // obs-text: a header value, but not text (`HeaderValue::to_str`).
+        assert_eq!(host_of(b"caf\xc3\xa9.test"), serde_json::Value::Null);
+        let mut buf = Vec::new();
+        pretty(
+            &mut buf,
+            &Line {
+                host: Some(b"caf\xc3\xa9.test"),
+                ..sample()
+            },
+        );
+        assert!(String::from_utf8(buf).unwrap().contains(" GET /a\\b -> "));
     }
 
     #[test]

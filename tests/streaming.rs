@@ -211,3 +211,28 @@ async fn access_log_lines_have_the_contracted_fields() {
     assert_eq!(v["bytes_out"], missing.body.len() as u64, "{line}");
     assert_eq!(v["error"], "no_route", "{line}");
 }
+
+/// Route and upstream names are free text, their JSON rendered when the
+/// config is compiled; a request id is the client's bytes. Both come out as
+/// the JSON strings they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_escapes_names_and_ids_that_need_it() {
+    let b = Backend::start("mono").await;
+    let toml = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[log]\naccess_log = true\n\
+         [upstreams.\"m \\\"1\\\"\"]\ntargets = [\"{}\"]\n[[routes]]\nname = \"say \\\"hi\\\" \\\\ now\"\n\
+         prefix = \"/\"\nto = \"m \\\"1\\\"\"\n",
+        b.url()
+    );
+    let f = LoggingFigway::spawn(&toml);
+    let ok = get(f.addr, "/x", &[("x-request-id", "id \"q\" \\ 1")]).await;
+    assert_eq!(ok.status, 200);
+    let line = f.next_line();
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("access-log line is not JSON ({e}): {line}"));
+    assert_eq!(v["route"], "say \"hi\" \\ now", "{line}");
+    assert_eq!(v["upstream"], "m \"1\"", "{line}");
+    assert_eq!(v["request_id"], "id \"q\" \\ 1", "{line}");
+    assert_eq!(v["method"], "GET", "{line}");
+    assert_eq!(v["target"], b.addr.to_string(), "{line}");
+}

@@ -16,8 +16,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::context::RequestCtx;
-use crate::access_log::{self, Line};
+use crate::access_log::{self, Line, Name};
 use crate::error::{ErrorKind, DRAIN_CUT};
+use http::HeaderValue;
 
 /// Where the answer's bytes come from.
 // Unboxed as `UpstreamBody` is (see there).
@@ -190,9 +191,15 @@ impl Drop for RequestCtx {
             client,
             method: log.method.as_str(),
             path: log.uri.path(),
-            host: log.host.as_ref().and_then(|h| h.to_str().ok()),
-            route: route.map(|r| &*r.name),
-            upstream: self.upstream().map(|u| &*u.name),
+            host: log.host.as_ref().map(HeaderValue::as_bytes),
+            route: route.map(|r| Name {
+                text: &r.name,
+                json: &r.log_name,
+            }),
+            upstream: self.upstream().map(|u| Name {
+                text: &u.name,
+                json: &u.log_name,
+            }),
             target: self.target.as_ref().map(|t| &*t.target().authority),
             status,
             bytes_in,

@@ -108,6 +108,7 @@ pub fn compile_with(
             },
             inventory: inventory_pairs(r, config, &registry.inventory),
             name: r.name.as_str().into(),
+            log_name: crate::access_log::json_string(&r.name),
             prefix: r.prefix.as_str().into(),
             host: r.host.clone(),
             methods: r.methods.as_ref().map(|m| m.clone().into_boxed_slice()),

@@ -35,6 +35,8 @@ pub struct Snapshot {
 
 pub struct Route {
     pub name: Box<str>,
+    /// `name` as the access log's JSON writes it, rendered here once.
+    pub log_name: Box<str>,
     pub prefix: Box<str>,
     pub host: Option<HostPattern>,
     pub methods: Option<Box<[Method]>>,

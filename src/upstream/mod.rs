@@ -71,6 +71,8 @@ impl Drop for UpstreamGuard {
 /// An upstream as compiled into one snapshot.
 pub struct Upstream {
     pub name: Box<str>,
+    /// `name` as the access log's JSON writes it, rendered here once.
+    pub log_name: Box<str>,
     pub legacy: bool,
     pub protocol: Protocol,
     pub balance: Balance,
@@ -111,6 +113,7 @@ impl Upstream {
         let authorities: Vec<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
         Upstream {
             name: spec.name.as_str().into(),
+            log_name: crate::access_log::json_string(&spec.name),
             legacy: spec.legacy,
             protocol: spec.protocol,
             balance: spec.balance,
