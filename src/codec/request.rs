@@ -147,7 +147,7 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
     } else {
         Version::HTTP_10
     };
-    parts.headers = headers;
+    super::install(&mut parts.headers, headers);
     Ok(Some(Head {
         parts,
         framing,

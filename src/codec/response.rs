@@ -118,14 +118,16 @@ pub fn encode(
     let mut encoding = Encoding::Length(0);
     let mut wrote_date = false;
     let mut length_seen: Option<u64> = None;
-    let mut headers = std::mem::take(&mut parts.headers);
     // Special names go on one line, their values joined with ", "
     // (`line_open` while that line is being written); other names take a
     // line per value, in the map's order, as hyper writes them.
     let mut line_open = false;
     let mut add_chunked = false;
     let mut current = None;
-    for (name, value) in headers.drain() {
+    // Drained in place, the map left empty for the next answer's headers
+    // (hyper keeps the map): taken out and put back, a default map was
+    // made and dropped per answer.
+    for (name, value) in parts.headers.drain() {
         if let Some(name) = name {
             close_line(&mut line_open, &mut add_chunked, out);
             current = Some(name);
@@ -214,8 +216,6 @@ pub fn encode(
         }
     }
     close_line(&mut line_open, &mut add_chunked, out);
-    // Left empty for the next answer's headers (hyper keeps the map).
-    parts.headers = headers;
     if !wrote_len {
         encoding = match body {
             BodyLength::Unknown if http10 || !can_chunk => Encoding::CloseDelimited,

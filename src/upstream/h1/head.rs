@@ -237,7 +237,7 @@ pub fn parse_response(
             Length::Bad => return Err(Refused::BadLength),
         }
     };
-    parts.headers = headers;
+    crate::codec::install(&mut parts.headers, headers);
     Ok(Some(Head {
         parts,
         framing,
