@@ -78,6 +78,24 @@ def table(headers, rows, markdown):
     return "\n".join(out)
 
 
+def paired(runs, proxy, path):
+    """CPU per request over nginx's in the same round, as 'median (min-max)'.
+
+    Rounds interleave the rows, so a disturbance of the VM (another tenant,
+    writeback) tends to hit every row of a round: one round's ratio moves
+    less than the ratio of two medians taken over different rounds.
+    """
+    cpu = {(r["proxy"], r["round"]): num(r.get("cpu_us_per_req")) for r in runs if r["path"] == path}
+    ratios = [v / cpu[("nginx", rnd)] for (p, rnd), v in cpu.items()
+              if p == proxy and v is not None and cpu.get(("nginx", rnd))]
+    if not ratios:
+        return "-"
+    med = statistics.median(ratios)
+    if len(ratios) == 1:
+        return f"{med:.2f}\u00d7"
+    return f"{med:.2f}\u00d7 ({min(ratios):.2f}{DASH}{max(ratios):.2f})"
+
+
 def throughput_rows(runs, order):
     rows = []
     by = {}
@@ -112,6 +130,7 @@ def throughput_rows(runs, order):
                 proxy + c["flag"], path, c["rps"], c["p50_ms"], c["p99_ms"], c["cpu_us_per_req"],
                 f"{fmt(user, 1)} + {fmt(sys_, 1)}" if proxied and user is not None else "-",
                 ratio(medians.get(key + ("cpu_us_per_req",)), nginx_cpu) if proxied else "-",
+                paired(runs, proxy, path) if proxied else "-",
                 ratio(user, nginx_user) if proxied else "-",
                 ratio(medians.get(key + ("p99_ms",)), nginx_p99),
             ])
@@ -178,7 +197,7 @@ def main():
     # the total); user space is the proxy's own code, system the kernel's
     # work for its system calls.
     th = ["proxy", "path", "req/s", "p50 ms", "p99 ms", "CPU \u00b5s/req", "user + sys \u00b5s",
-          "CPU vs nginx", "user vs nginx", "p99 vs nginx"]
+          "CPU vs nginx", "CPU vs nginx, paired by round", "user vs nginx", "p99 vs nginx"]
     rh = ["proxy", "path", "req/s", "p50 ms", "p99 ms", "CPU \u00b5s/req", "p99 vs nginx"]
     mh = ["proxy", "idle conns", "RSS before MiB", "RSS held MiB", "KiB/conn", "RSS after close MiB", "after \u2212 before MiB"]
     tr, rr, mr = throughput_rows(runs, order), rate_rows(rate, order), mem_rows(mem, order)
