@@ -252,14 +252,7 @@ fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
         buf.extend_from_slice(name.map_or("null", |n| n.json).as_bytes());
     }
     buf.extend_from_slice(b",\"target\":");
-    match l.target {
-        Some(t) => {
-            buf.push(b'"');
-            plain(buf, t);
-            buf.push(b'"');
-        }
-        None => buf.extend_from_slice(b"null"),
-    }
+    plain_or_null(buf, l.target);
     buf.extend_from_slice(b",\"status\":");
     number(buf, l.status);
     buf.extend_from_slice(b",\"bytes_in\":");
@@ -271,14 +264,7 @@ fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
     buf.extend_from_slice(b",\"retries\":");
     number(buf, l.retries);
     buf.extend_from_slice(b",\"error\":");
-    match l.error {
-        Some(e) => {
-            buf.push(b'"');
-            plain(buf, e);
-            buf.push(b'"');
-        }
-        None => buf.extend_from_slice(b"null"),
-    }
+    plain_or_null(buf, l.error);
     buf.push(b'}');
 }
 
@@ -386,6 +372,18 @@ fn quoted(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.push(b'"');
     buf.extend_from_slice(bytes);
     buf.push(b'"');
+}
+
+/// `text` as a JSON string (it needs no escaping: [`plain`]), or `null`.
+fn plain_or_null(buf: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(t) => {
+            buf.push(b'"');
+            plain(buf, t);
+            buf.push(b'"');
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
 }
 
 /// Text that by where it comes from needs no escaping (a method token, a
