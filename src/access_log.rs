@@ -473,16 +473,19 @@ fn escape(buf: &mut Vec<u8>, text: &str) {
 /// The request's start as RFC 3339 with milliseconds, rendered once per
 /// millisecond per thread.
 fn stamp(buf: &mut Vec<u8>, end: SystemTime, duration: Duration) {
-    let start = end.checked_sub(duration).unwrap_or(end);
-    // In u64: `as_millis` is a u128, and its division a call.
-    let ms = start.duration_since(UNIX_EPOCH).map_or(0, |d| {
+    // Nanoseconds in u64 (until 2554): the start is an integer
+    // subtraction, not a `SystemTime` one, and milliseconds a division by
+    // a constant (`as_millis` is a u128, its division a call).
+    let nanos = |d: Duration| {
         d.as_secs()
-            .saturating_mul(1000)
-            .saturating_add(u64::from(d.subsec_millis()))
-    });
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
+    };
+    let end = end.duration_since(UNIX_EPOCH).map_or(0, nanos);
+    let ms = end.saturating_sub(nanos(duration)) / 1_000_000;
     STAMP.with_borrow_mut(|(last, text)| {
         if *last != ms {
-            crate::timefmt::rfc3339_millis_into(start, text);
+            crate::timefmt::rfc3339_millis_into(UNIX_EPOCH + Duration::from_millis(ms), text);
             *last = ms;
         }
         buf.extend_from_slice(&text[..]);
@@ -598,6 +601,36 @@ mod tests {
             },
         );
         assert!(String::from_utf8(buf).unwrap().contains(" GET /a\\b -> "));
+    }
+
+    #[test]
+    fn the_stamp_is_the_start_floored_to_the_millisecond() {
+        let stamp_of = |end: Duration, duration: Duration| {
+            let mut buf = Vec::new();
+            // Another thread's cache cannot interfere: STAMP is per thread.
+            stamp(&mut buf, UNIX_EPOCH + end, duration);
+            String::from_utf8(buf).unwrap()
+        };
+        // 1.0000005 s less 600 ns starts at 0.9999999 s.
+        assert_eq!(
+            stamp_of(
+                Duration::from_nanos(1_000_000_500),
+                Duration::from_nanos(600)
+            ),
+            "1970-01-01T00:00:00.999Z"
+        );
+        assert_eq!(
+            stamp_of(
+                Duration::from_nanos(1_000_000_500),
+                Duration::from_nanos(500)
+            ),
+            "1970-01-01T00:00:01.000Z"
+        );
+        // A duration longer than the clock reads: the epoch, not a panic.
+        assert_eq!(
+            stamp_of(Duration::from_secs(1), Duration::from_secs(2)),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]
