@@ -220,12 +220,7 @@ async fn hash_keeps_keys_on_one_target_and_moves_about_one_nth() {
         "balance = \"hash\"\nhash_key = \"client_ip\"",
     ))
     .await;
-    let mut seen = std::collections::HashSet::new();
-    for _ in 0..30 {
-        let answer = get(by_ip.addr, "/ip", &[]).await;
-        assert_eq!(answer.status, StatusCode::OK);
-        seen.insert(answer.header("x-backend").unwrap().to_string());
-    }
+    let seen = targets_of_30_gets(by_ip.addr, "/ip").await;
     assert_eq!(seen.len(), 1, "client_ip requests spread over {seen:?}");
 
     // Adding a fourth target moves about a quarter of the keys, all of them
@@ -253,8 +248,6 @@ async fn hash_keeps_keys_on_one_target_and_moves_about_one_nth() {
     );
 }
 
-// === retries ===
-
 /// A hash key may name a field figway sets itself: it is read from the
 /// head as the upstream gets it, so `X-Forwarded-For` (the peer, for a
 /// client that sent none) keeps one client on one target.
@@ -271,14 +264,23 @@ async fn a_hash_key_may_name_a_field_figway_sets() {
         "balance = \"hash\"\nhash_key = \"header:x-forwarded-for\"",
     ))
     .await;
+    let seen = targets_of_30_gets(f.addr, "/xff").await;
+    assert_eq!(seen.len(), 1, "one client's requests spread over {seen:?}");
+}
+
+/// The targets (`x-backend`) that answered 30 plain GETs of `path`, each on
+/// a new connection from 127.0.0.1.
+async fn targets_of_30_gets(addr: SocketAddr, path: &str) -> std::collections::HashSet<String> {
     let mut seen = std::collections::HashSet::new();
     for _ in 0..30 {
-        let answer = get(f.addr, "/xff", &[]).await;
+        let answer = get(addr, path, &[]).await;
         assert_eq!(answer.status, StatusCode::OK);
         seen.insert(answer.header("x-backend").unwrap().to_string());
     }
-    assert_eq!(seen.len(), 1, "one client's requests spread over {seen:?}");
+    seen
 }
+
+// === retries ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failures_are_retried_for_get_and_post() {
