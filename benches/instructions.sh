@@ -20,7 +20,9 @@
 # FIGWAY_TOML (the figway rows' config template, default
 # compare/figway.toml; compare/figway-legacy.toml routes to a legacy
 # upstream, with INVENTORY=true|false for the legacy inventory on or off),
-# REQUEST_PATH (/; /big for the upstream's 64 KiB answer).
+# REQUEST_PATH (/; /big for the upstream's 64 KiB answer), CALLGRIND_ARGS
+# (more valgrind options: "--cache-sim=yes" adds simulated cache misses to
+# the kept profiles, read with `callgrind_annotate --show=Ir,D1mr,D1mw,DLmr`).
 #
 # Row `figway-full` runs compare.sh's full-feature config (access log on,
 # 10,001 routes, health checks, outlier detection, a sticky split with
@@ -146,7 +148,8 @@ measure() { # row cmd...: prints one line of figures
   local out="$WORK/$row.callgrind" pid n ir calls
   # Instructions: under callgrind, counters zeroed after a warm-up (pools,
   # caches, lazily built state), dumped after a window of wrk.
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$WORK/$row.stdout" 2>"$WORK/$row.stderr" &
+  # shellcheck disable=SC2086 # CALLGRIND_ARGS is a list of options
+  valgrind --tool=callgrind --callgrind-out-file="$out" ${CALLGRIND_ARGS:-} "$@" >"$WORK/$row.stdout" 2>"$WORK/$row.stderr" &
   pid=$!
   PIDS+=("$pid")
   ready "$pid" "$row"

@@ -76,15 +76,14 @@ pub fn decide_noting<'s>(
 ) -> Result<Decision<'s>, ErrorKind> {
     let normalized = path::normalize(uri.path()).map_err(|_| ErrorKind::BadRequest)?;
     let request = RequestFacts::new(headers, uri.query());
+    // Looked up (and checked as text) only for a table that routes by host.
+    let host = match snapshot.router.matches_hosts() {
+        true => request_host(uri, headers),
+        false => None,
+    };
     let found = snapshot
         .router
-        .lookup_noting(
-            request_host(uri, headers),
-            method,
-            &normalized,
-            &request,
-            passed_over,
-        )
+        .lookup_noting(host, method, &normalized, &request, passed_over)
         .ok_or(ErrorKind::NoRoute)?;
     let route = &snapshot.routes[found.route];
     let unchanged = matches!(normalized, std::borrow::Cow::Borrowed(_))

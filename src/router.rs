@@ -236,6 +236,12 @@ impl Router {
     pub fn len_nodes(&self) -> usize {
         self.nodes.len()
     }
+
+    /// Whether any route names a host: when none does, a lookup need not
+    /// be told the request's.
+    pub fn matches_hosts(&self) -> bool {
+        self.hosts
+    }
 }
 
 impl Node {

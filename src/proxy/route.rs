@@ -105,7 +105,7 @@ fn choose_upstream(
 /// connection (see `respond::own_answer`).
 fn check_framing(headers: &HeaderMap) -> Result<(), ErrorKind> {
     // Most requests have no body, or a length: one look.
-    if crate::headers::find(headers, &TRANSFER_ENCODING).is_none() {
+    if !crate::headers::has(headers, &TRANSFER_ENCODING) {
         return Ok(());
     }
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();

@@ -34,7 +34,11 @@ pub fn requested(parts: &mut Parts) -> Option<Box<Pending>> {
     if parts.version != Version::HTTP_11 {
         return None;
     }
-    let protocol = crate::headers::find(&parts.headers, &UPGRADE)?;
+    // Most requests ask for none: a look at the names before the lookup.
+    if !crate::headers::has(&parts.headers, &UPGRADE) {
+        return None;
+    }
+    let protocol = parts.headers.get(UPGRADE)?;
     if protocol.as_bytes().eq_ignore_ascii_case(b"h2c") || !names_upgrade(&parts.headers) {
         return None;
     }
