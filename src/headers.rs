@@ -276,7 +276,11 @@ mod tests {
                 HeaderName::from_static("x-99"),
             ] {
                 assert_eq!(find(&h, &name), h.get(&name), "{fields} fields, {name}");
-                assert_eq!(has(&h, &name), h.contains_key(&name), "{fields} fields, {name}");
+                assert_eq!(
+                    has(&h, &name),
+                    h.contains_key(&name),
+                    "{fields} fields, {name}"
+                );
             }
             remove(&mut h, &header::HOST);
             remove(&mut h, &header::UPGRADE);
