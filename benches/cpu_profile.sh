@@ -17,8 +17,9 @@
 #
 # Knobs (environment): FIGWAY_BIN (default: cargo build --release), ROWS
 # (default "nginx figway-nolog figway"; also figway-full), SECONDS_EACH
-# (8), CONNECTIONS (64), BASE_PORT (19400), TOP (symbols listed per row,
-# 25), KEEP_PERF=DIR (keep each row's perf.data), SKIP_INSTALL=1,
+# (8), CONNECTIONS (64), FREQ (samples a second, 10000), BASE_PORT
+# (19400), TOP (symbols listed per row, 25), KEEP_PERF=DIR (keep each
+# row's perf.data), SKIP_INSTALL=1,
 # CALL_GRAPH (perf's --call-graph: fp by default; figway has no frame
 # pointers, so `dwarf` when the question is who calls a symbol, then
 #   perf report -i DIR/figway.perf --no-children -S SYMBOL -G
@@ -38,8 +39,16 @@ CALL_GRAPH="${CALL_GRAPH:-fp}"
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$HERE/lib.sh"
 
-need_tools nginx wrk curl perf
-FREQ=10000
+need_tools nginx wrk curl
+# perf's Debian package is not named after it.
+if ! command -v perf >/dev/null; then
+  [[ "${SKIP_INSTALL:-0}" == 1 ]] && die "missing: perf (Debian package linux-perf)"
+  log "installing linux-perf"
+  { apt-get update -qq >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; } ||
+    die "apt-get install linux-perf failed"
+fi
+FREQ="${FREQ:-10000}"
 
 if [[ -z "${FIGWAY_BIN:-}" ]]; then
   log "building figway (release)"
