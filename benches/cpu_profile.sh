@@ -58,35 +58,14 @@ fi
 
 WORK="$(mktemp -d /tmp/figway-cpu-profile.XXXXXX)"
 PIDS=()
+AUTH=()
 trap cleanup_pids EXIT
 
 UP=$BASE_PORT PROXY=$((BASE_PORT + 1)) ADMIN=$((BASE_PORT + 2))
-mkdir -p "$WORK/www" "$WORK/nginx-tmp" "$WORK/upstream-tmp"
-common=(WORK="$WORK" NOFILE=4096 WORKER_CONNECTIONS=4096 UPSTREAM_PORT="$UP")
-render "$HERE/compare/upstream-nginx.conf" "$WORK/upstream.conf" "${common[@]}" PORT="$UP"
-render "$HERE/compare/nginx.conf" "$WORK/nginx.conf" "${common[@]}" PORT="$PROXY"
-for log_on in true false; do
-  render "$HERE/compare/figway.toml" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
-    ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on"
-done
-render "$HERE/compare/figway-full.toml" "$WORK/figway-full.toml" "${common[@]}" PORT="$PROXY" \
-  ADMIN_PORT="$ADMIN"
-for ((r = 0; r < 10000; r++)); do
-  printf '\n[[routes]]\nprefix = "/r%d"\nto = "app"\n' "$r"
-done >> "$WORK/figway-full.toml"
+render_proxy_rows "$HERE/compare/figway.toml"
 
 taskset -c 0 nginx -p "$WORK/" -c "$WORK/upstream.conf" >/dev/null 2>&1 &
 PIDS+=($!)
-
-ready() { # pid row
-  local _try
-  for _try in $(seq 1 200); do
-    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$PROXY/" 2>/dev/null && return 0
-    kill -0 "$1" 2>/dev/null || { tail "$WORK/$2.stderr" >&2; die "$2 exited"; }
-    sleep 0.1
-  done
-  die "$2 did not answer on port $PROXY"
-}
 
 # The access log goes to a file, as compare.sh's does: its writes are part
 # of the row's cost.
@@ -105,7 +84,7 @@ for row in $ROWS; do
   start "$row" >"$WORK/$row.stdout" 2>"$WORK/$row.stderr" &
   pid=$!
   PIDS+=("$pid")
-  ready "$pid" "$row"
+  wait_proxy "$pid" "$row"
   taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$PROXY/" >/dev/null
   perf record -q -e cpu-clock -F "$FREQ" -C 1 --call-graph "$CALL_GRAPH" -o "$WORK/$row.perf" -- sleep "$SECONDS_EACH" 2>/dev/null &
   rec=$!

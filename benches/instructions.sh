@@ -85,23 +85,10 @@ PIDS=()
 trap cleanup_pids EXIT
 
 UP=$BASE_PORT PROXY=$((BASE_PORT + 1)) ADMIN=$((BASE_PORT + 2))
-mkdir -p "$WORK/www" "$WORK/nginx-tmp" "$WORK/upstream-tmp"
-common=(WORK="$WORK" NOFILE=4096 WORKER_CONNECTIONS=4096 UPSTREAM_PORT="$UP")
-render "$HERE/compare/upstream-nginx.conf" "$WORK/upstream.conf" "${common[@]}" PORT="$UP"
+render_proxy_rows "${FIGWAY_TOML:-$HERE/compare/figway.toml}" INVENTORY="${INVENTORY:-true}"
 # One process, so callgrind sees the worker.
-render "$HERE/compare/nginx.conf" "$WORK/nginx.conf" "${common[@]}" PORT="$PROXY"
 sed -i 's/master_process on;/master_process off;/' "$WORK/nginx.conf"
-for log_on in true false; do
-  render "${FIGWAY_TOML:-$HERE/compare/figway.toml}" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
-    ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on" INVENTORY="${INVENTORY:-true}"
-done
-
-# Row `figway-full` (see the top): compare.sh's full config.
-render "$HERE/compare/figway-full.toml" "$WORK/figway-full.toml" "${common[@]}" PORT="$PROXY" \
-  ADMIN_PORT="$ADMIN"
-for ((r = 0; r < 10000; r++)); do
-  printf '\n[[routes]]\nprefix = "/r%d"\nto = "app"\n' "$r"
-done >> "$WORK/figway-full.toml"
+common=(WORK="$WORK" NOFILE=4096 WORKER_CONNECTIONS=4096 UPSTREAM_PORT="$UP")
 
 for shape in split ramp; do
   render "$HERE/compare/figway-$shape.toml" "$WORK/figway-$shape.toml" "${common[@]}" PORT="$PROXY" \
@@ -129,15 +116,6 @@ POLICIES
 taskset -c 0 nginx -p "$WORK/" -c "$WORK/upstream.conf" >/dev/null 2>&1 &
 PIDS+=($!)
 
-ready() { # pid row
-  local _try
-  for _try in $(seq 1 200); do
-    curl -fsS -o /dev/null --max-time 1 "${AUTH[@]}" "http://127.0.0.1:$PROXY/" 2>/dev/null && return 0
-    kill -0 "$1" 2>/dev/null || { tail "$WORK/$2.stderr" >&2; die "$2 exited"; }
-    sleep 0.1
-  done
-  die "$2 did not answer on port $PROXY"
-}
 
 requests() { # wrk output -> requests completed
   awk '/requests in/ {print $1}'
@@ -152,7 +130,7 @@ measure() { # row cmd...: prints one line of figures
   valgrind --tool=callgrind --callgrind-out-file="$out" ${CALLGRIND_ARGS:-} "$@" >"$WORK/$row.stdout" 2>"$WORK/$row.stderr" &
   pid=$!
   PIDS+=("$pid")
-  ready "$pid" "$row"
+  wait_proxy "$pid" "$row"
   wrk -t1 -c16 -d2s "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
   n="$(wrk -t1 -c16 -d"${SECONDS_EACH}s" "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" | requests)"
@@ -170,7 +148,7 @@ measure() { # row cmd...: prints one line of figures
   "$@" >"$WORK/$row.stdout" 2>"$WORK/$row.stderr" &
   pid=$!
   PIDS+=("$pid")
-  ready "$pid" "$row"
+  wait_proxy "$pid" "$row"
   wrk -t1 -c16 -d1s "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" >/dev/null
   strace -c -f -p "$pid" -o "$WORK/$row.strace" 2>/dev/null &
   local tracer=$!

@@ -5,7 +5,7 @@
 #
 # Only functions: sourcing it runs nothing and sets no variable. The
 # functions read the caller's variables where said (WORK, PIDS or BG_PIDS,
-# KEEP). Not a script of its own.
+# KEEP, HERE, UP, PROXY, ADMIN, AUTH). Not a script of its own.
 # shellcheck shell=bash
 
 die() { echo "${0##*/}: error: $*" >&2; exit 1; }
@@ -83,6 +83,41 @@ render() { # template output KEY=VALUE...
   for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
   sed "${args[@]}" "$tpl" > "$out"
   if grep -q '@[A-Z_]*@' "$out"; then die "unfilled placeholder in $out: $(grep -o '@[A-Z_]*@' "$out" | head -n1)"; fi
+}
+
+# The rows instructions.sh and cpu_profile.sh share, rendered into WORK:
+# upstream.conf (the upstream nginx on UP), nginx.conf (nginx as the proxy
+# on PROXY), figway-true.toml / figway-false.toml (figway on PROXY, admin
+# on ADMIN, access log on / off, from FIGWAY_TEMPLATE with any extra
+# KEY=VALUE given) and figway-full.toml (compare.sh's full config with its
+# 10,000 more routes).
+render_proxy_rows() { # figway-template [KEY=VALUE...]
+  local tpl="$1" log_on r; shift
+  mkdir -p "$WORK/www" "$WORK/nginx-tmp" "$WORK/upstream-tmp"
+  local common=(WORK="$WORK" NOFILE=4096 WORKER_CONNECTIONS=4096 UPSTREAM_PORT="$UP")
+  render "$HERE/compare/upstream-nginx.conf" "$WORK/upstream.conf" "${common[@]}" PORT="$UP"
+  render "$HERE/compare/nginx.conf" "$WORK/nginx.conf" "${common[@]}" PORT="$PROXY"
+  for log_on in true false; do
+    render "$tpl" "$WORK/figway-$log_on.toml" "${common[@]}" PORT="$PROXY" \
+      ADMIN_PORT="$ADMIN" ACCESS_LOG="$log_on" "$@"
+  done
+  render "$HERE/compare/figway-full.toml" "$WORK/figway-full.toml" "${common[@]}" PORT="$PROXY" \
+    ADMIN_PORT="$ADMIN"
+  for ((r = 0; r < 10000; r++)); do
+    printf '\n[[routes]]\nprefix = "/r%d"\nto = "app"\n' "$r"
+  done >> "$WORK/figway-full.toml"
+}
+
+# Waits until GET / on PROXY answers (with the caller's AUTH header, if
+# any), or dies if process PID exits first (showing ROW's stderr).
+wait_proxy() { # pid row
+  local _try
+  for _try in $(seq 1 200); do
+    curl -fsS -o /dev/null --max-time 1 "${AUTH[@]}" "http://127.0.0.1:$PROXY/" 2>/dev/null && return 0
+    kill -0 "$1" 2>/dev/null || { tail "$WORK/$2.stderr" >&2; die "$2 exited"; }
+    sleep 0.1
+  done
+  die "$2 did not answer on port $PROXY"
 }
 
 # ---------------------------------------------------------------- CPU time
