@@ -74,7 +74,7 @@ pub(super) fn write_answer<'a>(
             .map_or(BodyLength::Unknown, BodyLength::Known)
     };
     out.extend_from_slice(socket.side().answering());
-    let then = match response::encode(&mut parts, length, asked, &date(), out) {
+    let then = match response::encode(&mut parts, length, asked, date, out) {
         Ok(_) if parts.status == StatusCode::SWITCHING_PROTOCOLS => Then::Switch,
         Ok(encoded) => Then::Body(encoded.encoding, encoded.keep_alive),
         Err(Unwritable::Informational) => {
@@ -85,7 +85,7 @@ pub(super) fn write_answer<'a>(
                 keep_alive: false,
                 ..asked
             };
-            match response::encode(&mut parts, BodyLength::None, asked, &date(), out) {
+            match response::encode(&mut parts, BodyLength::None, asked, date, out) {
                 Ok(_) => Then::Close,
                 Err(_) => Then::Nothing,
             }

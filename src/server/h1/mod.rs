@@ -162,7 +162,7 @@ async fn refuse(socket: &Socket, refusal: Refusal) -> io::Result<()> {
         version: Version::HTTP_11,
         keep_alive: false,
     };
-    let wrote = match response::encode(&mut parts, BodyLength::None, asked, &date(), &mut out) {
+    let wrote = match response::encode(&mut parts, BodyLength::None, asked, date, &mut out) {
         Ok(_) => write_all(socket, &mut [IoSlice::new(&out)]).await,
         Err(_) => Ok(()),
     };
