@@ -9,7 +9,6 @@
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
-use std::time::SystemTime;
 
 use crate::upstream::client::{BodyError, UpstreamBody};
 use bytes::Bytes;
@@ -186,7 +185,7 @@ impl Drop for RequestCtx {
         };
         access_log::write(&Line {
             format: self.conn.shared.log.format,
-            end: SystemTime::now(),
+            end: crate::clock::wall_at(self.start + elapsed),
             request_id: self.request_id.as_bytes(),
             client,
             method: log.method.as_str(),
