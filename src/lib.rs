@@ -8,7 +8,8 @@
 //! `tests/layers.rs`, fails on any import cycle). From the bottom:
 //!
 //! - Leaves: [`clock`] (milliseconds on tokio's clock, for atomics; the
-//!   wall clock ramps read, which tests move),
+//!   wall clock ramps read, which tests move; the wall-clock time of an
+//!   instant, for the access log),
 //!   [`hash`] (the stable hash), [`path`] (normalisation), [`net`] (CIDRs,
 //!   the client address rule), [`timefmt`] (RFC 3339), [`headers`]
 //!   (hop-by-hop, `X-Forwarded-For`, `x-request-id`), [`error`] (why figway
