@@ -176,6 +176,17 @@ async fn access_log_lines_have_the_contracted_fields() {
             ts.len() >= 20 && ts.as_bytes()[4] == b'-' && ts.as_bytes()[10] == b'T',
             "ts not RFC 3339: {ts}"
         );
+        // The request's start on the wall clock (figway derives it from
+        // tokio's clock and a reading of the wall clock a second old at most).
+        let logged = figway::timefmt::parse_rfc3339(ts).unwrap_or_else(|e| panic!("{e}"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        assert!(
+            (0..60_000).contains(&(now - logged)),
+            "ts {ts} is {} ms from now",
+            now - logged
+        );
         assert!(v["status"].is_u64(), "status not an integer: {line}");
         assert!(v["duration_ms"].is_number(), "duration_ms: {line}");
         assert!(v["duration_ms"].as_f64().unwrap() >= 0.0);
