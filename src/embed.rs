@@ -385,6 +385,7 @@ impl tower_service::Service<Request<Incoming>> for FigwayService {
         Box::pin(crate::proxy::handle(
             req.map(crate::body::ClientBody::Hyper),
             self.conn.clone(),
+            crate::proxy::Writer::Hyper,
         ))
     }
 }
@@ -398,6 +399,7 @@ impl hyper::service::Service<Request<Incoming>> for FigwayService {
         Box::pin(crate::proxy::handle(
             req.map(crate::body::ClientBody::Hyper),
             self.conn.clone(),
+            crate::proxy::Writer::Hyper,
         ))
     }
 }

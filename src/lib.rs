@@ -16,8 +16,9 @@
 //!   answers itself, with status and `x-figway-error` kind), [`framing`]
 //!   (the smuggling guard over bytes hyper's server reads), [`codec`]
 //!   (figway's own HTTP/1.1 server codec: `codec::request` parses a
-//!   request head, `codec::response` writes an answer's,
-//!   `codec::chunked` decodes a chunked request body, all with hyper's
+//!   request head, `codec::response` writes an answer's (from a map, or
+//!   from `codec::lines`: an upstream's fields kept as the lines it
+//!   writes), `codec::chunked` decodes a chunked request body, all with hyper's
 //!   rules; `codec::socket` is the client socket the server and its
 //!   request body, `codec::client_body`, share; `codec::upgraded` hands it
 //!   to a tunnel after a 101), [`sticky`] (split buckets),

@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use figway::codec::chunked::{Decoder, Malformed, Step};
 use figway::codec::request::{parse, Framing, Refusal};
 use figway::codec::response::{encode, Asked, BodyLength, Encoding};
-use figway::upstream::h1::head::{parse_response, Framing as Read};
+use figway::upstream::h1::head::{parse_response, Form, Framing as Read};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use libfuzzer_sys::fuzz_target;
 
@@ -185,7 +185,14 @@ fn answer(method: &Method, version: Version, keep_alive: bool) {
             panic!("a plain {status} could not be written");
         };
         let mut read = BytesMut::from(&out[..]);
-        let head = match parse_response(&mut read, method, 0) {
+        let head = match parse_response(
+            &mut read,
+            method,
+            Form {
+                room: 0,
+                lines: false,
+            },
+        ) {
             Ok(Some(head)) => head,
             other => panic!(
                 "the answer head does not parse back: {other:?}: {:?}",

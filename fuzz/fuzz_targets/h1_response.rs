@@ -9,13 +9,15 @@
 //! points, or byte by byte. Fed byte by byte, a head must parse on its last
 //! byte, so the bytes a head takes are exactly its own. The input's first
 //! byte says how many split points follow (two bytes each), the second
-//! picks the request method (bit 0: HEAD, else GET) and the `room` (bits
-//! 1-4), then the split points, then the stream.
+//! picks the request method (bit 0: HEAD, else GET), the `room` (bits
+//! 1-4) and whether the fields come as lines (bit 5; `codec::lines`, and
+//! then the stream read the other way must frame every head the same),
+//! then the split points, then the stream.
 #![no_main]
 
 use bytes::BytesMut;
 use figway::upstream::h1::body::{Chunked, Step};
-use figway::upstream::h1::head::{parse_response, Framing, Refused};
+use figway::upstream::h1::head::{parse_response, Form, Framing, Refused};
 use http::{HeaderMap, Method, StatusCode, Version};
 use libfuzzer_sys::fuzz_target;
 
@@ -25,6 +27,8 @@ struct Parsed {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
+    /// The fields as lines, and whether a length and a date are among them.
+    lines: Option<(Vec<u8>, bool, bool)>,
     framing: Framing,
     reusable: bool,
     /// Bytes it took off the stream.
@@ -73,7 +77,7 @@ fn run<'a>(
     stream: &[u8],
     pieces: impl Iterator<Item = &'a [u8]>,
     method: &Method,
-    room: usize,
+    form: Form,
     bytewise: bool,
 ) -> Outcome {
     let mut buf = BytesMut::new();
@@ -90,7 +94,7 @@ fn run<'a>(
         // The head, interim ones skipped.
         while verdict == Verdict::Incomplete && !buf.is_empty() {
             let before = buf.len();
-            match parse_response(&mut buf, method, room) {
+            match parse_response(&mut buf, method, form) {
                 Ok(None) => break,
                 Err(why) => verdict = Verdict::Refused(why),
                 Ok(Some(head)) => {
@@ -120,6 +124,9 @@ fn run<'a>(
                         status: parts.status,
                         version: parts.version,
                         headers: parts.headers,
+                        lines: head
+                            .lines
+                            .map(|l| (l.as_bytes().to_vec(), l.length, l.date)),
                         framing: head.framing,
                         reusable: head.reusable,
                         len,
@@ -181,6 +188,10 @@ fuzz_target!(|data: &[u8]| {
         Method::GET
     };
     let room = usize::from((flags >> 1) & 0xf);
+    let form = Form {
+        room,
+        lines: flags & 0x20 != 0,
+    };
     let mut cuts: Vec<usize> = cuts
         .chunks(2)
         .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (stream.len() + 1))
@@ -188,15 +199,30 @@ fuzz_target!(|data: &[u8]| {
     cuts.sort_unstable();
     cuts.push(stream.len());
 
-    let whole = run(stream, std::iter::once(stream), &method, room, false);
+    let whole = run(stream, std::iter::once(stream), &method, form, false);
     let mut from = 0;
     let pieces = cuts.iter().map(|&to| {
         let piece = &stream[from..to];
         from = to;
         piece
     });
-    let split = run(stream, pieces, &method, room, false);
-    assert_eq!(split, whole, "split at {cuts:?} ({method}, room {room})");
-    let bytewise = run(stream, stream.chunks(1), &method, room, true);
-    assert_eq!(bytewise, whole, "byte by byte ({method}, room {room})");
+    let split = run(stream, pieces, &method, form, false);
+    assert_eq!(split, whole, "split at {cuts:?} ({method}, {form:?})");
+    let bytewise = run(stream, stream.chunks(1), &method, form, true);
+    assert_eq!(bytewise, whole, "byte by byte ({method}, {form:?})");
+    // Lines or a map: the same heads, framed the same, the same verdict.
+    let other = Form {
+        lines: !form.lines,
+        ..form
+    };
+    let framed = |o: &Outcome| -> Vec<_> {
+        o.heads
+            .iter()
+            .map(|h| (h.status, h.version, h.framing, h.reusable, h.len))
+            .collect()
+    };
+    let otherwise = run(stream, std::iter::once(stream), &method, other, false);
+    assert_eq!(framed(&otherwise), framed(&whole), "{method}, {form:?}");
+    assert_eq!(otherwise.verdict, whole.verdict, "{method}, {form:?}");
+    assert_eq!(otherwise.body, whole.body, "{method}, {form:?}");
 });

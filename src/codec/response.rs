@@ -10,6 +10,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING}
 use http::response::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
+use super::lines::HeadLines;
 use super::{content_length, has_token, last_coding_is_chunked};
 
 /// What the answer's body says of its length before it is polled (hyper's
@@ -75,12 +76,40 @@ pub fn encode(
     date: impl FnOnce() -> [u8; 29],
     out: &mut Vec<u8>,
 ) -> Result<Encoded, Unwritable> {
+    encode_head(parts, None, body, asked, date, out)
+}
+
+/// As [`encode`], for an answer whose fields are `lines` (`codec::lines`:
+/// an upstream's, rendered as this encoder writes fields, without the
+/// hop-by-hop ones, a `content-length` among them only where this encoder
+/// would have written it) and whatever `parts`' map holds after them.
+pub fn encode_lines(
+    parts: &mut Parts,
+    lines: &HeadLines,
+    body: BodyLength,
+    asked: Asked<'_>,
+    date: impl FnOnce() -> [u8; 29],
+    out: &mut Vec<u8>,
+) -> Result<Encoded, Unwritable> {
+    encode_head(parts, Some(lines), body, asked, date, out)
+}
+
+fn encode_head(
+    parts: &mut Parts,
+    lines: Option<&HeadLines>,
+    body: BodyLength,
+    asked: Asked<'_>,
+    date: impl FnOnce() -> [u8; 29],
+    out: &mut Vec<u8>,
+) -> Result<Encoded, Unwritable> {
     let status = parts.status;
     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
         return Err(Unwritable::Informational);
     }
     let mut keep_alive = asked.keep_alive;
     let mut version = parts.version;
+    // Lines carry no `Connection` (hop-by-hop): the map alone may.
+    let mut connection = None;
     if asked.version == Version::HTTP_10 {
         // An HTTP/1.0 client gets HTTP/1.0, kept open only when both it
         // and the answer want it.
@@ -88,16 +117,17 @@ pub fn encode(
             if version == Version::HTTP_10 {
                 keep_alive = false;
             } else if version == Version::HTTP_11 && keep_alive {
-                parts
-                    .headers
-                    .append(CONNECTION, HeaderValue::from_static("keep-alive"));
+                connection = Some("keep-alive");
             }
         }
         version = Version::HTTP_10;
     } else if !keep_alive && !has_token_in(&parts.headers, b"close") {
+        connection = Some("close");
+    }
+    if let (Some(value), None) = (connection, lines) {
         parts
             .headers
-            .append(CONNECTION, HeaderValue::from_static("close"));
+            .append(CONNECTION, HeaderValue::from_static(value));
     }
     let connect_ok = asked.method == Method::CONNECT && status.is_success();
     let (mut last, mut wrote_len) = if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -119,6 +149,22 @@ pub fn encode(
     status_line(status, version, parts, out);
     let mut encoding = Encoding::Length(0);
     let mut wrote_date = false;
+    if let Some(lines) = lines {
+        out.extend_from_slice(lines.as_bytes());
+        if let Some(value) = connection {
+            out.extend_from_slice(b"connection: ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        wrote_date = lines.date;
+        if lines.length {
+            // Trusted to match the body's own length, as a map's is.
+            wrote_len = true;
+            if let BodyLength::Known(n) = body {
+                encoding = Encoding::Length(n);
+            }
+        }
+    }
     let mut length_seen: Option<u64> = None;
     // Special names go on one line, their values joined with ", "
     // (`line_open` while that line is being written); other names take a

@@ -138,11 +138,18 @@ async fn attempts(
         keys::key_hash(k, headers, ctx.client)
     });
     // What respond adds to the answer's head: its x-request-id and the
-    // route's response edits.
-    let room = 1 + ctx
+    // route's response edits. Its fields come as lines (`codec::lines`)
+    // when nothing reads them on the way to figway's own server: no edits,
+    // no shadow compare.
+    let edits = ctx
         .route
-        .and_then(|r| snapshot.routes[r].headers.as_deref())
-        .map_or(0, |e| e.response_set.len());
+        .and_then(|r| snapshot.routes[r].headers.as_deref());
+    let form = client::Form {
+        room: 1 + edits.map_or(0, |e| e.response_set.len()),
+        lines: ctx.own_writer
+            && edits.is_none_or(|e| e.response_remove.is_empty() && e.response_set.is_empty())
+            && ctx.compare.is_none(),
+    };
     let host = match (ctx.forwarded_direct, request.as_ref()) {
         (true, Some(r)) => headers::find(r.headers(), &HOST).cloned(),
         _ => None,
@@ -172,7 +179,7 @@ async fn attempts(
         let Some(req) = request.take() else {
             break;
         };
-        match client::send(upstream, target, req, room, now, added).await {
+        match client::send(upstream, target, req, form, now, added).await {
             Ok(response) => {
                 // Outlier detection counts in milliseconds; the attempt's
                 // start is close enough and saves a clock read.

@@ -127,6 +127,8 @@ pub struct RequestCtx {
     /// `X-Forwarded-*` are the attempt's to write into the upstream head,
     /// not in the request's map (`rewrite`).
     pub forwarded_direct: bool,
+    /// figway's own server writes the answer (`Writer::Own`).
+    pub own_writer: bool,
 }
 
 /// An upgrade the client asked for, until the target answers.
@@ -183,6 +185,7 @@ impl RequestCtx {
             ramped: false,
             retry_after: 0,
             forwarded_direct: false,
+            own_writer: false,
         }
     }
 

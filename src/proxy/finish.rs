@@ -16,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::context::RequestCtx;
 use crate::access_log::{self, Line, Name};
+use crate::codec::lines::HeadLines;
 use crate::error::{ErrorKind, DRAIN_CUT};
 use http::HeaderValue;
 
@@ -64,6 +65,15 @@ impl ResponseBody {
     /// An empty answer, as [`ResponseBody::full`].
     pub fn empty() -> ResponseBody {
         ResponseBody::detached(Source::Full(None))
+    }
+
+    /// The upstream head's fields when they came as lines
+    /// (`codec::lines`), for figway's own server to write.
+    pub fn take_lines(&mut self) -> Option<HeadLines> {
+        match &mut self.source {
+            Source::Upstream(body) => body.take_lines(),
+            Source::Full(_) => None,
+        }
     }
 
     fn source_ended(&self) -> bool {

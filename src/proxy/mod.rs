@@ -67,6 +67,16 @@ use crate::upstream::client::UpstreamBody;
 pub use context::{ConnCtx, LogFacts, RequestCtx};
 pub use finish::ResponseBody;
 
+/// Which server writes the answer to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// figway's own HTTP/1.1 server (`server::h1`): an upstream's fields
+    /// may come as lines (`codec::lines`), which it writes as they are.
+    Own,
+    /// hyper's (TLS, HTTP/2, embedding), which writes a map.
+    Hyper,
+}
+
 /// Serves one client request. Never fails: errors are answered.
 ///
 /// The request's head is read and its context built here, before the
@@ -78,10 +88,12 @@ pub use finish::ResponseBody;
 pub fn handle(
     req: Request<ClientBody>,
     conn: Arc<ConnCtx>,
+    writer: Writer,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
     // Boxed once here: the context rides in the answer's body, which hyper
     // moves several times.
     let mut ctx = Box::new(RequestCtx::new(conn, tokio::time::Instant::now()));
+    ctx.own_writer = writer == Writer::Own;
     let (mut parts, body) = req.into_parts();
     ctx.request_id = headers::request_id(&mut parts.headers);
     ctx.upgrade = upgrade::requested(&mut parts);
@@ -177,7 +189,7 @@ mod tests {
     /// connection; keep it small (see `handle`).
     #[test]
     fn the_request_future_held_per_connection_stays_small() {
-        fn size<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
+        fn size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
             std::mem::size_of::<F>()
         }
         let bytes = size(super::handle);

@@ -33,7 +33,7 @@ pub fn respond(
         }
         other => other,
     };
-    let (mut parts, source) = match outcome {
+    let (mut parts, mut source) = match outcome {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers);
@@ -71,9 +71,20 @@ pub fn respond(
             headers::edit(&mut parts.headers, &e.response_remove, &e.response_set);
         }
     }
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    // Fields that came as lines (`codec::lines`; the attempt asked for them
+    // only where neither a compare nor edits read the map) take it as one.
+    let lines = match &mut source {
+        Source::Upstream(body) => body.lines_mut(),
+        Source::Full(_) => None,
+    };
+    match lines {
+        Some(lines) => lines.push(X_REQUEST_ID.as_str().as_bytes(), ctx.request_id.as_bytes()),
+        None => {
+            parts
+                .headers
+                .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+        }
+    }
     ctx.status = Some(parts.status.as_u16());
     if ctx.ramped {
         record_ramp(&ctx, parts.status);

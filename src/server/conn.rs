@@ -156,7 +156,11 @@ async fn auto_connection(
     let io = guarded(stream, conn, listen);
     let service_conn = conn.clone();
     let service = service_fn(move |req| {
-        crate::proxy::handle(req.map(ClientBody::Hyper), service_conn.clone())
+        crate::proxy::handle(
+            req.map(ClientBody::Hyper),
+            service_conn.clone(),
+            crate::proxy::Writer::Hyper,
+        )
     });
     let builder = shortened(&listening.http.auto, waited, left, |b, t| {
         b.http1().header_read_timeout(t);

@@ -244,7 +244,12 @@ async fn send_and_read(
     // One deadline for the whole exchange, head and body: a slow shadow
     // holds only its own task and its place under max_in_flight.
     let answer = tokio::time::timeout(upstream.timeouts.request, async {
-        let response = client::send(upstream, target, request, 0, clock::now_ms(), &[])
+        // The shadow reads the answer's fields: a map, with no room to add.
+        let map = client::Form {
+            room: 0,
+            lines: false,
+        };
+        let response = client::send(upstream, target, request, map, clock::now_ms(), &[])
             .await
             .map_err(|_| ())?;
         let (parts, mut body) = response.into_parts();

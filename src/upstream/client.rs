@@ -24,12 +24,14 @@ use hyper::body::Incoming;
 
 use super::connect::{connect_h2c, connect_http1};
 use super::h1;
+pub use super::h1::head::Form;
 use super::h2pool::{self, ConnState};
 use super::head_timeout::HeadWithin;
 use super::pool;
 use super::{Target, Upstream};
 use crate::body::RequestBody;
 use crate::clock;
+use crate::codec::lines::HeadLines;
 use crate::config::Protocol;
 use crate::error::ErrorKind;
 
@@ -81,8 +83,12 @@ impl Failure {
 #[allow(clippy::large_enum_variant)]
 pub enum UpstreamBody {
     /// From figway's own HTTP/1.1 client: it puts its connection back in
-    /// the pool itself once read to the end.
-    Http1(h1::Body),
+    /// the pool itself once read to the end. `lines`: the head's fields
+    /// when they came as lines (`h1::head::Form`), the answer's map empty.
+    Http1 {
+        body: h1::Body,
+        lines: Option<HeadLines>,
+    },
     /// A stream on a shared h2c connection, counted open while this lives.
     H2 { body: Incoming, _stream: Stream },
 }
@@ -106,11 +112,27 @@ impl std::fmt::Display for BodyError {
 impl std::error::Error for BodyError {}
 
 impl UpstreamBody {
+    /// The head's fields, when they came as lines.
+    pub fn lines_mut(&mut self) -> Option<&mut HeadLines> {
+        match self {
+            UpstreamBody::Http1 { lines, .. } => lines.as_mut(),
+            UpstreamBody::H2 { .. } => None,
+        }
+    }
+
+    /// The head's fields as lines, taken to be written.
+    pub fn take_lines(&mut self) -> Option<HeadLines> {
+        match self {
+            UpstreamBody::Http1 { lines, .. } => lines.take(),
+            UpstreamBody::H2 { .. } => None,
+        }
+    }
+
     /// The upstream connection of a 101, for the tunnel: the socket and
     /// the bytes read past the 101's head.
     pub fn take_switched(&mut self) -> Option<(tokio::net::TcpStream, bytes::Bytes)> {
         match self {
-            UpstreamBody::Http1(b) => b.take_switched().map(|conn| (*conn).into_io()),
+            UpstreamBody::Http1 { body, .. } => body.take_switched().map(|conn| (*conn).into_io()),
             UpstreamBody::H2 { .. } => None,
         }
     }
@@ -125,7 +147,7 @@ impl http_body::Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BodyError>>> {
         match self.get_mut() {
-            UpstreamBody::Http1(b) => Pin::new(b)
+            UpstreamBody::Http1 { body, .. } => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|f| f.map_err(BodyError::Http1))),
             UpstreamBody::H2 { body, .. } => Pin::new(body)
@@ -136,14 +158,14 @@ impl http_body::Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Http1(b) => b.is_end_stream(),
+            UpstreamBody::Http1 { body, .. } => body.is_end_stream(),
             UpstreamBody::H2 { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
-            UpstreamBody::Http1(b) => b.size_hint(),
+            UpstreamBody::Http1 { body, .. } => body.size_hint(),
             UpstreamBody::H2 { body, .. } => body.size_hint(),
         }
     }
@@ -166,8 +188,9 @@ impl Drop for Stream {
 }
 
 /// One attempt at one target: a pooled or new connection, the request, and
-/// the response head within `request_timeout`. `room`: headers the caller
-/// will add to the answer's head, which is sized for them. `now`: `clock`
+/// the response head within `request_timeout`. `form`: how the caller
+/// takes the head's fields (an h2c answer's come in a map, whatever it
+/// asks). `now`: `clock`
 /// milliseconds as the caller read them to pick the target (a pooled
 /// connection idle past its time is not taken). `added`: fields to send
 /// after the request's own (`h1::head::Added`).
@@ -175,7 +198,7 @@ pub fn send<'a>(
     upstream: &'a Upstream,
     target: &'a Arc<Target>,
     request: Request<RequestBody>,
-    room: usize,
+    form: Form,
     now: u64,
     added: h1::head::Added<'a>,
 ) -> Attempt<
@@ -184,7 +207,7 @@ pub fn send<'a>(
 > {
     match upstream.protocol {
         Protocol::Http1 => Attempt::Http1 {
-            attempt: send_http1(upstream, target, request, room, now, added),
+            attempt: send_http1(upstream, target, request, form, now, added),
         },
         Protocol::H2c => Attempt::H2c {
             attempt: send_h2c(upstream, target, request, added),
@@ -227,7 +250,7 @@ fn send_http1<'a>(
     upstream: &'a Upstream,
     target: &'a Arc<Target>,
     mut request: Request<RequestBody>,
-    room: usize,
+    form: Form,
     now: u64,
     added: h1::head::Added<'a>,
 ) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a {
@@ -242,7 +265,7 @@ fn send_http1<'a>(
         };
         loop {
             let attempt =
-                h1::send(conn, request, target.clone(), room, timeouts.request, added).await;
+                h1::send(conn, request, target.clone(), form, timeouts.request, added).await;
             request = match settle_http1(attempt, reused, target) {
                 ControlFlow::Break(done) => return done,
                 ControlFlow::Continue(unsent) => *unsent,
@@ -262,13 +285,14 @@ fn send_http1<'a>(
 /// A function of its own so that nothing of the outcome is kept in the
 /// attempt's state across that connect.
 fn settle_http1(
-    attempt: Result<(http::response::Parts, h1::Body), h1::Error>,
+    attempt: Result<h1::Answer, h1::Error>,
     reused: bool,
     target: &Target,
 ) -> ControlFlow<Result<Response<UpstreamBody>, Failure>, Box<Request<RequestBody>>> {
     let error = match attempt {
-        Ok((parts, body)) => {
-            return ControlFlow::Break(Ok(Response::from_parts(parts, UpstreamBody::Http1(body))))
+        Ok((parts, lines, body)) => {
+            let body = UpstreamBody::Http1 { body, lines };
+            return ControlFlow::Break(Ok(Response::from_parts(parts, body)));
         }
         Err(error) => error,
     };

@@ -74,7 +74,11 @@ pub(super) fn write_answer<'a>(
             .map_or(BodyLength::Unknown, BodyLength::Known)
     };
     out.extend_from_slice(socket.side().answering());
-    let then = match response::encode(&mut parts, length, asked, date, out) {
+    let encoded = match body.take_lines() {
+        Some(lines) => response::encode_lines(&mut parts, &lines, length, asked, date, out),
+        None => response::encode(&mut parts, length, asked, date, out),
+    };
+    let then = match encoded {
         Ok(_) if parts.status == StatusCode::SWITCHING_PROTOCOLS => Then::Switch,
         Ok(encoded) => Then::Body(encoded.encoding, encoded.keep_alive),
         Err(Unwritable::Informational) => {

@@ -204,7 +204,11 @@ fn exchange<'a>(
         Some(body) => ClientBody::Own(body),
         None => ClientBody::Empty,
     };
-    let service = crate::proxy::handle(Request::from_parts(parts, body), conn.clone());
+    let service = crate::proxy::handle(
+        Request::from_parts(parts, body),
+        conn.clone(),
+        crate::proxy::Writer::Own,
+    );
     async move {
         let Some(answer) = run(socket, service).await else {
             // The client left while the proxy worked: the request's future is

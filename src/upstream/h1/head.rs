@@ -1,6 +1,8 @@
 //! Heads on an upstream HTTP/1.1 connection: the request head as it is
 //! written (and how its body is framed), and the response head as it is
-//! parsed (and how its body is framed, RFC 9112 §6.3). Pure functions over
+//! parsed (and how its body is framed, RFC 9112 §6.3), its fields into a
+//! map or, for figway's own server, as the lines it writes
+//! (`codec::lines`). Pure functions over
 //! bytes: no I/O here, so the fuzz target and the unit tests drive them
 //! directly.
 
@@ -10,6 +12,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::response;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+
+use crate::codec::lines::{self, HeadLines, Kind, LengthLine};
 
 /// The most header lines a response head may carry (hyper's client had
 /// the same limit).
@@ -121,8 +125,26 @@ pub struct Head {
     /// has been read: HTTP/1.1 without `Connection: close` (or 1.0 with
     /// `keep-alive`), delimited by a length or chunks, framed one way.
     pub reusable: bool,
+    /// The fields as the lines figway's server writes, when the caller
+    /// asked for them ([`Form::lines`]) and the head allows it; the map in
+    /// `parts` is empty then.
+    pub lines: Option<HeadLines>,
 }
 
+/// How the caller takes a response head's fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Form {
+    /// Fields the caller will add to the map, which is sized for them
+    /// (growing it costs two allocations, and hyper's server keeps the map
+    /// of the last answer for the next request, so a map larger than
+    /// needed is memory every idle client connection holds).
+    pub room: usize,
+    /// As lines (`codec::lines`): nothing reads the fields before figway's
+    /// own server writes them. A 101 (the tunnel's hand-over reads its
+    /// fields) and a head whose `Connection` names another field (the
+    /// proxy removes that one) come as a map all the same.
+    pub lines: bool,
+}
 /// Why a response head was refused; the attempt is an `upstream_reset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -152,16 +174,12 @@ impl std::fmt::Display for Refused {
 
 /// Parses a response head off the front of `buf` (to a request with
 /// `method`): `Ok(None)` while it is incomplete, the head with its bytes
-/// taken out of `buf` once it is whole. Interim (1xx) heads other than
-/// 101 come back too: the caller skips them. `room`: headers the caller
-/// will add, which the map is sized for (growing it costs two allocations,
-/// and hyper's server keeps the map of the last answer for the next
-/// request, so a map larger than needed is memory every idle client
-/// connection holds).
+/// taken out of `buf` once it is whole, its fields as `form` asks. Interim
+/// (1xx) heads other than 101 come back too: the caller skips them.
 pub fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
-    room: usize,
+    form: Form,
 ) -> Result<Option<Head>, Refused> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
@@ -188,18 +206,20 @@ pub fn parse_response(
         .reason
         .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason());
     let reason = reason.map(|r| Bytes::copy_from_slice(r.as_bytes()));
-    crate::codec::record_fields(buf.as_ptr(), response.headers);
-    let head = buf.split_to(len).freeze();
     // The lines that say how the message is framed and whether the
-    // connection lives on are read as they go into the map, and the
-    // hop-by-hop ones (which the proxy removes from every answer) stay out
-    // of it, but for a 101's (the tunnel's hand-over reads them): no map
-    // lookups after, nothing inserted only to be removed.
-    let mut lines = Lines::default();
+    // connection lives on are noted first; the hop-by-hop ones (which the
+    // proxy removes from every answer) stay out of the answer's fields, but
+    // for a 101's (the tunnel's hand-over reads them).
     let keep_hop = status == StatusCode::SWITCHING_PROTOCOLS;
-    let mut headers = crate::codec::fields(&head, room, Refused::Malformed, |name, value, _| {
-        Ok(lines.note(name, value.as_bytes()) || keep_hop)
-    })?;
+    let mut notes = Notes::default();
+    let mut as_lines = form.lines && !keep_hop;
+    for field in response.headers.iter() {
+        let kind = lines::kind(field.name.as_bytes());
+        // A `Connection` naming another field: the map, for the rewrite.
+        as_lines &= !(notes.note(kind, field.value) && kind == Kind::Connection);
+    }
+    crate::codec::record_fields(buf.as_ptr(), response.headers);
+    let (framing, reusable, drop_length) = frame(&notes, method, status, version)?;
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
@@ -208,47 +228,49 @@ pub fn parse_response(
             parts.extensions.insert(r);
         }
     }
-    let mut reusable = !lines.close && (version == Version::HTTP_11 || lines.keep);
-    let framing = if method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        Framing::Empty
-    } else if lines.coded {
-        if version == Version::HTTP_10 || !lines.chunked {
-            return Err(Refused::BadCoding);
-        }
-        // Transfer-Encoding wins (RFC 9112 §6.3); the length would reach
-        // the client beside the decoded body and cut it short there. An
-        // upstream that framed one message two ways serves no other.
-        if lines.length != Length::None {
-            headers.remove(CONTENT_LENGTH);
-            reusable = false;
-        }
-        Framing::Chunked
+    let lines = if as_lines {
+        // The length goes to the client where figway's server writes one
+        // from a map (`codec::response`): in the answer to a HEAD (the
+        // length of the body it stands for), or with a body of that length;
+        // for an answer with no body the server writes `content-length: 0`
+        // itself where one is due.
+        let length = method == Method::HEAD || matches!(framing, Framing::Length(n) if n > 0);
+        let length = match notes.length {
+            Length::Is(_) if !length => LengthLine::Drop,
+            Length::Is(n) if notes.listed => LengthLine::As(n),
+            Length::Is(_) => LengthLine::Keep,
+            Length::None | Length::Bad => LengthLine::Drop,
+        };
+        let lines = HeadLines::render(&mut buf[..len], length);
+        let _ = buf.split_to(len);
+        Some(lines)
     } else {
-        match lines.length {
-            Length::Is(n) => Framing::Length(n),
-            Length::None => {
-                reusable = false;
-                Framing::Close
+        let head = buf.split_to(len).freeze();
+        let mut headers =
+            crate::codec::fields(&head, form.room, Refused::Malformed, |name, value, _| {
+                Ok(keep_hop || kept(name, value.as_bytes()))
+            })?;
+        match notes.length {
+            _ if drop_length => drop(headers.remove(CONTENT_LENGTH)),
+            Length::Is(n) if notes.listed => {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
             }
-            Length::Bad => return Err(Refused::BadLength),
+            _ => {}
         }
+        crate::codec::install(&mut parts.headers, headers);
+        None
     };
-    crate::codec::install(&mut parts.headers, headers);
     Ok(Some(Head {
         parts,
         framing,
         reusable,
+        lines,
     }))
 }
-
 /// What a response head's lines say about its framing and its connection
-/// (RFC 9112 §6.3, §9.3), noted line by line as the map is filled.
+/// (RFC 9112 §6.3, §9.3), noted line by line.
 #[derive(Default)]
-struct Lines {
+struct Notes {
     /// `Connection` holds `close`, or `keep-alive`.
     close: bool,
     keep: bool,
@@ -257,6 +279,11 @@ struct Lines {
     coded: bool,
     chunked: bool,
     length: Length,
+    /// The length came in more than one line or as a list (all the same
+    /// number, or `length` is `Bad`): it goes on as that one number, as a
+    /// proxy must (RFC 9110 §8.6).
+    listed: bool,
+    length_lines: u8,
 }
 
 /// Every `Content-Length` value (lines and comma-separated lists) as one
@@ -291,40 +318,89 @@ fn content_length(headers: &HeaderMap) -> Length {
         .fold(Length::None, |length, v| length.and(v.as_bytes()))
 }
 
-impl Lines {
-    /// Notes one line; false for a hop-by-hop line the map can go without:
-    /// every one but a `Connection` that names another header, which the
-    /// proxy's rewrite must see to remove that header too.
-    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        if *name == CONTENT_LENGTH {
-            self.length = self.length.and(value);
-            return true;
-        }
-        if *name == CONNECTION {
-            let mut others = false;
-            for token in value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                let close = token.eq_ignore_ascii_case(b"close");
-                let keep = token.eq_ignore_ascii_case(b"keep-alive");
-                self.close |= close;
-                self.keep |= keep;
-                others |= !(close
-                    || keep
-                    || token.is_empty()
-                    || token.eq_ignore_ascii_case(b"upgrade")
-                    || token.eq_ignore_ascii_case(b"te"));
+impl Notes {
+    /// Notes one line; true for a `Connection` that names another field,
+    /// which the proxy's rewrite must see to remove that field too.
+    fn note(&mut self, kind: Kind, value: &[u8]) -> bool {
+        match kind {
+            Kind::ContentLength => {
+                self.length = self.length.and(value);
+                self.length_lines = self.length_lines.saturating_add(1);
+                self.listed |= self.length_lines > 1 || value.contains(&b',');
             }
-            return others;
+            Kind::Connection => {
+                for token in value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    self.close |= token.eq_ignore_ascii_case(b"close");
+                    self.keep |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+                return names_others(value);
+            }
+            Kind::TransferEncoding => {
+                self.coded = true;
+                self.chunked = value
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            Kind::Date | Kind::HopByHop | Kind::RequestId | Kind::Other => {}
         }
-        if *name == TRANSFER_ENCODING {
-            self.coded = true;
-            self.chunked = value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            return false;
+        false
+    }
+}
+
+/// Whether a `Connection` value names a field beyond the hop-by-hop ones
+/// the proxy removes anyway.
+fn names_others(value: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|token| {
+        let token = token.trim_ascii();
+        !(token.is_empty()
+            || token.eq_ignore_ascii_case(b"close")
+            || token.eq_ignore_ascii_case(b"keep-alive")
+            || token.eq_ignore_ascii_case(b"upgrade")
+            || token.eq_ignore_ascii_case(b"te"))
+    })
+}
+
+/// Whether a line goes into the answer's map: not the hop-by-hop ones, but
+/// a `Connection` that names another field (see [`Notes::note`]).
+fn kept(name: &HeaderName, value: &[u8]) -> bool {
+    if *name == CONNECTION {
+        return names_others(value);
+    }
+    !crate::headers::is_hop_by_hop(name)
+}
+
+/// The body's framing, whether the connection may serve again, and whether
+/// the `Content-Length` lines are to go (a coding came too): RFC 9112 §6.3.
+fn frame(
+    notes: &Notes,
+    method: &Method,
+    status: StatusCode,
+    version: Version,
+) -> Result<(Framing, bool, bool), Refused> {
+    let reusable = !notes.close && (version == Version::HTTP_11 || notes.keep);
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, reusable, false));
+    }
+    if notes.coded {
+        if version == Version::HTTP_10 || !notes.chunked {
+            return Err(Refused::BadCoding);
         }
-        !crate::headers::is_hop_by_hop(name)
+        // Transfer-Encoding wins (RFC 9112 §6.3); the length would reach
+        // the client beside the decoded body and cut it short there. An
+        // upstream that framed one message two ways serves no other.
+        let both = notes.length != Length::None;
+        return Ok((Framing::Chunked, reusable && !both, both));
+    }
+    match notes.length {
+        Length::Is(n) => Ok((Framing::Length(n), reusable, false)),
+        Length::None => Ok((Framing::Close, false, false)),
+        Length::Bad => Err(Refused::BadLength),
     }
 }
 
@@ -338,174 +414,4 @@ fn decimal(digits: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(bytes: &[u8], method: Method) -> Result<Option<Head>, Refused> {
-        parse_response(&mut BytesMut::from(bytes), &method, 0)
-    }
-
-    #[test]
-    fn a_length_frames_and_leaves_the_body_in_the_buffer() {
-        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"[..]);
-        let head = parse_response(&mut buf, &Method::GET, 0).unwrap().unwrap();
-        assert_eq!(head.framing, Framing::Length(5));
-        assert!(head.reusable);
-        assert_eq!(&buf[..], b"hello");
-        assert_eq!(head.parts.headers["content-length"], "5");
-    }
-
-    #[test]
-    fn an_incomplete_head_waits_and_a_huge_one_is_refused() {
-        assert!(parse(b"HTTP/1.1 200 OK\r\nX: y\r\n", Method::GET)
-            .unwrap()
-            .is_none());
-        let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
-        big.resize(MAX_HEAD + 1, b'a');
-        assert_eq!(parse(&big, Method::GET).unwrap_err(), Refused::TooLarge);
-    }
-
-    #[test]
-    fn framing_follows_rfc_9112() {
-        let f = |b: &[u8], m| parse(b, m).unwrap().unwrap();
-        let h = f(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
-            Method::HEAD,
-        );
-        assert_eq!((h.framing, h.reusable), (Framing::Empty, true));
-        let h = f(b"HTTP/1.1 200 OK\r\n\r\n", Method::GET);
-        assert_eq!((h.framing, h.reusable), (Framing::Close, false));
-        let h = f(
-            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
-            Method::GET,
-        );
-        assert_eq!((h.framing, h.reusable), (Framing::Length(1), false));
-        let h = f(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::GET);
-        assert_eq!((h.framing, h.reusable), (Framing::Length(1), false));
-        let h = f(
-            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
-            Method::GET,
-        );
-        assert_eq!((h.framing, h.reusable), (Framing::Length(1), true));
-        let h = f(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            Method::GET,
-        );
-        assert_eq!((h.framing, h.reusable), (Framing::Chunked, false));
-        assert!(!h.parts.headers.contains_key("content-length"));
-        let h = f(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n",
-            Method::GET,
-        );
-        assert_eq!(h.framing, Framing::Length(4));
-        let h = f(
-            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 4\r\n\r\n",
-            Method::GET,
-        );
-        assert_eq!(h.framing, Framing::Empty);
-    }
-
-    #[test]
-    fn faulty_framing_is_refused() {
-        let e = |b: &[u8]| parse(b, Method::GET).unwrap_err();
-        assert_eq!(
-            e(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n"),
-            Refused::BadLength
-        );
-        assert_eq!(
-            e(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n"),
-            Refused::BadLength
-        );
-        assert_eq!(
-            e(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n"),
-            Refused::BadLength
-        );
-        assert_eq!(
-            e(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            Refused::BadCoding
-        );
-        assert_eq!(
-            e(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Refused::BadCoding
-        );
-        assert_eq!(e(b"HTTP/1.1 OK\r\n\r\n"), Refused::Malformed);
-        assert_eq!(
-            e(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"),
-            Refused::Malformed
-        );
-    }
-
-    #[test]
-    fn hop_by_hop_lines_stay_out_of_the_map_but_for_a_101() {
-        let h = parse(
-            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
-              Transfer-Encoding: chunked\r\nTrailer: x\r\nUpgrade: h2c\r\nTE: trailers\r\n\
-              Proxy-Connection: close\r\nX-Kept: 1\r\n\r\n",
-            Method::GET,
-        )
-        .unwrap()
-        .unwrap();
-        let names: Vec<_> = h.parts.headers.keys().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["x-kept"]);
-        assert_eq!((h.framing, h.reusable), (Framing::Chunked, true));
-        // A `Connection` naming another header stays, for the proxy's
-        // rewrite to remove that one too.
-        let h = parse(
-            b"HTTP/1.1 200 OK\r\nConnection: close, x-secret\r\nX-Secret: 1\r\n\
-              Content-Length: 0\r\n\r\n",
-            Method::GET,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(h.parts.headers["connection"], "close, x-secret");
-        assert!(!h.reusable);
-        let h = parse(
-            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
-            Method::GET,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(h.parts.headers["upgrade"], "websocket");
-        assert_eq!(h.parts.headers["connection"], "upgrade");
-    }
-
-    #[test]
-    fn a_reason_of_its_own_is_kept() {
-        let h = parse(b"HTTP/1.1 200 Fine\r\n\r\n", Method::GET)
-            .unwrap()
-            .unwrap();
-        let r = h
-            .parts
-            .extensions
-            .get::<hyper::ext::ReasonPhrase>()
-            .unwrap();
-        assert_eq!(r.as_bytes(), b"Fine");
-        let h = parse(b"HTTP/1.1 200 OK\r\n\r\n", Method::GET)
-            .unwrap()
-            .unwrap();
-        assert!(h
-            .parts
-            .extensions
-            .get::<hyper::ext::ReasonPhrase>()
-            .is_none());
-    }
-
-    #[test]
-    fn the_request_head_is_framed_by_its_body() {
-        let mut h = HeaderMap::new();
-        assert_eq!(request_framing(&mut h, false, Some(0)), Sending::Nothing);
-        assert!(h.is_empty());
-        assert_eq!(request_framing(&mut h, true, Some(3)), Sending::Length(3));
-        assert_eq!(h["content-length"], "3");
-        let mut h = HeaderMap::new();
-        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        assert_eq!(request_framing(&mut h, true, None), Sending::Chunked);
-        assert_eq!(h["transfer-encoding"], "chunked");
-        let mut out = Vec::new();
-        encode_request(&Method::GET, &"/a?b".parse().unwrap(), &h, &[], &mut out);
-        assert_eq!(
-            out,
-            b"GET /a?b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
-        );
-    }
-}
+mod tests;

@@ -34,9 +34,10 @@ use http::{Method, Request, StatusCode};
 use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
 
+use crate::codec::lines::HeadLines;
 pub use body::{Body, BodyError};
 use conn::Conn;
-use head::{Head, Refused, Sending};
+use head::{Form, Head, Refused, Sending};
 use upload::{Failed, Up, Upload};
 
 use super::head_timeout::HeadWithin;
@@ -79,10 +80,14 @@ impl std::fmt::Display for Error {
     }
 }
 
+/// The answer's head (its fields in the map, or as lines when asked and
+/// allowed: see `head::Form`), and its body.
+pub type Answer = (http::response::Parts, Option<HeadLines>, Body);
+
 /// Sends `request` on `conn` and reads the response head within `limit`
 /// (the upstream's `request_timeout`: `head_timeout`); the body comes with
-/// it, to be read by whoever polls it. `room`: headers the caller will add
-/// to the answer (`head::parse_response`); `added`: fields written after the
+/// it, to be read by whoever polls it, and the head's fields as `form`
+/// asks (`head::parse_response`); `added`: fields written after the
 /// request's own (`head::Added`).
 ///
 /// The head is encoded before the future is made: the future then holds
@@ -92,10 +97,10 @@ pub fn send(
     mut conn: Box<Conn>,
     request: Request<RequestBody>,
     target: Arc<Target>,
-    room: usize,
+    form: Form,
     limit: Duration,
     added: head::Added<'_>,
-) -> impl std::future::Future<Output = Result<(http::response::Parts, Body), Error>> + Send {
+) -> impl std::future::Future<Output = Result<Answer, Error>> + Send {
     let (mut parts, body) = request.into_parts();
     let progress = body.upload().cloned();
     let mut timer = conn.head_timer(limit);
@@ -148,13 +153,13 @@ pub fn send(
             limit,
             progress.as_deref(),
             timer.as_mut(),
-            std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, &method, room, cx)),
+            std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, &method, form, cx)),
         )
         .await
         .map_err(|()| timed_out(progress.as_ref()))??;
         conn.keep_timer(timer);
         if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            return Ok((head.parts, Body::switched(conn, target)));
+            return Ok((head.parts, None, Body::switched(conn, target)));
         }
         // An answer before the whole request went out: the body goes on
         // sending it (boxed: this is the rare case, and the body is moved
@@ -166,6 +171,7 @@ pub fn send(
         };
         Ok((
             head.parts,
+            head.lines,
             Body::new(conn, head.framing, reusable, target, upload),
         ))
     }
@@ -177,7 +183,7 @@ fn exchange(
     conn: &mut Conn,
     upload: &mut Upload,
     method: &Method,
-    room: usize,
+    form: Form,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Head, Error>> {
     if let Up::Sending = upload.state {
@@ -191,7 +197,7 @@ fn exchange(
     }
     loop {
         if !conn.read.is_empty() {
-            match head::parse_response(&mut conn.read, method, room) {
+            match head::parse_response(&mut conn.read, method, form) {
                 Ok(Some(head)) if is_interim(head.parts.status) => continue,
                 Ok(Some(head)) => return Poll::Ready(Ok(head)),
                 Ok(None) => (),
@@ -245,7 +251,11 @@ mod tests {
     async fn a_connection_that_fails_the_first_write_gives_the_request_back() {
         let (conn, addr) = reset_connection().await;
         let target = Arc::new(Target::new("u", &addr));
-        match send(conn, post(), target, 0, Duration::from_secs(5), &[]).await {
+        let form = Form {
+            room: 0,
+            lines: false,
+        };
+        match send(conn, post(), target, form, Duration::from_secs(5), &[]).await {
             Err(Error::Unsent(request)) => {
                 assert_eq!(request.uri(), "/x");
                 assert!(
