@@ -120,7 +120,7 @@ impl HeadLines {
         let mut run: Option<(usize, usize)> = None;
         super::SPANS.with_borrow(|spans| {
             for &[n0, n1, v0, v1] in spans {
-                head[n0..n1].make_ascii_lowercase();
+                super::lowercase(&mut head[n0..n1]);
                 let keep = match kind(&head[n0..n1]) {
                     Kind::ContentLength => match length {
                         LengthLine::As(n) if !lines.length => {
