@@ -15,7 +15,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
 /// plus the legacy `Keep-Alive` and `Proxy-Connection`.
-fn hop_by_hop() -> [&'static HeaderName; 7] {
+pub fn hop_by_hop() -> [&'static HeaderName; 7] {
     [
         &header::CONNECTION,
         &KEEP_ALIVE,
@@ -83,6 +83,19 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(name.as_str().len(), 2 | 7 | 10 | 16 | 17) && hop_by_hop().contains(&name)
 }
 
+/// Whether a `Connection` value names a field beyond the hop-by-hop ones
+/// removed anyway (`close`, `keep-alive`, `upgrade`, `te`).
+pub fn names_others(connection: &[u8]) -> bool {
+    connection.split(|b| *b == b',').any(|t| {
+        let t = t.trim_ascii();
+        !(t.is_empty()
+            || t.eq_ignore_ascii_case(b"keep-alive")
+            || t.eq_ignore_ascii_case(b"close")
+            || t.eq_ignore_ascii_case(b"upgrade")
+            || t.eq_ignore_ascii_case(b"te"))
+    })
+}
+
 /// Drops hop-by-hop headers, including every header `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the message's few names notes which of the seven it
@@ -105,17 +118,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     // `Connection: keep-alive` / `close` name nothing beyond the static list
     // below; only other tokens are worth collecting (and allocating for).
-    let names_others = headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes().split(|b| *b == b',').any(|t| {
-            let t = t.trim_ascii();
-            !(t.is_empty()
-                || t.eq_ignore_ascii_case(b"keep-alive")
-                || t.eq_ignore_ascii_case(b"close")
-                || t.eq_ignore_ascii_case(b"upgrade")
-                || t.eq_ignore_ascii_case(b"te"))
-        })
-    });
-    if names_others {
+    let named = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| names_others(v.as_bytes()));
+    if named {
         // Collected first: the names borrow the header map we remove from.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

@@ -334,7 +334,7 @@ impl Notes {
                     self.close |= token.eq_ignore_ascii_case(b"close");
                     self.keep |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
-                return names_others(value);
+                return crate::headers::names_others(value);
             }
             Kind::TransferEncoding => {
                 self.coded = true;
@@ -349,24 +349,11 @@ impl Notes {
     }
 }
 
-/// Whether a `Connection` value names a field beyond the hop-by-hop ones
-/// the proxy removes anyway.
-fn names_others(value: &[u8]) -> bool {
-    value.split(|b| *b == b',').any(|token| {
-        let token = token.trim_ascii();
-        !(token.is_empty()
-            || token.eq_ignore_ascii_case(b"close")
-            || token.eq_ignore_ascii_case(b"keep-alive")
-            || token.eq_ignore_ascii_case(b"upgrade")
-            || token.eq_ignore_ascii_case(b"te"))
-    })
-}
-
 /// Whether a line goes into the answer's map: not the hop-by-hop ones, but
 /// a `Connection` that names another field (see [`Notes::note`]).
 fn kept(name: &HeaderName, value: &[u8]) -> bool {
     if *name == CONNECTION {
-        return names_others(value);
+        return crate::headers::names_others(value);
     }
     !crate::headers::is_hop_by_hop(name)
 }
