@@ -119,6 +119,7 @@ pub mod shadow;
 pub mod state;
 pub mod sticky;
 pub mod suggest;
+pub mod sys;
 pub mod table;
 pub mod timefmt;
 pub mod tls;

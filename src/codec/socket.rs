@@ -153,7 +153,7 @@ impl Socket {
             // epoll rather than to a `recv` that finds nothing (one system
             // call a request).
             let got = self.stream.try_io(Interest::READABLE, || {
-                read = self.stream.try_read_buf(&mut *buf)?;
+                read = crate::sys::recv(&self.stream, buf)?;
                 if read > 0 && read < spare {
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
@@ -175,7 +175,8 @@ impl Socket {
         if buf.capacity() - buf.len() < READ_SIZE / 2 {
             buf.reserve(READ_SIZE);
         }
-        self.stream.try_read_buf(buf)
+        self.stream
+            .try_io(Interest::READABLE, || crate::sys::recv(&self.stream, buf))
     }
 
     /// Writes some of `bufs` once the socket is writable.
@@ -186,10 +187,9 @@ impl Socket {
     ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.stream.poll_write_ready(cx))?;
-            let wrote = match bufs {
-                [one] => self.stream.try_write(one),
-                _ => self.stream.try_write_vectored(bufs),
-            };
+            let wrote = self
+                .stream
+                .try_io(Interest::WRITABLE, || crate::sys::send(&self.stream, bufs));
             match wrote {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 wrote => return Poll::Ready(wrote),

@@ -5,12 +5,12 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
@@ -92,11 +92,54 @@ impl Conn {
             self.read.reserve(self.read_size);
         }
         let room = self.read.capacity() - self.read.len();
-        let n = ready!(pin!(self.io.read_buf(&mut self.read)).poll(cx))?;
-        if n == room && self.read_size < MAX_READ {
-            self.read_size *= 2;
+        loop {
+            ready!(self.io.poll_read_ready(cx))?;
+            let mut n = 0;
+            // A read shorter than asked for emptied the socket: its
+            // readiness is cleared (a `WouldBlock` out of `try_io`), as
+            // tokio's own `poll_read` does (`codec::socket` does the same).
+            let got = self.io.try_io(Interest::READABLE, || {
+                n = crate::sys::recv(&self.io, &mut self.read)?;
+                if n > 0 && n < room {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match got {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n == 0 => continue,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+                _ => {}
+            }
+            if n == room && self.read_size < MAX_READ {
+                self.read_size *= 2;
+            }
+            return Poll::Ready(Ok(n));
         }
-        Poll::Ready(Ok(n))
+    }
+
+    /// Writes all of `bytes` (a request head, and a small body with it).
+    /// A `poll_fn`, not an `async fn`: it keeps no readiness future in the
+    /// state of the exchange that awaits it.
+    pub(super) fn write_all<'a>(
+        &'a self,
+        mut bytes: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        std::future::poll_fn(move |cx| {
+            while !bytes.is_empty() {
+                ready!(self.io.poll_write_ready(cx))?;
+                let bufs = [io::IoSlice::new(bytes)];
+                match self
+                    .io
+                    .try_io(Interest::WRITABLE, || crate::sys::send(&self.io, &bufs))
+                {
+                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => bytes = &bytes[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
     }
 
     /// The socket and what was read past the last head, for a tunnel.

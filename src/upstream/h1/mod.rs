@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
 use http_body::Body as _;
-use tokio::io::AsyncWriteExt;
 
 use crate::codec::lines::HeadLines;
 pub use body::{Body, BodyError};
@@ -129,7 +128,7 @@ pub fn send(
             limit,
             progress.as_deref(),
             timer.as_mut(),
-            conn.io.write_all(&conn.write),
+            conn.write_all(&conn.write),
         )
         .await;
         match written {
