@@ -23,6 +23,8 @@
 //!   request body, `codec::client_body`, share; `codec::upgraded` hands it
 //!   to a tunnel after a 101), [`sticky`] (split buckets),
 //!   [`trim`] (free memory back to the OS after connections leave),
+//!   [`sys`] (`recv` and `send` as plain system calls, past glibc's
+//!   cancellation-point wrappers),
 //!   [`recycle`] (a future's box whose block the thread keeps for the
 //!   next request's),
 //!   [`suggest`] ("did you mean ...?" for config errors and the command
