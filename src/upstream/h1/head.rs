@@ -250,12 +250,15 @@ pub fn parse_response(
             crate::codec::fields(&head, form.room, Refused::Malformed, |name, value, _| {
                 Ok(keep_hop || kept(name, value.as_bytes()))
             })?;
+        // A length that is not one number reaches here only on an answer
+        // with no body (the others were refused): it goes, as from lines.
         match notes.length {
             _ if drop_length => drop(headers.remove(CONTENT_LENGTH)),
             Length::Is(n) if notes.listed => {
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
             }
-            _ => {}
+            Length::Bad => drop(headers.remove(CONTENT_LENGTH)),
+            Length::Is(_) | Length::None => {}
         }
         crate::codec::install(&mut parts.headers, headers);
         None
