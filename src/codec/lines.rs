@@ -190,13 +190,7 @@ impl Drop for HeadLines {
             return;
         }
         bytes.clear();
-        // `try_with`: a thread being torn down just drops the buffer.
-        let _ = SPARE.try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < SPARE_KEPT {
-                spare.push(bytes);
-            }
-        });
+        super::keep_spare(&SPARE, bytes, SPARE_KEPT);
     }
 }
 

@@ -279,11 +279,23 @@ pub fn give_back(mut map: HeaderMap) {
         return;
     }
     map.clear();
-    // `try_with`: a thread being torn down just drops the map.
-    let _ = SPARE_MAPS.try_with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < SPARE_MAPS_KEPT {
-            spare.push(map);
+    keep_spare(&SPARE_MAPS, map, SPARE_MAPS_KEPT);
+}
+
+/// Puts `item` among the thread's `spares` for the next one who needs one,
+/// unless it keeps `kept` already (then it is dropped). The one home of
+/// the thread's spare lists: header maps (here), read buffers (`socket`),
+/// answers' lines (`lines`). `try_with`: a thread being torn down just
+/// drops it.
+pub fn keep_spare<T: 'static>(
+    spares: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    item: T,
+    kept: usize,
+) {
+    let _ = spares.try_with(|spares| {
+        let mut spares = spares.borrow_mut();
+        if spares.len() < kept {
+            spares.push(item);
         }
     });
 }

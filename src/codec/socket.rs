@@ -226,12 +226,7 @@ impl ReadSide {
         if buf.capacity() > 4 * READ_SIZE {
             return;
         }
-        SPARE.with(|s| {
-            let mut spare = s.borrow_mut();
-            if spare.len() < MAX_SPARE {
-                spare.push(buf);
-            }
-        });
+        super::keep_spare(&SPARE, buf, MAX_SPARE);
     }
 
     /// Whether the loop may read: no [`Body`](super::client_body::Body) is reading.
