@@ -15,7 +15,9 @@
 //!   (hop-by-hop, `X-Forwarded-For`, `x-request-id`), [`error`] (why figway
 //!   answers itself, with status and `x-figway-error` kind), [`framing`]
 //!   (the smuggling guard over bytes hyper's server reads), [`codec`]
-//!   (figway's own HTTP/1.1 server codec: `codec::request` parses a
+//!   (figway's own HTTP/1.1 server codec: `codec::scan` scans a head's
+//!   lines by `httparse`'s rules, for requests and for the upstream
+//!   client's responses; `codec::request` parses a
 //!   request head, `codec::response` writes an answer's (from a map, or
 //!   from `codec::lines`: an upstream's fields kept as the lines it
 //!   writes), `codec::chunked` decodes a chunked request body, all with hyper's

@@ -12,10 +12,16 @@
 //! picks the request method (bit 0: HEAD, else GET), the `room` (bits
 //! 1-4) and whether the fields come as lines (bit 5; `codec::lines`, and
 //! then the stream read the other way must frame every head the same),
-//! then the split points, then the stream.
+//! then the split points, then the stream. The stream's first head is
+//! also scanned by `figway::codec::scan::response`, whose verdict, status
+//! line and field spans must be `httparse`'s (default config), whose rules
+//! it copies.
 #![no_main]
 
+use std::mem::MaybeUninit;
+
 use bytes::BytesMut;
+use figway::codec::scan;
 use figway::upstream::h1::body::{Chunked, Step};
 use figway::upstream::h1::head::{parse_response, Form, Framing, Refused};
 use http::{HeaderMap, Method, StatusCode, Version};
@@ -173,6 +179,46 @@ fn run<'a>(
     }
 }
 
+/// `scan::response` and httparse on one buffer: the same verdict, and for
+/// a whole head the same length, status line and field spans.
+fn scan_agrees(buf: &[u8]) {
+    const MAX: usize = 100;
+    let mut spans = Vec::new();
+    let ours = scan::response(buf, MAX, &mut spans);
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX];
+    let mut r = httparse::Response::new(&mut []);
+    let theirs = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut r,
+        buf,
+        &mut slots,
+    );
+    let status = match (ours, theirs) {
+        (Ok(None), Ok(httparse::Status::Partial)) => return,
+        (Err(scan::Error::TooMany), Err(httparse::Error::TooManyHeaders)) => return,
+        (Err(scan::Error::Malformed), Err(e)) if e != httparse::Error::TooManyHeaders => return,
+        (Ok(Some((status, len))), Ok(httparse::Status::Complete(n))) => {
+            assert_eq!(len, n, "length");
+            status
+        }
+        (ours, theirs) => panic!("scan {ours:?}, httparse {theirs:?}"),
+    };
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| s.as_ptr() as usize - base;
+    assert_eq!(Some(status.minor), r.version, "version");
+    assert_eq!(Some(status.code), r.code, "code");
+    let reason = &buf[status.reason.0..status.reason.1];
+    assert_eq!(Some(reason), r.reason.map(str::as_bytes), "reason");
+    let expected: Vec<[usize; 4]> = r
+        .headers
+        .iter()
+        .map(|h| {
+            let (n, v) = (at(h.name.as_bytes()), at(h.value));
+            [n, n + h.name.len(), v, v + h.value.len()]
+        })
+        .collect();
+    assert_eq!(spans, expected, "field spans");
+}
+
 fuzz_target!(|data: &[u8]| {
     let [n, flags, rest @ ..] = data else {
         return;
@@ -182,6 +228,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (cuts, stream) = rest.split_at(2 * n);
+    scan_agrees(stream);
     let method = if flags & 1 == 1 {
         Method::HEAD
     } else {

@@ -30,7 +30,7 @@ pub enum Kind {
     Other,
 }
 
-/// The kind of a field name as `httparse` gave it (a token, in any case).
+/// The kind of a field name as `scan` gave it (a token, in any case).
 pub fn kind(name: &[u8]) -> Kind {
     let is = |lower: &[u8]| super::same_name(name, lower);
     match name.len() {
@@ -109,7 +109,7 @@ pub enum LengthLine {
 }
 
 impl HeadLines {
-    /// The fields [`super::record_fields`] noted in `head` (the buffer they
+    /// The fields [`super::scan_response`] noted in `head` (the buffer they
     /// were parsed from) as lines: the names lowercased in place, then runs
     /// of kept lines already written `name: value\r\n` copied whole (most
     /// heads are one run, or a few where a hop-by-hop line sat), any other

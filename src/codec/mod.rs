@@ -15,7 +15,8 @@
 //! body; [`upgraded`], the socket handed to a tunnel after a 101;
 //! [`lines`], an upstream's fields kept as the lines [`response`] writes,
 //! for an answer nothing reads on its way (docs/http1-codec.md, session
-//! 17). The field
+//! 17). [`scan`] finds a head's lines, by `httparse`'s rules a word at a
+//! time (session 18), for [`request`] and the upstream client. The field
 //! rules below are shared with `framing`'s guard (lengths and codings) and
 //! the upstream client (a response head's lines through [`fields`]).
 
@@ -24,6 +25,7 @@ pub mod client_body;
 pub mod lines;
 pub mod request;
 pub mod response;
+pub mod scan;
 pub mod socket;
 pub mod upgraded;
 
@@ -39,22 +41,33 @@ thread_local! {
         std::cell::RefCell::new(Vec::with_capacity(100));
 }
 
-/// Notes where `lines` (as `httparse` parsed them out of a buffer starting
-/// at `base`) sit, so that [`fields`] can take them out of the buffer once
-/// it is frozen, the values sharing its bytes without a copy each.
-pub fn record_fields(base: *const u8, lines: &[httparse::Header<'_>]) {
-    let base = base as usize;
-    SPANS.with_borrow_mut(|spans| {
-        spans.clear();
-        spans.extend(lines.iter().map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            [name, name + h.name.len(), value, value + h.value.len()]
-        }));
+/// Scans the response head at the front of `buf` ([`scan::response`]),
+/// noting where its field lines sit for [`fields`], [`each_field`] and
+/// `HeadLines::render`.
+pub fn scan_response(buf: &[u8], max: usize) -> Result<Option<(scan::Status, usize)>, scan::Error> {
+    SPANS.with_borrow_mut(|spans| scan::response(buf, max, spans))
+}
+
+/// Scans the request head at the front of `buf` ([`scan::request`]),
+/// noting where its field lines sit for [`fields`] and [`each_field`].
+pub fn scan_request(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(scan::RequestLine, usize)>, scan::Error> {
+    SPANS.with_borrow_mut(|spans| scan::request(buf, max, spans))
+}
+
+/// Each field line noted last, as its name and value out of `head` (the
+/// buffer they were noted in).
+pub fn each_field(head: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
+    SPANS.with_borrow(|spans| {
+        for &[n0, n1, v0, v1] in spans {
+            f(&head[n0..n1], &head[v0..v1]);
+        }
     });
 }
 
-/// The lines [`record_fields`] noted, out of `head` (the buffer, frozen),
+/// The lines [`scan_request`] or [`scan_response`] noted, out of `head` (the buffer, frozen),
 /// into a map with `room` more slots; `keep` sees each line first and says
 /// whether it goes in. A name or value `http` refuses is `bad`.
 pub fn fields<E: Copy>(
@@ -68,7 +81,7 @@ pub fn fields<E: Copy>(
         for &[n0, n1, v0, v1] in spans {
             let name = name(&head[n0..n1]).map_err(|_| bad)?;
             // SAFETY (a contract of `http`'s, not of memory): the value is
-            // one `httparse` accepted, whose rule for value bytes (tab,
+            // one `scan` accepted, whose rule for value bytes (tab,
             // 0x20-0x7e, 0x80-0xff) is `http`'s own, so the check
             // `from_maybe_shared` would repeat byte by byte (~50
             // instructions a field) cannot fail. Debug builds check anyway.
@@ -81,7 +94,7 @@ pub fn fields<E: Copy>(
     })
 }
 
-/// A field name `httparse` accepted (a token, RFC 9110 §5.6.2), as a
+/// A field name `scan` accepted (a token, RFC 9110 §5.6.2), as a
 /// `HeaderName`: the names most heads carry are matched as they come,
 /// in any case, without `http`'s pass that lowercases the name into a
 /// buffer before looking it up (~100 instructions a field, six or so

@@ -1,4 +1,5 @@
-//! A client's request head, parsed with `httparse` into `http` parts, with
+//! A client's request head, scanned (`codec::scan`, `httparse`'s rules)
+//! and taken into `http` parts, with
 //! what the connection needs to know of it: how its body is framed, whether
 //! the connection stays open after it, whether it expects `100 Continue`,
 //! whether it may upgrade. The rules and refusals are hyper 1.12's server
@@ -9,14 +10,14 @@
 //! so that figway answers it 400 and closes (SPEC §4), where hyper
 //! silently drops the length.
 
-use std::mem::MaybeUninit;
-
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
-use super::{content_length, fields, has_token, last_coding_is_chunked, record_fields};
+use super::{
+    content_length, each_field, fields, has_token, last_coding_is_chunked, scan, scan_request,
+};
 
 /// The most header lines a request head may carry (hyper's default).
 pub const MAX_HEADERS: usize = 100;
@@ -88,48 +89,39 @@ pub struct Head {
 /// out of `buf` once it is whole. Blank lines before the request line are
 /// skipped (RFC 9112 §2.2).
 pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut []);
-    let config = httparse::ParserConfig::default();
     // Only the first `max_head + 1` bytes are looked at: what lies past the
     // limit cannot change the verdict, so it is the same however the bytes
     // arrived (a malformed line past the limit is still 431, as it is when
     // the head comes in pieces).
     let window = &buf[..buf.len().min(max_head.saturating_add(1))];
-    let len = match config.parse_request_with_uninit_headers(&mut request, window, &mut slots) {
-        Ok(httparse::Status::Complete(len)) => len,
+    let (line, len) = match scan_request(window, MAX_HEADERS) {
+        Ok(Some(found)) => found,
         // A partial head that already fills the limit cannot end within it
         // (hyper answers 431 then too, rather than wait for one more byte).
-        Ok(httparse::Status::Partial) if window.len() >= max_head => return Err(Refusal::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge),
-        Err(_) => return Err(Refusal::Malformed),
+        Ok(None) if window.len() >= max_head => return Err(Refusal::TooLarge),
+        Ok(None) => return Ok(None),
+        Err(scan::Error::TooMany) => return Err(Refusal::TooLarge),
+        Err(scan::Error::Malformed) => return Err(Refusal::Malformed),
     };
     if len > max_head {
         return Err(Refusal::TooLarge);
     }
-    let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version)
-    else {
-        return Err(Refusal::Malformed);
-    };
-    if target.len() > MAX_TARGET {
+    let (target_at, target_end) = line.target;
+    if target_end - target_at > MAX_TARGET {
         return Err(Refusal::TargetTooLong);
     }
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| Refusal::Malformed)?;
+    let method =
+        Method::from_bytes(&buf[line.method.0..line.method.1]).map_err(|_| Refusal::Malformed)?;
     // hyper's order: a header name of 64 KiB or more is 431 before the
     // target is read as a URI.
-    if request
-        .headers
-        .iter()
-        .any(|h| h.name.len() > usize::from(u16::MAX))
-    {
+    let mut long_name = false;
+    each_field(buf, |name, _| {
+        long_name |= name.len() > usize::from(u16::MAX);
+    });
+    if long_name {
         return Err(Refusal::TooLarge);
     }
-    let http11 = minor == 1;
-    let base = buf.as_ptr() as usize;
-    let target_at = target.as_ptr() as usize - base;
-    let target_end = target_at + target.len();
-    record_fields(buf.as_ptr(), request.headers);
+    let http11 = line.minor == 1;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target_at..target_end))
         .map_err(|_| Refusal::Malformed)?;

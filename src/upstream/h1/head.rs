@@ -6,14 +6,13 @@
 //! bytes: no I/O here, so the fuzz target and the unit tests drive them
 //! directly.
 
-use std::mem::MaybeUninit;
-
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::response;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 use crate::codec::lines::{self, HeadLines, Kind, LengthLine};
+use crate::codec::scan;
 
 /// The most header lines a response head may carry (hyper's client had
 /// the same limit).
@@ -148,7 +147,7 @@ pub struct Form {
 /// Why a response head was refused; the attempt is an `upstream_reset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// Not HTTP/1.x as RFC 9112 writes it (httparse's verdict), or a
+    /// Not HTTP/1.x as RFC 9112 writes it (`codec::scan`'s verdict), or a
     /// header name or value `http` will not hold.
     Malformed,
     /// More than [`MAX_HEADERS`] lines or [`MAX_HEAD`] bytes.
@@ -181,31 +180,25 @@ pub fn parse_response(
     method: &Method,
     form: Form,
 ) -> Result<Option<Head>, Refused> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let config = httparse::ParserConfig::default();
-    let len = match config.parse_response_with_uninit_headers(&mut response, buf, &mut slots) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(Refused::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Refused::TooLarge),
-        Err(_) => return Err(Refused::Malformed),
+    let (line, len) = match crate::codec::scan_response(buf, MAX_HEADERS) {
+        Ok(Some(found)) => found,
+        Ok(None) if buf.len() >= MAX_HEAD => return Err(Refused::TooLarge),
+        Ok(None) => return Ok(None),
+        Err(scan::Error::TooMany) => return Err(Refused::TooLarge),
+        Err(scan::Error::Malformed) => return Err(Refused::Malformed),
     };
     if len > MAX_HEAD {
         return Err(Refused::TooLarge);
     }
-    let status = response
-        .code
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or(Refused::Malformed)?;
-    let version = match response.version {
-        Some(0) => Version::HTTP_10,
+    let status = StatusCode::from_u16(line.code).map_err(|_| Refused::Malformed)?;
+    let version = match line.minor {
+        0 => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let reason = response
-        .reason
-        .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason());
-    let reason = reason.map(|r| Bytes::copy_from_slice(r.as_bytes()));
+    let reason = &buf[line.reason.0..line.reason.1];
+    let reason = (!reason.is_empty()
+        && Some(reason) != status.canonical_reason().map(str::as_bytes))
+    .then(|| Bytes::copy_from_slice(reason));
     // The lines that say how the message is framed and whether the
     // connection lives on are noted first; the hop-by-hop ones (which the
     // proxy removes from every answer) stay out of the answer's fields, but
@@ -213,12 +206,11 @@ pub fn parse_response(
     let keep_hop = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut notes = Notes::default();
     let mut as_lines = form.lines && !keep_hop;
-    for field in response.headers.iter() {
-        let kind = lines::kind(field.name.as_bytes());
+    crate::codec::each_field(buf, |name, value| {
+        let kind = lines::kind(name);
         // A `Connection` naming another field: the map, for the rewrite.
-        as_lines &= !(notes.note(kind, field.value) && kind == Kind::Connection);
-    }
-    crate::codec::record_fields(buf.as_ptr(), response.headers);
+        as_lines &= !(notes.note(kind, value) && kind == Kind::Connection);
+    });
     let (framing, reusable, drop_length) = frame(&notes, method, status, version)?;
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
