@@ -15,11 +15,17 @@
 //! the split points, then the stream. Bodies framed by a length are
 //! skipped, chunked ones decoded by `figway::codec::chunked` (their data
 //! and trailers must agree too); a conflict or a refusal ends the stream.
+//! The stream's first head is also scanned by
+//! `figway::codec::scan::request`, whose verdict, request line and field
+//! spans must be `httparse`'s (default config), whose rules it copies.
 #![no_main]
+
+use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 use figway::codec::chunked::{Decoder, Malformed, Step};
 use figway::codec::request::{parse, Framing, Refusal};
+use figway::codec::scan;
 use figway::codec::response::{encode, Asked, BodyLength, Encoding};
 use figway::upstream::h1::head::{parse_response, Form, Framing as Read};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
@@ -179,7 +185,7 @@ fn answer(method: &Method, version: Version, keep_alive: bool) {
             &mut parts,
             body,
             asked,
-            b"Thu, 01 Jan 1970 00:00:00 GMT",
+            || *b"Thu, 01 Jan 1970 00:00:00 GMT",
             &mut out,
         ) else {
             panic!("a plain {status} could not be written");
@@ -218,6 +224,45 @@ fn answer(method: &Method, version: Version, keep_alive: bool) {
     }
 }
 
+/// `scan::request` and httparse on one buffer: the same verdict, and for
+/// a whole head the same length, request line and field spans.
+fn scan_agrees(buf: &[u8]) {
+    const MAX: usize = 100;
+    let mut spans = Vec::new();
+    let ours = scan::request(buf, MAX, &mut spans);
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX];
+    let mut r = httparse::Request::new(&mut []);
+    let theirs =
+        httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut r, buf, &mut slots);
+    let line = match (ours, theirs) {
+        (Ok(None), Ok(httparse::Status::Partial)) => return,
+        (Err(scan::Error::TooMany), Err(httparse::Error::TooManyHeaders)) => return,
+        (Err(scan::Error::Malformed), Err(e)) if e != httparse::Error::TooManyHeaders => return,
+        (Ok(Some((line, len))), Ok(httparse::Status::Complete(n))) => {
+            assert_eq!(len, n, "length");
+            line
+        }
+        (ours, theirs) => panic!("scan {ours:?}, httparse {theirs:?}"),
+    };
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let at = s.as_ptr() as usize - base;
+        (at, at + s.len())
+    };
+    assert_eq!(Some(line.minor), r.version, "version");
+    assert_eq!(Some(line.method), r.method.map(|m| span(m.as_bytes())), "method");
+    assert_eq!(Some(line.target), r.path.map(|p| span(p.as_bytes())), "target");
+    let expected: Vec<[usize; 4]> = r
+        .headers
+        .iter()
+        .map(|h| {
+            let (n, v) = (span(h.name.as_bytes()), span(h.value));
+            [n.0, n.1, v.0, v.1]
+        })
+        .collect();
+    assert_eq!(spans, expected, "field spans");
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&splits, rest)) = data.split_first() else {
         return;
@@ -232,6 +277,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (points, stream) = rest.split_at(splits * 2);
+    scan_agrees(stream);
     let whole = run(stream, std::iter::once(stream), max, false);
     let mut cuts: Vec<usize> = points
         .chunks(2)

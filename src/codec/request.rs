@@ -89,11 +89,13 @@ pub struct Head {
 /// out of `buf` once it is whole. Blank lines before the request line are
 /// skipped (RFC 9112 §2.2).
 pub fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
-    // Only the first `max_head + 1` bytes are looked at: what lies past the
+    // Only the first `max_head` bytes are looked at: what lies past the
     // limit cannot change the verdict, so it is the same however the bytes
-    // arrived (a malformed line past the limit is still 431, as it is when
-    // the head comes in pieces).
-    let window = &buf[..buf.len().min(max_head.saturating_add(1))];
+    // arrived (a malformed byte past the limit is still 431, as it is when
+    // the head comes in pieces: with one byte more in view, a head that
+    // filled the limit was 400 when that byte came with it, 431 when it
+    // came later).
+    let window = &buf[..buf.len().min(max_head)];
     let (line, len) = match scan_request(window, MAX_HEADERS) {
         Ok(Some(found)) => found,
         // A partial head that already fills the limit cannot end within it
@@ -270,6 +272,29 @@ mod tests {
             Err(r) => r,
             other => panic!("{bytes:?} was not refused: {other:?}"),
         }
+    }
+
+    /// The verdict on a head is the same however its bytes came: a byte
+    /// past the limit that would rule the head malformed is never looked
+    /// at, so the head fills the limit either way (fuzz h1_request's
+    /// crash-547e5b52: 400 whole, 431 byte by byte).
+    #[test]
+    fn a_byte_past_the_limit_changes_no_verdict() {
+        let mut bytes = b"T* /".to_vec();
+        bytes.resize(64, b'a');
+        bytes.push(0x04);
+        let whole = parse(&mut BytesMut::from(&bytes[..]), 64);
+        assert!(matches!(whole, Err(Refusal::TooLarge)), "{whole:?}");
+        let mut fed = BytesMut::new();
+        for b in &bytes {
+            fed.extend_from_slice(&[*b]);
+            match parse(&mut fed, 64) {
+                Ok(None) => continue,
+                Err(Refusal::TooLarge) => return,
+                other => panic!("{} bytes: {other:?}", fed.len()),
+            }
+        }
+        panic!("no verdict");
     }
 
     const POST: &str = "POST /upload HTTP/1.1\r\nHost: test.local\r\n";

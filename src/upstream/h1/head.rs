@@ -323,6 +323,9 @@ impl Notes {
                 self.length_lines = self.length_lines.saturating_add(1);
                 self.listed |= self.length_lines > 1 || value.contains(&b',');
             }
+            // Most say one word alone (scan trimmed the value).
+            Kind::Connection if value.eq_ignore_ascii_case(b"keep-alive") => self.keep = true,
+            Kind::Connection if value.eq_ignore_ascii_case(b"close") => self.close = true,
             Kind::Connection => {
                 for token in value.split(|b| *b == b',') {
                     let token = token.trim_ascii();

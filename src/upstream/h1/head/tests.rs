@@ -252,3 +252,34 @@ fn the_request_head_is_framed_by_its_body() {
         b"GET /a?b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
     );
 }
+
+/// `Connection` said as one word alone takes its own short test; any case,
+/// and in lists, it means the same.
+#[test]
+fn a_connection_word_alone_or_in_a_list_means_the_same() {
+    let reusable = |head: &[u8]| {
+        let h = parse(head, Method::GET).unwrap().unwrap();
+        let head = String::from_utf8_lossy(head);
+        assert!(!h.parts.headers.contains_key("connection"), "{head:?}");
+        h.reusable
+    };
+    for (line, on_11, on_10) in [
+        ("keep-alive", true, true),
+        ("Keep-Alive", true, true),
+        ("close", false, false),
+        ("CLOSE", false, false),
+        ("te, keep-alive", true, true),
+        ("Close , keep-alive", false, false),
+        ("upgrade", true, false),
+    ] {
+        for (version, expected) in [("1.1", on_11), ("1.0", on_10)] {
+            let head =
+                format!("HTTP/{version} 200 OK\r\nConnection: {line}\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(reusable(head.as_bytes()), expected, "{head:?}");
+        }
+    }
+    assert!(!crate::headers::names_others(b"keep-alive"));
+    assert!(!crate::headers::names_others(b"Close"));
+    assert!(crate::headers::names_others(b"keep-alive, x-secret"));
+    assert!(crate::headers::names_others(b"x-secret"));
+}
