@@ -95,26 +95,27 @@ const HEADS: &[&[u8]] = &[
     b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
 ];
 
-#[test]
-fn whole_heads_and_every_prefix_agree_with_httparse() {
-    for head in HEADS {
+/// `agree` on every prefix of every head, at each header limit.
+fn every_prefix(heads: &[&[u8]], maxes: &[usize], agree: fn(&[u8], usize)) {
+    for head in heads {
         for end in 0..=head.len() {
-            for max in [100, 3, 0] {
+            for &max in maxes {
                 agree(&head[..end], max);
             }
         }
     }
 }
 
-#[test]
-fn mutated_heads_agree_with_httparse() {
-    const BYTES: &[u8] = b"\r\n\t :\x00\x7f\x80\xffaZ0-1.HTTP/";
-    let mut rng = fastrand::Rng::with_seed(0x5ca9);
+/// `agree` on 20,000 mutations of the heads (one to three bytes from
+/// `bytes` replaced, inserted or removed), whole and cut at a random
+/// point, at a header limit from `maxes`.
+fn mutations(heads: &[&[u8]], bytes: &[u8], seed: u64, maxes: &[usize], agree: fn(&[u8], usize)) {
+    let mut rng = fastrand::Rng::with_seed(seed);
     for _ in 0..20_000 {
-        let mut head = HEADS[rng.usize(..HEADS.len())].to_vec();
+        let mut head = heads[rng.usize(..heads.len())].to_vec();
         for _ in 0..rng.usize(1..4) {
             let at = rng.usize(..head.len());
-            let b = BYTES[rng.usize(..BYTES.len())];
+            let b = bytes[rng.usize(..bytes.len())];
             match rng.u8(..3) {
                 0 => head[at] = b,
                 1 => head.insert(at, b),
@@ -124,11 +125,27 @@ fn mutated_heads_agree_with_httparse() {
                 break;
             }
         }
-        let max = [100, 4][rng.usize(..2)];
+        let max = maxes[rng.usize(..maxes.len())];
         agree(&head, max);
         let cut = rng.usize(..=head.len());
         agree(&head[..cut], max);
     }
+}
+
+#[test]
+fn whole_heads_and_every_prefix_agree_with_httparse() {
+    every_prefix(HEADS, &[100, 3, 0], agree);
+}
+
+#[test]
+fn mutated_heads_agree_with_httparse() {
+    mutations(
+        HEADS,
+        b"\r\n\t :\x00\x7f\x80\xffaZ0-1.HTTP/",
+        0x5ca9,
+        &[100, 4],
+        agree,
+    );
 }
 
 #[test]
@@ -226,36 +243,11 @@ const REQUESTS: &[&[u8]] = &[
 
 #[test]
 fn whole_requests_and_every_prefix_agree_with_httparse() {
-    for head in REQUESTS {
-        for end in 0..=head.len() {
-            for max in [100, 1, 0] {
-                request_agrees(&head[..end], max);
-            }
-        }
-    }
+    every_prefix(REQUESTS, &[100, 1, 0], request_agrees);
 }
 
 #[test]
 fn mutated_requests_agree_with_httparse() {
-    const BYTES: &[u8] = b"\r\n\t :\x00\x7f\x80\xff\xc3\xa9aZ0-1./?HTTP";
-    let mut rng = fastrand::Rng::with_seed(0x7e9);
-    for _ in 0..20_000 {
-        let mut head = REQUESTS[rng.usize(..REQUESTS.len())].to_vec();
-        for _ in 0..rng.usize(1..4) {
-            let at = rng.usize(..head.len());
-            let b = BYTES[rng.usize(..BYTES.len())];
-            match rng.u8(..3) {
-                0 => head[at] = b,
-                1 => head.insert(at, b),
-                _ => drop(head.remove(at)),
-            }
-            if head.is_empty() {
-                break;
-            }
-        }
-        let max = [100, 2][rng.usize(..2)];
-        request_agrees(&head, max);
-        let cut = rng.usize(..=head.len());
-        request_agrees(&head[..cut], max);
-    }
+    let bytes = b"\r\n\t :\x00\x7f\x80\xff\xc3\xa9aZ0-1./?HTTP";
+    mutations(REQUESTS, bytes, 0x7e9, &[100, 2], request_agrees);
 }
