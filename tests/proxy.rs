@@ -684,6 +684,29 @@ async fn oversized_head_is_431() {
     assert_eq!(a.status, 200);
 }
 
+/// A head that fills `max_header_bytes` is 431 whatever the byte after the
+/// limit is, and however the bytes are read: a control byte just past the
+/// limit, read in the same pass, made it 400 (fuzz h1_request).
+#[tokio::test]
+async fn a_head_that_fills_the_limit_is_431_whatever_follows() {
+    let b = Backend::start("mono").await;
+    let f = Figway::start(&config_listen(
+        "max_header_bytes = 10000",
+        &route_body(&b.url()),
+    ))
+    .await;
+    let mut req = b"GET / HTTP/1.1\r\nHost: test.local\r\nX-Big: ".to_vec();
+    // 10,000 bytes of head (one read of 8 KiB, then the rest with the byte
+    // past the limit in it), then a byte no header value may hold.
+    req.resize(10_000, b'a');
+    req.extend_from_slice(b"\x04\r\n\r\n");
+    let r = raw_exchange(f.addr, &req, Duration::from_secs(5)).await;
+    assert!(r.text.starts_with("HTTP/1.1 431"), "{:?}", r.text);
+    assert_eq!(b.count(), 0);
+    let a = get(f.addr, "/after", &[]).await;
+    assert_eq!(a.status, 200);
+}
+
 // === balancing and pooling ===
 
 #[tokio::test]

@@ -67,9 +67,10 @@ pub fn each_field(head: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
     });
 }
 
-/// The lines [`scan_request`] or [`scan_response`] noted, out of `head` (the buffer, frozen),
-/// into a map with `room` more slots; `keep` sees each line first and says
-/// whether it goes in. A name or value `http` refuses is `bad`.
+/// The lines [`scan_request`] or [`scan_response`] noted, out of `head`
+/// (the buffer, frozen), into a map with `room` more slots; `keep` sees
+/// each line first and says whether it goes in. A name or value `http`
+/// refuses is `bad`.
 pub fn fields<E: Copy>(
     head: &Bytes,
     room: usize,
