@@ -22,7 +22,16 @@
 # upstream, with INVENTORY=true|false for the legacy inventory on or off),
 # REQUEST_PATH (/; /big for the upstream's 64 KiB answer), CALLGRIND_ARGS
 # (more valgrind options: "--cache-sim=yes" adds simulated cache misses to
-# the kept profiles, read with `callgrind_annotate --show=Ir,D1mr,D1mw,DLmr`).
+# the kept profiles, read with `callgrind_annotate --show=Ir,D1mr,D1mw,DLmr`),
+# RATE (requests/s: drive each row with hey at this fixed rate, 4
+# connections, instead of wrk's closed loop; see below).
+#
+# RATE=200: the idle regime. Under wrk a proxy is never idle and one
+# wake-up serves many requests; at a fixed low rate (compare.sh's 5,000
+# req/s is the same regime natively, RATE=200 is it under callgrind's
+# slowdown) every request pays a wake-up of its own (epoll_wait, the
+# runtime's park and unpark, timers), which wrk's figure hides.
+#   RATE=200 ROWS="nginx figway" benches/instructions.sh
 #
 # Row `figway-full` runs compare.sh's full-feature config (access log on,
 # 10,001 routes, health checks, outlier detection, a sticky split with
@@ -62,6 +71,13 @@ BASE_PORT="${BASE_PORT:-19300}"
 . "$HERE/lib.sh"
 
 need_tools nginx wrk valgrind strace curl
+RATE="${RATE:-}"
+if [[ -n "$RATE" ]]; then
+  if ! [[ "$RATE" =~ ^[0-9]+$ ]] || (( RATE < 4 )); then
+    die "RATE must be a whole number of requests/s, at least 4"
+  fi
+  need_tools hey
+fi
 
 if [[ -z "${FIGWAY_BIN:-}" ]]; then
   log "building figway and examples baseline_proxy, codec_floor, embed (release)"
@@ -117,8 +133,13 @@ taskset -c 0 nginx -p "$WORK/" -c "$WORK/upstream.conf" >/dev/null 2>&1 &
 PIDS+=($!)
 
 
-requests() { # wrk output -> requests completed
-  awk '/requests in/ {print $1}'
+load() { # seconds -> requests completed (wrk's closed loop, or hey at RATE)
+  if [[ -z "$RATE" ]]; then
+    wrk -t1 -c16 -d"$1s" "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" | awk '/requests in/ {print $1}'
+  else
+    hey -z "$1s" -c 4 -q $(( RATE / 4 )) "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" \
+      | awk '/^Status code distribution:/ {s = 1; next} s && /^ +\[[0-9]+\]/ {n += $2} END {print n + 0}'
+  fi
 }
 
 measure() { # row cmd...: prints one line of figures
@@ -131,9 +152,9 @@ measure() { # row cmd...: prints one line of figures
   pid=$!
   PIDS+=("$pid")
   wait_proxy "$pid" "$row"
-  wrk -t1 -c16 -d2s "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" >/dev/null
+  load 2 >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
-  n="$(wrk -t1 -c16 -d"${SECONDS_EACH}s" "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" | requests)"
+  n="$(load "$SECONDS_EACH")"
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
   [[ -n "$n" && "$n" -gt 0 ]] || die "$row: no requests counted"
@@ -149,12 +170,12 @@ measure() { # row cmd...: prints one line of figures
   pid=$!
   PIDS+=("$pid")
   wait_proxy "$pid" "$row"
-  wrk -t1 -c16 -d1s "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" >/dev/null
+  load 1 >/dev/null
   strace -c -f -p "$pid" -o "$WORK/$row.strace" 2>/dev/null &
   local tracer=$!
   sleep 0.5
   local m
-  m="$(wrk -t1 -c16 -d3s "${AUTH[@]}" "http://127.0.0.1:$PROXY$REQUEST_PATH" | requests)"
+  m="$(load 3)"
   sleep 0.2
   kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -167,7 +188,7 @@ measure() { # row cmd...: prints one line of figures
     'BEGIN { printf "%-14s %9.0f instructions/request (%d requests)  %5.2f syscalls/request\n", row, ir / n, n, c / m }'
 }
 
-log "callgrind, ${SECONDS_EACH}s of wrk -t1 -c16 on $REQUEST_PATH per row, then strace -c for 3s"
+log "callgrind, ${SECONDS_EACH}s of $([[ -z "$RATE" ]] && echo "wrk -t1 -c16" || echo "hey -c 4 at $RATE req/s") on $REQUEST_PATH per row, then strace -c for 3s"
 for row in $ROWS; do
   case "$row" in
     nginx) measure nginx nginx -p "$WORK/" -c "$WORK/nginx.conf" ;;

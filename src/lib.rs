@@ -42,7 +42,8 @@
 //!   `[routes.rate_limit]`), [`router`] (the segment trie and the match
 //!   order), [`metrics`] (the registry and pre-resolved handles;
 //!   `metrics::families`: every family's name, help and labels),
-//!   [`access_log`] (lines formatted per worker, written by a writer thread),
+//!   [`access_log`] (lines formatted per worker, written by a writer thread;
+//!   `access_log::format` says how a line reads),
 //!   [`inventory`] (the legacy inventory: per-worker Space-Saving summaries
 //!   of the path templates legacy upstreams answered, merged when read;
 //!   `inventory::template` folds identifiers into `{id}`).

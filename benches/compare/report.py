@@ -3,8 +3,8 @@
 
 Reads RESULTS/{meta.env,runs.tsv,rate.tsv,mem.tsv} and prints a plain-text
 table, then the same figures as markdown (to paste into docs/benchmarks.md).
-Throughput rows: median over the rounds, with min-max when there was more
-than one round.
+Throughput and fixed-rate rows: median over the rounds, with min-max when
+there was more than one round.
 """
 import os
 import statistics
@@ -78,16 +78,21 @@ def table(headers, rows, markdown):
     return "\n".join(out)
 
 
-def paired(runs, proxy, path):
-    """CPU per request over nginx's in the same round, as 'median (min-max)'.
+def paired_ratios(runs, proxy, path, field="cpu_us_per_req", ref="nginx"):
+    """`field` of `proxy` over `ref`'s in the same round, one ratio a round.
 
     Rounds interleave the rows, so a disturbance of the VM (another tenant,
     writeback) tends to hit every row of a round: one round's ratio moves
     less than the ratio of two medians taken over different rounds.
     """
-    cpu = {(r["proxy"], r["round"]): num(r.get("cpu_us_per_req")) for r in runs if r["path"] == path}
-    ratios = [v / cpu[("nginx", rnd)] for (p, rnd), v in cpu.items()
-              if p == proxy and v is not None and cpu.get(("nginx", rnd))]
+    vals = {(r["proxy"], r.get("round", "1")): num(r.get(field)) for r in runs if r["path"] == path}
+    return [v / vals[(ref, rnd)] for (p, rnd), v in vals.items()
+            if p == proxy and v is not None and vals.get((ref, rnd))]
+
+
+def paired(runs, proxy, path, field="cpu_us_per_req"):
+    """`field` over nginx's in the same round, as 'median (min-max)'."""
+    ratios = paired_ratios(runs, proxy, path, field)
     if not ratios:
         return "-"
     med = statistics.median(ratios)
@@ -157,6 +162,7 @@ def rate_rows(rate, order):
             spread([num(x["p50_ms"]) for x in rs], 2)[0], p99,
             spread([num(x["cpu_us_per_req"]) for x in rs], 1)[0] if proxy != "direct" else "-",
             ratio(p99_med, nginx_p99),
+            paired(rate, proxy, rs[0]["path"], "p99_ms") if proxy != "direct" else "-",
         ])
     return rows
 
@@ -182,6 +188,56 @@ def mem_rows(mem, order):
     return rows
 
 
+def median_of(rows, proxy, path, field):
+    vals = [num(r.get(field)) for r in rows if r["proxy"] == proxy and r["path"] == path]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def target_rows(runs, rate, mem):
+    """The request-path issue's targets, each judged on this run's medians
+    (and, where rounds pair, on the median of the per-round ratios)."""
+    rows = []
+
+    def check(name, value, limit, higher_is_better=False, shown=None, pair=None):
+        if value is None:
+            return
+        ok = value >= limit if higher_is_better else value <= limit
+        text = shown if shown is not None else f"{value:.2f}\u00d7"
+        if pair:
+            p = statistics.median(pair)
+            text += f" (paired {p:.2f}\u00d7)"
+        rows.append([name, text, "met" if ok else "NOT met"])
+
+    def vs(proxy, ref, path, field, rows_=runs):
+        a, b = median_of(rows_, proxy, path, field), median_of(rows_, ref, path, field)
+        return a / b if a is not None and b else None
+
+    for path, limit in (("/", 1.0), ("/big", 0.9)):
+        check(f"CPU \u00b5s/req on {path}, log on \u2264 {limit}\u00d7 nginx",
+              vs("figway", "nginx", path, "cpu_us_per_req"), limit,
+              pair=paired_ratios(runs, "figway", path))
+    check("full config within 10% of one route (CPU on /)",
+          vs("figway-full", "figway", "/", "cpu_us_per_req"), 1.10,
+          pair=paired_ratios(runs, "figway-full", "/", ref="figway"))
+    check("p99 on / at 64 connections \u2264 1.2\u00d7 nginx",
+          vs("figway", "nginx", "/", "p99_ms"), 1.2)
+    check("p99 at a fixed rate \u2264 nginx",
+          vs("figway", "nginx", "/", "p99_ms", rate), 1.0,
+          pair=paired_ratios(rate, "figway", "/", "p99_ms"))
+    by = {r["proxy"]: r for r in mem}
+    if "figway" in by:
+        r = by["figway"]
+        kib = num(r["kib_per_conn"])
+        check("memory per idle client connection \u2264 12 KiB", kib, 12.0, shown=f"{kib:.2f} KiB")
+        after = (int(r["rss_after_kib"]) - int(r["rss_before_kib"])) / 1024
+        check("RSS after the idle connections close \u2264 before + 20 MiB", after, 20.0,
+              shown=f"{after:+.1f} MiB")
+    check("req/s on / \u2265 0.95\u00d7 nginx", vs("figway", "nginx", "/", "rps"), 0.95,
+          higher_is_better=True, pair=paired_ratios(runs, "figway", "/", "rps"))
+    return rows
+
+
 def main():
     d = sys.argv[1]
     meta = read_meta(os.path.join(d, "meta.env"))
@@ -198,15 +254,20 @@ def main():
     # work for its system calls.
     th = ["proxy", "path", "req/s", "p50 ms", "p99 ms", "CPU \u00b5s/req", "user + sys \u00b5s",
           "CPU vs nginx", "CPU vs nginx, paired by round", "user vs nginx", "p99 vs nginx"]
-    rh = ["proxy", "path", "req/s", "p50 ms", "p99 ms", "CPU \u00b5s/req", "p99 vs nginx"]
+    rh = ["proxy", "path", "req/s", "p50 ms", "p99 ms", "CPU \u00b5s/req", "p99 vs nginx",
+          "p99 vs nginx, paired by round"]
     mh = ["proxy", "idle conns", "RSS before MiB", "RSS held MiB", "KiB/conn", "RSS after close MiB", "after \u2212 before MiB"]
     tr, rr, mr = throughput_rows(runs, order), rate_rows(rate, order), mem_rows(mem, order)
+    gh = ["target (request-path issue)", "this run", "met?"]
+    gr = target_rows(runs, rate, mem)
 
     rounds = meta.get("rounds", "?")
     spread_note = f"median over {rounds} rounds (min{DASH}max)" if rounds != "1" else "one round"
     wrk_note = f"wrk -t1 -c{meta.get('conns')} -d{meta.get('duration')}s --latency, {spread_note}"
+    rate_rounds = meta.get("rate_rounds", "1")
+    rate_spread = f"median over {rate_rounds} rounds (min{DASH}max)" if rate_rounds != "1" else "one round"
     rate_note = (f"hey -z {meta.get('rate_duration')}s -c {meta.get('rate_workers')} -q {meta.get('rate_qps')} "
-                 f"(target {int(meta.get('rate_workers', 0)) * int(meta.get('rate_qps', 0)):,} req/s)")
+                 f"(target {int(meta.get('rate_workers', 0)) * int(meta.get('rate_qps', 0)):,} req/s), {rate_spread}")
     mem_note = (f"{meta.get('idle_conns')} idle keep-alive client connections, each after one GET /; "
                 f"'after' = {meta.get('settle')} s after closing them all")
 
@@ -232,7 +293,9 @@ def main():
             print()
         for title, headers, rows in ((f"Throughput and latency: {wrk_note}", th, tr),
                                      (f"Fixed rate: {rate_note}", rh, rr),
-                                     (f"Memory: {mem_note}", mh, mr)):
+                                     (f"Memory: {mem_note}", mh, mr),
+                                     ("Against the targets (medians; paired = median of the per-round ratios)",
+                                      gh, gr)):
             if not rows:
                 continue
             print(f"**{title}**\n" if markdown else f"{title}\n")
