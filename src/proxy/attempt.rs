@@ -137,19 +137,7 @@ async fn attempts(
         let headers = request.as_ref().map(|r| r.headers())?;
         keys::key_hash(k, headers, ctx.client)
     });
-    // What respond adds to the answer's head: its x-request-id and the
-    // route's response edits. Its fields come as lines (`codec::lines`)
-    // when nothing reads them on the way to figway's own server: no edits,
-    // no shadow compare.
-    let edits = ctx
-        .route
-        .and_then(|r| snapshot.routes[r].headers.as_deref());
-    let form = client::Form {
-        room: 1 + edits.map_or(0, |e| e.response_set.len()),
-        lines: ctx.own_writer
-            && edits.is_none_or(|e| e.response_remove.is_empty() && e.response_set.is_empty())
-            && ctx.compare.is_none(),
-    };
+    let form = form(ctx);
     let host = match (ctx.forwarded_direct, request.as_ref()) {
         (true, Some(r)) => headers::find(r.headers(), &HOST).cloned(),
         _ => None,
@@ -214,6 +202,22 @@ async fn attempts(
         *request = None;
     }
     Err(last_error)
+}
+
+/// The form the answer's head is wanted in. Room for what respond adds to
+/// it: its x-request-id and the route's response edits. Its fields come as
+/// lines (`codec::lines`) when nothing reads them on the way to figway's
+/// own server: no edits, no shadow compare.
+fn form(ctx: &RequestCtx) -> client::Form {
+    let edits = ctx
+        .route
+        .and_then(|r| ctx.snapshot.routes[r].headers.as_deref());
+    client::Form {
+        room: 1 + edits.map_or(0, |e| e.response_set.len()),
+        lines: ctx.own_writer
+            && edits.is_none_or(|e| e.response_remove.is_empty() && e.response_set.is_empty())
+            && ctx.compare.is_none(),
+    }
 }
 
 /// A request every attempt at the route's upstream `from` failed to

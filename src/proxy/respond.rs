@@ -23,37 +23,7 @@ pub fn respond(
     mut ctx: Box<RequestCtx>,
     outcome: Result<Response<UpstreamBody>, ErrorKind>,
 ) -> Response<ResponseBody> {
-    let outcome = match outcome {
-        // A server must not switch to a protocol the client did not ask
-        // for (RFC 9110 §15.2.2): after a 101 to a plain request, nothing
-        // follows that the client could read, and the connection it came
-        // on is in no state to serve again (dropped with the answer).
-        Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS && ctx.upgrade.is_none() => {
-            Err(ErrorKind::UpstreamReset)
-        }
-        other => other,
-    };
-    let (mut parts, mut source) = match outcome {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            headers::remove_hop_by_hop(&mut parts.headers);
-            parts.version = Version::HTTP_11;
-            (parts, Source::Upstream(body))
-        }
-        // A framing error is answered plain whatever the request claims:
-        // its answer closes the connection (nothing after the head can be
-        // trusted to be a request), which only the plain answer says.
-        Err(kind) if ctx.grpc && kind != ErrorKind::BadFraming => {
-            ctx.error = Some(kind);
-            let (parts, body) = grpc_answer(kind).into_parts();
-            (parts, Source::Full(body))
-        }
-        Err(kind) => {
-            ctx.error = Some(kind);
-            let (parts, body) = own_answer(kind).into_parts();
-            (parts, Source::Full(Some(body)))
-        }
-    };
+    let (mut parts, mut source) = head(&mut ctx, outcome);
     if ctx.error == Some(ErrorKind::RateLimited) {
         parts
             .headers
@@ -98,6 +68,45 @@ pub fn respond(
             Response::from_parts(parts, ResponseBody::empty())
         }
         source => Response::from_parts(parts, ResponseBody::new(source, ctx)),
+    }
+}
+
+/// The answer's head and where its body comes from: the upstream's, or
+/// figway's own answer to the error (plain or gRPC), noted in `ctx`.
+fn head(
+    ctx: &mut RequestCtx,
+    outcome: Result<Response<UpstreamBody>, ErrorKind>,
+) -> (http::response::Parts, Source) {
+    let outcome = match outcome {
+        // A server must not switch to a protocol the client did not ask
+        // for (RFC 9110 §15.2.2): after a 101 to a plain request, nothing
+        // follows that the client could read, and the connection it came
+        // on is in no state to serve again (dropped with the answer).
+        Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS && ctx.upgrade.is_none() => {
+            Err(ErrorKind::UpstreamReset)
+        }
+        other => other,
+    };
+    match outcome {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers);
+            parts.version = Version::HTTP_11;
+            (parts, Source::Upstream(body))
+        }
+        // A framing error is answered plain whatever the request claims:
+        // its answer closes the connection (nothing after the head can be
+        // trusted to be a request), which only the plain answer says.
+        Err(kind) if ctx.grpc && kind != ErrorKind::BadFraming => {
+            ctx.error = Some(kind);
+            let (parts, body) = grpc_answer(kind).into_parts();
+            (parts, Source::Full(body))
+        }
+        Err(kind) => {
+            ctx.error = Some(kind);
+            let (parts, body) = own_answer(kind).into_parts();
+            (parts, Source::Full(Some(body)))
+        }
     }
 }
 

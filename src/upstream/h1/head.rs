@@ -190,15 +190,7 @@ pub fn parse_response(
     if len > MAX_HEAD {
         return Err(Refused::TooLarge);
     }
-    let status = StatusCode::from_u16(line.code).map_err(|_| Refused::Malformed)?;
-    let version = match line.minor {
-        0 => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let reason = &buf[line.reason.0..line.reason.1];
-    let reason = (!reason.is_empty()
-        && Some(reason) != status.canonical_reason().map(str::as_bytes))
-    .then(|| Bytes::copy_from_slice(reason));
+    let (status, version, reason) = status_line(&line, buf)?;
     // The lines that say how the message is framed and whether the
     // connection lives on are noted first; the hop-by-hop ones (which the
     // proxy removes from every answer) stay out of the answer's fields, but
@@ -262,6 +254,25 @@ pub fn parse_response(
         lines,
     }))
 }
+
+/// The status line's code, version, and reason when it is not the code's
+/// canonical one (kept for the client, as hyper keeps it).
+fn status_line(
+    line: &scan::Status,
+    buf: &[u8],
+) -> Result<(StatusCode, Version, Option<Bytes>), Refused> {
+    let status = StatusCode::from_u16(line.code).map_err(|_| Refused::Malformed)?;
+    let version = match line.minor {
+        0 => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let reason = &buf[line.reason.0..line.reason.1];
+    let reason = (!reason.is_empty()
+        && Some(reason) != status.canonical_reason().map(str::as_bytes))
+    .then(|| Bytes::copy_from_slice(reason));
+    Ok((status, version, reason))
+}
+
 /// What a response head's lines say about its framing and its connection
 /// (RFC 9112 §6.3, §9.3), noted line by line.
 #[derive(Default)]
