@@ -21,8 +21,13 @@ pub fn now_ns() -> u64 {
 
 pub fn to_ms(t: Instant) -> u64 {
     let base = *BASE.get_or_init(Instant::now);
-    // Never 0, which `ejected_until` uses for "never ejected".
-    u64::try_from(t.saturating_duration_since(base).as_millis()).unwrap_or(u64::MAX) + 1
+    let d = t.saturating_duration_since(base);
+    // In u64 (`as_millis` is a u128 and its division a call); never 0,
+    // which `ejected_until` uses for "never ejected".
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
+        .saturating_add(1)
 }
 
 /// The wall-clock time of clock milliseconds `ms`, for the admin API.

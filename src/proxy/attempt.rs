@@ -105,7 +105,7 @@ pub fn send(
         // request ~350 instructions of copies (benches/instructions.sh).
         // The request's start is close enough to the first attempt's (the
         // route phase read it the same way), and saves a clock read.
-        let now = clock::to_ms(ctx.start);
+        let now = ctx.start_ms;
         let kind = match attempts(ctx, chosen, &mut request, resend.as_deref(), now).await {
             Ok(response) => return Ok(response),
             Err(kind) => kind,

@@ -78,6 +78,9 @@ pub struct RequestCtx {
     /// On tokio's clock, as `clock`'s milliseconds are: the route phase
     /// reads its "now" off it rather than the clock again.
     pub start: Instant,
+    /// `start` in `clock` milliseconds, for the phases that pick by it
+    /// (route, attempt): converted once.
+    pub start_ms: u64,
     pub request_id: HeaderValue,
     /// The client address for keys and the log (SPEC §3).
     pub client: IpAddr,
@@ -164,6 +167,7 @@ impl RequestCtx {
             conn,
             snapshot,
             start,
+            start_ms: crate::clock::to_ms(start),
             request_id: HeaderValue::from_static(""),
             client,
             route: None,

@@ -10,7 +10,6 @@ use http::request::Parts;
 use http::{HeaderMap, Method};
 
 use super::context::RequestCtx;
-use crate::clock;
 use crate::decision::{self, Decision};
 use crate::error::ErrorKind;
 use crate::state::{Route, Snapshot};
@@ -52,7 +51,7 @@ pub fn route(
     let side = route.sides[side_index].upstream;
     // The request's start is "now" for ejections and breakers: read
     // microseconds ago, and a clock read a request cheaper.
-    let chosen = choose_upstream(&ctx.snapshot, route, side, clock::to_ms(ctx.start));
+    let chosen = choose_upstream(&ctx.snapshot, route, side, ctx.start_ms);
     ctx.route = Some(route_index);
     ctx.upstream = Some(side);
     let (upstream, guard) = chosen.map_err(|(kind, refused)| {
