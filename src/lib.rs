@@ -77,8 +77,11 @@
 //! - [`reload`] (file watch, SIGHUP, `POST /reload` → parse, compile, swap),
 //!   [`admin`] (the admin API), [`server`] (listeners, connection cap,
 //!   the accept loop and the drain; `server::conn`: one client
-//!   connection, its first bytes, TLS, which HTTP server; `server::h1`:
-//!   figway's own HTTP/1.1 server for plain connections), [`table`] (text
+//!   connection, its first bytes, which HTTP server; `server::auto`: TLS,
+//!   h2c and undecided connections under hyper-util's auto builder;
+//!   `server::until_done`: the drain's graceful close and the head
+//!   deadline, for either server; `server::h1`: figway's own HTTP/1.1
+//!   server for plain connections), [`table`] (text
 //!   renderings).
 //! - [`demo`]: `figway demo`, stub services on loopback behind the real
 //!   server; its `demo::stub` is the stub upstream the examples and tests

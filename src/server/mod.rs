@@ -22,16 +22,20 @@ use tokio::task::JoinSet;
 
 use crate::state::Shared;
 
+mod auto;
 mod conn;
 mod drain;
 mod h1;
+mod until_done;
 
-use conn::{connection, Http, Listening};
+use auto::Http;
+use conn::{connection, Listening};
 use drain::Drain;
 
 use crate::framing::ConnFlags;
 use crate::proxy::ConnCtx;
-pub use conn::{http_builder, ActiveConnection};
+pub use auto::http_builder;
+pub use conn::ActiveConnection;
 
 /// Binds a listening socket with SO_REUSEPORT (SPEC §9), beside any
 /// listener on `address` that set it too: this process's other workers, and
@@ -129,8 +133,7 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
     };
     let listening = Arc::new(Listening {
         shared: shared.clone(),
-        http: Http::new(&shared),
-        tls,
+        http: Http::new(&shared, tls),
         drain: Drain::new(),
     });
     let limit = shared.connection_slots.clone();
@@ -171,7 +174,7 @@ pub async fn serve(proxy: TcpListener, shared: Arc<Shared>, shutdown: impl Futur
             shared.clone(),
             peer,
             ConnFlags::new(),
-            listening.tls.is_some(),
+            listening.http.tls.is_some(),
         ));
         // Spawned as it is, not inside an `async` block that awaits it:
         // such a block keeps the future twice (its capture and its await),
