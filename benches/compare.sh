@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # figway side by side with nginx and HAProxy, on one machine, over loopback.
 #
-#   benches/compare.sh            # full run: about 8.5 minutes with the defaults
+#   benches/compare.sh            # full run: about 8 minutes with the defaults
 #   QUICK=1 benches/compare.sh    # smoke run: about 1.5 minutes
 #
 # See docs/benchmarks.md for what is measured and how, and `benches/compare.sh
