@@ -149,8 +149,8 @@ struct Shape {
     connection: Option<&'static str>,
     /// The connection ends after this answer.
     last: bool,
-    /// The framing is settled already (a 101, a 2xx to CONNECT): a
-    /// framing header is at odds with it.
+    /// The framing is settled already (a 2xx to CONNECT: the tunnel's
+    /// bytes follow the head): a framing header is at odds with it.
     framed: bool,
     /// The request was a HEAD.
     head: bool,
