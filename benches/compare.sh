@@ -24,9 +24,9 @@ Environment (defaults in brackets):
   ROUNDS          interleaved rounds over all proxies and paths [5]
   CONNS           wrk connections [64]
   WARMUP          seconds of warm-up per proxy before the first round [2]
-  PROXIES         rows for the wrk runs, in order [direct nginx haproxy figway-nolog figway figway-full]
+  PROXIES         rows for the wrk runs, in order [direct nginx figway figway-full figway-nolog haproxy]
   PATHS           paths to load with wrk [/ /big]
-  RATE_PROXIES    rows for the fixed-rate test [direct nginx haproxy figway figway-full]
+  RATE_PROXIES    rows for the fixed-rate test [direct nginx figway figway-full haproxy]
   RATE_ROUNDS     interleaved rounds of the fixed-rate test [3]
   RATE_DURATION   seconds per fixed-rate run [5]
   RATE_WORKERS    hey workers (-c) [50]
@@ -86,17 +86,20 @@ COMMAND+="benches/compare.sh"
 if [[ "${QUICK:-0}" == 1 ]]; then
   : "${DURATION:=2}" "${ROUNDS:=1}" "${WARMUP:=1}" "${RATE_ROUNDS:=1}" "${RATE_DURATION:=3}" "${IDLE_CONNS:=1000}" "${SETTLE:=2}"
 fi
-# Five short rounds rather than three long ones: on this kind of VM the
-# kernel's share of a run settles into one of two levels for the whole
-# run (sys 11 or 15 µs a request, for every proxy alike), so more runs,
-# not longer ones, are what steady a median.
+# DURATION and ROUNDS: five short rounds rather than three long ones: on
+# this kind of VM the kernel's share of a run settles into one of two
+# levels for the whole run (sys 11 or 15 µs a request, for every proxy
+# alike), so more runs, not longer ones, are what steady a median.
 DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-5}"
 CONNS="${CONNS:-64}"
 WARMUP="${WARMUP:-2}"
-PROXIES="${PROXIES-direct nginx haproxy figway-nolog figway figway-full}"
+# figway next to nginx, and the full config next to figway: within a
+# round, rows next to each other run back to back (below), and the
+# targets' paired ratios read best so.
+PROXIES="${PROXIES-direct nginx figway figway-full figway-nolog haproxy}"
 PATHS="${PATHS:-/ /big}"
-RATE_PROXIES="${RATE_PROXIES-direct nginx haproxy figway figway-full}"
+RATE_PROXIES="${RATE_PROXIES-direct nginx figway figway-full haproxy}"
 RATE_ROUNDS="${RATE_ROUNDS:-3}"
 RATE_DURATION="${RATE_DURATION:-5}"
 RATE_WORKERS="${RATE_WORKERS:-50}"
@@ -416,9 +419,14 @@ if [[ -n "${PROXIES// /}" ]]; then
   fi
   printf 'round\tproxy\tpath\trps\tp50_ms\tp99_ms\trequests\terrors\tnon2xx\tcpu_us_per_req\tuser_us_per_req\tsys_us_per_req\n' > "$WORK/results/runs.tsv"
   n=0
+  # Path by path within a round, so that rows next to each other in
+  # PROXIES run back to back on each path: the kernel's level (see
+  # DURATION above) is a state of the machine that lasts tens of seconds,
+  # and a round's paired ratio then compares two proxies in the same state
+  # far more often than with every row's paths run in a block.
   for ((round = 1; round <= ROUNDS; round++)); do
-    for row in $PROXIES; do
-      for path in $PATHS; do
+    for path in $PATHS; do
+      for row in $PROXIES; do
         n=$(( n + 1 ))
         res="$(run_wrk "$row" "$path" "$DURATION")"
         read -r rps p50 p99 reqs errs non2xx cpu user sys <<<"$res"
