@@ -19,7 +19,10 @@
 # (default "nginx figway-nolog figway"; also figway-full), SECONDS_EACH
 # (8), CONNECTIONS (64), FREQ (samples a second, 10000), BASE_PORT
 # (19400), TOP (symbols listed per row, 25), KEEP_PERF=DIR (keep each
-# row's perf.data), SKIP_INSTALL=1,
+# row's perf.data), SKIP_INSTALL=1, RATE (requests/s: drive each row with
+# hey at this fixed rate, 50 connections, instead of wrk's closed loop:
+# compare.sh's fixed-rate regime, where a proxy is mostly idle and every
+# few requests pay a wake-up; CPU 1's idle time shows as `swapper`),
 # CALL_GRAPH (perf's --call-graph: fp by default; figway has no frame
 # pointers, so `dwarf` when the question is who calls a symbol, then
 #   perf report -i DIR/figway.perf --no-children -S SYMBOL -G
@@ -40,6 +43,13 @@ CALL_GRAPH="${CALL_GRAPH:-fp}"
 . "$HERE/lib.sh"
 
 need_tools nginx wrk curl
+RATE="${RATE:-}"
+if [[ -n "$RATE" ]]; then
+  if ! [[ "$RATE" =~ ^[0-9]+$ ]] || (( RATE < 50 )); then
+    die "RATE must be a whole number of requests/s, at least 50"
+  fi
+  need_tools hey
+fi
 # perf's Debian package is not named after it.
 if ! command -v perf >/dev/null; then
   [[ "${SKIP_INSTALL:-0}" == 1 ]] && die "missing: perf (Debian package linux-perf)"
@@ -79,16 +89,25 @@ start() { # row
   esac
 }
 
-log "perf cpu-clock at ${FREQ} Hz on CPU 1, ${SECONDS_EACH}s of wrk -t1 -c$CONNECTIONS on / per row"
+load() { # seconds -> requests completed (wrk's closed loop, or hey at RATE)
+  if [[ -z "$RATE" ]]; then
+    taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"$1s" "http://127.0.0.1:$PROXY/" | awk '/requests in/ {print $1}'
+  else
+    taskset -c 0 hey -z "$1s" -c 50 -q $(( RATE / 50 )) "http://127.0.0.1:$PROXY/" \
+      | awk '/^Status code distribution:/ {s = 1; next} s && /^ +\[[0-9]+\]/ {n += $2} END {print n + 0}'
+  fi
+}
+
+log "perf cpu-clock at ${FREQ} Hz on CPU 1, ${SECONDS_EACH}s of $([[ -z "$RATE" ]] && echo "wrk -t1 -c$CONNECTIONS" || echo "hey -c 50 at $RATE req/s") on / per row"
 for row in $ROWS; do
   start "$row" >"$WORK/$row.stdout" 2>"$WORK/$row.stderr" &
   pid=$!
   PIDS+=("$pid")
   wait_proxy "$pid" "$row"
-  taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$PROXY/" >/dev/null
+  load 2 >/dev/null
   perf record -q -e cpu-clock -F "$FREQ" -C 1 --call-graph "$CALL_GRAPH" -o "$WORK/$row.perf" -- sleep "$SECONDS_EACH" 2>/dev/null &
   rec=$!
-  n="$(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_EACH}s" "http://127.0.0.1:$PROXY/" | awk '/requests in/ {print $1}')"
+  n="$(load "$SECONDS_EACH")"
   wait "$rec" || true
   # nginx runs a master and a worker: stop the whole group.
   pkill -P "$pid" 2>/dev/null || true
