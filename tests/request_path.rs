@@ -449,6 +449,59 @@ async fn requests_never_wait_on_a_stalled_access_log() {
     drop(f);
 }
 
+/// Context switches the thread of `pid` named `name` (as /proc shows it,
+/// cut to 15 bytes) has made so far.
+fn thread_switches(pid: u32, name: &str) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let task = tasks.filter_map(|t| t.ok()).find(|t| {
+        std::fs::read_to_string(t.path().join("comm")).is_ok_and(|n| n.trim() == name)
+    })?;
+    let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+    let count = |key: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some(count("voluntary_ctxt_switches:")? + count("nonvoluntary_ctxt_switches:")?)
+}
+
+/// With no requests the writer thread sleeps instead of waking every
+/// 10 ms (30 times in this test's quiet 300 ms), and the next request's
+/// line still comes out: the worker that queues it wakes the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_proxys_log_writer_sleeps_and_wakes_for_the_next_line() {
+    const WRITER: &str = "figway-access-l";
+    let b = Backend::start("mono").await;
+    let f = spawn_logging(&logging_config(&route_all(&b.url())));
+    let f = &f;
+    let get = |id: &'static str| async move {
+        let mut client = RawClient::connect(f.addr).await;
+        let req = format!("GET /idle HTTP/1.1\r\nHost: t\r\nx-request-id: {id}\r\n\r\n");
+        client.send(req.as_bytes()).await.unwrap();
+        let a = client.answer().await.unwrap();
+        assert_eq!(a.status, 200, "{}", a.head);
+        let line = tokio::task::block_in_place(|| f.next_line());
+        assert_eq!(parse_line(&line)["request_id"], id, "{line}");
+    };
+
+    get("idle-1").await;
+    // The tick after the line's finds nothing, and the writer sleeps.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid = f.child.id();
+    let before = thread_switches(pid, WRITER).expect("no access-log writer thread");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = thread_switches(pid, WRITER).expect("the writer thread is gone");
+    assert!(
+        after - before <= 2,
+        "the log writer woke {} times in 300 ms with nothing to write",
+        after - before
+    );
+
+    get("idle-2").await;
+    get("idle-3").await;
+}
+
 // === workers: one runtime and one listener per worker ===
 
 /// Names of the binary's threads, from /proc.

@@ -4,10 +4,12 @@
 //! Off the request path: a worker formats its line into a buffer of its
 //! own thread (no allocation, no lock another worker takes), and a writer
 //! thread swaps the buffers out and writes them in batches, every
-//! [`FLUSH_EVERY`] or sooner when a buffer fills. It is bounded: a buffer
-//! that reaches [`MAX_BUFFERED`] because the writer fell behind (a slow
-//! disk, a stdout pipe nobody reads) drops further lines and counts them
-//! (`figway_access_log_dropped_total`); a request never waits on the log.
+//! [`FLUSH_EVERY`] or sooner when a buffer fills, and not at all while no
+//! lines come (an idle proxy has no thread waking it). It is bounded: a
+//! buffer that reaches [`MAX_BUFFERED`] because the writer fell behind (a
+//! slow disk, a stdout pipe nobody reads) drops further lines and counts
+//! them (`figway_access_log_dropped_total`); a request never waits on the
+//! log.
 //! How a line reads (JSON or pretty, escaping, the timestamp) is
 //! [`format`]'s; this module is how lines get out.
 //!
@@ -64,7 +66,14 @@ pub fn write(line: &Line<'_>) {
             LogFormat::Pretty => format::pretty(&mut buf, line),
         }
         buf.push(b'\n');
-        if buf.len() >= WAKE_AT && !writer.woken.swap(true, Ordering::Relaxed) {
+        // `idle` is read under the buffer's lock: see `Writer::idle`.
+        let wake = if writer.idle.load(Ordering::Relaxed) {
+            writer.idle.swap(false, Ordering::Relaxed)
+        } else {
+            buf.len() >= WAKE_AT && !writer.woken.swap(true, Ordering::Relaxed)
+        };
+        drop(buf);
+        if wake {
             writer.thread.unpark();
         }
     });
@@ -85,6 +94,13 @@ struct Writer {
     thread: Thread,
     /// Set by a worker that woke the writer early; cleared by the writer.
     woken: AtomicBool,
+    /// The writer found nothing to write and sleeps until a line comes: an
+    /// idle proxy's writer does not tick. Set by the writer before it looks
+    /// at the buffers a last time, read (and cleared, by the one that wakes
+    /// the writer) by a worker under its buffer's lock after queueing a
+    /// line; the locks order the two, so either the writer finds the line
+    /// or the worker finds the writer asleep.
+    idle: AtomicBool,
     /// The empty buffer the writer swaps in for a thread's lines; its lock
     /// serialises draining (the writer thread and [`flush`]), so lines keep
     /// their order per thread.
@@ -101,12 +117,16 @@ fn writer() -> &'static Writer {
     WRITER.get_or_init(|| {
         let handle = std::thread::Builder::new()
             .name("figway-access-log".into())
-            .spawn(|| loop {
-                std::thread::park_timeout(FLUSH_EVERY);
-                if let Some(w) = WRITER.get() {
-                    w.woken.store(false, Ordering::Relaxed);
-                    w.drain();
-                }
+            .spawn(|| {
+                // `writer()` returns once the thread is spawned; the first
+                // line is queued right after.
+                let w = loop {
+                    if let Some(w) = WRITER.get() {
+                        break w;
+                    }
+                    std::thread::park_timeout(FLUSH_EVERY);
+                };
+                w.run()
             });
         let thread = match handle {
             Ok(h) => h.thread().clone(),
@@ -117,12 +137,45 @@ fn writer() -> &'static Writer {
             buffers: Mutex::new(Vec::new()),
             thread,
             woken: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
             draining: Mutex::new(Vec::with_capacity(WAKE_AT)),
         }
     })
 }
 
 impl Writer {
+    /// The writer thread: every [`FLUSH_EVERY`] (sooner when a worker's
+    /// buffer fills) it writes what the workers queued; after a tick with
+    /// nothing to write it sleeps until the next line, then gives that
+    /// line's burst a tick to gather before writing it.
+    fn run(&self) -> ! {
+        loop {
+            std::thread::park_timeout(FLUSH_EVERY);
+            self.woken.store(false, Ordering::Relaxed);
+            if self.drain() {
+                continue;
+            }
+            self.idle.store(true, Ordering::Relaxed);
+            if self.any_queued() {
+                self.idle.store(false, Ordering::Relaxed);
+                continue;
+            }
+            // The worker that queues the next line clears `idle` and
+            // unparks; a spurious wake-up finds `idle` still set.
+            while self.idle.load(Ordering::Relaxed) {
+                std::thread::park();
+            }
+        }
+    }
+
+    /// Whether any thread's buffer holds a line, each read under its lock.
+    fn any_queued(&self) -> bool {
+        let buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        buffers
+            .iter()
+            .any(|b| !b.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
+    }
+
     fn register(&self) -> Arc<Mutex<Vec<u8>>> {
         let buffer = Arc::new(Mutex::new(Vec::with_capacity(4096)));
         self.buffers
@@ -139,7 +192,8 @@ impl Writer {
     /// copying the lines out was ~250 instructions a request, on the core
     /// the workers share), and the thread keeps logging into the buffer it
     /// got, which keeps the capacity the writer's had.
-    fn drain(&self) {
+    /// Returns whether it wrote anything.
+    fn drain(&self) -> bool {
         let mut batch = self.draining.lock().unwrap_or_else(|e| e.into_inner());
         let buffers: Vec<_> = {
             let mut list = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
@@ -150,6 +204,7 @@ impl Writer {
             buffers
         };
         let mut stdout = None;
+        let mut wrote = false;
         for buffer in &buffers {
             {
                 let mut lines = buffer.lock().unwrap_or_else(|e| e.into_inner());
@@ -160,11 +215,13 @@ impl Writer {
             }
             let out = stdout.get_or_insert_with(|| std::io::stdout().lock());
             let _ = out.write_all(&batch);
+            wrote = true;
             batch.clear();
             // A burst's buffer is not kept at its peak size.
             if batch.capacity() > 4 * WAKE_AT {
                 batch.shrink_to(WAKE_AT);
             }
         }
+        wrote
     }
 }
