@@ -453,9 +453,9 @@ async fn requests_never_wait_on_a_stalled_access_log() {
 /// cut to 15 bytes) has made so far.
 fn thread_switches(pid: u32, name: &str) -> Option<u64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let task = tasks.filter_map(|t| t.ok()).find(|t| {
-        std::fs::read_to_string(t.path().join("comm")).is_ok_and(|n| n.trim() == name)
-    })?;
+    let task = tasks
+        .filter_map(|t| t.ok())
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|n| n.trim() == name))?;
     let status = std::fs::read_to_string(task.path().join("status")).ok()?;
     let count = |key: &str| -> Option<u64> {
         status
