@@ -1,15 +1,106 @@
 //! Milliseconds on tokio's clock since the first call, for state kept in
 //! atomics (ejections, the retry budget). tokio's clock, not the system's,
 //! so tests can pause and advance time and ejections never jump with NTP.
+//!
+//! And [`now`], the request path's reading of that clock: one per poll of
+//! a connection's task ([`PollScope`]), as nginx reads the time once per
+//! turn of its event loop. A request used to read it five times (its
+//! start, the upstream head's deadline, the pooled connection's idle
+//! stamp, its end, the next head's deadline), ~60 ns each on this VM's
+//! clock source (benches/cpu_profile.sh); the reads in one poll are
+//! microseconds apart. Now it reads it three times: once in the poll its
+//! head arrives in, once in the poll its answer does, and at its end
+//! ([`fresh`], so that its duration is its own).
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use tokio::time::Instant;
 
 static BASE: OnceLock<Instant> = OnceLock::new();
 
+/// [`now`] in milliseconds.
 pub fn now_ms() -> u64 {
-    to_ms(Instant::now())
+    to_ms(now())
+}
+
+thread_local! {
+    /// In a [`PollScope`]: `(true, the scope's reading once taken)`.
+    static POLL: Cell<(bool, Option<Instant>)> = const { Cell::new((false, None)) };
+}
+
+/// Now on tokio's clock: in a [`PollScope`] the scope's first reading,
+/// elsewhere the clock itself.
+pub fn now() -> Instant {
+    POLL.with(|poll| match poll.get() {
+        (true, Some(read)) => read,
+        (true, None) => {
+            let read = Instant::now();
+            poll.set((true, Some(read)));
+            read
+        }
+        (false, _) => Instant::now(),
+    })
+}
+
+/// Now on tokio's clock, read afresh: for a request's end, so that one
+/// answered in the poll it arrived in still has a duration. In a
+/// [`PollScope`] it becomes the scope's reading, for what follows (the
+/// next head's deadline).
+pub fn fresh() -> Instant {
+    let read = Instant::now();
+    POLL.with(|poll| {
+        if poll.get().0 {
+            poll.set((true, Some(read)));
+        }
+    });
+    read
+}
+
+/// Whether `due` has passed, by `timer`, a timer set no later than `due`:
+/// when it fires early it is moved on to `due`. Request paths move their
+/// deadlines on with every request (the next head's, the upstream
+/// answer's) and store them as plain instants; the timer is moved only
+/// when it fires, once a timeout's length on a busy connection, where
+/// moving it per request was an update of the runtime's timer each time
+/// (~120 instructions, benches/instructions.sh).
+pub fn passed(
+    cx: &mut std::task::Context<'_>,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    due: Instant,
+) -> bool {
+    loop {
+        if std::future::Future::poll(timer.as_mut(), cx).is_pending() {
+            return false;
+        }
+        if timer.deadline() >= due {
+            return true;
+        }
+        timer.as_mut().reset(due);
+    }
+}
+
+/// The span of one poll of a connection's task, for [`now`]: made at the
+/// poll's start, dropped at its end. A poll is bounded work (tokio's
+/// budget; no blocking on the request path), so its reading is at most
+/// microseconds old, well within what the readings serve: timeouts of a
+/// second or more, the access log's durations in microseconds.
+pub struct PollScope {
+    outer: (bool, Option<Instant>),
+}
+
+impl PollScope {
+    pub fn enter() -> PollScope {
+        PollScope {
+            outer: POLL.replace((true, None)),
+        }
+    }
+}
+
+impl Drop for PollScope {
+    fn drop(&mut self) {
+        POLL.set(self.outer);
+    }
 }
 
 /// Nanoseconds on the same clock, for rates finer than a millisecond (the
@@ -129,6 +220,32 @@ pub fn unix_ms_to_system(ms: i64) -> std::time::SystemTime {
 mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
+
+    /// In a poll's scope the clock is read once; outside it, every time;
+    /// the next scope reads it afresh.
+    #[test]
+    fn one_reading_per_poll_scope() {
+        let wait = || std::thread::sleep(Duration::from_millis(2));
+        let outside = now();
+        wait();
+        assert!(now() > outside, "outside a scope the clock is read");
+        let first = {
+            let _scope = PollScope::enter();
+            let first = now();
+            wait();
+            assert_eq!(now(), first, "one reading per scope");
+            first
+        };
+        wait();
+        assert!(now() > first, "the scope's reading ends with it");
+        let _scope = PollScope::enter();
+        let second = now();
+        assert!(second > first, "a new scope reads the clock again");
+        wait();
+        let end = fresh();
+        assert!(end > second, "fresh reads the clock");
+        assert_eq!(now(), end, "and is the scope's reading after");
+    }
 
     /// Within a second of a reading, the wall clock is that reading moved
     /// on by tokio's clock; past it, the wall clock is read again.

@@ -1,7 +1,8 @@
 //! Regression tests for the review fixes (SPEC §1, §2, §4, §5, §7): a
 //! client's own `x-figway-shadow` never reaches the primary; `[admin]` may
 //! not share `[listen]`'s port; `request_timeout` waits on a slow but moving
-//! upload and then counts from its end; chunked idempotent bodies are kept
+//! upload and then counts from its end, and counts from each request's
+//! start on a kept upstream connection; chunked idempotent bodies are kept
 //! for a retry; idle upstream connections close without traffic;
 //! `protocol` is validated; counts are range-checked, not truncated; HTTP/2
 //! cookie fields reach an HTTP/1.1 upstream as one header; `/routes` orders
@@ -378,6 +379,65 @@ to = "hang"
     );
     assert_eq!(hang.count(), 1);
     assert_eq!(&hang.last().body[..], &whole[..]);
+}
+
+/// `request_timeout` counts from each request's start on a pooled
+/// upstream connection kept across many (its timer is moved on lazily,
+/// when it fires: `clock::passed`): answers that each take a third of the
+/// limit, one after another on the same connection for twice the limit,
+/// are never cut; one that takes longer than the limit is, in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_counts_from_each_request_on_a_kept_connection() {
+    let b = Backend::with(|seen| async move {
+        let wait = if seen.uri.path() == "/slow" {
+            2000
+        } else {
+            100
+        };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        Response::new(full("late or not"))
+    })
+    .await;
+    let f = Figway::start(&config(&format!(
+        "[upstreams.m]\ntargets = [\"{}\"]\nrequest_timeout = \"300ms\"\nretries = 0\n\
+         [[routes]]\nprefix = \"/\"\nto = \"m\"\n",
+        b.url()
+    )))
+    .await;
+    let mut client = H1::connect(f.addr).await;
+    let start = Instant::now();
+    for i in 0..6 {
+        let req = Request::get("/fast")
+            .header("host", "t")
+            .body(full(""))
+            .unwrap();
+        let a = client.send(req).await;
+        assert_eq!(a.status, StatusCode::OK, "request {i}: {}", a.text());
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(600),
+        "the requests took only {:?}: the test proved nothing",
+        start.elapsed()
+    );
+    let kept = b.accepted();
+
+    let asked = Instant::now();
+    let req = Request::get("/slow")
+        .header("host", "t")
+        .body(full(""))
+        .unwrap();
+    let a = client.send(req).await;
+    let took = asked.elapsed();
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT, "{}", a.text());
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "504 after {took:?} (request_timeout 300ms)"
+    );
+    assert_eq!(
+        b.accepted(),
+        1,
+        "the slow request went on the kept connection"
+    );
 }
 
 // === 4. chunked idempotent bodies are retried ===

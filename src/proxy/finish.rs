@@ -172,7 +172,7 @@ impl Drop for RequestCtx {
             // Dropped before an answer: the client left (nginx's 499).
             None => 499,
         };
-        let elapsed = self.start.elapsed();
+        let elapsed = crate::clock::fresh().saturating_duration_since(self.start);
         let snapshot = &self.snapshot;
         let route = self.route.map(|r| &snapshot.routes[r]);
         let metrics = match (route, self.upstream) {

@@ -92,7 +92,7 @@ pub fn handle(
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
     // Boxed once here: the context rides in the answer's body, which hyper
     // moves several times.
-    let mut ctx = Box::new(RequestCtx::new(conn, tokio::time::Instant::now()));
+    let mut ctx = Box::new(RequestCtx::new(conn, crate::clock::now()));
     ctx.own_writer = writer == Writer::Own;
     let (mut parts, body) = req.into_parts();
     ctx.request_id = headers::request_id(&mut parts.headers);

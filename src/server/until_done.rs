@@ -77,6 +77,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is a pointer, a flag or boxed: the future is Unpin.
         let this = self.get_mut();
+        let _now = crate::clock::PollScope::enter();
         // The connection is polled first, so by the time it hears of the
         // drain it has read the bytes `first_bytes` saw and, under the
         // auto builder, left its version sniffing, where a graceful

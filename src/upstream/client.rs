@@ -370,10 +370,11 @@ async fn send_h2c(
     let stream = Stream::new(state);
     let upload = request.body().upload().cloned();
     let mut timer = std::pin::pin!(tokio::time::sleep(timeouts.request));
+    let due = timer.deadline();
     let attempt = HeadWithin::new(
         timeouts.request,
         upload.as_deref(),
-        timer.as_mut(),
+        (timer.as_mut(), due),
         sender.send_request(request),
     )
     .await;

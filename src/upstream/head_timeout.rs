@@ -8,25 +8,27 @@
 //! its last byte.
 //!
 //! The timer is the caller's, lent: an HTTP/1.1 connection keeps one for
-//! its whole life (`h1::conn::Conn::head_timer`) and each exchange moves its
-//! deadline on, which tokio does with one atomic update while the new
-//! deadline is later than the one registered; a timer made and dropped
-//! per request was a registration and a removal in the runtime's timer
-//! wheel each time (~600 instructions, benches/instructions.sh).
+//! its whole life (`h1::conn::Conn::head_timer`) and each exchange hands
+//! its deadline beside it, the timer set no later than that and moved on
+//! only when it fires (`clock::passed`); a timer made and dropped per
+//! request was a registration and a removal in the runtime's timer wheel
+//! each time (~600 instructions, benches/instructions.sh), one moved on
+//! per request an update of it (~120).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::Upload;
 use crate::clock;
 
 pin_project_lite::pin_project! {
-    /// `inner` unless `timer` fires first (and the upload, if any, has
-    /// not moved within `limit` since): then `Err(())`.
+    /// `inner` unless `due` passes first (and the upload, if any, has not
+    /// moved within `limit` since): then `Err(())`. `timer` is set no
+    /// later than `due`.
     ///
     /// Written by hand rather than `tokio::time::timeout` or an `async fn`
     /// looping over it: this future is part of every request's state, and
@@ -35,6 +37,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         timer: Pin<&'a mut Sleep>,
+        due: Instant,
         limit: Duration,
         upload: Option<&'a Upload>,
     }
@@ -44,12 +47,13 @@ impl<'a, F: Future> HeadWithin<'a, F> {
     pub fn new(
         limit: Duration,
         upload: Option<&'a Upload>,
-        timer: Pin<&'a mut Sleep>,
+        (timer, due): (Pin<&'a mut Sleep>, Instant),
         inner: F,
     ) -> Self {
         HeadWithin {
             inner,
             timer,
+            due,
             limit,
             upload,
         }
@@ -65,8 +69,10 @@ impl<F: Future> Future for HeadWithin<'_, F> {
             return Poll::Ready(Ok(out));
         }
         loop {
-            ready!(this.timer.as_mut().poll(cx));
-            // The timer was set from the attempt's start, or from an
+            if !clock::passed(cx, this.timer.as_mut(), *this.due) {
+                return Poll::Pending;
+            }
+            // The deadline was set from the attempt's start, or from an
             // upload's progress as last seen; the limit runs out only
             // `limit` after the latest of them.
             let Some(upload) = this.upload else {
@@ -78,8 +84,7 @@ impl<F: Future> Future for HeadWithin<'_, F> {
             if now >= due {
                 return Poll::Ready(Err(()));
             }
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(due - now);
-            this.timer.as_mut().reset(deadline);
+            *this.due = clock::now() + Duration::from_millis(due - now);
         }
     }
 }

@@ -61,18 +61,19 @@ pub(super) fn serve<'a>(
 ) -> impl Future<Output = io::Result<()>> + Send + 'a {
     async move {
         let mut timer = Box::pin(tokio::time::sleep(left));
+        let mut due = timer.deadline();
         let mut first = true;
         loop {
             if !first {
-                let deadline = Instant::now() + listen.header_read_timeout;
-                timer.as_mut().reset(deadline);
+                // The timer keeps its deadline until it fires (`clock::passed`).
+                due = crate::clock::now() + listen.header_read_timeout;
             }
             let read = poll_fn(|cx| {
                 poll_head(
                     cx,
                     &socket,
                     listen.max_header_bytes,
-                    timer.as_mut(),
+                    (timer.as_mut(), due),
                     drain,
                     first,
                 )
@@ -110,13 +111,14 @@ enum Read {
 }
 
 /// Reads until a whole head is buffered (or refused), the client leaves,
-/// or `timer` fires. `first`: the connection's first head, whose bytes
-/// are known to be there (the drain lets it in; SPEC §9).
+/// or the deadline passes (`timer`, set no later than `due`). `first`: the
+/// connection's first head, whose bytes are known to be there (the drain
+/// lets it in; SPEC §9).
 fn poll_head(
     cx: &mut Context<'_>,
     socket: &Socket,
     max_head: usize,
-    timer: Pin<&mut Sleep>,
+    (timer, due): (Pin<&mut Sleep>, Instant),
     drain: &Drain,
     first: bool,
 ) -> Poll<Read> {
@@ -145,7 +147,7 @@ fn poll_head(
         }
     }
     drop(side);
-    if timer.poll(cx).is_ready() {
+    if crate::clock::passed(cx, timer, due) {
         return Poll::Ready(Read::Closed);
     }
     Poll::Pending

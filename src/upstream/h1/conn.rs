@@ -50,21 +50,19 @@ impl Conn {
         })
     }
 
-    /// The timer for an exchange's wait for its answer's head, due `limit`
-    /// from now: the one the connection kept, its deadline moved on (one
-    /// atomic update in tokio's timer while the deadline only moves later,
-    /// as it does from one exchange to the next), or a new one. While the
-    /// connection idles the timer stays in the runtime's wheel and may fire
-    /// once, waking the task of its last exchange for nothing.
-    pub(super) fn head_timer(&mut self, limit: Duration) -> Pin<Box<Sleep>> {
-        let deadline = Instant::now() + limit;
-        match self.timer.take() {
-            Some(mut timer) => {
-                timer.as_mut().reset(deadline);
-                timer
-            }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
-        }
+    /// The timer for an exchange's wait for its answer's head, and the
+    /// deadline, `limit` from now: the timer the connection kept, set no
+    /// later than that and moved on only when it fires (`clock::passed`),
+    /// or a new one. While the connection idles the timer stays in the
+    /// runtime's wheel and may fire once, waking the task of its last
+    /// exchange for nothing.
+    pub(super) fn head_timer(&mut self, limit: Duration) -> (Pin<Box<Sleep>>, Instant) {
+        let due = crate::clock::now() + limit;
+        let timer = self
+            .timer
+            .take()
+            .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(due)));
+        (timer, due)
     }
 
     /// Takes back the timer of the exchange that just got its head.

@@ -102,7 +102,7 @@ pub fn send(
 ) -> impl std::future::Future<Output = Result<Answer, Error>> + Send {
     let (mut parts, body) = request.into_parts();
     let progress = body.upload().cloned();
-    let mut timer = conn.head_timer(limit);
+    let (mut timer, due) = conn.head_timer(limit);
     let has_body = !body.is_end_stream();
     let sending = head::request_framing(&mut parts.headers, has_body, body.size_hint().exact());
     conn.write.clear();
@@ -127,7 +127,7 @@ pub fn send(
         let written = HeadWithin::new(
             limit,
             progress.as_deref(),
-            timer.as_mut(),
+            (timer.as_mut(), due),
             conn.write_all(&conn.write),
         )
         .await;
@@ -151,7 +151,7 @@ pub fn send(
         let head = HeadWithin::new(
             limit,
             progress.as_deref(),
-            timer.as_mut(),
+            (timer.as_mut(), due),
             std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, &method, form, cx)),
         )
         .await
