@@ -60,20 +60,18 @@ pub(super) fn serve<'a>(
     left: Duration,
 ) -> impl Future<Output = io::Result<()>> + Send + 'a {
     async move {
-        let mut timer = Box::pin(tokio::time::sleep(left));
-        let mut due = timer.deadline();
+        let mut timer = HeadTimer::new(left);
         let mut first = true;
         loop {
             if !first {
-                // The timer keeps its deadline until it fires (`clock::passed`).
-                due = crate::clock::now() + listen.header_read_timeout;
+                timer.due = crate::clock::now() + listen.header_read_timeout;
             }
             let read = poll_fn(|cx| {
                 poll_head(
                     cx,
                     &socket,
                     listen.max_header_bytes,
-                    (timer.as_mut(), due),
+                    &mut timer,
                     drain,
                     first,
                 )
@@ -97,6 +95,40 @@ pub(super) fn serve<'a>(
     }
 }
 
+/// The deadline of the head awaited, `header_read_timeout` after the last
+/// answer (the first head's: after the accept). The timer is set no
+/// later than `due` and moved on only when it fires (`clock::passed`).
+struct HeadTimer {
+    timer: Pin<Box<Sleep>>,
+    due: Instant,
+    /// This task polled the timer since it was last moved on, and it had
+    /// not fired: the waker it holds is this task's.
+    armed: bool,
+}
+
+impl HeadTimer {
+    fn new(left: Duration) -> HeadTimer {
+        let timer = Box::pin(tokio::time::sleep(left));
+        HeadTimer {
+            due: timer.deadline(),
+            timer,
+            armed: false,
+        }
+    }
+
+    /// Whether `due` has passed. An armed timer that has not fired is not
+    /// polled again: that would only register the same waker again (~120
+    /// instructions a request, benches/instructions.sh).
+    fn passed(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.armed && !self.timer.is_elapsed() {
+            return false;
+        }
+        let passed = crate::clock::passed(cx, self.timer.as_mut(), self.due);
+        self.armed = !passed;
+        passed
+    }
+}
+
 /// What waiting for a head came to.
 #[allow(
     clippy::large_enum_variant,
@@ -111,14 +143,13 @@ enum Read {
 }
 
 /// Reads until a whole head is buffered (or refused), the client leaves,
-/// or the deadline passes (`timer`, set no later than `due`). `first`: the
-/// connection's first head, whose bytes are known to be there (the drain
-/// lets it in; SPEC §9).
+/// or `timer`'s deadline passes. `first`: the connection's first head,
+/// whose bytes are known to be there (the drain lets it in; SPEC §9).
 fn poll_head(
     cx: &mut Context<'_>,
     socket: &Socket,
     max_head: usize,
-    (timer, due): (Pin<&mut Sleep>, Instant),
+    timer: &mut HeadTimer,
     drain: &Drain,
     first: bool,
 ) -> Poll<Read> {
@@ -147,7 +178,7 @@ fn poll_head(
         }
     }
     drop(side);
-    if crate::clock::passed(cx, timer, due) {
+    if timer.passed(cx) {
         return Poll::Ready(Read::Closed);
     }
     Poll::Pending
