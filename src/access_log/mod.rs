@@ -191,8 +191,8 @@ impl Writer {
     /// with the writer's empty one under its lock (never I/O, never a copy:
     /// copying the lines out was ~250 instructions a request, on the core
     /// the workers share), and the thread keeps logging into the buffer it
-    /// got, which keeps the capacity the writer's had.
-    /// Returns whether it wrote anything.
+    /// got, which keeps the capacity the writer's had. Returns whether it
+    /// wrote anything.
     fn drain(&self) -> bool {
         let mut batch = self.draining.lock().unwrap_or_else(|e| e.into_inner());
         let buffers: Vec<_> = {
