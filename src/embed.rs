@@ -69,6 +69,14 @@
 //!   values.
 //! - Health checks start with [`Builder::start`], as in the binary. Not
 //!   run: returning freed memory to the OS after crowds (`trim`).
+//! - Idle upstream connections are pooled per thread, as in the binary
+//!   (where a worker is one thread and its connections' tasks never leave
+//!   it). Under a multi-thread runtime a connection's task may run on
+//!   another thread from one request to the next and takes that thread's
+//!   pool: each runtime thread keeps idle connections of its own, and a
+//!   request may open a connection while an idle one waits in another
+//!   thread's pool (tests over such a runtime see it: two upstream
+//!   connections for sequential requests on one client connection).
 //! - Answers a layer gives without calling figway (the 401s) are not in
 //!   figway's metrics or access log; [`ResponseBody::full`] builds them in
 //!   the service's body type.
