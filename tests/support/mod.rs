@@ -598,8 +598,23 @@ impl Drop for Backend {
     }
 }
 
-/// A loopback port with nothing listening on it.
+/// A loopback port where a connect is refused: bound, never listening,
+/// and held for the rest of the test process. A port merely freed could
+/// be taken by another test's listener meanwhile (tests run in parallel),
+/// and a connect meant to be refused would reach that server instead.
 pub async fn refused_port() -> SocketAddr {
+    static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    HELD.lock().unwrap().push(socket);
+    addr
+}
+
+/// A loopback port nothing is bound to now (it may be taken later): for
+/// a test that needs figway itself free to bind it.
+pub async fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
