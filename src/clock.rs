@@ -57,8 +57,8 @@ pub fn fresh() -> Instant {
     read
 }
 
-/// Whether `due` has passed, by `timer`, a timer set no later than `due`:
-/// when it fires early it is moved on to `due`. Request paths move their
+/// Whether `due` has passed, by `timer`, a timer set no later than `due`
+/// ([`not_after`]): when it fires early it is moved on to `due`. Request paths move their
 /// deadlines on with every request (the next head's, the upstream
 /// answer's) and store them as plain instants; the timer is moved only
 /// when it fires, once a timeout's length on a busy connection, where
@@ -78,6 +78,18 @@ pub fn passed(
         }
         timer.as_mut().reset(due);
     }
+}
+
+/// Brings `timer` forward to `due` when it is set later, as [`passed`]
+/// requires: a deadline moves back when its limit was shortened (a reload
+/// of `request_timeout`) since the timer was last set. Returns whether it
+/// moved the timer.
+pub fn not_after(timer: std::pin::Pin<&mut tokio::time::Sleep>, due: Instant) -> bool {
+    if timer.deadline() <= due {
+        return false;
+    }
+    timer.reset(due);
+    true
 }
 
 /// The span of one poll of a connection's task, for [`now`]: made at the
@@ -223,28 +235,49 @@ mod tests {
 
     /// In a poll's scope the clock is read once; outside it, every time;
     /// the next scope reads it afresh.
-    #[test]
-    fn one_reading_per_poll_scope() {
-        let wait = || std::thread::sleep(Duration::from_millis(2));
+    #[tokio::test(start_paused = true)]
+    async fn one_reading_per_poll_scope() {
+        let wait = || tokio::time::advance(Duration::from_millis(2));
         let outside = now();
-        wait();
+        wait().await;
         assert!(now() > outside, "outside a scope the clock is read");
-        let first = {
+        let first = now();
+        {
             let _scope = PollScope::enter();
-            let first = now();
-            wait();
+            assert_eq!(now(), first);
+            wait().await;
             assert_eq!(now(), first, "one reading per scope");
-            first
-        };
-        wait();
+        }
         assert!(now() > first, "the scope's reading ends with it");
         let _scope = PollScope::enter();
         let second = now();
         assert!(second > first, "a new scope reads the clock again");
-        wait();
+        wait().await;
         let end = fresh();
         assert!(end > second, "fresh reads the clock");
         assert_eq!(now(), end, "and is the scope's reading after");
+    }
+
+    /// A timer set later than a deadline is brought forward to it; one set
+    /// no later is left alone, and `passed` moves it on when it fires early.
+    #[tokio::test(start_paused = true)]
+    async fn timers_are_never_later_than_their_deadline() {
+        let start = Instant::now();
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::from_secs(10)));
+        let due = start + Duration::from_secs(1);
+        assert!(not_after(timer.as_mut(), due), "later: brought forward");
+        assert_eq!(timer.deadline(), due);
+        assert!(!not_after(timer.as_mut(), due + Duration::from_secs(5)));
+        assert_eq!(timer.deadline(), due, "earlier: left alone");
+
+        let later = due + Duration::from_secs(5);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!passed(&mut cx, timer.as_mut(), later), "fired early");
+        assert_eq!(timer.deadline(), later, "and moved on");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(passed(&mut cx, timer.as_mut(), later));
     }
 
     /// Within a second of a reading, the wall clock is that reading moved

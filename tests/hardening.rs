@@ -440,6 +440,61 @@ async fn request_timeout_counts_from_each_request_on_a_kept_connection() {
     );
 }
 
+/// A reload that shortens `request_timeout` holds on the upstream
+/// connections kept from before it: the timer such a connection kept was
+/// set for the longer limit, and is brought forward, not left to fire
+/// late. One thread (a current-thread runtime), so the kept connection
+/// is in the pool the next request takes from.
+#[tokio::test]
+async fn a_shortened_request_timeout_holds_on_a_kept_connection() {
+    let b = Backend::with(|seen| async move {
+        if seen.uri.path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+        }
+        Response::new(full("answer"))
+    })
+    .await;
+    let with_limit = |limit: &str| {
+        config(&format!(
+            "[upstreams.m]\ntargets = [\"{}\"]\nrequest_timeout = \"{limit}\"\nretries = 0\n\
+             [[routes]]\nprefix = \"/\"\nto = \"m\"\n",
+            b.url()
+        ))
+    };
+    let f = Figway::start_file(&with_limit("10s")).await;
+    let mut client = H1::connect(f.addr).await;
+    let req = Request::get("/fast")
+        .header("host", "t")
+        .body(full(""))
+        .unwrap();
+    assert_eq!(client.send(req).await.status, StatusCode::OK);
+    let kept = b.accepted();
+
+    f.reload_ok(&with_limit("300ms")).await;
+    let asked = Instant::now();
+    let req = Request::get("/slow")
+        .header("host", "t")
+        .body(full(""))
+        .unwrap();
+    let a = client.send(req).await;
+    let took = asked.elapsed();
+    assert_eq!(
+        b.accepted(),
+        kept,
+        "the slow request went on the kept connection"
+    );
+    assert_eq!(
+        a.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "after {took:?}: {}",
+        a.text()
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "504 after {took:?} (request_timeout 300ms since the reload)"
+    );
+}
+
 // === 4. chunked idempotent bodies are retried ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! The wait for an upstream's response head within the upstream's
 //! `request_timeout` (SPEC §2: per attempt, until the response head
 //! arrives), one rule for both protocols: [`HeadWithin`] wraps what an
-//! attempt awaits (the request's write, the head's arrival) with a timer
-//! the attempt set once. With an upload (a body still streaming from the
+//! attempt awaits (the request's write, the head's arrival) with a
+//! deadline the attempt set once. With an upload (a body still streaming from the
 //! client) the limit runs from the upload's last progress: a large upload
 //! that keeps moving is not cut, and the wait for the head is measured from
 //! its last byte.

@@ -64,7 +64,7 @@ pub(super) fn serve<'a>(
         let mut first = true;
         loop {
             if !first {
-                timer.due = crate::clock::now() + listen.header_read_timeout;
+                timer.set(crate::clock::now() + listen.header_read_timeout);
             }
             let read = poll_fn(|cx| {
                 poll_head(
@@ -113,6 +113,14 @@ impl HeadTimer {
             due: timer.deadline(),
             timer,
             armed: false,
+        }
+    }
+
+    /// The next head's deadline.
+    fn set(&mut self, due: Instant) {
+        self.due = due;
+        if crate::clock::not_after(self.timer.as_mut(), due) {
+            self.armed = false;
         }
     }
 

@@ -58,10 +58,11 @@ impl Conn {
     /// exchange for nothing.
     pub(super) fn head_timer(&mut self, limit: Duration) -> (Pin<Box<Sleep>>, Instant) {
         let due = crate::clock::now() + limit;
-        let timer = self
+        let mut timer = self
             .timer
             .take()
             .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(due)));
+        crate::clock::not_after(timer.as_mut(), due);
         (timer, due)
     }
 
