@@ -16,7 +16,6 @@
 //! client gets a 502. Only the failure path pays for this.
 
 use http::header::{HeaderName, HOST};
-use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 
 use super::context::{ConnCtx, RequestCtx};
@@ -33,7 +32,7 @@ use crate::upstream::{TargetGuard, Upstream};
 /// request may be retried after a reset, else streamed.
 pub async fn body(
     ctx: &mut RequestCtx,
-    parts: &Parts,
+    request: &Request<RequestBody>,
     body: ClientBody,
 ) -> Result<RequestBody, ErrorKind> {
     let Some(upstream) = ctx.upstream() else {
@@ -42,7 +41,7 @@ pub async fn body(
     // An upstream of one target has nowhere else to retry: no copy then.
     let replayable = upstream.retries > 0
         && upstream.targets.len() > 1
-        && is_idempotent(&parts.method, &parts.headers);
+        && is_idempotent(request.method(), request.headers());
     let (body, read, upload) = if replayable {
         RequestBody::buffered(body)
             .await
@@ -67,55 +66,45 @@ struct Resend {
 /// Attempts until one target answers; the answer goes back to the caller. A request that every
 /// attempt failed to connect for goes to the route's fallback once.
 ///
-/// `request` comes as an `Option` (always `Some`) only to be lent to the
-/// attempts in place: moved into a local `Option` it would be kept twice in
-/// this future's state, which every request moves (proxy/mod.rs, Futures).
-#[allow(
-    clippy::manual_async_fn,
-    reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
-)]
-pub fn send(
+/// `request` is lent (proxy/mod.rs, Futures): `handle`'s future holds it,
+/// and it is `None` once sent and not to be sent again.
+pub async fn send(
     ctx: &mut RequestCtx,
-    mut request: Option<Request<RequestBody>>,
-) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, ErrorKind>> + Send + '_ {
-    async move {
-        let Some(chosen) = ctx.upstream else {
-            return Err(ErrorKind::NoHealthyUpstream);
-        };
-        let upstream = &ctx.snapshot.upstreams[chosen];
-        // A copy of the head only when the body could be sent twice and a
-        // retry is possible at all.
-        // Boxed: ~250 bytes that most requests' state (moved whole on each)
-        // would carry for nothing, for one allocation beside the copies.
-        let resend = match &request {
-            Some(r) if upstream.retries > 0 && upstream.targets.len() > 1 => {
-                r.body().replay().map(|copy| {
-                    Box::new(Resend {
-                        method: r.method().clone(),
-                        uri: r.uri().clone(),
-                        headers: r.headers().clone(),
-                        body: copy,
-                    })
+    request: &mut Option<Request<RequestBody>>,
+) -> Result<Response<UpstreamBody>, ErrorKind> {
+    let Some(chosen) = ctx.upstream else {
+        return Err(ErrorKind::NoHealthyUpstream);
+    };
+    let upstream = &ctx.snapshot.upstreams[chosen];
+    // A copy of the head only when the body could be sent twice and a
+    // retry is possible at all.
+    // Boxed: ~250 bytes that most requests' state (moved whole on each)
+    // would carry for nothing, for one allocation beside the copies.
+    let resend = match &*request {
+        Some(r) if upstream.retries > 0 && upstream.targets.len() > 1 => {
+            r.body().replay().map(|copy| {
+                Box::new(Resend {
+                    method: r.method().clone(),
+                    uri: r.uri().clone(),
+                    headers: r.headers().clone(),
+                    body: copy,
                 })
-            }
-            _ => None,
-        };
-        // Lent to `attempts`, not moved in and out of it: the request is a few
-        // hundred bytes, and handing it back inside the error cost every
-        // request ~350 instructions of copies (benches/instructions.sh).
-        // The request's start is close enough to the first attempt's (the
-        // route phase read it the same way), and saves a clock read.
-        let now = ctx.start_ms;
-        let kind = match attempts(ctx, chosen, &mut request, resend.as_deref(), now).await {
-            Ok(response) => return Ok(response),
-            Err(kind) => kind,
-        };
-        // Boxed: the success path's future need not carry a second round of
-        // attempts; the allocation is paid on this failure path only.
-        match request.take() {
-            Some(unsent) => Box::pin(fall_back(ctx, chosen, unsent, resend.as_deref(), kind)).await,
-            None => Err(kind),
+            })
         }
+        _ => None,
+    };
+    // The request's start is close enough to the first attempt's (the
+    // route phase read it the same way), and saves a clock read.
+    let now = ctx.start_ms;
+    let kind = match attempts(ctx, chosen, request, resend.as_deref(), now).await {
+        Ok(response) => return Ok(response),
+        Err(kind) => kind,
+    };
+    // Boxed: the success path's future need not carry a second round of
+    // attempts; the allocation is paid on this failure path only.
+    match request {
+        Some(_) => Box::pin(fall_back(ctx, chosen, request, resend.as_deref(), kind)).await,
+        None => Err(kind),
     }
 }
 
@@ -123,7 +112,7 @@ pub fn send(
 /// failure may not be retried, or the retry budget says no. On failure,
 /// `request` is left holding the request only when every attempt failed
 /// to connect: it was never sent, its body untouched, so it may still go
-/// elsewhere whole. `now`: `clock` milliseconds at the first attempt.
+/// elsewhere whole. On success it holds the sent request's husk. `now`: `clock` milliseconds at the first attempt.
 async fn attempts(
     ctx: &mut RequestCtx,
     u: usize,
@@ -164,7 +153,7 @@ async fn attempts(
         tried.push(index);
         let target = &upstream.targets[index];
         ctx.target = Some(TargetGuard::new(target.clone()));
-        let Some(req) = request.take() else {
+        let Some(req) = request.as_mut() else {
             break;
         };
         match client::send(upstream, target, req, form, now, added).await {
@@ -179,15 +168,13 @@ async fn attempts(
                 now = clock::now_ms();
                 count_failure(upstream, index, &failure, now);
                 let may_retry = tried.len() <= upstream.retries as usize;
-                *request = match failure {
-                    // Nothing was sent: the request comes back whole, for
-                    // another target or, at the end, the fallback.
-                    Failure::Connect(unsent) => Some(*unsent),
-                    failure => {
-                        sent = true;
-                        next_request(failure, resend, may_retry)
-                    }
-                };
+                // Nothing was sent on a failed connect: the request is
+                // still whole in `request`, for another target or, at the
+                // end, the fallback. Else what is left there is a husk.
+                if !matches!(failure, Failure::Connect) {
+                    sent = true;
+                    *request = next_request(failure, resend, may_retry);
+                }
                 if request.is_none() || !may_retry {
                     break;
                 }
@@ -232,7 +219,7 @@ fn form(ctx: &RequestCtx) -> client::Form {
 async fn fall_back(
     ctx: &mut RequestCtx,
     from: usize,
-    request: Request<RequestBody>,
+    request: &mut Option<Request<RequestBody>>,
     resend: Option<&Resend>,
     kind: ErrorKind,
 ) -> Result<Response<UpstreamBody>, ErrorKind> {
@@ -257,13 +244,13 @@ async fn fall_back(
     tracing::debug!(route = %route.name, from = %snapshot.upstreams[from].name, to = %standby.name, reason = kind.as_str(), "fallback");
     ctx.upstream = Some(to);
     ctx.upstream_guard = Some(guard);
-    attempts(ctx, to, &mut Some(request), resend, clock::now_ms()).await
+    attempts(ctx, to, request, resend, clock::now_ms()).await
 }
 
 /// Counts a failed attempt against its target (outlier detection, the
 /// upstream's error counter) when the target is to blame.
 fn count_failure(upstream: &Upstream, index: usize, failure: &Failure, now: u64) {
-    if let Failure::Connect(_) = failure {
+    if let Failure::Connect = failure {
         upstream.observe_connect_failure(index, now);
     } else if failure.is_upstreams_fault() {
         upstream.observe(index, true, now);
@@ -309,8 +296,6 @@ fn next_request(
         return None;
     }
     match failure {
-        // Nothing was sent: any request may go elsewhere.
-        Failure::Connect(req) => Some(*req),
         // Sent, but no answer began: only what is safe to repeat and was
         // kept whole.
         Failure::Reset => resend.and_then(|r| {
@@ -321,7 +306,8 @@ fn next_request(
             *req.headers_mut() = r.headers.clone();
             Some(req)
         }),
-        Failure::Timeout { .. } | Failure::ClientBody => None,
+        // A failed connect left the request whole: `attempts` keeps it.
+        Failure::Connect | Failure::Timeout { .. } | Failure::ClientBody => None,
     }
 }
 

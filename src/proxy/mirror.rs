@@ -3,17 +3,17 @@
 //! the body go to a task of their own (`shadow::run`); for a compare, the
 //! primary's answer reaches that task through the slot left in the context.
 
-use http::request::Parts;
+use http::Request;
 
 use super::context::RequestCtx;
 use crate::body::{RequestBody, Tee};
 use crate::shadow::{self, CompareSlot, Mirror};
 
-pub fn start(ctx: &mut RequestCtx, parts: &Parts, body: &mut RequestBody) {
+pub fn start(ctx: &mut RequestCtx, request: &mut Request<RequestBody>) {
     let Some(route_index) = ctx.route else { return };
     let route = &ctx.snapshot.routes[route_index];
     let Some(shadow) = &route.shadow else { return };
-    let Some(permit) = shadow.admit(&parts.method) else {
+    let Some(permit) = shadow.admit(request.method()) else {
         return;
     };
     let primary = shadow.spec.compare.then(|| {
@@ -23,11 +23,11 @@ pub fn start(ctx: &mut RequestCtx, parts: &Parts, body: &mut RequestBody) {
         (head_rx, body_rx)
     });
     let mirror = Mirror {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
+        method: request.method().clone(),
+        uri: request.uri().clone(),
         // With the primary's x-request-id, so the two can be joined in logs.
-        headers: parts.headers.clone(),
-        body: body.mirror(shadow.spec.max_body),
+        headers: request.headers().clone(),
+        body: request.body_mut().mirror(shadow.spec.max_body),
         primary,
         permit,
     };

@@ -239,7 +239,7 @@ async fn send_and_read(
     shadow: &Shadow,
     upstream: &Upstream,
     target: &Arc<Target>,
-    request: Request<RequestBody>,
+    mut request: Request<RequestBody>,
 ) -> Option<(StatusCode, HeaderMap, Option<Bytes>)> {
     // One deadline for the whole exchange, head and body: a slow shadow
     // holds only its own task and its place under max_in_flight.
@@ -249,7 +249,7 @@ async fn send_and_read(
             room: 0,
             lines: false,
         };
-        let response = client::send(upstream, target, request, map, clock::now_ms(), &[])
+        let response = client::send(upstream, target, &mut request, map, clock::now_ms(), &[])
             .await
             .map_err(|_| ())?;
         let (parts, mut body) = response.into_parts();

@@ -37,11 +37,9 @@ use crate::error::ErrorKind;
 
 /// Why one attempt failed, and what is left to retry with.
 pub enum Failure {
-    /// No connection; the request was never sent and comes back whole.
-    /// Boxed (an allocation on this failure path only): inline it made
-    /// every attempt's outcome, which each level of the request path moves
-    /// on every request, larger than the answer.
-    Connect(Box<Request<RequestBody>>),
+    /// No connection; the request was never sent and is still whole
+    /// where the caller lent it from.
+    Connect,
     /// The connection closed or reset before the response head, or the
     /// head was one figway will not relay (`h1::head::Refused`).
     Reset,
@@ -56,7 +54,7 @@ pub enum Failure {
 impl Failure {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Failure::Connect(_) => ErrorKind::UpstreamConnect,
+            Failure::Connect => ErrorKind::UpstreamConnect,
             Failure::Reset => ErrorKind::UpstreamReset,
             Failure::Timeout { .. } => ErrorKind::UpstreamTimeout,
             Failure::ClientBody => ErrorKind::BadRequest,
@@ -194,10 +192,16 @@ impl Drop for Stream {
 /// milliseconds as the caller read them to pick the target (a pooled
 /// connection idle past its time is not taken). `added`: fields to send
 /// after the request's own (`h1::head::Added`).
+///
+/// The request is lent: on `Failure::Connect` it is left whole (the
+/// caller may send it elsewhere); once sent, what is left of it is a husk
+/// (its body gone to the upstream). Lent rather than moved in and handed
+/// back, the request is held once, by the caller, not by every future
+/// on the way down (proxy/mod.rs, Futures).
 pub fn send<'a>(
     upstream: &'a Upstream,
     target: &'a Arc<Target>,
-    request: Request<RequestBody>,
+    request: &'a mut Request<RequestBody>,
     form: Form,
     now: u64,
     added: h1::head::Added<'a>,
@@ -249,7 +253,7 @@ where
 fn send_http1<'a>(
     upstream: &'a Upstream,
     target: &'a Arc<Target>,
-    mut request: Request<RequestBody>,
+    request: &'a mut Request<RequestBody>,
     form: Form,
     now: u64,
     added: h1::head::Added<'a>,
@@ -260,19 +264,18 @@ fn send_http1<'a>(
             Some(c) => (c, true),
             None => match connect_http1(target, timeouts.connect).await {
                 Some(c) => (c, false),
-                None => return Err(Failure::Connect(Box::new(request))),
+                None => return Err(Failure::Connect),
             },
         };
         loop {
             let attempt =
                 h1::send(conn, request, target.clone(), form, timeouts.request, added).await;
-            request = match settle_http1(attempt, reused, target) {
-                ControlFlow::Break(done) => return done,
-                ControlFlow::Continue(unsent) => *unsent,
-            };
+            if let ControlFlow::Break(done) = settle_http1(attempt, reused, target) {
+                return done;
+            }
             conn = match connect_http1(target, timeouts.connect).await {
                 Some(c) => c,
-                None => return Err(Failure::Connect(Box::new(request))),
+                None => return Err(Failure::Connect),
             };
             reused = false;
         }
@@ -280,15 +283,15 @@ fn send_http1<'a>(
 }
 
 /// What one HTTP/1.1 exchange came to: the attempt's outcome, or
-/// (`Continue`) the request handed back unsent by a pooled connection the
-/// upstream closed while it sat idle, to go again on a fresh connection.
+/// (`Continue`) a request left unsent by a pooled connection the upstream
+/// closed while it sat idle, to go again on a fresh connection.
 /// A function of its own so that nothing of the outcome is kept in the
 /// attempt's state across that connect.
 fn settle_http1(
     attempt: Result<h1::Answer, h1::Error>,
     reused: bool,
     target: &Target,
-) -> ControlFlow<Result<Response<UpstreamBody>, Failure>, Box<Request<RequestBody>>> {
+) -> ControlFlow<Result<Response<UpstreamBody>, Failure>> {
     let error = match attempt {
         Ok((parts, lines, body)) => {
             let body = UpstreamBody::Http1 { body, lines };
@@ -300,13 +303,13 @@ fn settle_http1(
         // No request reached a pooled connection the upstream had closed,
         // so a fresh connection may carry the very same one. Not a retry:
         // no target failed.
-        h1::Error::Unsent(unsent) if reused => return ControlFlow::Continue(unsent),
+        h1::Error::Unsent if reused => return ControlFlow::Continue(()),
         // A fresh connection that failed before the request head was whole
         // is a failed connect: nothing was sent, so the request may go to
         // another target or the fallback.
-        h1::Error::Unsent(unsent) => {
+        h1::Error::Unsent => {
             tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, "new upstream connection failed before the request was sent");
-            Failure::Connect(unsent)
+            Failure::Connect
         }
         h1::Error::ClientBody => Failure::ClientBody,
         h1::Error::Timeout { upload_unfinished } => Failure::Timeout { upload_unfinished },
@@ -320,79 +323,105 @@ fn settle_http1(
 /// One attempt on a target's shared h2c connection (opened when the
 /// thread has none). The request goes out as HTTP/2: its `Host` becomes the
 /// `:authority` (the target's own when it has none).
-async fn send_h2c(
-    upstream: &Upstream,
-    target: &Arc<Target>,
-    mut request: Request<RequestBody>,
-    added: h1::head::Added<'_>,
-) -> Result<Response<UpstreamBody>, Failure> {
-    let timeouts = upstream.timeouts;
-    let slot = h2pool::slot(target.id);
-    // The opening future (~1 KiB) boxed, and only when the thread has no
-    // connection yet: inline it would weigh on every request's state.
-    let open = match slot.get() {
-        Some(open) => Ok(open),
-        None => {
-            Box::pin(slot.get_or_try_init(|| async {
-                connect_h2c(target, timeouts.connect).await.ok_or(())
-            }))
-            .await
+#[allow(
+    clippy::manual_async_fn,
+    reason = "by-value arguments kept once: see proxy/mod.rs, Futures"
+)]
+fn send_h2c<'a>(
+    upstream: &'a Upstream,
+    target: &'a Arc<Target>,
+    lent: &'a mut Request<RequestBody>,
+    added: h1::head::Added<'a>,
+) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, Failure>> + Send + 'a {
+    async move {
+        let timeouts = upstream.timeouts;
+        let slot = h2pool::slot(target.id);
+        // The opening future (~1 KiB) boxed, and only when the thread has no
+        // connection yet: inline it would weigh on every request's state.
+        let open = match slot.get() {
+            Some(open) => Ok(open),
+            None => {
+                Box::pin(slot.get_or_try_init(|| async {
+                    connect_h2c(target, timeouts.connect).await.ok_or(())
+                }))
+                .await
+            }
+        };
+        let (mut sender, state) = match open {
+            Ok((sender, state)) => (sender.clone(), state.clone()),
+            Err(()) => return Err(Failure::Connect),
+        };
+        // Prepared by a function of its own: kept here as a local, the
+        // request and its URI would stay in this future's state beside
+        // the send that owns them.
+        let Some((request, upload)) = as_h2(lent, target, added) else {
+            // Unreachable with an authority from a valid header or target.
+            return Err(Failure::Connect);
+        };
+        let stream = Stream::new(state);
+        let mut timer = std::pin::pin!(tokio::time::sleep(timeouts.request));
+        let due = timer.deadline();
+        let attempt = HeadWithin::new(
+            timeouts.request,
+            upload.as_deref(),
+            (timer.as_mut(), due),
+            sender.send_request(request),
+        )
+        .await;
+        match attempt {
+            Err(()) => Err(Failure::Timeout {
+                upload_unfinished: upload.is_some_and(|u| !u.is_done()),
+            }),
+            Ok(Ok(response)) => Ok(response.map(|body| UpstreamBody::H2 {
+                body,
+                _stream: stream,
+            })),
+            Ok(Err(error)) => {
+                tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "h2c request failed");
+                Err(if error.is_user() {
+                    Failure::ClientBody
+                } else {
+                    Failure::Reset
+                })
+            }
         }
-    };
-    let (mut sender, state) = match open {
-        Ok((sender, state)) => (sender.clone(), state.clone()),
-        Err(()) => return Err(Failure::Connect(Box::new(request))),
-    };
-    // hyper's client sends what the map holds: the added fields go into it,
-    // only now that no failed connect hands the request back for another
-    // attempt (which gets `added` again; an HTTP/1.1 one writes them after
-    // the map's, so they would go twice).
+    }
+}
+
+/// The lent request, taken (an attempt past the last failure that leaves
+/// it unsent for another) and made an HTTP/2 one: its `Host` becomes the
+/// URI's authority (the target's own when it has none). hyper's client
+/// sends what the map holds: the added fields go into it (another attempt
+/// gets `added` again; an HTTP/1.1 one writes them after the map's, so
+/// they would go twice). With it, its upload's progress, if it streams.
+/// `None`, with the request left whole, when no URI can be made of it.
+fn as_h2(
+    lent: &mut Request<RequestBody>,
+    target: &Target,
+    added: h1::head::Added<'_>,
+) -> Option<(Request<RequestBody>, Option<Arc<crate::body::Upload>>)> {
+    let authority = lent
+        .headers()
+        .get(HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| Authority::try_from(&*target.authority).ok());
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = authority;
+    uri.path_and_query = Some(
+        lent.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    let uri = Uri::from_parts(uri).ok()?;
+    let mut request = std::mem::replace(lent, Request::new(RequestBody::Empty));
+    request.headers_mut().remove(HOST);
     for (name, value) in added {
         request.headers_mut().insert(*name, (*value).clone());
     }
-    let authority = request
-        .headers_mut()
-        .remove(HOST)
-        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-        .or_else(|| Authority::try_from(&*target.authority).ok());
-    let mut uri = std::mem::take(request.uri_mut()).into_parts();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = authority;
-    if uri.path_and_query.is_none() {
-        uri.path_and_query = Some(PathAndQuery::from_static("/"));
-    }
-    match Uri::from_parts(uri) {
-        Ok(u) => *request.uri_mut() = u,
-        // Unreachable with an authority from a valid header or target.
-        Err(_) => return Err(Failure::Connect(Box::new(request))),
-    }
+    *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_2;
-    let stream = Stream::new(state);
     let upload = request.body().upload().cloned();
-    let mut timer = std::pin::pin!(tokio::time::sleep(timeouts.request));
-    let due = timer.deadline();
-    let attempt = HeadWithin::new(
-        timeouts.request,
-        upload.as_deref(),
-        (timer.as_mut(), due),
-        sender.send_request(request),
-    )
-    .await;
-    match attempt {
-        Err(()) => Err(Failure::Timeout {
-            upload_unfinished: upload.is_some_and(|u| !u.is_done()),
-        }),
-        Ok(Ok(response)) => Ok(response.map(|body| UpstreamBody::H2 {
-            body,
-            _stream: stream,
-        })),
-        Ok(Err(error)) => {
-            tracing::debug!(upstream = %target.upstream, upstream_target = %target.authority, error = %error, "h2c request failed");
-            Err(if error.is_user() {
-                Failure::ClientBody
-            } else {
-                Failure::Reset
-            })
-        }
-    }
+    Some((request, upload))
 }

@@ -49,9 +49,9 @@ const INLINE_BODY: usize = 16 * 1024;
 /// Why an exchange failed.
 pub enum Error {
     /// The connection failed before the request head was whole: the
-    /// upstream had no request to act on, and this one may go, whole, on
-    /// another connection. Boxed, as `client::Failure::Connect` is.
-    Unsent(Box<Request<RequestBody>>),
+    /// upstream had no request to act on, and the request, still whole
+    /// where the caller lent it from, may go on another connection.
+    Unsent,
     /// The connection failed after the request head, before a response
     /// head.
     Io(std::io::Error),
@@ -69,7 +69,7 @@ pub enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Unsent(_) => f.write_str("connection closed before the request was sent"),
+            Error::Unsent => f.write_str("connection closed before the request was sent"),
             Error::Io(e) => write!(f, "{e}"),
             Error::Closed => f.write_str("closed before the response head"),
             Error::Refused(why) => write!(f, "{why}"),
@@ -89,31 +89,36 @@ pub type Answer = (http::response::Parts, Option<HeadLines>, Body);
 /// asks (`head::parse_response`); `added`: fields written after the
 /// request's own (`head::Added`).
 ///
-/// The head is encoded before the future is made: the future then holds
-/// the request's parts once, not the whole request beside them (it is
-/// moved, within every future awaiting it, on every request).
-pub fn send(
+/// The request is lent, not given: it stays where the caller holds it
+/// until its head is out, so a connection that fails before leaves it
+/// whole there (`Error::Unsent`) and this future holds a reference, not
+/// the request (it is moved, within every future awaiting it, on every
+/// request: proxy/mod.rs, Futures). Once the head is out, its body goes
+/// to the upload and what is left of it is a husk, never sent again.
+/// The head is encoded before the future is made.
+pub fn send<'a>(
     mut conn: Box<Conn>,
-    request: Request<RequestBody>,
+    request: &'a mut Request<RequestBody>,
     target: Arc<Target>,
     form: Form,
     limit: Duration,
     added: head::Added<'_>,
-) -> impl std::future::Future<Output = Result<Answer, Error>> + Send {
-    let (mut parts, body) = request.into_parts();
+) -> impl std::future::Future<Output = Result<Answer, Error>> + Send + 'a {
+    let body = request.body();
     let progress = body.upload().cloned();
     let (mut timer, due) = conn.head_timer(limit);
     let has_body = !body.is_end_stream();
-    let sending = head::request_framing(&mut parts.headers, has_body, body.size_hint().exact());
+    let exact = body.size_hint().exact();
+    let sending = head::request_framing(request.headers_mut(), has_body, exact);
     conn.write.clear();
     head::encode_request(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
+        request.method(),
+        request.uri(),
+        request.headers(),
         added,
         &mut conn.write,
     );
-    let inline = match (&body, sending) {
+    let inline = match (request.body(), sending) {
         (RequestBody::Replay(Some(b)), Sending::Length(_)) if b.len() <= INLINE_BODY => {
             conn.write.extend_from_slice(b);
             true
@@ -134,12 +139,13 @@ pub fn send(
         match written {
             Ok(Ok(())) => (),
             // Until the head is whole the upstream has no request to act on.
-            Ok(Err(_)) => return Err(Error::Unsent(Box::new(Request::from_parts(parts, body)))),
+            Ok(Err(_)) => return Err(Error::Unsent),
             Err(()) => return Err(timed_out(progress.as_ref())),
         }
         // The head is out: its map goes back to the thread for the next
         // head parsed.
-        crate::codec::give_back(std::mem::take(&mut parts.headers));
+        crate::codec::give_back(std::mem::take(request.headers_mut()));
+        let body = std::mem::replace(request.body_mut(), RequestBody::Empty);
         let mut upload = Upload {
             body: (!inline).then_some(body),
             sending,
@@ -147,7 +153,7 @@ pub fn send(
             sent: 0,
             state: if inline { Up::Done } else { Up::Sending },
         };
-        let method = parts.method;
+        let method = std::mem::take(request.method_mut());
         let head = HeadWithin::new(
             limit,
             progress.as_deref(),
@@ -247,22 +253,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_that_fails_the_first_write_gives_the_request_back() {
+    async fn a_connection_that_fails_the_first_write_leaves_the_request_whole() {
         let (conn, addr) = reset_connection().await;
         let target = Arc::new(Target::new("u", &addr));
         let form = Form {
             room: 0,
             lines: false,
         };
-        match send(conn, post(), target, form, Duration::from_secs(5), &[]).await {
-            Err(Error::Unsent(request)) => {
+        let mut request = post();
+        match send(
+            conn,
+            &mut request,
+            target,
+            form,
+            Duration::from_secs(5),
+            &[],
+        )
+        .await
+        {
+            Err(Error::Unsent) => {
+                assert_eq!(request.method(), Method::POST);
                 assert_eq!(request.uri(), "/x");
                 assert!(
                     matches!(request.body(), RequestBody::Replay(Some(b)) if b == "hello"),
-                    "the body did not come back whole"
+                    "the body did not stay whole"
                 );
             }
-            Err(e) => panic!("not handed back: {e}"),
+            Err(e) => panic!("not left unsent: {e}"),
             Ok(_) => panic!("an answer on a reset connection"),
         }
     }
