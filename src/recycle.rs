@@ -1,5 +1,5 @@
 //! A box for a future, whose allocation the thread keeps for the next one
-//! of the same layout. `proxy::handle` boxes every request's phases (~2.4
+//! of the same layout. `proxy::handle` boxes every request's phases (~1.4
 //! KiB) so that an idle connection does not carry their room; glibc's
 //! malloc serves blocks that size from its bins rather than its per-thread
 //! cache (which stops at 1 KiB), and an allocation and a free cost every
@@ -98,7 +98,7 @@ impl<T> Recycled<T> {
     /// A closure rather than the value: made after the block is in hand,
     /// the value is written straight into it. Passed by value, a future is
     /// built on the stack and then copied in whole (its largest state's
-    /// size, ~2.4 KiB for `proxy::handle`'s, though only its captures are
+    /// size, ~1.4 KiB for `proxy::handle`'s, though only its captures are
     /// set: ~240 instructions a request). A `make` that panics leaves its
     /// block to the allocator's keeping, never to be used again.
     pub fn new(make: impl FnOnce() -> T) -> Recycled<T> {

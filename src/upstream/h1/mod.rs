@@ -264,7 +264,14 @@ mod tests {
             lines: false,
         };
         let mut request = post();
-        let exchange = send(conn, &mut request, target, form, Duration::from_secs(5), &[]);
+        let exchange = send(
+            conn,
+            &mut request,
+            target,
+            form,
+            Duration::from_secs(5),
+            &[],
+        );
         let bytes = std::mem::size_of_val(&exchange);
         assert!(bytes <= 400, "h1::send's future is {bytes} bytes");
     }
