@@ -211,8 +211,8 @@ fn form(ctx: &RequestCtx) -> client::Form {
 /// connect for goes to the route's fallback once (SPEC §5), so that a
 /// crashed service is covered from its first failed connect, not only
 /// once health checks or ejection notice. Any body qualifies, streamed
-/// ones included: a failed connect hands the request back unsent with its
-/// body unread. Counted in `figway_fallbacks_total`; the access line and
+/// ones included: a failed connect leaves the request unsent where it was
+/// lent from, its body unread. Counted in `figway_fallbacks_total`; the access line and
 /// `figway_requests_total` then name the fallback (`ctx.upstream`). The
 /// fallback takes it only as it would any request, with a usable target
 /// and room under its breaker; else the client gets the original failure.

@@ -39,7 +39,8 @@
 //! holds only what it awaits with; a rare path's large future is boxed
 //! where it is awaited; and no future's outcome is kept across a later
 //! `.await` (a sync function settles it first). `handle`'s box holds
-//! them all (~1.3 KiB; was ~4.7, then ~2.5).
+//! them all (~1.4 KiB; was ~4.7, then ~2.5).
+//!
 //! [`context`] holds the per-connection facts (computed once at accept) and
 //! the per-request state the phases share. Nothing a client or an upstream
 //! does can make this path panic or affect other requests: every failure is
@@ -124,7 +125,7 @@ pub fn handle(
     let mut body = Some(body);
     // Boxed rather than the attempt's state (timers, a connect) in every
     // connection's slot; in a block the thread keeps for the next request
-    // (`recycle`), ~1.3 KiB being past what malloc serves cheaply.
+    // (`recycle`), ~1.4 KiB being past what malloc serves cheaply.
     // The answer is made in the box too: no second future around it to
     // hand the context and the outcome out to (20-40 instructions a
     // request of copies).
