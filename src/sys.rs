@@ -9,6 +9,9 @@
 //! `__libc_recv`). nginx, one thread, skips them. Nothing in figway uses
 //! thread cancellation. Elsewhere than Linux these are tokio's calls. The
 //! caller waits for readiness and clears it (`TcpStream::try_io`).
+//!
+//! And [`own_file_table`] / [`leave_file_table`]: a worker's descriptor
+//! table its own, for the kernel's cheaper path in those same calls.
 
 use std::io::{self, IoSlice};
 #[cfg(target_os = "linux")]
@@ -82,6 +85,78 @@ pub fn send(socket: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     }
     #[cfg(not(target_os = "linux"))]
     socket.try_write_vectored(bufs)
+}
+
+/// Gives the calling thread a file-descriptor table of its own: a copy of
+/// the one it shared with the process's other threads (unshare(2),
+/// `CLONE_FILES`). A socket system call in a thread whose table is shared
+/// takes and drops a reference on the socket's file (the kernel's
+/// `fdget`/`fput`, ~0.25 µs a request on this VM, docs/benchmarks.md,
+/// session 21); in a thread alone with its table it does not, as in
+/// nginx's single-threaded worker. The threads left with the old table keep
+/// their copies of whatever was open then, which stay open as long as they
+/// do: the worker calls this before it opens a socket (`cli::serve`), and
+/// a thread that leaves a worker's table behind calls [`leave_file_table`].
+/// Descriptors opened afterwards by one side are not seen by the other.
+/// Elsewhere than Linux, nothing. Returns whether it took place.
+pub fn own_file_table() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: unshare(2) with CLONE_FILES copies this thread's table;
+        // it touches no memory of this process.
+        unsafe { libc::unshare(libc::CLONE_FILES) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
+/// For a thread that needs no descriptor but stdin, stdout and stderr
+/// (the access-log writer): a table of its own ([`own_file_table`]) with
+/// its copies of every other descriptor closed, so that it holds nothing
+/// open behind another thread's back and the thread it was started from
+/// is left alone with its table. Returns whether it took place.
+pub fn leave_file_table() -> bool {
+    if !own_file_table() {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    close_from(3);
+    true
+}
+
+/// Closes the calling thread's descriptors from `first` up: with
+/// close_range(2), else (a kernel before 5.9) one by one up to the
+/// descriptor limit.
+#[cfg(target_os = "linux")]
+fn close_from(first: u32) {
+    // SAFETY: closes descriptors of this thread's own table (after
+    // `unshare`): no other thread's descriptors, and no Rust value here
+    // owns one of these copies.
+    let ranged = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            libc::c_long::from(first),
+            libc::c_long::from(u32::MAX),
+            0 as libc::c_long,
+        )
+    };
+    if ranged == 0 {
+        return;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let last = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20)
+    } else {
+        1 << 16
+    };
+    for fd in u64::from(first)..last {
+        // SAFETY: as above; a descriptor not open is EBADF, nothing else.
+        unsafe { libc::close(fd as libc::c_int) };
+    }
 }
 
 #[cfg(test)]

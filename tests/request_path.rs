@@ -502,6 +502,74 @@ async fn an_idle_proxys_log_writer_sleeps_and_wakes_for_the_next_line() {
     get("idle-3").await;
 }
 
+/// Whether two threads (by thread id) share one descriptor table
+/// (kcmp(2)): `None` when the kernel cannot say.
+fn same_file_table(a: u32, b: u32) -> Option<bool> {
+    const KCMP_FILES: libc::c_long = 2;
+    // SAFETY: kcmp only compares two tasks' kernel objects; it reads and
+    // writes no memory of this process.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            libc::c_long::from(a as i32),
+            libc::c_long::from(b as i32),
+            KCMP_FILES,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    (r >= 0).then_some(r == 0)
+}
+
+/// The worker (with one worker, the process's first thread) has its
+/// descriptor table to itself, so the kernel skips a reference count on
+/// the socket in each of its system calls (`sys::own_file_table`): the
+/// config watcher's thread keeps the table it started with, the log
+/// writer leaves for one of its own, and lines still reach stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_has_its_descriptor_table_to_itself() {
+    let b = Backend::start("mono").await;
+    // One worker: more share the first one's table (correct, not faster).
+    let toml = format!("[runtime]\nworkers = 1\n{}", route_all(&b.url()));
+    let f = spawn_logging(&logging_config(&toml));
+    let mut client = RawClient::connect(f.addr).await;
+    client
+        .send(b"GET /own HTTP/1.1\r\nHost: t\r\nx-request-id: own-1\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(client.answer().await.unwrap().status, 200);
+    let line = tokio::task::block_in_place(|| f.next_line());
+    assert_eq!(parse_line(&line)["request_id"], "own-1", "{line}");
+    let pid = f.child.id();
+    let tasks: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| t.ok())
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            Some((tid, name.trim().to_string()))
+        })
+        .collect();
+    assert!(
+        tasks.iter().any(|(_, n)| n == "figway-access-l"),
+        "no log writer thread: {tasks:?}"
+    );
+    for (tid, name) in tasks.iter().filter(|(tid, _)| *tid != pid) {
+        match same_file_table(pid, *tid) {
+            Some(shared) => assert!(!shared, "thread {name} shares the worker's table"),
+            None => eprintln!("kcmp(2) unavailable here: the tables cannot be compared"),
+        }
+    }
+    // The connection opened before the check still serves.
+    client
+        .send(b"GET /own HTTP/1.1\r\nHost: t\r\nx-request-id: own-2\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(client.answer().await.unwrap().status, 200);
+    let line = tokio::task::block_in_place(|| f.next_line());
+    assert_eq!(parse_line(&line)["request_id"], "own-2", "{line}");
+}
+
 // === workers: one runtime and one listener per worker ===
 
 /// Names of the binary's threads, from /proc.

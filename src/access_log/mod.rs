@@ -118,6 +118,9 @@ fn writer() -> &'static Writer {
         let handle = std::thread::Builder::new()
             .name("figway-access-log".into())
             .spawn(|| {
+                // Needs stdout alone: out of the worker's descriptor table,
+                // so that the worker has it to itself (`sys`).
+                crate::sys::leave_file_table();
                 // `writer()` returns once the thread is spawned; the first
                 // line is queued right after.
                 let w = loop {

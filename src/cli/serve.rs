@@ -47,10 +47,19 @@ pub(super) fn run(path: &Path, upgrade: bool) -> ExitCode {
 /// every worker has drained. Err: the exit code of an address that could
 /// not be bound, already said.
 async fn serve(loaded: &config::Loaded, workers: usize, upgrade: bool) -> Result<(), ExitCode> {
-    let (proxy, admin) = bind_both(loaded, upgrade)?;
     let shared = Shared::new(loaded);
     // Kept alive for as long as we serve; dropping it stops the watch.
     let _reloads = crate::reload::start(&shared, true, true);
+    // This thread's descriptor table its own (`sys::own_file_table`): after
+    // the config watcher's thread has started with the old one (the
+    // watcher wakes it through descriptors both tables then hold), and
+    // before any socket is open, so that the watcher's table keeps no
+    // copy of one (a listener closed here would go on queueing
+    // connections there). No task has run yet. Threads started from here
+    // on share this table (other workers, tokio's blocking pool) or leave
+    // it at once (the access-log writer).
+    crate::sys::own_file_table();
+    let (proxy, admin) = bind_both(loaded, upgrade)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let others = workers::spawn_others(&proxy, workers, &shared, &stopped);
     announce(loaded, &proxy, &admin, others.len() + 1, upgrade);
