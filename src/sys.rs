@@ -114,14 +114,29 @@ pub fn own_file_table() -> bool {
 /// (the access-log writer): a table of its own ([`own_file_table`]) with
 /// its copies of every other descriptor closed, so that it holds nothing
 /// open behind another thread's back and the thread it was started from
-/// is left alone with its table. Returns whether it took place.
+/// is left alone with its table. It blocks every signal first: a signal
+/// sent to the process goes to any thread not blocking it, and tokio's
+/// handler writes to a descriptor (its signal pipe) this thread would no
+/// longer have, so a SIGTERM taken here would be lost. Returns whether it
+/// took place.
 pub fn leave_file_table() -> bool {
-    if !own_file_table() {
-        return false;
-    }
     #[cfg(target_os = "linux")]
-    close_from(3);
-    true
+    {
+        // SAFETY: sigfillset and pthread_sigmask write the set given and
+        // this thread's signal mask only.
+        let blocked = unsafe {
+            let mut all = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()) == 0
+        };
+        if !blocked || !own_file_table() {
+            return false;
+        }
+        close_from(3);
+        true
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
 }
 
 /// Closes the calling thread's descriptors from `first` up: with

@@ -560,6 +560,22 @@ async fn the_worker_has_its_descriptor_table_to_itself() {
             None => eprintln!("kcmp(2) unavailable here: the tables cannot be compared"),
         }
     }
+    // The writer, without tokio's signal pipe in its table, takes no
+    // signal: SIGTERM (15), SIGHUP (1) and SIGINT (2) go to a thread that
+    // can pass them on.
+    let (writer, _) = tasks.iter().find(|(_, n)| n == "figway-access-l").unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{writer}/status")).unwrap();
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .unwrap_or(0);
+    for signal in [1, 2, 15] {
+        assert!(
+            blocked & (1 << (signal - 1)) != 0,
+            "the log writer takes signal {signal}: SigBlk {blocked:x}"
+        );
+    }
     // The connection opened before the check still serves.
     client
         .send(b"GET /own HTTP/1.1\r\nHost: t\r\nx-request-id: own-2\r\n\r\n")
