@@ -15,6 +15,13 @@
 //!
 //! Lines are written only when `RUST_LOG` lets target `figway::access`
 //! through at INFO (`figway::access=off` silences them).
+//!
+//! The writer thread keeps out of the worker's way: it leaves for a
+//! descriptor table of its own holding stdin, stdout and stderr alone, and
+//! takes no signal (`sys::leave_file_table`). So it writes to stdout as it
+//! was when the writer started: an application embedding figway that
+//! later puts another file on descriptor 1 (`dup2`) does not move the
+//! access log with it.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
