@@ -80,6 +80,11 @@
 //! - Answers a layer gives without calling figway (the 401s) are not in
 //!   figway's metrics or access log; [`ResponseBody::full`] builds them in
 //!   the service's body type.
+//! - The access log's writer is a thread of figway's that keeps a
+//!   descriptor table of its own with stdin, stdout and stderr alone, and
+//!   blocks every signal (`access_log`): it writes to stdout as it was when
+//!   it started, so an application that later puts another file on
+//!   descriptor 1 (`dup2`) does not move the access log with it.
 //!
 //! Cost over the binary: one allocation per request (the tower `Future`
 //! must be a nameable type, so `proxy::handle`'s future is boxed; the

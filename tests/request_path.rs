@@ -533,23 +533,16 @@ async fn the_worker_has_its_descriptor_table_to_itself() {
     let toml = format!("[runtime]\nworkers = 1\n{}", route_all(&b.url()));
     let f = spawn_logging(&logging_config(&toml));
     let mut client = RawClient::connect(f.addr).await;
-    client
-        .send(b"GET /own HTTP/1.1\r\nHost: t\r\nx-request-id: own-1\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(client.answer().await.unwrap().status, 200);
-    let line = tokio::task::block_in_place(|| f.next_line());
-    assert_eq!(parse_line(&line)["request_id"], "own-1", "{line}");
+    let mut get_logged = async |id: &str| {
+        let req = format!("GET /own HTTP/1.1\r\nHost: t\r\nx-request-id: {id}\r\n\r\n");
+        client.send(req.as_bytes()).await.unwrap();
+        assert_eq!(client.answer().await.unwrap().status, 200);
+        let line = tokio::task::block_in_place(|| f.next_line());
+        assert_eq!(parse_line(&line)["request_id"], id, "{line}");
+    };
+    get_logged("own-1").await;
     let pid = f.child.id();
-    let tasks: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| t.ok())
-        .filter_map(|t| {
-            let tid = t.file_name().to_str()?.parse().ok()?;
-            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
-            Some((tid, name.trim().to_string()))
-        })
-        .collect();
+    let tasks = threads(pid);
     assert!(
         tasks.iter().any(|(_, n)| n == "figway-access-l"),
         "no log writer thread: {tasks:?}"
@@ -577,27 +570,29 @@ async fn the_worker_has_its_descriptor_table_to_itself() {
         );
     }
     // The connection opened before the check still serves.
-    client
-        .send(b"GET /own HTTP/1.1\r\nHost: t\r\nx-request-id: own-2\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(client.answer().await.unwrap().status, 200);
-    let line = tokio::task::block_in_place(|| f.next_line());
-    assert_eq!(parse_line(&line)["request_id"], "own-2", "{line}");
+    get_logged("own-2").await;
 }
 
 // === workers: one runtime and one listener per worker ===
 
-/// Names of the binary's threads, from /proc.
-fn thread_names(pid: u32) -> Vec<String> {
+/// The binary's threads, (thread id, name), from /proc.
+fn threads(pid: u32) -> Vec<(u32, String)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
     tasks
         .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            Some((tid, name.trim().to_string()))
+        })
         .collect()
+}
+
+/// Names of the binary's threads, from /proc.
+fn thread_names(pid: u32) -> Vec<String> {
+    threads(pid).into_iter().map(|(_, name)| name).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

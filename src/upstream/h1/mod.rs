@@ -252,26 +252,28 @@ mod tests {
         request
     }
 
+    /// `send` with the request lent from `request`, to the target at `addr`.
+    fn lend<'a>(
+        conn: Box<Conn>,
+        request: &'a mut Request<RequestBody>,
+        addr: &str,
+    ) -> impl std::future::Future<Output = Result<Answer, Error>> + Send + 'a {
+        let target = Arc::new(Target::new("u", addr));
+        let form = Form {
+            room: 0,
+            lines: false,
+        };
+        send(conn, request, target, form, Duration::from_secs(5), &[])
+    }
+
     /// The exchange's future is in every request's state, five levels
     /// of futures deep (proxy/mod.rs, Futures): it holds the lent
     /// request by reference, not the request (~260 bytes) itself.
     #[tokio::test]
     async fn the_exchange_future_holds_the_request_by_reference() {
         let (conn, addr) = reset_connection().await;
-        let target = Arc::new(Target::new("u", &addr));
-        let form = Form {
-            room: 0,
-            lines: false,
-        };
         let mut request = post();
-        let exchange = send(
-            conn,
-            &mut request,
-            target,
-            form,
-            Duration::from_secs(5),
-            &[],
-        );
+        let exchange = lend(conn, &mut request, &addr);
         let bytes = std::mem::size_of_val(&exchange);
         assert!(bytes <= 400, "h1::send's future is {bytes} bytes");
     }
@@ -279,22 +281,8 @@ mod tests {
     #[tokio::test]
     async fn a_connection_that_fails_the_first_write_leaves_the_request_whole() {
         let (conn, addr) = reset_connection().await;
-        let target = Arc::new(Target::new("u", &addr));
-        let form = Form {
-            room: 0,
-            lines: false,
-        };
         let mut request = post();
-        match send(
-            conn,
-            &mut request,
-            target,
-            form,
-            Duration::from_secs(5),
-            &[],
-        )
-        .await
-        {
+        match lend(conn, &mut request, &addr).await {
             Err(Error::Unsent) => {
                 assert_eq!(request.method(), Method::POST);
                 assert_eq!(request.uri(), "/x");
