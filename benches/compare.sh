@@ -20,6 +20,7 @@ Prints a plain table and the same figures as markdown.
 
 Environment (defaults in brackets):
   FIGWAY_BIN      figway binary to test [build target/release/figway with cargo]
+  FIGWAY_PGO_BIN  the figway-pgo row's binary [target/pgo/release/figway, from scripts/pgo.sh]
   DURATION        seconds per wrk run [5]
   ROUNDS          interleaved rounds over all proxies and paths [5]
   CONNS           wrk connections [64]
@@ -49,7 +50,10 @@ Set PROXIES, RATE_PROXIES or MEM_PROXIES to the empty string to skip that part.
 Rows: direct (no proxy), nginx, haproxy, figway-nolog (one route, access log
 off), figway (one route, default config: access log on, written to a file),
 figway-full (access log on, 10,001 routes, health checks, outlier detection,
-sticky split with fallback on /). Two floors, in no default list:
+sticky split with fallback on /), figway-pgo (the figway row's config on
+the profile-guided build of scripts/pgo.sh; in no default list, as that
+build takes about 10 minutes: PROXIES="nginx figway figway-pgo"). Two
+floors, in no default list:
 baseline (examples/baseline_proxy.rs: a minimal proxy on hyper and tokio,
 figway's crates without its features) and codec-floor
 (examples/codec_floor.rs: the same with HTTP/1.1 parsed and written by
@@ -117,7 +121,7 @@ for v in DURATION ROUNDS CONNS WARMUP RATE_ROUNDS RATE_DURATION RATE_WORKERS RAT
 done
 (( DURATION >= 1 && ROUNDS >= 1 && CONNS >= 1 && RATE_ROUNDS >= 1 && RATE_DURATION >= 1 )) \
   || die "DURATION, ROUNDS, CONNS, RATE_ROUNDS and RATE_DURATION must be at least 1"
-KNOWN_ROWS=" direct nginx haproxy figway-nolog figway figway-full baseline codec-floor "
+KNOWN_ROWS=" direct nginx haproxy figway-nolog figway figway-full figway-pgo baseline codec-floor "
 for p in $PROXIES $RATE_PROXIES $MEM_PROXIES; do
   [[ "$KNOWN_ROWS" == *" $p "* ]] || die "unknown row '$p' (known:$KNOWN_ROWS)"
 done
@@ -205,6 +209,14 @@ for row in baseline codec-floor; do
   FLOOR_BIN[$row]="$ROOT/target/release/examples/$example"
 done
 
+# The profile-guided build (scripts/pgo.sh), for the figway-pgo row only:
+# not built here, as it takes about 10 minutes.
+if [[ " $PROXIES $RATE_PROXIES $MEM_PROXIES " == *" figway-pgo "* ]]; then
+  FIGWAY_PGO_BIN="${FIGWAY_PGO_BIN:-$ROOT/target/pgo/release/figway}"
+  [[ -x "$FIGWAY_PGO_BIN" ]] || die "row figway-pgo: $FIGWAY_PGO_BIN is missing; build it with scripts/pgo.sh (about 10 minutes) or set FIGWAY_PGO_BIN"
+  FIGWAY_PGO_BIN="$(cd "$(dirname "$FIGWAY_PGO_BIN")" && pwd)/$(basename "$FIGWAY_PGO_BIN")"
+fi
+
 # ---------------------------------------------------------------- processes and cleanup
 WORK="$(mktemp -d /tmp/figway-compare.XXXXXX)"
 chmod 755 "$WORK"
@@ -272,15 +284,15 @@ US_PER_TICK=$(( 1000000 / CLK_TCK ))
 
 # ---------------------------------------------------------------- configs
 i=0
-for row in upstream nginx haproxy figway-nolog figway figway-full baseline codec-floor; do
+for row in upstream nginx haproxy figway-nolog figway figway-full baseline codec-floor figway-pgo; do
   PORT[$row]=$(( BASE_PORT + i ))
   i=$(( i + 1 ))
 done
 PORT[direct]=${PORT[upstream]}
-for row in upstream nginx haproxy figway-nolog figway figway-full baseline codec-floor; do
+for row in upstream nginx haproxy figway-nolog figway figway-full baseline codec-floor figway-pgo; do
   port_free "${PORT[$row]}" || die "port ${PORT[$row]} (for $row) is in use; set BASE_PORT"
 done
-for row in figway-nolog figway figway-full; do
+for row in figway-nolog figway figway-full figway-pgo; do
   port_free $(( PORT[$row] + 100 )) || die "port $(( PORT[$row] + 100 )) (figway admin) is in use; set BASE_PORT"
 done
 
@@ -295,6 +307,8 @@ render "$HERE/figway.toml" "$WORK/figway-nolog.toml" "${common[@]}" PORT="${PORT
   ADMIN_PORT=$(( PORT[figway-nolog] + 100 )) ACCESS_LOG=false
 render "$HERE/figway.toml" "$WORK/figway.toml" "${common[@]}" PORT="${PORT[figway]}" \
   ADMIN_PORT=$(( PORT[figway] + 100 )) ACCESS_LOG=true
+render "$HERE/figway.toml" "$WORK/figway-pgo.toml" "${common[@]}" PORT="${PORT[figway-pgo]}" \
+  ADMIN_PORT=$(( PORT[figway-pgo] + 100 )) ACCESS_LOG=true
 render "$HERE/figway-full.toml" "$WORK/figway-full.toml" "${common[@]}" PORT="${PORT[figway-full]}" \
   ADMIN_PORT=$(( PORT[figway-full] + 100 ))
 for ((r = 0; r < 10000; r++)); do
@@ -307,7 +321,7 @@ nginx -t -q -p "$WORK/" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" 2>"$WOR
   || { cat "$WORK/check.err" >&2; die "nginx config is invalid"; }
 haproxy -c -q -f "$WORK/haproxy.cfg" >"$WORK/check.err" 2>&1 \
   || { cat "$WORK/check.err" >&2; die "haproxy config is invalid"; }
-for row in figway-nolog figway figway-full; do
+for row in figway-nolog figway figway-full figway-pgo; do
   "$FIGWAY_BIN" check "$WORK/$row.toml" >"$WORK/check.out" 2>&1 \
     || { tail -n 30 "$WORK/check.out" >&2; die "figway check $WORK/$row.toml failed"; }
 done
@@ -327,17 +341,19 @@ for row in $PROXIES $RATE_PROXIES $MEM_PROXIES; do
     haproxy) start haproxy "$PROXY_CPU" /dev/null haproxy -db -f "$WORK/haproxy.cfg" ;;
     figway-nolog) start "$row" "$PROXY_CPU" /dev/null "$FIGWAY_BIN" run --config "$WORK/$row.toml" ;;
     baseline|codec-floor) start "$row" "$PROXY_CPU" /dev/null "${FLOOR_BIN[$row]}" "127.0.0.1:${PORT[$row]}" "127.0.0.1:${PORT[upstream]}" ;;
-    figway|figway-full)
+    figway|figway-full|figway-pgo)
       # The access log (stdout) goes to a file on disk, truncated between runs.
       : > "$WORK/$row.access.log"
-      start "$row" "$PROXY_CPU" "$WORK/$row.access.log" "$FIGWAY_BIN" run --config "$WORK/$row.toml" ;;
+      bin="$FIGWAY_BIN"
+      [[ "$row" != figway-pgo ]] || bin="$FIGWAY_PGO_BIN"
+      start "$row" "$PROXY_CPU" "$WORK/$row.access.log" "$bin" run --config "$WORK/$row.toml" ;;
   esac
   wait_ready "$row" "${PORT[$row]}"
 done
 for row in direct ${started}; do
   verify "$row" "${PORT[$row]}"
 done
-for row in figway figway-full; do
+for row in figway figway-full figway-pgo; do
   if [[ "$started" == *" $row "* ]]; then
     sleep 0.2
     [[ -s "$WORK/$row.access.log" ]] || die "$row: the access log is on but nothing reached $WORK/$row.access.log"
@@ -361,6 +377,7 @@ cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "command=$COMMAND"
   echo "figway_bin=$FIGWAY_BIN"
   echo "figway_version=$FIGWAY_VERSION"
+  [[ -z "${FIGWAY_PGO_BIN:-}" ]] || echo "figway_pgo_bin=$FIGWAY_PGO_BIN"
   echo "nginx_version=$(nginx -v 2>&1 | sed 's|.*nginx/||')"
   echo "haproxy_version=$(haproxy -v | head -n1 | awk '{print $3}')"
   echo "wrk_version=$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')"

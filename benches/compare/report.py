@@ -217,6 +217,11 @@ def target_rows(runs, rate, mem):
         check(f"CPU \u00b5s/req on {path}, log on \u2264 {limit}\u00d7 nginx",
               vs("figway", "nginx", path, "cpu_us_per_req"), limit,
               pair=paired_ratios(runs, "figway", path))
+    # The profile-guided build (scripts/pgo.sh), when the run has its row.
+    for path, limit in (("/", 1.0), ("/big", 0.9)):
+        check(f"PGO build: CPU \u00b5s/req on {path}, log on \u2264 {limit}\u00d7 nginx",
+              vs("figway-pgo", "nginx", path, "cpu_us_per_req"), limit,
+              pair=paired_ratios(runs, "figway-pgo", path))
     check("full config within 10% of one route (CPU on /)",
           vs("figway-full", "figway", "/", "cpu_us_per_req"), 1.10,
           pair=paired_ratios(runs, "figway-full", "/", ref="figway"))
@@ -235,6 +240,9 @@ def target_rows(runs, rate, mem):
               shown=f"{after:+.1f} MiB")
     check("req/s on / \u2265 0.95\u00d7 nginx", vs("figway", "nginx", "/", "rps"), 0.95,
           higher_is_better=True, pair=paired_ratios(runs, "figway", "/", "rps"))
+    check("PGO build: p99 at a fixed rate \u2264 nginx",
+          vs("figway-pgo", "nginx", "/", "p99_ms", rate), 1.0,
+          pair=paired_ratios(rate, "figway-pgo", "/", "p99_ms"))
     return rows
 
 
@@ -277,6 +285,8 @@ def main():
             print(f"- date: {meta.get('date')}")
             print(f"- machine: {meta.get('cpu')}, {meta.get('ncpu')} cores, kernel {meta.get('kernel')}")
             print(f"- figway: {meta.get('figway_version')} ({meta.get('figway_bin')})")
+            if meta.get("figway_pgo_bin"):
+                print(f"- figway-pgo: {meta.get('figway_pgo_bin')} (scripts/pgo.sh)")
             print(f"- nginx {meta.get('nginx_version')}, HAProxy {meta.get('haproxy_version')}, {meta.get('wrk_version')}")
             print(f"- command: `{meta.get('command')}`")
             print(f"- pinning: proxies on CPU {meta.get('proxy_cpu')}, upstream + load generator on CPU {meta.get('load_cpu')}")
