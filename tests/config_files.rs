@@ -13,8 +13,9 @@
 //!   `config_replaced_36_times_under_load_fails_no_request`;
 //! - the systemd unit has its hardening and its timeouts, and passes
 //!   `systemd-analyze verify` where systemd-analyze exists;
-//! - the Dockerfile's stages, user and entrypoint are consistent (CI builds
-//!   it for real when a Docker daemon answers, see `.ci/run`).
+//! - the Dockerfile's stages, user and entrypoint are consistent, and the
+//!   scripts it runs are there and executable (CI builds it for real when
+//!   a Docker daemon answers, see `.ci/run`).
 #![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -914,6 +915,33 @@ fn dockerfile_stages_user_and_entrypoint() {
         stages.iter().any(|(_, b)| builds_figway(b)),
         "a stage runs cargo build --release --locked"
     );
+    // A script a RUN calls (scripts/pgo.sh, for --build-arg PGO=1) is in
+    // the repository, executable, and not kept out of the build context.
+    let ignore = read(".dockerignore");
+    for (_, body) in &stages {
+        for (_, args) in body.iter().filter(|(op, _)| op == "RUN") {
+            for script in args
+                .split_whitespace()
+                .filter(|w| w.starts_with("scripts/"))
+            {
+                let mode = std::fs::metadata(repo().join(script))
+                    .unwrap_or_else(|e| panic!("RUN {script}: {e}"))
+                    .permissions();
+                assert!(
+                    std::os::unix::fs::PermissionsExt::mode(&mode) & 0o111 != 0,
+                    "RUN {script}: not executable"
+                );
+                assert!(
+                    !ignore
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .any(|l| script.starts_with(l)),
+                    "RUN {script}: .dockerignore keeps it out of the build context"
+                );
+            }
+        }
+    }
 
     // The final stage: non-root, figway as the entrypoint on the config path
     // the Kubernetes and systemd examples use.
