@@ -72,6 +72,10 @@ if ! PROFDATA="$(find_profdata)"; then
 fi
 
 # ---------------------------------------------------------------- instrumented build
+UP=$BASE_PORT PROXY=$((BASE_PORT + 1)) ADMIN=$((BASE_PORT + 2))
+for port in "$UP" "$PROXY" "$ADMIN"; do
+  port_free "$port" || die "port $port is in use; set BASE_PORT"
+done
 WORK="$(mktemp -d /tmp/figway-pgo.XXXXXX)"
 PIDS=()
 trap cleanup_pids EXIT
@@ -85,7 +89,6 @@ log "instrumented build (target/pgo-gen)"
 GEN_BIN="$ROOT/target/pgo-gen/release/figway"
 
 # ---------------------------------------------------------------- training run
-UP=$BASE_PORT PROXY=$((BASE_PORT + 1)) ADMIN=$((BASE_PORT + 2))
 render_proxy_rows "$HERE/compare/figway.toml"
 head -c 65536 /dev/urandom >"$WORK/www/big"
 cat >"$WORK/post.lua" <<'LUA'
