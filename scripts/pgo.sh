@@ -10,7 +10,7 @@
 # taught the compiler: which branches are taken, which calls are hot,
 # which code is cold and can be laid out out of the way (figway's request
 # path is hyper's, tokio's and http's generic code, and on the benchmark
-# VM it misses the first-level instruction cache twice as often as nginx;
+# VM it missed the first-level instruction cache 1.8 times as often as nginx;
 # docs/benchmarks.md, "A profile-guided build").
 #
 # Steps: an instrumented build (target/pgo-gen), a training run against a
@@ -117,11 +117,13 @@ train() { # config scheme
   pid=$!
   PIDS+=("$pid")
   if [[ "$scheme" == https ]]; then
+    local up=0
     for _ in $(seq 1 100); do
-      curl -ksf -o /dev/null "https://127.0.0.1:$PROXY/" && break
+      curl -ksf -o /dev/null "https://127.0.0.1:$PROXY/" && { up=1; break; }
       kill -0 "$pid" || die "instrumented figway exited (stderr: $WORK/train.stderr)"
       sleep 0.1
     done
+    (( up )) || die "instrumented figway did not answer on https://127.0.0.1:$PROXY/"
     curl -ksf --http2 "${h2_urls[@]}" >/dev/null || die "HTTP/2 over TLS failed"
   else
     wait_proxy "$pid" train
