@@ -151,7 +151,10 @@ impl Drop for Demo {
 /// before the demo binds it; [`start`] then tries another base.
 fn free_base() -> u16 {
     loop {
-        let base = fastrand::u16(20_000..60_000);
+        // Below Linux's ephemeral range (32768–60999 by default): a port
+        // checked free here could otherwise be handed to another test's
+        // `bind(:0)` or outgoing connection before the demo binds it.
+        let base = fastrand::u16(20_000..32_000);
         let free = (base..base + 5).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
             return base;
