@@ -52,8 +52,11 @@ off), figway (one route, default config: access log on, written to a file),
 figway-full (access log on, 10,001 routes, health checks, outlier detection,
 sticky split with fallback on /), figway-pgo (the figway row's config on
 the profile-guided build of scripts/pgo.sh; in no default list, as that
-build takes about 10 minutes: PROXIES="nginx figway figway-pgo"). Two
-floors, in no default list:
+build takes about 10 minutes: PROXIES="nginx figway figway-pgo"),
+nginx-log (the nginx row with its access log on, combined format, to a
+file on disk, batched as figway batches its own: buffer=64k flush=10ms;
+figway's log on against nginx's, in no default list:
+PROXIES="nginx nginx-log figway"). Two floors, in no default list:
 baseline (examples/baseline_proxy.rs: a minimal proxy on hyper and tokio,
 figway's crates without its features) and codec-floor
 (examples/codec_floor.rs: the same with HTTP/1.1 parsed and written by
@@ -121,7 +124,7 @@ for v in DURATION ROUNDS CONNS WARMUP RATE_ROUNDS RATE_DURATION RATE_WORKERS RAT
 done
 (( DURATION >= 1 && ROUNDS >= 1 && CONNS >= 1 && RATE_ROUNDS >= 1 && RATE_DURATION >= 1 )) \
   || die "DURATION, ROUNDS, CONNS, RATE_ROUNDS and RATE_DURATION must be at least 1"
-KNOWN_ROWS=" direct nginx haproxy figway-nolog figway figway-full figway-pgo baseline codec-floor "
+KNOWN_ROWS=" direct nginx nginx-log haproxy figway-nolog figway figway-full figway-pgo baseline codec-floor "
 for p in $PROXIES $RATE_PROXIES $MEM_PROXIES; do
   [[ "$KNOWN_ROWS" == *" $p "* ]] || die "unknown row '$p' (known:$KNOWN_ROWS)"
 done
@@ -284,12 +287,12 @@ US_PER_TICK=$(( 1000000 / CLK_TCK ))
 
 # ---------------------------------------------------------------- configs
 i=0
-for row in upstream nginx haproxy figway-nolog figway figway-full baseline codec-floor figway-pgo; do
+for row in upstream nginx haproxy figway-nolog figway figway-full baseline codec-floor figway-pgo nginx-log; do
   PORT[$row]=$(( BASE_PORT + i ))
   i=$(( i + 1 ))
 done
 PORT[direct]=${PORT[upstream]}
-for row in upstream nginx haproxy figway-nolog figway figway-full baseline codec-floor figway-pgo; do
+for row in upstream nginx haproxy figway-nolog figway figway-full baseline codec-floor figway-pgo nginx-log; do
   port_free "${PORT[$row]}" || die "port ${PORT[$row]} (for $row) is in use; set BASE_PORT"
 done
 for row in figway-nolog figway figway-full figway-pgo; do
@@ -301,6 +304,13 @@ head -c 65536 /dev/urandom > "$WORK/www/big"
 common=(WORK="$WORK" NOFILE="$NOFILE" WORKER_CONNECTIONS="$WORKER_CONNECTIONS" UPSTREAM_PORT="${PORT[upstream]}")
 render "$HERE/upstream-nginx.conf" "$WORK/upstream.conf" "${common[@]}" PORT="${PORT[upstream]}"
 render "$HERE/nginx.conf" "$WORK/nginx.conf" "${common[@]}" PORT="${PORT[nginx]}"
+# nginx-log: the same nginx on its own port, pid file and error log, its
+# access log on and batched as figway's is (64 KiB or 10 ms).
+sed -e "s|access_log off;|access_log $WORK/nginx-log.access.log combined buffer=64k flush=10ms;|" \
+  -e "s|$WORK/nginx.pid|$WORK/nginx-log.pid|" -e "s|/nginx-error.log|/nginx-log-error.log|" \
+  -e "s|listen 127.0.0.1:${PORT[nginx]} |listen 127.0.0.1:${PORT[nginx-log]} |" \
+  "$WORK/nginx.conf" > "$WORK/nginx-log.conf"
+grep -q "listen 127.0.0.1:${PORT[nginx-log]} " "$WORK/nginx-log.conf" || die "nginx-log: could not set its port in $WORK/nginx-log.conf"
 render "$HERE/haproxy.cfg" "$WORK/haproxy.cfg" "${common[@]}" PORT="${PORT[haproxy]}" \
   MAXCONN="$HAPROXY_MAXCONN" STRICT_LIMITS="$STRICT_LIMITS"
 render "$HERE/figway.toml" "$WORK/figway-nolog.toml" "${common[@]}" PORT="${PORT[figway-nolog]}" \
@@ -319,6 +329,8 @@ nginx -t -q -p "$WORK/" -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" 2
   || { cat "$WORK/check.err" >&2; die "upstream nginx config is invalid"; }
 nginx -t -q -p "$WORK/" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" 2>"$WORK/check.err" \
   || { cat "$WORK/check.err" >&2; die "nginx config is invalid"; }
+nginx -t -q -p "$WORK/" -e "$WORK/nginx-log-error.log" -c "$WORK/nginx-log.conf" 2>"$WORK/check.err" \
+  || { cat "$WORK/check.err" >&2; die "nginx-log config is invalid"; }
 haproxy -c -q -f "$WORK/haproxy.cfg" >"$WORK/check.err" 2>&1 \
   || { cat "$WORK/check.err" >&2; die "haproxy config is invalid"; }
 for row in figway-nolog figway figway-full figway-pgo; do
@@ -338,6 +350,7 @@ for row in $PROXIES $RATE_PROXIES $MEM_PROXIES; do
   started+="$row "
   case "$row" in
     nginx) start nginx "$PROXY_CPU" /dev/null nginx -p "$WORK/" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" ;;
+    nginx-log) start nginx-log "$PROXY_CPU" /dev/null nginx -p "$WORK/" -e "$WORK/nginx-log-error.log" -c "$WORK/nginx-log.conf" ;;
     haproxy) start haproxy "$PROXY_CPU" /dev/null haproxy -db -f "$WORK/haproxy.cfg" ;;
     figway-nolog) start "$row" "$PROXY_CPU" /dev/null "$FIGWAY_BIN" run --config "$WORK/$row.toml" ;;
     baseline|codec-floor) start "$row" "$PROXY_CPU" /dev/null "${FLOOR_BIN[$row]}" "127.0.0.1:${PORT[$row]}" "127.0.0.1:${PORT[upstream]}" ;;
@@ -353,7 +366,7 @@ done
 for row in direct ${started}; do
   verify "$row" "${PORT[$row]}"
 done
-for row in figway figway-full figway-pgo; do
+for row in figway figway-full figway-pgo nginx-log; do
   if [[ "$started" == *" $row "* ]]; then
     sleep 0.2
     [[ -s "$WORK/$row.access.log" ]] || die "$row: the access log is on but nothing reached $WORK/$row.access.log"

@@ -222,6 +222,11 @@ def target_rows(runs, rate, mem):
         check(f"PGO build: CPU \u00b5s/req on {path}, log on \u2264 {limit}\u00d7 nginx",
               vs("figway-pgo", "nginx", path, "cpu_us_per_req"), limit,
               pair=paired_ratios(runs, "figway-pgo", path))
+    # Not a target: figway's log on against nginx's (row nginx-log), when
+    # the run has that row.
+    check("for reference: CPU \u00b5s/req on /, both logging, \u2264 1.0\u00d7 nginx-log",
+          vs("figway", "nginx-log", "/", "cpu_us_per_req"), 1.0,
+          pair=paired_ratios(runs, "figway", "/", ref="nginx-log"))
     check("full config within 10% of one route (CPU on /)",
           vs("figway-full", "figway", "/", "cpu_us_per_req"), 1.10,
           pair=paired_ratios(runs, "figway-full", "/", ref="figway"))
